@@ -1,0 +1,210 @@
+"""Command-line interface: the only module that knows every part.
+
+    archbench run [--models mlp,cnn] [--seeds 0,1,2] [--epochs 5] ...
+    archbench report RUN_DIR
+    archbench models
+    archbench data fetch [--dest DIR] | archbench data info
+
+Exit codes: 0 ok, 2 usage/config, 3 data, 4 runtime failure, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from archbench.errors import EXIT_RUNTIME, EXIT_USAGE, ArchbenchError
+
+
+def _int_at_least(lo: int, what: str):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be an integer >= {lo}, got {text!r}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"{what} must be an integer >= {lo}, got {v}")
+        return v
+
+    return parse
+
+
+def _positive_float(what: str):
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be a number > 0, got {text!r}") from None
+        if not v > 0 or v == float("inf"):
+            raise argparse.ArgumentTypeError(f"{what} must be a finite number > 0, got {text}")
+        return v
+
+    return parse
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip() != ""]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds must be comma-separated integers like 0,1,2, got {text!r}") from None
+    if not seeds:
+        raise argparse.ArgumentTypeError("seeds must name at least one integer, e.g. --seeds 0")
+    if any(s < 0 for s in seeds):
+        raise argparse.ArgumentTypeError(f"seeds must be >= 0, got {text!r}")
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"seeds {text!r} repeat a value")
+    return seeds
+
+
+def _models(text: str) -> list[str]:
+    models = [m.strip() for m in text.split(",") if m.strip()]
+    if not models:
+        raise argparse.ArgumentTypeError("give at least one model, e.g. --models mlp,cnn")
+    return models
+
+
+def _device(text: str) -> str:
+    if text in ("auto", "cpu", "cuda") or (text.startswith("cuda:") and text[5:].isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(f"device must be auto, cpu, cuda or cuda:N, got {text!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from archbench import __version__
+
+    p = argparse.ArgumentParser(prog="archbench", description=__doc__.split("\n")[0])
+    p.add_argument("--version", action="version", version=f"archbench {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    r = sub.add_parser("run", help="train and measure models, write runs/<name>/ (default: the seed study)")
+    r.add_argument("--models", type=_models, default=["mlp", "cnn"],
+                   help="comma-separated registry names or package.module:function (default: mlp,cnn)")
+    r.add_argument("--seeds", type=_seeds, default=[0], help="comma-separated seeds (default: 0)")
+    r.add_argument("--repeats", type=_int_at_least(1, "--repeats"), default=None,
+                   help="shorthand for --seeds 0,1,...,N-1")
+    r.add_argument("--epochs", type=_int_at_least(1, "--epochs"), default=5)
+    r.add_argument("--batch-size", type=_int_at_least(1, "--batch-size"), default=64)
+    r.add_argument("--lr", type=_positive_float("--lr"), default=1e-3)
+    r.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    r.add_argument("--data-dir", default=None, help="directory holding the IDX files (.gz or raw)")
+    r.add_argument("--no-verify", action="store_true", help="skip the SHA-256 check of the data files")
+    r.add_argument("--out", default="runs", help="parent directory of run directories (default: runs)")
+    r.add_argument("--name", default=None, help="run directory name (default: a timestamp)")
+    r.add_argument("--train-limit", type=_int_at_least(1, "--train-limit"), default=None,
+                   help="use only the first N training images")
+    r.add_argument("--test-limit", type=_int_at_least(1, "--test-limit"), default=None,
+                   help="use only the first N test images")
+    r.add_argument("--formulation", choices=("fast", "plain"), default="fast",
+                   help="CPU training formulation: fast (channels-last, same maths) or plain eager")
+    r.add_argument("--no-cuda-graphs", action="store_true", help="on CUDA, run the step eagerly")
+    r.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+
+    rep = sub.add_parser("report", help="rebuild report.md from RUN_DIR/results.json")
+    rep.add_argument("run_dir")
+
+    sub.add_parser("models", help="list the model registry with parameter counts and FLOPs")
+
+    d = sub.add_parser("data", help="dataset commands")
+    dsub = d.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    f = dsub.add_parser("fetch", help="download and verify the dataset")
+    f.add_argument("--dest", default=None, help="target directory (default: the user cache, searched by `run`)")
+    f.add_argument("--dataset", default="fashion-mnist")
+    f.add_argument("--mirror", action="append", default=None, help="base URL to download from (repeatable)")
+    f.add_argument("--timeout", type=_positive_float("--timeout"), default=60.0)
+    i = dsub.add_parser("info", help="where the dataset is found, and whether it verifies")
+    i.add_argument("--data-dir", default=None)
+    i.add_argument("--dataset", default="fashion-mnist")
+    return p
+
+
+def _log(quiet: bool):
+    return (lambda s: None) if quiet else (lambda s: print(s, file=sys.stderr, flush=True))
+
+
+def cmd_run(args) -> int:
+    from archbench.report import TABLE_HEAD, comparison_rows, text_table
+    from archbench.study import StudyConfig, run_study
+    from archbench.train import TrainConfig
+
+    seeds = list(range(args.repeats)) if args.repeats else args.seeds
+    cfg = StudyConfig(
+        models=args.models, seeds=seeds,
+        train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=args.device,
+                          formulation=args.formulation, cuda_graphs=not args.no_cuda_graphs),
+        data_dir=args.data_dir, verify=not args.no_verify, train_limit=args.train_limit,
+        test_limit=args.test_limit, out=args.out, name=args.name,
+    )
+    record, run_dir = run_study(cfg, quiet=args.quiet, log=_log(args.quiet))
+    print(text_table(TABLE_HEAD, comparison_rows(record)))
+    print(f"\nwrote {run_dir / 'results.json'} and {run_dir / 'report.md'}")
+    failed = sum(u.get("status") != "ok" for e in record["models"].values() for u in e["units"])
+    return EXIT_RUNTIME if failed else 0
+
+
+def cmd_report(args) -> int:
+    from archbench.records import atomic_write_text, load_record
+    from archbench.report import render_markdown
+
+    record = load_record(args.run_dir)
+    out = Path(args.run_dir) / "report.md"
+    atomic_write_text(out, render_markdown(record))
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from archbench.measure import count_parameters, forward_flops
+    from archbench.models import create_model, get_entry, list_models
+    from archbench.report import text_table
+    from archbench.report.units import fmt_count
+
+    rows = []
+    for name in list_models():
+        e = get_entry(name)
+        m = create_model(name)
+        rows.append((name, fmt_count(count_parameters(m)["trainable"]),
+                     fmt_count(forward_flops(m, e.input_shape)["flops"]), e.description))
+    print(text_table(("Model", "Params", "FLOPs/sample", "Description"), rows))
+    return 0
+
+
+def cmd_data(args) -> int:
+    from archbench.data import fetch_dataset, get_dataset_spec, load_dataset, locate
+
+    if args.data_command == "fetch":
+        paths = fetch_dataset(args.dataset, args.dest, args.mirror, args.timeout, log=_log(False))
+        print(f"{args.dataset}: {len(paths)} files verified in {Path(next(iter(paths.values()))).parent}")
+        return 0
+    if args.data_command == "info":
+        spec = get_dataset_spec(args.dataset)
+        paths = locate(spec, args.data_dir)
+        ds = load_dataset(spec, args.data_dir)
+        for role, path in paths.items():
+            print(f"{role:13s} {path}")
+        print(f"verified: SHA-256 of all {len(paths)} payloads match; "
+              f"{len(ds.train_labels):,} train / {len(ds.test_labels):,} test images, {spec.num_classes} classes")
+        return 0
+    print("usage: archbench data {fetch,info} (see archbench data --help)", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    handler = {"run": cmd_run, "report": cmd_report, "models": cmd_models, "data": cmd_data}[args.command]
+    try:
+        return handler(args)
+    except ArchbenchError as exc:
+        if args.debug:
+            raise
+        print(f"archbench: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("\narchbench: interrupted; finished units are saved in the run directory's results.json.",
+              file=sys.stderr)
+        return 130

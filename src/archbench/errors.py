@@ -1,0 +1,43 @@
+"""archbench's own errors.
+
+Every error a user can cause is an :class:`ArchbenchError`: its message names
+the input, the bad value, what was expected and how to fix it.  The CLI prints
+the message (no traceback unless ``--debug``) and exits with the error's code.
+
+Exit codes: 0 ok, 2 usage or configuration, 3 data, 4 runtime failure.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_DATA = 3
+EXIT_RUNTIME = 4
+
+
+class ArchbenchError(Exception):
+    """Base class; ``exit_code`` is what the CLI exits with."""
+
+    exit_code = EXIT_RUNTIME
+
+
+class UsageError(ArchbenchError, ValueError):
+    """A bad command-line value, model reference or configuration."""
+
+    exit_code = EXIT_USAGE
+
+
+class DataError(ArchbenchError):
+    """Missing, corrupt, truncated or unverifiable dataset files."""
+
+    exit_code = EXIT_DATA
+
+
+class ModelError(UsageError):
+    """A model name or ``module:callable`` that cannot be built or is unusable."""
+
+
+class TrainingError(ArchbenchError):
+    """A unit that failed while training (NaN loss, exception, out of memory)."""
+
+    exit_code = EXIT_RUNTIME

@@ -1,0 +1,134 @@
+"""Model registry: names -> factories, plus ``package.module:callable`` refs."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from archbench.errors import ModelError
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    factory: Callable[..., nn.Module]
+    description: str = ""
+    input_shape: tuple[int, ...] = (1, 28, 28)
+    num_classes: int = 10
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str | None = None, *, description: str = "",
+                   input_shape: tuple[int, ...] = (1, 28, 28), num_classes: int = 10):
+    """Decorator registering a model factory under ``name`` (default: the
+    function's name). Registering a name twice is an error."""
+
+    def deco(fn: Callable[..., nn.Module]):
+        key = name or fn.__name__
+        if ":" in key or not key:
+            raise ModelError(f"model name {key!r} is invalid: it must be non-empty and contain no ':'.")
+        if key in _REGISTRY and _REGISTRY[key].factory is not fn:
+            raise ModelError(f"model {key!r} is already registered (by {_REGISTRY[key].factory!r}).")
+        doc = description or (inspect.getdoc(fn) or "").split("\n")[0]
+        _REGISTRY[key] = ModelEntry(key, fn, doc, tuple(input_shape), num_classes)
+        return fn
+
+    return deco
+
+
+def list_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_entry(name: str) -> ModelEntry:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ModelError(
+            f"unknown model {name!r}. Known models: {', '.join(list_models())}; "
+            "or give a 'package.module:function' returning an nn.Module."
+        ) from None
+
+
+def is_reference(ref: str) -> bool:
+    return ":" in ref
+
+
+def _import_callable(ref: str) -> Callable[..., nn.Module]:
+    module_name, _, attr = ref.partition(":")
+    if not module_name or not attr:
+        raise ModelError(f"model reference {ref!r} must look like 'package.module:function'.")
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ModelError(
+            f"model reference {ref!r}: cannot import module {module_name!r} ({exc}). The module is "
+            "imported from sys.path, which includes the working directory: run from the directory "
+            "that holds it or add its parent to PYTHONPATH."
+        ) from exc
+    obj = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ModelError(f"model reference {ref!r}: module {module_name!r} has no attribute {attr!r}.") from None
+    if not callable(obj):
+        raise ModelError(f"model reference {ref!r}: {attr!r} is a {type(obj).__name__}, not a callable.")
+    return obj
+
+
+def create_model(ref: str, **kwargs) -> nn.Module:
+    """Build a model from a registry name or a ``package.module:callable``.
+
+    The callable must need no arguments and return an ``nn.Module``. Parameter
+    initialisation uses the global torch RNG: seed it first for reproducibility.
+    """
+    if not isinstance(ref, str) or not ref:
+        raise ModelError(f"model must be a non-empty name or 'module:function', got {ref!r}.")
+    factory = _import_callable(ref) if is_reference(ref) else get_entry(ref).factory
+    try:
+        model = factory(**kwargs)
+    except TypeError as exc:
+        raise ModelError(f"model {ref!r}: calling its factory failed ({exc}); it must need no arguments.") from exc
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"model {ref!r}: the factory returned {type(model).__name__}, not a torch.nn.Module.")
+    return model
+
+
+def input_shape_of(ref: str) -> tuple[int, ...]:
+    return (1, 28, 28) if is_reference(ref) else get_entry(ref).input_shape
+
+
+def check_model_io(model: nn.Module, ref: str, input_shape=(1, 28, 28), num_classes: int = 10) -> None:
+    """Run a 2-sample batch through ``model`` (in eval mode, no grad, state
+    restored) and check it maps ``(N, *input_shape)`` to ``(N, num_classes)``."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(2, *input_shape))
+    except Exception as exc:  # noqa: BLE001 - any failure of user code is reported with context
+        raise ModelError(
+            f"model {ref!r} fails on a float batch of shape (2, {', '.join(map(str, input_shape))}): "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ModelError(
+            f"model {ref!r} maps a (2, {', '.join(map(str, input_shape))}) batch to {shape}; "
+            f"expected (2, {num_classes}) logits."
+        )

@@ -1,0 +1,301 @@
+"""The training loop and evaluation.
+
+Data is preloaded as tensors on the device; each step gathers its batch with
+one ``index_select`` (no DataLoader, no per-sample Python). Running loss and
+accuracy are accumulated in device tensors: on a GPU nothing synchronises the
+host inside an epoch, and with ``cuda_graphs`` the whole step (forward,
+backward, Adam) is captured once and replayed.
+
+This module knows nothing about measuring.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from archbench.errors import TrainingError, UsageError
+from archbench.train.config import TrainConfig
+from archbench.train.formulation import fast_cpu_view
+from archbench.train.optim import LeanAdam
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UsageError(
+                f"device {name!r} requested but PyTorch sees no CUDA GPU (torch {torch.__version__}, "
+                f"CUDA build: {torch.version.cuda or 'no'}). Use --device cpu or --device auto."
+            )
+        dev = torch.device(name)
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UsageError(f"device {name!r}: only {torch.cuda.device_count()} GPU(s) visible.")
+        return dev
+    if name == "cpu":
+        return torch.device("cpu")
+    raise UsageError(f"device {name!r} is invalid: expected auto, cpu, cuda or cuda:N.")
+
+
+def to_input(images_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 ``(N, H, W)`` -> float32 ``(N, 1, H, W)`` in [0, 1], as the seed does."""
+    return images_u8.to(device).unsqueeze(1).float().div_(255.0)
+
+
+@dataclass
+class EpochStats:
+    epoch: int
+    train_loss: float
+    train_acc: float
+    test_loss: float | None
+    test_acc: float | None
+    seconds: float  # training steps only
+    eval_seconds: float
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class EvalResult:
+    loss: float
+    accuracy: float
+    predictions: torch.Tensor  # int64 (N,), on CPU
+
+
+@dataclass
+class TrainResult:
+    history: list[EpochStats]
+    test: EvalResult
+    train_seconds: float
+    steps: int
+    samples_seen: int
+    device: str
+    formulation: str
+    cuda_graphs: bool
+    extra: dict = field(default_factory=dict)
+
+
+def make_optimizer(params, cfg: TrainConfig, device: torch.device):
+    """Adam with the recipe's hyper-parameters. On CPU the lean wrapper around
+    the fused kernel (same updates, less Python); on CUDA torch's fused,
+    capturable Adam (its state lives on the GPU, so it can be graph-captured)."""
+    kwargs = dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+    if device.type == "cuda":
+        return torch.optim.Adam(params, fused=True, capturable=True, **kwargs)
+    return LeanAdam(params, **kwargs)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000,
+             channels_last: bool = False) -> EvalResult:
+    """Mean cross-entropy, accuracy and per-sample predictions over a split.
+    ``images`` is float ``(N, 1, H, W)`` on the model's device."""
+    was_training = model.training
+    model.eval()
+    try:
+        loss_sum = torch.zeros((), device=images.device, dtype=torch.float64)
+        preds = []
+        for s in range(0, images.shape[0], batch_size):
+            xb = images[s:s + batch_size]
+            if channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            logits = model(xb)
+            loss_sum += F.cross_entropy(logits.float(), labels[s:s + batch_size], reduction="sum").double()
+            preds.append(logits.argmax(1))
+        pred = torch.cat(preds).cpu() if preds else torch.empty(0, dtype=torch.long)
+        n = labels.numel()
+        acc = float((pred == labels.cpu()).sum()) / n if n else float("nan")
+        return EvalResult(float(loss_sum) / n if n else float("nan"), acc, pred)
+    finally:
+        model.train(was_training)
+
+
+class _Step:
+    """One eager training step; accumulates loss*n and correct count on device."""
+
+    def __init__(self, model, opt, loss_sum, correct, zero_grad: bool = True):
+        self.model, self.opt, self.loss_sum, self.correct = model, opt, loss_sum, correct
+        self.zero_grad = zero_grad
+
+    def __call__(self, xb, yb):
+        if self.zero_grad:
+            # None, not zeros: backward then writes gradients instead of adding to zeros.
+            self.opt.zero_grad(set_to_none=True)
+        logits = self.model(xb)
+        loss = F.cross_entropy(logits, yb)
+        loss.backward()
+        self.opt.step()
+        with torch.no_grad():
+            self.loss_sum.add_(loss.detach(), alpha=yb.shape[0])
+            self.correct.add_((logits.argmax(1) == yb).sum())
+
+
+class _GraphedStep:
+    """The training step captured as one CUDA graph per batch shape.
+
+    Capturing needs warm-up iterations (lazy cuBLAS/cuDNN and optimizer-state
+    initialisation); they run on a copy of a real batch and are then undone:
+    parameters, buffers and optimizer state are restored, so training starts
+    from the same state an eager run would.
+    """
+
+    def __init__(self, model, opt, loss_sum, correct, example_x, example_y):
+        self.model, self.opt = model, opt
+        self.loss_sum, self.correct = loss_sum, correct
+        self.eager = _Step(model, opt, loss_sum, correct)
+        self.graphs: dict[int, tuple] = {}
+        self._snapshot = None
+        self._example = (example_x, example_y)
+
+    def _save(self):
+        state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        return state
+
+    def _restore(self, state):
+        with torch.no_grad():
+            for k, v in self.model.state_dict().items():
+                v.copy_(state[k])
+            for group in self.opt.param_groups:
+                for p in group["params"]:
+                    st = self.opt.state.get(p, {})
+                    for t in st.values():
+                        if torch.is_tensor(t):
+                            t.zero_()
+        self.loss_sum.zero_()
+        self.correct.zero_()
+
+    def capture(self, batch_sizes):
+        x, y = self._example
+        state = self._save()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for b in batch_sizes:
+                for _ in range(3):
+                    self.eager(x[:b], y[:b])
+        torch.cuda.current_stream().wait_stream(side)
+        captured = _Step(self.model, self.opt, self.loss_sum, self.correct, zero_grad=False)
+        for b in batch_sizes:
+            sx = x[:b].clone()
+            sy = y[:b].clone()
+            # Each graph allocates (and then rewrites on every replay) its own gradients.
+            self.opt.zero_grad(set_to_none=True)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                captured(sx, sy)
+            self.graphs[b] = (graph, sx, sy)
+        torch.cuda.synchronize()
+        self._restore(state)
+
+    def __call__(self, xb, yb):
+        entry = self.graphs.get(yb.shape[0])
+        if entry is None:
+            self.eager(xb, yb)
+            return
+        graph, sx, sy = entry
+        sx.copy_(xb)
+        sy.copy_(yb)
+        graph.replay()
+
+
+ProgressFactory = Callable[..., object]
+
+
+def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
+          test_x: torch.Tensor | None, test_y: torch.Tensor | None, cfg: TrainConfig,
+          seed: int, progress: ProgressFactory | None = None,
+          on_epoch: Callable[[EpochStats], None] | None = None) -> TrainResult:
+    """Train ``model`` in place with the recipe in ``cfg``.
+
+    ``train_x``/``test_x`` are uint8 ``(N, H, W)`` images, ``*_y`` int64 labels.
+    The shuffling order is drawn from a generator seeded with ``seed``; model
+    initialisation is the caller's (seed the global RNG before building it).
+    ``progress(total=..., desc=...)`` returns a tqdm-like bar (``update``,
+    ``set_postfix_str``, ``close``), or None for no bar.
+    """
+    cfg.validate()
+    device = resolve_device(cfg.device)
+    model.to(device)
+    model.train()
+    run_model, channels_last = model, False
+    if cfg.formulation == "fast" and device.type == "cpu":
+        run_model, channels_last = fast_cpu_view(model)
+    X = to_input(train_x, device)
+    if channels_last:
+        X = X.contiguous(memory_format=torch.channels_last)
+    Y = train_y.to(device)
+    Xt = to_input(test_x, device) if test_x is not None else None
+    Yt = test_y.to(device) if test_y is not None else None
+    n = X.shape[0]
+    if n == 0:
+        raise UsageError("the training set is empty (check --train-limit).")
+    opt = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg, device)
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    bs = min(cfg.batch_size, n)
+    step = _Step(run_model, opt, loss_sum, correct)
+    use_graphs = device.type == "cuda" and cfg.cuda_graphs
+    if use_graphs:
+        step = _GraphedStep(run_model, opt, loss_sum, correct, X[:bs], Y[:bs])
+        sizes = sorted({bs, n % bs} - {0})
+        step.capture(sizes)
+    gen = torch.Generator().manual_seed(seed)
+    history: list[EpochStats] = []
+    steps_per_epoch = math.ceil(n / bs)
+    total_train = 0.0
+    for epoch in range(1, cfg.epochs + 1):
+        perm = torch.randperm(n, generator=gen).to(device)
+        bar = progress(total=n, desc=f"epoch {epoch}/{cfg.epochs}", unit="img") if progress else None
+        loss_sum.zero_()
+        correct.zero_()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        for i in range(steps_per_epoch):
+            idx = perm[i * bs:(i + 1) * bs]
+            step(X.index_select(0, idx), Y.index_select(0, idx))
+            if bar is not None:
+                bar.update(idx.shape[0])
+                if device.type == "cpu" and i % 100 == 99:
+                    seen = min((i + 1) * bs, n)
+                    bar.set_postfix_str(f"loss {float(loss_sum) / seen:.4f} acc {int(correct) / seen:.4f}")
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - t0
+        total_train += seconds
+        train_loss, train_acc = float(loss_sum) / n, int(correct) / n
+        if not math.isfinite(train_loss):
+            if bar is not None:
+                bar.close()
+            raise TrainingError(f"training loss became {train_loss} in epoch {epoch} (lr {cfg.lr}); "
+                                "lower the learning rate or check the model.")
+        t1 = time.perf_counter()
+        test_loss = test_acc = None
+        if Xt is not None:
+            ev = evaluate(run_model, Xt, Yt, cfg.eval_batch_size, channels_last)
+            test_loss, test_acc = ev.loss, ev.accuracy
+        eval_seconds = time.perf_counter() - t1
+        stats = EpochStats(epoch, train_loss, train_acc, test_loss, test_acc, seconds, eval_seconds)
+        history.append(stats)
+        if bar is not None:
+            post = f"loss {train_loss:.4f} acc {train_acc:.4f} {n / seconds:,.0f} img/s"
+            if test_acc is not None:
+                post += f" | test acc {test_acc:.4f}"
+            bar.set_postfix_str(post)
+            bar.close()
+        if on_epoch:
+            on_epoch(stats)
+    if Xt is not None:
+        final = ev
+    else:
+        final = EvalResult(float("nan"), float("nan"), torch.empty(0, dtype=torch.long))
+    return TrainResult(history, final, total_train, steps_per_epoch * cfg.epochs, n * cfg.epochs,
+                       str(device), cfg.formulation if device.type == "cpu" else "plain", use_graphs)
