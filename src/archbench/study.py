@@ -95,6 +95,9 @@ def run_study(cfg: StudyConfig, quiet: bool = False,
     device = resolve_device(cfg.train.device)
     data = load_dataset(cfg.dataset, cfg.data_dir, verify=cfg.verify)
     data = data.subset(cfg.train_limit, cfg.test_limit)
+    # Every model must build and map a batch to logits before anything is written.
+    for ref in cfg.models:
+        check_model_io(create_model(ref), ref, input_shape_of(ref), data.spec.num_classes)
     name = cfg.name or default_run_name()
     run_dir = Path(cfg.out) / name
     if (run_dir / "results.json").exists():
@@ -109,7 +112,6 @@ def run_study(cfg: StudyConfig, quiet: bool = False,
         shape = input_shape_of(ref)
         torch.manual_seed(cfg.seeds[0])
         model = create_model(ref)
-        check_model_io(model, ref, shape, data.spec.num_classes)
         entry["description"] = get_entry(ref).description if not is_reference(ref) else f"user model {ref}"
         log(f"[{ref}] measuring costs (params, FLOPs, step memory, saved size)")
         entry["measurements"] = measure_model(model, shape, cfg.train.batch_size, device=device)

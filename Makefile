@@ -1,0 +1,49 @@
+# archbench: two commands on a fresh machine.
+#   make run    installs what it needs, runs the seed study (ARGS="..." adds options)
+#   make test   installs what it needs, runs the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.archbench-installed
+SYSTEM_DATA := /usr/share/datasets/fashion-mnist
+TORCH_PIN := torch==2.13.0
+
+.PHONY: run test install data bench clean
+
+run: install data
+	$(VENV)/bin/archbench run $(ARGS)
+
+test: install data
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: install data
+	$(PY) benchmarks/seed_study.py $(ARGS)
+
+install: $(STAMP)
+
+# PyTorch first, pinned: the CPU wheel on disk. A bare `torch` requirement
+# with nothing installed would pull a multi-GB CUDA build from the index.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_PIN)"
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+# Debian's dataset-fashion-mnist, installed when missing and we are root.
+data:
+	@if [ -e "$(SYSTEM_DATA)/train-images-idx3-ubyte.gz" ]; then \
+		true; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's dataset-fashion-mnist"; \
+		(apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+		 (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq dataset-fashion-mnist >/dev/null)) || \
+		echo "warning: apt-get could not install dataset-fashion-mnist"; \
+	else \
+		echo "note: Fashion-MNIST is not in $(SYSTEM_DATA) and installing it needs root:"; \
+		echo "  sudo apt-get install dataset-fashion-mnist"; \
+		echo "or download it: $(VENV)/bin/archbench data fetch"; \
+		echo "or point archbench at your copy: make run ARGS='--data-dir DIR' (or ARCHBENCH_DATA=DIR)"; \
+	fi
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache
