@@ -119,13 +119,15 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
 
 
 class _Step:
-    """One eager training step; accumulates loss*n and correct count on device."""
+    """One eager training step. It writes the batch's mean loss into
+    ``loss_out`` (a 0-d slot) and its predicted classes into ``pred_out``: two
+    cheap ops, where running sums would cost five; the epoch's statistics are
+    computed from those buffers at its end."""
 
-    def __init__(self, model, opt, loss_sum, correct, zero_grad: bool = True):
-        self.model, self.opt, self.loss_sum, self.correct = model, opt, loss_sum, correct
-        self.zero_grad = zero_grad
+    def __init__(self, model, opt, zero_grad: bool = True):
+        self.model, self.opt, self.zero_grad = model, opt, zero_grad
 
-    def __call__(self, xb, yb):
+    def __call__(self, xb, yb, loss_out, pred_out):
         if self.zero_grad:
             # None, not zeros: backward then writes gradients instead of adding to zeros.
             self.opt.zero_grad(set_to_none=True)
@@ -134,8 +136,8 @@ class _Step:
         loss.backward()
         self.opt.step()
         with torch.no_grad():
-            self.loss_sum.add_(loss.detach(), alpha=yb.shape[0])
-            self.correct.add_((logits.argmax(1) == yb).sum())
+            loss_out.copy_(loss.detach())
+            torch.argmax(logits.detach(), 1, out=pred_out)
 
 
 class _GraphedStep:
@@ -144,20 +146,16 @@ class _GraphedStep:
     Capturing needs warm-up iterations (lazy cuBLAS/cuDNN and optimizer-state
     initialisation); they run on a copy of a real batch and are then undone:
     parameters, buffers and optimizer state are restored, so training starts
-    from the same state an eager run would.
+    from the same state an eager run would. Each replay reads its batch from
+    static input tensors and writes loss and predictions to static outputs,
+    which are copied to the epoch's buffers (device-side copies, no sync).
     """
 
-    def __init__(self, model, opt, loss_sum, correct, example_x, example_y):
+    def __init__(self, model, opt, example_x, example_y):
         self.model, self.opt = model, opt
-        self.loss_sum, self.correct = loss_sum, correct
-        self.eager = _Step(model, opt, loss_sum, correct)
+        self.eager = _Step(model, opt)
         self.graphs: dict[int, tuple] = {}
-        self._snapshot = None
         self._example = (example_x, example_y)
-
-    def _save(self):
-        state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        return state
 
     def _restore(self, state):
         with torch.no_grad():
@@ -165,45 +163,46 @@ class _GraphedStep:
                 v.copy_(state[k])
             for group in self.opt.param_groups:
                 for p in group["params"]:
-                    st = self.opt.state.get(p, {})
-                    for t in st.values():
+                    for t in self.opt.state.get(p, {}).values():
                         if torch.is_tensor(t):
                             t.zero_()
-        self.loss_sum.zero_()
-        self.correct.zero_()
 
     def capture(self, batch_sizes):
         x, y = self._example
-        state = self._save()
+        state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        scratch_loss = torch.zeros((), device=x.device)
+        scratch_pred = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for b in batch_sizes:
                 for _ in range(3):
-                    self.eager(x[:b], y[:b])
+                    self.eager(x[:b], y[:b], scratch_loss, scratch_pred[:b])
         torch.cuda.current_stream().wait_stream(side)
-        captured = _Step(self.model, self.opt, self.loss_sum, self.correct, zero_grad=False)
+        captured = _Step(self.model, self.opt, zero_grad=False)
         for b in batch_sizes:
-            sx = x[:b].clone()
-            sy = y[:b].clone()
+            static = (x[:b].clone(), y[:b].clone(), torch.zeros((), device=x.device),
+                      torch.zeros(b, dtype=torch.long, device=x.device))
             # Each graph allocates (and then rewrites on every replay) its own gradients.
             self.opt.zero_grad(set_to_none=True)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
-                captured(sx, sy)
-            self.graphs[b] = (graph, sx, sy)
+                captured(*static)
+            self.graphs[b] = (graph, static)
         torch.cuda.synchronize()
         self._restore(state)
 
-    def __call__(self, xb, yb):
+    def __call__(self, xb, yb, loss_out, pred_out):
         entry = self.graphs.get(yb.shape[0])
         if entry is None:
-            self.eager(xb, yb)
+            self.eager(xb, yb, loss_out, pred_out)
             return
-        graph, sx, sy = entry
+        graph, (sx, sy, sloss, spred) = entry
         sx.copy_(xb)
         sy.copy_(yb)
         graph.replay()
+        loss_out.copy_(sloss)
+        pred_out.copy_(spred)
 
 
 ProgressFactory = Callable[..., object]
@@ -238,40 +237,42 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
     if n == 0:
         raise UsageError("the training set is empty (check --train-limit).")
     opt = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg, device)
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
     bs = min(cfg.batch_size, n)
-    step = _Step(run_model, opt, loss_sum, correct)
+    steps_per_epoch = math.ceil(n / bs)
+    step_loss = torch.zeros(steps_per_epoch, device=device)
+    step_size = torch.full((steps_per_epoch,), float(bs), device=device)
+    if n % bs:
+        step_size[-1] = n % bs
+    preds = torch.zeros(n, dtype=torch.long, device=device)
+    step = _Step(run_model, opt)
     use_graphs = device.type == "cuda" and cfg.cuda_graphs
     if use_graphs:
-        step = _GraphedStep(run_model, opt, loss_sum, correct, X[:bs], Y[:bs])
+        step = _GraphedStep(run_model, opt, X[:bs], Y[:bs])
         sizes = sorted({bs, n % bs} - {0})
         step.capture(sizes)
     gen = torch.Generator().manual_seed(seed)
     history: list[EpochStats] = []
-    steps_per_epoch = math.ceil(n / bs)
     total_train = 0.0
     for epoch in range(1, cfg.epochs + 1):
         perm = torch.randperm(n, generator=gen).to(device)
         bar = progress(total=n, desc=f"epoch {epoch}/{cfg.epochs}", unit="img") if progress else None
-        loss_sum.zero_()
-        correct.zero_()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t0 = time.perf_counter()
         for i in range(steps_per_epoch):
-            idx = perm[i * bs:(i + 1) * bs]
-            step(X.index_select(0, idx), Y.index_select(0, idx))
+            lo, hi = i * bs, min((i + 1) * bs, n)
+            idx = perm[lo:hi]
+            step(X.index_select(0, idx), Y.index_select(0, idx), step_loss[i], preds[lo:hi])
             if bar is not None:
-                bar.update(idx.shape[0])
+                bar.update(hi - lo)
                 if device.type == "cpu" and i % 100 == 99:
-                    seen = min((i + 1) * bs, n)
-                    bar.set_postfix_str(f"loss {float(loss_sum) / seen:.4f} acc {int(correct) / seen:.4f}")
+                    bar.set_postfix_str(f"loss {float(step_loss[i - 99:i + 1].mean()):.4f}")
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - t0
         total_train += seconds
-        train_loss, train_acc = float(loss_sum) / n, int(correct) / n
+        train_loss = float((step_loss * step_size).sum()) / n
+        train_acc = int((preds == Y.index_select(0, perm)).sum()) / n
         if not math.isfinite(train_loss):
             if bar is not None:
                 bar.close()
