@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from archbench.data import load_dataset
-from archbench.measure import train_step_flops
+from archbench.measure import count_train_step
 from archbench.models import create_model
 from archbench.train import TrainConfig, resolve_device, to_input, train
 
@@ -118,7 +118,7 @@ def main(argv=None) -> int:
                 if acc is not None:
                     accs.setdefault((name, v), []).append(acc)
                 print(f"  rep {rep} {name:4s} {v:10s} {secs:7.2f} s", flush=True)
-    flops_per_sample = {n: train_step_flops(create_model(n), batch_size=args.batch_size)["flops"] / args.batch_size
+    flops_per_sample = {n: count_train_step(create_model(n), batch_size=args.batch_size)["total"].matmul_conv / args.batch_size
                         for n in models}
     print(f"\n{args.epochs} epochs x {len(data.train_labels):,} images, batch {args.batch_size}, "
           f"median of {args.repeats}:")

@@ -109,3 +109,21 @@ def test_user_model_from_working_directory(tmp_path, fashion_dir):
     rec = json.loads((tmp_path / "runs" / "u" / "results.json").read_text())
     assert rec["models"]["mymodels:linear"]["measurements"]["params"]["trainable"] == 7850
     assert (tmp_path / "runs" / "u" / "models" / "mymodels_linear-seed0.safetensors").exists()
+
+
+def test_profile_prints_layers_and_json_record():
+    p = archbench("profile", "cnn", "--no-timing")
+    assert p.returncode == 0, p.stderr
+    for words in ("MaxPool2d", "706,752", "1,413,504", "258,932,736", "uncounted ops: none", "steady state"):
+        assert words in p.stdout
+    p = archbench("profile", "mlp", "--json", "--batch-size", "32", "--no-timing")
+    assert p.returncode == 0, p.stderr
+    rec = json.loads(p.stdout)
+    assert rec["measurements"]["flops"]["train_step_batch_size"] == 32
+    assert sum(r["params"] for r in rec["layers"]) == 235_146
+    assert rec["measurements"]["saved_size_bytes"]["safetensors"] > 235_146 * 4
+
+
+def test_profile_unknown_model_is_a_usage_error():
+    p = archbench("profile", "nope")
+    assert p.returncode == 2 and "unknown model 'nope'" in p.stderr

@@ -7,11 +7,13 @@ from torch import nn
 
 from archbench.measure import (
     LiveTensorTracker,
+    count_forward,
     count_parameters,
-    forward_flops,
+    count_train_step,
+    measure_inference_memory,
     measure_step_memory,
+    profiler_step_peak,
     save_model_files,
-    train_step_flops,
 )
 from archbench.models import create_model
 
@@ -26,12 +28,12 @@ def conv_macs(cin, cout, h, w, k, stride=1, pad=0, dil=1, groups=1):
 def test_conv_forward_macs_match_formula(stride, pad, dil, groups):
     conv = nn.Conv2d(8, 12, 3, stride=stride, padding=pad, dilation=dil, groups=groups)
     macs, _, _ = conv_macs(8, 12, 17, 15, 3, stride, pad, dil, groups)
-    r = forward_flops(conv, (8, 17, 15), batch_size=3)
-    assert r["macs"] == 3 * macs and r["flops"] == 2 * 3 * macs
+    r = count_forward(conv, (8, 17, 15), batch_size=3)
+    assert r.matmul_conv == 2 * 3 * macs
 
 
 def test_linear_forward_macs():
-    assert forward_flops(nn.Linear(37, 11), (37,), batch_size=5)["macs"] == 5 * 37 * 11
+    assert count_forward(nn.Linear(37, 11), (37,), batch_size=5).matmul_conv == 2 * 5 * 37 * 11
 
 
 def seed_layer_macs(name):
@@ -46,22 +48,23 @@ def seed_layer_macs(name):
 @pytest.mark.parametrize("name", ["mlp", "cnn"])
 def test_seed_model_flops_are_derived_counts(name):
     layers = seed_layer_macs(name)
-    fwd = forward_flops(create_model(name))
-    assert fwd["macs"] == sum(layers) and fwd["flops"] == 2 * sum(layers)
+    fwd = count_forward(create_model(name))
+    assert fwd.matmul_conv == 2 * sum(layers)
     # A step: forward; backward = weight gradients of every layer + input gradients
     # of every layer but the first (its input needs no gradient).
     b = 64
     expected = 2 * b * (sum(layers) + sum(layers) + sum(layers[1:]))
-    step = train_step_flops(create_model(name), batch_size=b)
-    assert step["flops"] == expected
-    assert step["forward_flops"] == 2 * b * sum(layers)
+    step = count_train_step(create_model(name), batch_size=b)
+    assert step["total"].matmul_conv == expected
+    assert step["forward"].matmul_conv == 2 * b * sum(layers)
+    assert step["optimizer"].matmul_conv == 0
 
 
 def test_seed_numbers_from_the_issue():
-    assert forward_flops(create_model("mlp"))["flops"] == 469_504
-    assert forward_flops(create_model("cnn"))["macs"] == 706_752
-    assert train_step_flops(create_model("mlp"))["flops"] == 64_454_656
-    assert train_step_flops(create_model("cnn"))["flops"] == 258_932_736
+    assert count_forward(create_model("mlp")).matmul_conv == 469_504
+    assert count_forward(create_model("cnn")).matmul_conv // 2 == 706_752
+    assert count_train_step(create_model("mlp"))["total"].matmul_conv == 64_454_656
+    assert count_train_step(create_model("cnn"))["total"].matmul_conv == 258_932_736
 
 
 def test_tracker_counts_exact_bytes_of_known_tensors():
@@ -99,9 +102,11 @@ def _snapshot(model):
 def test_measurers_never_change_the_model(name):
     model = create_model(name).eval()
     before = _snapshot(model)
-    forward_flops(model)
-    train_step_flops(model)
+    count_forward(model)
+    count_train_step(model)
     measure_step_memory(model)
+    measure_step_memory(model, first_step=True)
+    measure_inference_memory(model)
     after = _snapshot(model)
     assert all(torch.equal(before[0][k], after[0][k]) for k in before[0])
     assert before[1:] == after[1:]
@@ -157,3 +162,52 @@ def test_parameter_counts_shared_and_frozen():
     assert c["trainable"] == 20 + 4 and c["non_trainable"] == 10
     assert c["buffers"] == 2 + 2 + 1
     assert c["raw_weight_bytes"] == (20 + 4 + 10) * 4 + (2 + 2) * 4 + 8
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_step_peak_agrees_with_the_profiler_memory_timeline(name):
+    """Independent check: PyTorch's profiler sees every allocation and free of
+    the CPU allocator during the same step."""
+    ours = measure_step_memory(create_model(name), batch_size=64).peak_bytes
+    theirs = profiler_step_peak(create_model(name), batch_size=64)
+    assert abs(ours - theirs) <= 0.01 * theirs
+
+
+def test_first_step_allocates_adam_state_inside_the_step():
+    steady = measure_step_memory(create_model("mlp"))
+    first = measure_step_memory(create_model("mlp"), first_step=True)
+    assert steady.before_step_bytes - first.before_step_bytes == steady.breakdown["optimizer_state"]
+    assert first.breakdown["optimizer_state"] == steady.breakdown["optimizer_state"]  # allocated by then
+    assert first.before_step_bytes == 235_146 * 4 + 64 * 784 * 4 + 64 * 8  # params + input only
+
+
+def test_inference_memory_at_batch_one():
+    r = measure_inference_memory(create_model("mlp"))
+    assert r["weights_and_input_bytes"] == 235_146 * 4 + 784 * 4
+    # Largest live set: the 256-wide hidden layer's input and output, at most.
+    assert 0 < r["activations_peak_bytes"] <= 4 * (256 + 256 + 128 + 10)
+
+
+def test_measuring_never_changes_the_model_even_when_it_fails():
+    from archbench.measure import measure_model
+
+    class FailsInTraining(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(784, 10)
+            self.lin.bias.requires_grad_(False)
+
+        def forward(self, x):
+            if self.training:
+                raise RuntimeError("no training here")
+            return self.lin(x.flatten(1))
+
+    model = FailsInTraining().eval()
+    hook = model.register_forward_hook(lambda *a: None)
+    before = _snapshot(model)
+    with pytest.raises(RuntimeError, match="no training here"):
+        measure_model(model, timing=False)
+    after = _snapshot(model)
+    assert all(torch.equal(before[0][k], after[0][k]) for k in before[0])
+    assert before[1:] == after[1:]
+    assert list(model._forward_hooks.values()) == [hook.hooks_dict_ref()[hook.id]]

@@ -106,6 +106,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("models", help="list the model registry with parameter counts and FLOPs")
 
+    pr = sub.add_parser("profile", help="measure one model's costs (no training): layers, FLOPs, memory, size, speed")
+    pr.add_argument("model", help="registry name or package.module:function")
+    pr.add_argument("--batch-size", type=_int_at_least(1, "--batch-size"), default=64)
+    pr.add_argument("--device", type=_device, default="auto")
+    pr.add_argument("--train-samples", type=_int_at_least(1, "--train-samples"), default=60000,
+                    help="samples per epoch for the per-epoch/per-run FLOPs (default 60000)")
+    pr.add_argument("--epochs", type=_int_at_least(1, "--epochs"), default=5)
+    pr.add_argument("--no-timing", action="store_true", help="skip latency/throughput/step-time measurements")
+    pr.add_argument("--json", action="store_true", help="print the measurements as JSON")
+
     d = sub.add_parser("data", help="dataset commands")
     dsub = d.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
     f = dsub.add_parser("fetch", help="download and verify the dataset")
@@ -155,7 +165,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from archbench.measure import count_parameters, forward_flops
+    from archbench.measure import count_forward, count_parameters
     from archbench.models import create_model, get_entry, list_models
     from archbench.report import text_table
     from archbench.report.units import fmt_count
@@ -165,8 +175,33 @@ def cmd_models(args) -> int:
         e = get_entry(name)
         m = create_model(name)
         rows.append((name, fmt_count(count_parameters(m)["trainable"]),
-                     fmt_count(forward_flops(m, e.input_shape)["flops"]), e.description))
+                     fmt_count(count_forward(m, e.input_shape).matmul_conv), e.description))
     print(text_table(("Model", "Params", "FLOPs/sample", "Description"), rows))
+    return 0
+
+
+def cmd_profile(args) -> int:
+    import json
+
+    from archbench.measure import layer_table, measure_model
+    from archbench.models import check_model_io, create_model, input_shape_of
+    from archbench.report.profile import render_profile
+    from archbench.train import resolve_device
+
+    device = resolve_device(args.device)
+    shape = input_shape_of(args.model)
+    model = create_model(args.model)
+    check_model_io(model, args.model, shape)
+    record = {
+        "model": args.model, "batch_size": args.batch_size, "device": str(device),
+        "input_shape": list(shape), "layers": layer_table(model, shape),
+        "measurements": measure_model(model, shape, args.batch_size, device, args.train_samples, args.epochs,
+                                      timing=not args.no_timing),
+    }
+    if args.json:
+        print(json.dumps(record, indent=1))
+    else:
+        print(render_profile(record))
     return 0
 
 
@@ -196,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    handler = {"run": cmd_run, "report": cmd_report, "models": cmd_models, "data": cmd_data}[args.command]
+    handler = {"run": cmd_run, "report": cmd_report, "models": cmd_models, "data": cmd_data,
+               "profile": cmd_profile}[args.command]
     try:
         return handler(args)
     except ArchbenchError as exc:

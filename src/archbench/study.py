@@ -113,8 +113,9 @@ def run_study(cfg: StudyConfig, quiet: bool = False,
         torch.manual_seed(cfg.seeds[0])
         model = create_model(ref)
         entry["description"] = get_entry(ref).description if not is_reference(ref) else f"user model {ref}"
-        log(f"[{ref}] measuring costs (params, FLOPs, step memory, saved size)")
-        entry["measurements"] = measure_model(model, shape, cfg.train.batch_size, device=device)
+        log(f"[{ref}] measuring costs (params, FLOPs, memory, saved size, latency)")
+        entry["measurements"] = measure_model(model, shape, cfg.train.batch_size, device=device,
+                                              train_samples=len(data.train_labels), epochs=cfg.train.epochs)
         save_record(record, run_dir)
         for seed in cfg.seeds:
             log(f"[{ref}] seed {seed}: training {cfg.train.epochs} epochs on {len(data.train_labels):,} images ({device})")

@@ -157,13 +157,16 @@ def _classify(snapshot: dict[int, _Entry], grad_keys: set[int], state_keys: set[
 
 
 def measure_step_memory(model: nn.Module, input_shape=(1, 28, 28), batch_size: int = 64,
-                        make_optimizer=None, warmup_steps: int = 1, device=None) -> StepMemory:
+                        make_optimizer=None, warmup_steps: int = 1, device=None,
+                        first_step: bool = False) -> StepMemory:
     """Measure one training step's peak memory on a deep copy of ``model``.
 
-    ``warmup_steps`` real steps run first (0 measures the first step, which
-    also allocates the optimizer state; 1 measures the steady state).
-    ``make_optimizer(params)`` defaults to Adam (lr 1e-3). Inputs are random
-    values (the memory does not depend on them).
+    Steady state (default): one warm-up step runs first, so Adam's state
+    exists, as in every step after the first. ``first_step=True`` measures
+    the very first step with ``torch.optim.Adam``, which allocates its state
+    lazily inside that step, as most PyTorch training code does.
+    ``make_optimizer(params)`` overrides the optimizer (default: archbench's
+    Adam, lr 1e-3). Inputs are random values (memory does not depend on them).
     """
     from archbench.train.optim import LeanAdam
 
@@ -171,6 +174,11 @@ def measure_step_memory(model: nn.Module, input_shape=(1, 28, 28), batch_size: i
     dev = torch.device(device) if device is not None else next(m.parameters()).device
     m.to(dev)
     params = [p for p in m.parameters() if p.requires_grad]
+    if first_step:
+        warmup_steps = 0
+        if make_optimizer is None:
+            def make_optimizer(ps):
+                return torch.optim.Adam(ps, lr=1e-3, fused=True)
     opt = make_optimizer(params) if make_optimizer else LeanAdam(params, lr=1e-3)
     gen = torch.Generator(device="cpu").manual_seed(0)
     x = torch.rand(batch_size, *input_shape, generator=gen).to(dev)
@@ -232,6 +240,68 @@ def measure_step_memory(model: nn.Module, input_shape=(1, 28, 28), batch_size: i
         result.cuda_allocator_peak_bytes = int(torch.cuda.max_memory_allocated(dev))
         result.cuda_allocator_before_bytes = int(cuda_before)
     return result
+
+
+def measure_inference_memory(model: nn.Module, input_shape=(1, 28, 28), batch_size: int = 1,
+                             device=None) -> dict:
+    """Peak live tensor bytes of one eval-mode forward pass under no_grad
+    (parameters and input included), on a deep copy."""
+    m = copy.deepcopy(model).eval()
+    dev = torch.device(device) if device is not None else next(m.parameters()).device
+    m.to(dev)
+    x = torch.rand(batch_size, *input_shape, device=dev)
+    tracker = LiveTensorTracker()
+    for p in m.parameters():
+        tracker.register(p, "parameters")
+    for b in m.buffers():
+        tracker.register(b, "parameters")
+    tracker.register(x, "input")
+    before = tracker.live_bytes
+    tracker.peak_bytes = before
+    tracker.peak_snapshot = dict(tracker.entries)
+    with torch.no_grad(), tracker:
+        m(x)
+    return {"batch_size": batch_size, "peak_bytes": tracker.peak_bytes, "weights_and_input_bytes": before,
+            "activations_peak_bytes": tracker.peak_bytes - before}
+
+
+def process_peak_rss_bytes() -> int | None:
+    """The process's peak resident set size so far (Linux/macOS), in bytes."""
+    try:
+        import resource
+        import sys
+
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return int(rss) if sys.platform == "darwin" else int(rss) * 1024
+    except (ImportError, OSError):
+        return None
+
+
+def profiler_step_peak(model: nn.Module, input_shape=(1, 28, 28), batch_size: int = 64) -> int:
+    """An independent measurement of the steady-state step peak on CPU:
+    PyTorch profiler's memory timeline (every allocation and free the CPU
+    allocator reports) over the same step ``measure_step_memory`` measures.
+    Uses the profiler's private timeline API; for cross-checks and tests."""
+    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler._memory_profiler import MemoryProfileTimeline
+
+    from archbench.train.optim import LeanAdam
+
+    m = copy.deepcopy(model).train().cpu()
+    opt = LeanAdam([p for p in m.parameters() if p.requires_grad], lr=1e-3)
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    x = torch.rand(batch_size, *input_shape, generator=gen)
+    y = torch.randint(0, 10, (batch_size,), generator=gen)
+    opt.zero_grad()
+    F.cross_entropy(m(x), y).backward()
+    opt.step()
+    opt.zero_grad()
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
+                 with_stack=True) as prof:
+        F.cross_entropy(m(x), y).backward()
+        opt.step()
+    _, sizes = MemoryProfileTimeline(prof._memory_profile())._coalesce_timeline("cpu")
+    return int(max(sum(row) for row in sizes))
 
 
 def _optimizer_state_tensors(opt) -> list[torch.Tensor]:

@@ -9,17 +9,40 @@ import torch
 from torch import nn
 
 
+def onnx_available() -> bool:
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def export_onnx(model: nn.Module, path: Path, input_shape=(1, 28, 28)) -> None:
+    """ONNX export of an eval-mode copy (batch dimension dynamic). Needs the
+    optional ``onnx`` package (``pip install archbench[onnx]``)."""
+    import copy
+    import warnings
+
+    m = copy.deepcopy(model).eval().cpu()
+    x = torch.zeros(1, *input_shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(m, (x,), str(path), dynamo=False, input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+
+
 def _plain_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
 
 
 def save_model_files(model: nn.Module, directory: str | os.PathLike, stem: str,
-                     formats=("safetensors", "state_dict")) -> dict[str, dict]:
+                     formats=("safetensors", "state_dict"), input_shape=(1, 28, 28)) -> dict[str, dict]:
     """Write the model's weights in each format under ``directory`` and return
     ``{format: {"path": relative file name, "bytes": size on disk}}``.
 
     ``safetensors``: the safetensors file of the state dict; ``state_dict``:
-    ``torch.save(model.state_dict())`` as ``.pt``. Files are written to a
+    ``torch.save(model.state_dict())`` as ``.pt``; ``onnx``: the eval-mode
+    graph with its weights (needs the optional ``onnx`` package). Files are written to a
     temporary name and renamed, so a crash never leaves a partial file.
     """
     directory = Path(directory)
@@ -37,13 +60,27 @@ def save_model_files(model: nn.Module, directory: str | os.PathLike, stem: str,
             path = directory / f"{stem}.pt"
             tmp = path.with_suffix(".pt.tmp")
             torch.save(state, tmp)
+        elif fmt == "onnx":
+            path = directory / f"{stem}.onnx"
+            tmp = path.with_suffix(".onnx.tmp")
+            export_onnx(model, tmp, input_shape)
         else:
-            raise ValueError(f"unknown format {fmt!r}; known: safetensors, state_dict")
+            raise ValueError(f"unknown format {fmt!r}; known: safetensors, state_dict, onnx")
         os.replace(tmp, path)
         out[fmt] = {"path": path.name, "bytes": path.stat().st_size}
     return out
 
 
-def measure_saved_sizes(model: nn.Module, directory: str | os.PathLike) -> dict[str, int]:
-    """Bytes per format of a model written into ``directory`` (files kept)."""
-    return {fmt: d["bytes"] for fmt, d in save_model_files(model, directory, "model").items()}
+def measure_saved_sizes(model: nn.Module, directory: str | os.PathLike, input_shape=(1, 28, 28),
+                        onnx: bool | None = None) -> dict[str, int | None]:
+    """Bytes per format of a model written into ``directory`` (files kept).
+    ONNX is included when ``onnx`` is importable (or ``onnx=True``); when it
+    is not, ``"onnx"`` maps to None and the reason is in ``"onnx_note"``."""
+    want_onnx = onnx_available() if onnx is None else onnx
+    formats = ("safetensors", "state_dict") + (("onnx",) if want_onnx else ())
+    out: dict = {fmt: d["bytes"] for fmt, d in save_model_files(model, directory, "model", formats,
+                                                                 input_shape).items()}
+    if not want_onnx:
+        out["onnx"] = None
+        out["onnx_note"] = "onnx not installed (pip install archbench[onnx])"
+    return out

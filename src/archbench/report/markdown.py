@@ -111,20 +111,38 @@ def render_markdown(record: dict) -> str:
         if meas:
             fl, mem = meas["flops"], meas["memory"]["train_step"]
             p = meas["params"]
+            sizes = meas["saved_size_bytes"]
             lines += [
                 f"- Parameters: {fmt_count(p['trainable'])} trainable, {fmt_count(p['non_trainable'])} "
                 f"non-trainable; raw weights {fmt_bytes(p['raw_weight_bytes'])}.",
                 "- Saved files: " + ", ".join(f"{k} {fmt_bytes(v)} ({fmt_count(v)} B)"
-                                             for k, v in meas["saved_size_bytes"].items()) + ".",
+                                             for k, v in sizes.items() if isinstance(v, int))
+                + (f"; ONNX not measured: {sizes['onnx_note']}" if sizes.get("onnx_note") else "") + ".",
                 f"- Inference: {fmt_count(fl['forward_macs_per_sample'])} MACs = "
-                f"{fmt_count(fl['forward_per_sample'])} FLOPs per sample.",
-                f"- Training step (batch {fl['train_step_batch_size']}): {fmt_count(fl['train_step'])} FLOPs "
-                f"(forward {fmt_count(fl['train_step_forward'])}, backward {fmt_count(fl['train_step_backward'])}).",
+                f"{fmt_count(fl['forward_per_sample'])} matmul/conv FLOPs per sample"
+                + (f", plus {fmt_count(fl['forward_other_per_sample'])} other FLOPs (bias, activations, pooling)"
+                   if "forward_other_per_sample" in fl else "") + ".",
+                f"- Training step (batch {fl['train_step_batch_size']}): {fmt_count(fl['train_step'])} matmul/conv "
+                f"FLOPs (forward {fmt_count(fl['train_step_forward'])}, backward {fmt_count(fl['train_step_backward'])})"
+                + (f", plus {fmt_count(fl['train_step_other'])} other FLOPs including the Adam update"
+                   if "train_step_other" in fl else "") + ".",
+            ]
+            if "per_run" in fl:
+                lines.append(f"- Whole run: {fmt_si(fl['per_run']['matmul_conv'], 'FLOPs')} matmul/conv + "
+                             f"{fmt_si(fl['per_run']['other'], 'FLOPs')} other over {fmt_count(fl['per_run']['steps'])} steps.")
+            lines.append(
                 f"- Peak training-step memory {fmt_bytes(mem['peak_bytes'])} ("
                 + ", ".join(f"{k.replace('_', ' ')} {fmt_bytes(v)}" for k, v in mem["breakdown"].items())
-                + f"); the seed notebook's estimate 4 × params would say "
-                f"{fmt_bytes(meas['memory']['estimate']['params_grads_adam_bytes'])}.",
-            ]
+                + ")" + (f"; first step {fmt_bytes(meas['memory']['first_step']['peak_bytes'])}"
+                         if "first_step" in meas["memory"] else "")
+                + f". The seed notebook's estimate, 4 × params, would say "
+                f"{fmt_bytes(meas['memory']['estimate']['params_grads_adam_bytes'])}.")
+            if "speed" in meas:
+                lat = meas["speed"]["inference_latency_batch1"]
+                thr = meas["speed"]["inference_throughput_batch1024"]
+                lines.append(f"- Inference latency at batch 1: p50 {fmt_seconds(lat['p50_seconds'])}, p99 "
+                             f"{fmt_seconds(lat['p99_seconds'])}; throughput at batch 1024: "
+                             f"{thr['items_per_second']:,.0f} samples/s.")
             if mem.get("cuda_allocator_peak_bytes") is not None:
                 lines.append(f"- CUDA allocator peak during the step: {fmt_bytes(mem['cuda_allocator_peak_bytes'])}.")
             lines.append("")
