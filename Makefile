@@ -8,12 +8,12 @@ STAMP := $(VENV)/.archbench-installed
 SYSTEM_DATA := /usr/share/datasets/fashion-mnist
 TORCH_PIN := torch==2.13.0
 
-.PHONY: run test install data bench clean
+.PHONY: run test install data browser bench clean
 
 run: install data
 	$(VENV)/bin/archbench run $(ARGS)
 
-test: install data
+test: install data browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: install data
@@ -43,6 +43,20 @@ data:
 		echo "  sudo apt-get install dataset-fashion-mnist"; \
 		echo "or download it: $(VENV)/bin/archbench data fetch"; \
 		echo "or point archbench at your copy: make run ARGS='--data-dir DIR' (or ARCHBENCH_DATA=DIR)"; \
+	fi
+
+# Debian's Chromium, for the test that opens report.html in a real headless browser
+# (skipped with a visible reason where it cannot be installed).
+browser:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then \
+		true; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's chromium (for the report.html browser test)"; \
+		(apt-get install -y -qq chromium >/dev/null 2>&1 || \
+		 (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null)) || \
+		echo "warning: could not install chromium; the browser test will be skipped"; \
+	else \
+		echo "note: chromium not installed (needs root); the browser test will be skipped"; \
 	fi
 
 clean:

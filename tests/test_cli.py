@@ -45,7 +45,8 @@ def test_run_writes_record_report_and_weights(small_run):
     table = p.stdout
     assert "Test accuracy" in table and "235,146" in table and "56,714" in table
     report = (run_dir / "report.md").read_text()
-    assert "| mlp |" in report and "| cnn |" in report and "(n=2)" in report
+    assert "| mlp |" in report and "| cnn |" in report and "n=2)" in report
+    assert (run_dir / "report.html").stat().st_size > 10_000 and (run_dir / "plots" / "learning_curves.png").exists()
 
 
 def test_report_rebuilds_from_results_json_alone(small_run, tmp_path):

@@ -2,8 +2,20 @@
 
 Train architectures on real datasets, measure every cost (parameters, saved
 size, FLOPs, peak training memory, time), and report with uncertainty.
+
+    >>> import archbench
+    >>> result = archbench.compare(["mlp", "cnn"], seeds=[0, 1, 2])
+    >>> result.to_dataframe()
 """
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "compare", "StudyResult"]
+
+
+def __getattr__(name):  # lazy: `import archbench` stays cheap
+    if name in ("compare", "StudyResult"):
+        from archbench import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'archbench' has no attribute {name!r}")

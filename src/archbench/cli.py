@@ -101,10 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-cuda-graphs", action="store_true", help="on CUDA, run the step eagerly")
     r.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
 
-    rep = sub.add_parser("report", help="rebuild report.md from RUN_DIR/results.json")
+    rep = sub.add_parser("report", help="rebuild report.md, report.html and plots from RUN_DIR/results.json")
     rep.add_argument("run_dir")
 
     sub.add_parser("models", help="list the model registry with parameter counts and FLOPs")
+
+    cmp_ = sub.add_parser("compare", help="merge saved runs into one report")
+    cmp_.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    cmp_.add_argument("--out", default=None, help="output directory (default: runs/compare-<timestamp>)")
 
     pr = sub.add_parser("profile", help="measure one model's costs (no training): layers, FLOPs, memory, size, speed")
     pr.add_argument("model", help="registry name or package.module:function")
@@ -148,19 +152,18 @@ def cmd_run(args) -> int:
     )
     record, run_dir = run_study(cfg, quiet=args.quiet, log=_log(args.quiet))
     print(text_table(TABLE_HEAD, comparison_rows(record)))
-    print(f"\nwrote {run_dir / 'results.json'} and {run_dir / 'report.md'}")
+    print(f"\nwrote {run_dir / 'results.json'}, {run_dir / 'report.md'} and {run_dir / 'report.html'}")
     failed = sum(u.get("status") != "ok" for e in record["models"].values() for u in e["units"])
     return EXIT_RUNTIME if failed else 0
 
 
 def cmd_report(args) -> int:
-    from archbench.records import atomic_write_text, load_record
-    from archbench.report import render_markdown
+    from archbench.records import load_record
+    from archbench.report import write_reports
 
     record = load_record(args.run_dir)
-    out = Path(args.run_dir) / "report.md"
-    atomic_write_text(out, render_markdown(record))
-    print(f"wrote {out}")
+    paths = write_reports(record, args.run_dir)
+    print(f"wrote {paths['markdown']} and {paths['html']}")
     return 0
 
 
@@ -177,6 +180,23 @@ def cmd_models(args) -> int:
         rows.append((name, fmt_count(count_parameters(m)["trainable"]),
                      fmt_count(count_forward(m, e.input_shape).matmul_conv), e.description))
     print(text_table(("Model", "Params", "FLOPs/sample", "Description"), rows))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from archbench.merge import merge_records
+    from archbench.records import load_record, save_record
+    from archbench.report import TABLE_HEAD, comparison_rows, text_table, write_reports
+    from archbench.study import default_run_name
+
+    records = [load_record(d) for d in args.run_dirs]
+    out = Path(args.out) if args.out else Path("runs") / f"compare-{default_run_name()}"
+    merged = merge_records(records, out.name)
+    out.mkdir(parents=True, exist_ok=True)
+    save_record(merged, out)
+    paths = write_reports(merged, out)
+    print(text_table(TABLE_HEAD, comparison_rows(merged)))
+    print(f"\nwrote {out / 'results.json'}, {paths['markdown']} and {paths['html']}")
     return 0
 
 
@@ -232,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     handler = {"run": cmd_run, "report": cmd_report, "models": cmd_models, "data": cmd_data,
-               "profile": cmd_profile}[args.command]
+               "profile": cmd_profile, "compare": cmd_compare}[args.command]
     try:
         return handler(args)
     except ArchbenchError as exc:

@@ -24,8 +24,7 @@ from archbench.errors import ArchbenchError, UsageError
 from archbench.measure import measure_model, save_model_files
 from archbench.models import check_model_io, create_model, get_entry, input_shape_of, is_reference
 from archbench.records import model_entry, new_record, save_record
-from archbench.report import render_markdown
-from archbench.records import atomic_write_text
+from archbench.report import write_reports
 from archbench.train import TrainConfig, resolve_device, train
 
 DEFAULT_MODELS = ("mlp", "cnn")
@@ -103,7 +102,9 @@ def run_study(cfg: StudyConfig, quiet: bool = False,
     if (run_dir / "results.json").exists():
         raise UsageError(f"run directory {run_dir} already holds results.json; choose another --name or --out.")
     run_dir.mkdir(parents=True, exist_ok=True)
-    record = new_record(name, cfg.to_dict(), environment(), data.describe())
+    described = data.describe()
+    described["test_labels"] = data.test_labels.tolist()  # paired statistics need them
+    record = new_record(name, cfg.to_dict(), environment(), described)
     record["device"] = str(device)
     save_record(record, run_dir)
     progress = _progress_factory(quiet)
@@ -155,5 +156,5 @@ def run_study(cfg: StudyConfig, quiet: bool = False,
                 log(f"[{ref}] seed {seed}: FAILED — {unit['error']}")
             entry["units"].append(unit)
             save_record(record, run_dir)
-    atomic_write_text(run_dir / "report.md", render_markdown(record))
+    write_reports(record, run_dir)
     return record, run_dir

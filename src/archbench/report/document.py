@@ -1,0 +1,116 @@
+"""A tiny document model, rendered to Markdown and to one self-contained HTML
+page, so both reports say exactly the same thing."""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class Heading:
+    level: int
+    text: str
+
+
+@dataclass
+class Para:
+    text: str
+
+
+@dataclass
+class Bullets:
+    items: list[str]
+
+
+@dataclass
+class Table:
+    head: tuple[str, ...]
+    rows: list[tuple[str, ...]]
+
+
+@dataclass
+class Image:
+    path: str  # relative to the run directory
+    alt: str
+
+
+@dataclass
+class Pre:
+    text: str
+
+
+def render_markdown(blocks) -> str:
+    out: list[str] = []
+    for b in blocks:
+        if isinstance(b, Heading):
+            out += ["#" * b.level + " " + b.text, ""]
+        elif isinstance(b, Para):
+            out += [b.text, ""]
+        elif isinstance(b, Bullets):
+            out += [f"- {i}" for i in b.items] + [""]
+        elif isinstance(b, Table):
+            out.append("| " + " | ".join(b.head) + " |")
+            out.append("|" + "|".join("---" for _ in b.head) + "|")
+            out += ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in b.rows]
+            out.append("")
+        elif isinstance(b, Image):
+            out += [f"![{b.alt}]({b.path})", ""]
+        elif isinstance(b, Pre):
+            out += ["```", b.text, "```", ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+_BOLD = re.compile(r"\*\*(.+?)\*\*")
+_CODE = re.compile(r"`([^`]+)`")
+
+
+def _inline(text: str) -> str:
+    t = html.escape(text, quote=False)
+    t = _CODE.sub(r"<code>\1</code>", t)
+    return _BOLD.sub(r"<strong>\1</strong>", t)
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
+padding:0 1em;color:#1d1d1f;line-height:1.45}
+h1{font-size:1.6em;border-bottom:2px solid #ddd;padding-bottom:.3em}h2{margin-top:1.6em;border-bottom:1px solid #eee}
+table{border-collapse:collapse;margin:.8em 0;font-size:.92em}th,td{border:1px solid #d0d7de;padding:4px 8px;
+text-align:right}th{background:#f3f5f7}td:first-child,th:first-child{text-align:left}
+img{max-width:100%;border:1px solid #eee;margin:.5em 0}code{background:#f3f5f7;padding:0 3px;border-radius:3px}
+pre{background:#f6f8fa;padding:.8em;overflow-x:auto;font-size:.85em}figcaption{color:#555;font-size:.9em}
+"""
+
+
+def render_html(blocks, title: str, base_dir: str | Path) -> str:
+    """One HTML file with every image inlined as a data: URI (readable offline)."""
+    base = Path(base_dir)
+    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+           '<meta name="viewport" content="width=device-width, initial-scale=1">',
+           f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"]
+    for b in blocks:
+        if isinstance(b, Heading):
+            out.append(f"<h{b.level}>{_inline(b.text)}</h{b.level}>")
+        elif isinstance(b, Para):
+            out.append(f"<p>{_inline(b.text)}</p>")
+        elif isinstance(b, Bullets):
+            out.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in b.items) + "</ul>")
+        elif isinstance(b, Table):
+            head = "".join(f"<th>{_inline(h)}</th>" for h in b.head)
+            rows = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in b.rows)
+            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+        elif isinstance(b, Image):
+            path = base / b.path
+            if path.is_file():
+                data = base64.b64encode(path.read_bytes()).decode("ascii")
+                out.append(f'<figure><img alt="{html.escape(b.alt)}" src="data:image/png;base64,{data}">'
+                           f"<figcaption>{html.escape(b.alt)}</figcaption></figure>")
+            else:
+                out.append(f"<p><em>(plot {html.escape(b.path)} missing)</em></p>")
+        elif isinstance(b, Pre):
+            out.append(f"<pre>{html.escape(b.text)}</pre>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
