@@ -62,7 +62,7 @@ class StudyConfig:
     def to_dict(self) -> dict:
         return {
             "models": list(self.models), "seeds": list(self.seeds), "dataset": self.dataset,
-            "data_dir": self.data_dir, "verify": self.verify, "train_limit": self.train_limit,
+            "data_dir": str(self.data_dir) if self.data_dir is not None else None, "verify": self.verify, "train_limit": self.train_limit,
             "test_limit": self.test_limit, "train": self.train.to_dict(),
         }
 
