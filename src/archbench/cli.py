@@ -100,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPU training formulation: fast (channels-last, same maths) or plain eager")
     r.add_argument("--no-cuda-graphs", action="store_true", help="on CUDA, run the step eagerly")
     r.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    r.add_argument("--no-timing", action="store_true",
+                   help="skip the latency/throughput/step-time measurements (a few seconds per model)")
+    r.add_argument("--resume", metavar="RUN_DIR", default=None,
+                   help="continue an interrupted run: skip finished units, resume the rest from their "
+                        "last epoch checkpoint (the stored configuration is used)")
+    r.add_argument("--check-determinism", action="store_true",
+                   help="after the run, retrain one unit with the same seed and compare the results")
 
     rep = sub.add_parser("report", help="rebuild report.md, report.html and plots from RUN_DIR/results.json")
     rep.add_argument("run_dir")
@@ -137,23 +144,62 @@ def _log(quiet: bool):
     return (lambda s: None) if quiet else (lambda s: print(s, file=sys.stderr, flush=True))
 
 
+# CLI option -> where it lives in the resolved configuration
+_RUN_OPTIONS = {
+    "models": ("models",), "seeds": ("seeds",), "repeats": ("seeds",), "epochs": ("train", "epochs"),
+    "batch_size": ("train", "batch_size"), "lr": ("train", "lr"), "device": ("train", "device"),
+    "data_dir": ("data_dir",), "no_verify": ("verify",), "train_limit": ("train_limit",),
+    "test_limit": ("test_limit",), "formulation": ("train", "formulation"),
+    "no_cuda_graphs": ("train", "cuda_graphs"),
+}
+
+
+def _config_from_args(args) -> dict:
+    seeds = list(range(args.repeats)) if args.repeats else args.seeds
+    return {
+        "models": args.models, "seeds": seeds, "dataset": "fashion-mnist", "data_dir": args.data_dir,
+        "verify": not args.no_verify, "train_limit": args.train_limit, "test_limit": args.test_limit,
+        "train": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "beta1": 0.9,
+                  "beta2": 0.999, "eps": 1e-7, "device": args.device, "formulation": args.formulation,
+                  "cuda_graphs": not args.no_cuda_graphs, "eval_batch_size": 1000},
+    }
+
+
 def cmd_run(args) -> int:
+    from archbench.records import load_record
     from archbench.report import TABLE_HEAD, comparison_rows, text_table
     from archbench.study import StudyConfig, run_study
-    from archbench.train import TrainConfig
 
-    seeds = list(range(args.repeats)) if args.repeats else args.seeds
-    cfg = StudyConfig(
-        models=args.models, seeds=seeds,
-        train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=args.device,
-                          formulation=args.formulation, cuda_graphs=not args.no_cuda_graphs),
-        data_dir=args.data_dir, verify=not args.no_verify, train_limit=args.train_limit,
-        test_limit=args.test_limit, out=args.out, name=args.name,
-    )
-    record, run_dir = run_study(cfg, quiet=args.quiet, log=_log(args.quiet))
+    wanted = _config_from_args(args)
+    if args.resume:
+        # The stored configuration, with any option given explicitly on this
+        # command line laid over it (run_study refuses if that changes it).
+        stored = load_record(args.resume)["config"]
+        merged = {k: (dict(v) if isinstance(v, dict) else v) for k, v in stored.items()}
+        for dest in args.explicit:
+            if dest in _RUN_OPTIONS:
+                path = _RUN_OPTIONS[dest]
+                value = wanted[path[0]] if len(path) == 1 else wanted[path[0]][path[1]]
+                if len(path) == 1:
+                    merged[path[0]] = value
+                else:
+                    merged[path[0]][path[1]] = value
+        cfg = StudyConfig.from_dict(merged)
+    else:
+        cfg = StudyConfig.from_dict(wanted, out=args.out, name=args.name)
+    record, run_dir = run_study(cfg, quiet=args.quiet, log=_log(args.quiet), resume=args.resume,
+                                check_determinism=args.check_determinism, timing=not args.no_timing)
     print(text_table(TABLE_HEAD, comparison_rows(record)))
     print(f"\nwrote {run_dir / 'results.json'}, {run_dir / 'report.md'} and {run_dir / 'report.html'}")
     failed = sum(u.get("status") != "ok" for e in record["models"].values() for u in e["units"])
+    det = record.get("determinism_check")
+    if det is not None:
+        print(f"determinism check ({det.get('model')}, seed {det.get('seed')}): "
+              + ("identical results" if det.get("identical") else f"results DIFFER: {det}"))
+        if det.get("identical") is False:
+            return EXIT_RUNTIME
+    if failed:
+        print(f"{failed} unit(s) failed; see the report's 'Failed units'.", file=sys.stderr)
     return EXIT_RUNTIME if failed else 0
 
 
@@ -248,6 +294,10 @@ def cmd_data(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "run":
+        run_parser = parser._subparsers._group_actions[0].choices["run"]
+        args.explicit = {dest for dest, value in vars(args).items()
+                         if dest in _RUN_OPTIONS and value != run_parser.get_default(dest)}
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE

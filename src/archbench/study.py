@@ -8,6 +8,7 @@ its error and the study goes on.
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import re
 import sys
 import time
@@ -23,7 +24,7 @@ from archbench.env import environment
 from archbench.errors import ArchbenchError, UsageError
 from archbench.measure import measure_model, save_model_files
 from archbench.models import check_model_io, create_model, get_entry, input_shape_of, is_reference
-from archbench.records import model_entry, new_record, save_record
+from archbench.records import load_record, model_entry, new_record, save_record
 from archbench.report import write_reports
 from archbench.train import TrainConfig, resolve_device, train
 
@@ -59,6 +60,17 @@ class StudyConfig:
         self.train.validate()
         return self
 
+    @classmethod
+    def from_dict(cls, d: dict, out: str = "runs", name: str | None = None) -> "StudyConfig":
+        known = {"models", "seeds", "dataset", "data_dir", "verify", "train_limit", "test_limit", "train"}
+        unknown = set(d) - known
+        if unknown:
+            raise UsageError(f"unknown configuration key(s) {sorted(unknown)}; known: {sorted(known)}.")
+        return cls(models=list(d["models"]), seeds=list(d["seeds"]), train=TrainConfig.from_dict(d["train"]),
+                   dataset=d.get("dataset", "fashion-mnist"), data_dir=d.get("data_dir"),
+                   verify=d.get("verify", True), train_limit=d.get("train_limit"),
+                   test_limit=d.get("test_limit"), out=out, name=name)
+
     def to_dict(self) -> dict:
         return {
             "models": list(self.models), "seeds": list(self.seeds), "dataset": self.dataset,
@@ -86,9 +98,81 @@ def _progress_factory(quiet: bool):
     return make
 
 
-def run_study(cfg: StudyConfig, quiet: bool = False,
-              log: Callable[[str], None] | None = None) -> tuple[dict, Path]:
-    """Run every (model, seed) unit of ``cfg``; return (record, run_dir)."""
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def config_differences(stored: dict, new: dict) -> list[str]:
+    """Keys whose values differ between two resolved configs, as 'key: old -> new'."""
+    a, b = _flatten(stored), _flatten(new)
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+class Interrupted(ArchbenchError):
+    """The user stopped the run (Ctrl-C); finished units are saved."""
+
+    exit_code = 130
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as fh:
+        torch.save(state, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _train_unit(ref: str, seed: int, cfg: StudyConfig, data, run_dir: Path, progress, device):
+    """Train one (model, seed) unit, checkpointing every epoch and resuming
+    from a checkpoint left by an interrupted run. Returns (model, result)."""
+    ckpt = run_dir / "checkpoints" / f"{safe_name(ref)}-seed{seed}.pt"
+    resume = torch.load(ckpt, map_location=device, weights_only=True) if ckpt.exists() else None
+    torch.manual_seed(seed)
+    model = create_model(ref)
+    result = train(model, data.train_images, data.train_labels, data.test_images, data.test_labels,
+                   cfg.train, seed=seed, progress=progress,
+                   checkpoint=lambda state: _save_checkpoint(ckpt, state), resume_from=resume)
+    return model, result, ckpt, resume is not None
+
+
+def _unit_record(seed: int, result, t0: float, files: dict, resumed: bool) -> dict:
+    return {
+        "seed": seed, "status": "ok",
+        "history": [h.to_dict() for h in result.history],
+        "test": {"loss": result.test.loss, "accuracy": result.test.accuracy,
+                 "predictions": result.test.predictions.tolist()},
+        "timings": {
+            "train_seconds": result.train_seconds,
+            "wall_seconds": time.perf_counter() - t0,
+            "steps": result.steps,
+            "samples_per_second": result.samples_seen / result.train_seconds,
+        },
+        "training": {"device": result.device, "formulation": result.formulation,
+                     "cuda_graphs": result.cuda_graphs, "resumed_from_checkpoint": resumed},
+        "files": {fmt: d["path"] for fmt, d in files.items()},
+        "saved_size_bytes": {fmt: d["bytes"] for fmt, d in files.items()},
+    }
+
+
+def run_study(cfg: StudyConfig, quiet: bool = False, log: Callable[[str], None] | None = None,
+              resume: str | os.PathLike | None = None, check_determinism: bool = False,
+              timing: bool = True) -> tuple[dict, Path]:
+    """Run every (model, seed) unit of ``cfg``; return (record, run_dir).
+
+    With ``resume`` (a run directory), finished units are kept and the rest
+    run (from their last epoch checkpoint, if any); the configuration must be
+    the one stored there. Ctrl-C saves what finished and raises
+    :class:`Interrupted` with the command that resumes.
+    """
     cfg.validate()
     log = log or (lambda s: None)
     device = resolve_device(cfg.train.device)
@@ -97,64 +181,112 @@ def run_study(cfg: StudyConfig, quiet: bool = False,
     # Every model must build and map a batch to logits before anything is written.
     for ref in cfg.models:
         check_model_io(create_model(ref), ref, input_shape_of(ref), data.spec.num_classes)
-    name = cfg.name or default_run_name()
-    run_dir = Path(cfg.out) / name
-    if (run_dir / "results.json").exists():
-        raise UsageError(f"run directory {run_dir} already holds results.json; choose another --name or --out.")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    described = data.describe()
-    described["test_labels"] = data.test_labels.tolist()  # paired statistics need them
-    record = new_record(name, cfg.to_dict(), environment(), described)
-    record["device"] = str(device)
-    save_record(record, run_dir)
-    progress = _progress_factory(quiet)
-    for ref in cfg.models:
-        entry = model_entry(record, ref)
-        shape = input_shape_of(ref)
-        torch.manual_seed(cfg.seeds[0])
-        model = create_model(ref)
-        entry["description"] = get_entry(ref).description if not is_reference(ref) else f"user model {ref}"
-        log(f"[{ref}] measuring costs (params, FLOPs, memory, saved size, latency)")
-        entry["measurements"] = measure_model(model, shape, cfg.train.batch_size, device=device,
-                                              train_samples=len(data.train_labels), epochs=cfg.train.epochs)
+    if resume is not None:
+        run_dir = Path(resume)
+        record = load_record(run_dir)
+        diffs = config_differences(record["config"], cfg.to_dict())
+        if diffs:
+            raise UsageError(
+                f"cannot resume {run_dir}: the configuration differs from the stored one ("
+                + "; ".join(diffs) + "). Resume with the stored options, or start a new run with --name."
+            )
+        log(f"resuming {run_dir}: " + ", ".join(
+            f"{m} {sum(u.get('status') == 'ok' for u in e.get('units', []))}/{len(cfg.seeds)} done"
+            for m, e in record["models"].items()))
+    else:
+        name = cfg.name or default_run_name()
+        run_dir = Path(cfg.out) / name
+        if (run_dir / "results.json").exists():
+            raise UsageError(f"run directory {run_dir} already holds results.json; choose another --name, "
+                             f"or continue it with --resume {run_dir}.")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        described = data.describe()
+        described["test_labels"] = data.test_labels.tolist()  # paired statistics need them
+        record = new_record(run_dir.name, cfg.to_dict(), environment(), described)
+        record["device"] = str(device)
         save_record(record, run_dir)
-        for seed in cfg.seeds:
-            log(f"[{ref}] seed {seed}: training {cfg.train.epochs} epochs on {len(data.train_labels):,} images ({device})")
-            unit = {"seed": seed, "status": "running"}
-            t0 = time.perf_counter()
-            try:
-                torch.manual_seed(seed)
+    progress = _progress_factory(quiet)
+    current = None
+    try:
+        for ref in cfg.models:
+            entry = model_entry(record, ref)
+            shape = input_shape_of(ref)
+            if not entry.get("measurements"):
+                torch.manual_seed(cfg.seeds[0])
                 model = create_model(ref)
-                result = train(model, data.train_images, data.train_labels, data.test_images,
-                               data.test_labels, cfg.train, seed=seed, progress=progress)
-                files = save_model_files(model, run_dir / "models", f"{safe_name(ref)}-seed{seed}")
-            except ArchbenchError as exc:
-                unit.update(status="failed", error=str(exc), error_type=type(exc).__name__)
-            except Exception as exc:  # noqa: BLE001 - a failing model must not sink the run
-                unit.update(status="failed", error=f"{type(exc).__name__}: {exc}",
-                            error_type=type(exc).__name__, traceback=traceback.format_exc())
-            else:
-                unit.update(
-                    status="ok",
-                    history=[h.to_dict() for h in result.history],
-                    test={"loss": result.test.loss, "accuracy": result.test.accuracy,
-                          "predictions": result.test.predictions.tolist()},
-                    timings={
-                        "train_seconds": result.train_seconds,
-                        "wall_seconds": time.perf_counter() - t0,
-                        "steps": result.steps,
-                        "samples_per_second": result.samples_seen / result.train_seconds,
-                    },
-                    training={"device": result.device, "formulation": result.formulation,
-                              "cuda_graphs": result.cuda_graphs},
-                    files={fmt: d["path"] for fmt, d in files.items()},
-                    saved_size_bytes={fmt: d["bytes"] for fmt, d in files.items()},
-                )
-                log(f"[{ref}] seed {seed}: test accuracy {100 * result.test.accuracy:.2f} %, "
-                    f"train {result.train_seconds:.2f} s")
-            if unit["status"] != "ok":
-                log(f"[{ref}] seed {seed}: FAILED — {unit['error']}")
-            entry["units"].append(unit)
-            save_record(record, run_dir)
+                entry["description"] = get_entry(ref).description if not is_reference(ref) else f"user model {ref}"
+                log(f"[{ref}] measuring costs (params, FLOPs, memory, saved size"
+                    + (", latency)" if timing else ")"))
+                try:
+                    entry["measurements"] = measure_model(
+                        model, shape, cfg.train.batch_size, device=device, train_samples=len(data.train_labels),
+                        epochs=cfg.train.epochs, timing=timing)
+                    entry.pop("measurement_error", None)
+                except Exception as exc:  # noqa: BLE001 - recorded; training still runs
+                    entry["measurement_error"] = f"{type(exc).__name__}: {exc}"
+                    log(f"[{ref}] measuring FAILED — {entry['measurement_error']}")
+                save_record(record, run_dir)
+            for seed in cfg.seeds:
+                done = [u for u in entry["units"] if u.get("seed") == seed and u.get("status") == "ok"]
+                if done:
+                    continue
+                entry["units"] = [u for u in entry["units"] if u.get("seed") != seed]
+                current = (ref, seed)
+                log(f"[{ref}] seed {seed}: training {cfg.train.epochs} epochs on {len(data.train_labels):,} "
+                    f"images ({device})")
+                t0 = time.perf_counter()
+                try:
+                    model, result, ckpt, resumed = _train_unit(ref, seed, cfg, data, run_dir, progress, device)
+                    files = save_model_files(model, run_dir / "models", f"{safe_name(ref)}-seed{seed}")
+                    unit = _unit_record(seed, result, t0, files, resumed)
+                    ckpt.unlink(missing_ok=True)
+                    log(f"[{ref}] seed {seed}: test accuracy {100 * result.test.accuracy:.2f} %, "
+                        f"train {result.train_seconds:.2f} s" + (" (resumed from a checkpoint)" if resumed else ""))
+                except ArchbenchError as exc:
+                    unit = {"seed": seed, "status": "failed", "error": str(exc), "error_type": type(exc).__name__}
+                except (KeyboardInterrupt, Interrupted):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - a failing model must not sink the run
+                    unit = {"seed": seed, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
+                            "error_type": type(exc).__name__, "traceback": traceback.format_exc()}
+                if unit["status"] != "ok":
+                    log(f"[{ref}] seed {seed}: FAILED — {unit['error']}")
+                entry["units"].append(unit)
+                entry["units"].sort(key=lambda u: cfg.seeds.index(u["seed"]) if u["seed"] in cfg.seeds else 1 << 30)
+                save_record(record, run_dir)
+                current = None
+    except KeyboardInterrupt:
+        save_record(record, run_dir)
+        where = f" during {current[0]} seed {current[1]} (its last finished epoch is checkpointed)" if current else ""
+        raise Interrupted(f"interrupted{where}. Finished units are saved in {run_dir / 'results.json'}; "
+                          f"continue with: archbench run --resume {run_dir}") from None
+    if check_determinism:
+        record["determinism_check"] = determinism_check(record, cfg, data, device, log)
+        save_record(record, run_dir)
     write_reports(record, run_dir)
     return record, run_dir
+
+
+def determinism_check(record: dict, cfg: StudyConfig, data, device, log) -> dict:
+    """Retrain the first finished unit with the same seed and compare."""
+    for ref in cfg.models:
+        for u in record["models"][ref]["units"]:
+            if u.get("status") != "ok":
+                continue
+            log(f"[{ref}] seed {u['seed']}: retraining to check determinism")
+            torch.manual_seed(u["seed"])
+            result = train(create_model(ref), data.train_images, data.train_labels, data.test_images,
+                           data.test_labels, cfg.train, seed=u["seed"])
+            same_preds = result.test.predictions.tolist() == u["test"]["predictions"]
+            out = {
+                "model": ref, "seed": u["seed"], "device": str(device),
+                "identical": same_preds and result.test.loss == u["test"]["loss"]
+                and [h.train_loss for h in result.history] == [h["train_loss"] for h in u["history"]],
+                "test_loss": [u["test"]["loss"], result.test.loss],
+                "test_accuracy": [u["test"]["accuracy"], result.test.accuracy],
+                "predictions_identical": same_preds,
+            }
+            log(f"determinism check: {'identical' if out['identical'] else 'DIFFERENT'} "
+                f"(test loss {out['test_loss'][0]!r} vs {out['test_loss'][1]!r})")
+            return out
+    return {"identical": None, "note": "no finished unit to check"}

@@ -179,10 +179,11 @@ def build_blocks(record: dict, analysis: dict | None = None, plots: list[tuple[s
         Heading(2, "The trade-off"),
         *tradeoff_conclusions(an),
     ]
-    failed = [(n, f) for n, s in an["models"].items() for f in s["failed"]]
+    failed = [f"{n}, seed {f['seed']}: {f['error']}" for n, s in an["models"].items() for f in s["failed"]]
+    failed += [f"{n}, measurements: {e['measurement_error']}" for n, e in record.get("models", {}).items()
+               if e.get("measurement_error")]
     if failed:
-        blocks += [Heading(2, "Failed units"),
-                   Bullets([f"{n}, seed {f['seed']}: {f['error']}" for n, f in failed])]
+        blocks += [Heading(2, "Failed units"), Bullets(failed)]
     if plots:
         blocks.append(Heading(2, "Plots"))
         blocks += [Image(path, alt) for path, alt in plots]

@@ -157,19 +157,32 @@ class _GraphedStep:
         self.graphs: dict[int, tuple] = {}
         self._example = (example_x, example_y)
 
-    def _restore(self, state):
+    def _opt_tensors(self) -> list[torch.Tensor]:
+        out = []
+        for group in self.opt.param_groups:
+            for p in group["params"]:
+                for t in self.opt.state.get(p, {}).values():
+                    if torch.is_tensor(t):
+                        out.append(t)
+        return out
+
+    def _restore(self, state, opt_before: dict):
+        """Undo the warm-up: weights back to ``state``; optimizer tensors back
+        to their values before warm-up (zero where warm-up created them)."""
         with torch.no_grad():
             for k, v in self.model.state_dict().items():
                 v.copy_(state[k])
-            for group in self.opt.param_groups:
-                for p in group["params"]:
-                    for t in self.opt.state.get(p, {}).values():
-                        if torch.is_tensor(t):
-                            t.zero_()
+            for t in self._opt_tensors():
+                before = opt_before.get(id(t))
+                if before is None:
+                    t.zero_()
+                else:
+                    t.copy_(before)
 
     def capture(self, batch_sizes):
         x, y = self._example
         state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        opt_before = {id(t): t.detach().clone() for t in self._opt_tensors()}
         scratch_loss = torch.zeros((), device=x.device)
         scratch_pred = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         side = torch.cuda.Stream()
@@ -190,7 +203,7 @@ class _GraphedStep:
                 captured(*static)
             self.graphs[b] = (graph, static)
         torch.cuda.synchronize()
-        self._restore(state)
+        self._restore(state, opt_before)
 
     def __call__(self, xb, yb, loss_out, pred_out):
         entry = self.graphs.get(yb.shape[0])
@@ -208,10 +221,16 @@ class _GraphedStep:
 ProgressFactory = Callable[..., object]
 
 
+def _optimizer_state(opt) -> dict:
+    return opt.state_dict()
+
+
 def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
           test_x: torch.Tensor | None, test_y: torch.Tensor | None, cfg: TrainConfig,
           seed: int, progress: ProgressFactory | None = None,
-          on_epoch: Callable[[EpochStats], None] | None = None) -> TrainResult:
+          on_epoch: Callable[[EpochStats], None] | None = None,
+          checkpoint: Callable[[dict], None] | None = None,
+          resume_from: dict | None = None) -> TrainResult:
     """Train ``model`` in place with the recipe in ``cfg``.
 
     ``train_x``/``test_x`` are uint8 ``(N, H, W)`` images, ``*_y`` int64 labels.
@@ -219,6 +238,11 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
     initialisation is the caller's (seed the global RNG before building it).
     ``progress(total=..., desc=...)`` returns a tqdm-like bar (``update``,
     ``set_postfix_str``, ``close``), or None for no bar.
+
+    ``checkpoint(state)`` is called after every epoch with everything needed to
+    continue (weights, optimizer state, RNG states, history); passing that
+    state back as ``resume_from`` continues training where it stopped, with
+    the same result as an uninterrupted run on CPU.
     """
     cfg.validate()
     device = resolve_device(cfg.device)
@@ -253,7 +277,20 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
     gen = torch.Generator().manual_seed(seed)
     history: list[EpochStats] = []
     total_train = 0.0
-    for epoch in range(1, cfg.epochs + 1):
+    first_epoch = 1
+    if resume_from is not None:
+        with torch.no_grad():
+            model.load_state_dict(resume_from["model"])
+        opt.load_state_dict(resume_from["optimizer"])
+        gen.set_state(resume_from["generator"])
+        torch.set_rng_state(resume_from["torch_rng"])
+        if device.type == "cuda" and resume_from.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(resume_from["cuda_rng"], device)
+        history = [EpochStats(**h) for h in resume_from["history"]]
+        total_train = resume_from["train_seconds"]
+        first_epoch = resume_from["epoch"] + 1
+    ev = None
+    for epoch in range(first_epoch, cfg.epochs + 1):
         perm = torch.randperm(n, generator=gen).to(device)
         bar = progress(total=n, desc=f"epoch {epoch}/{cfg.epochs}", unit="img") if progress else None
         if device.type == "cuda":
@@ -294,7 +331,16 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
             bar.close()
         if on_epoch:
             on_epoch(stats)
+        if checkpoint is not None:
+            checkpoint({
+                "epoch": epoch, "model": model.state_dict(), "optimizer": _optimizer_state(opt),
+                "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                "history": [h.to_dict() for h in history], "train_seconds": total_train,
+            })
     if Xt is not None:
+        if ev is None:  # resumed after the last epoch: evaluate the restored model
+            ev = evaluate(run_model, Xt, Yt, cfg.eval_batch_size, channels_last)
         final = ev
     else:
         final = EvalResult(float("nan"), float("nan"), torch.empty(0, dtype=torch.long))

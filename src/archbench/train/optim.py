@@ -49,6 +49,20 @@ class LeanAdam:
             eps=self.eps, amsgrad=False, maximize=False,
         )
 
+    def state_dict(self) -> dict:
+        return {"exp_avg": [t.clone() for t in self.exp_avg], "exp_avg_sq": [t.clone() for t in self.exp_avg_sq],
+                "steps": [t.clone() for t in self.steps],
+                "hyper": {"lr": self.lr, "betas": (self.beta1, self.beta2), "eps": self.eps,
+                          "weight_decay": self.weight_decay}}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict) -> None:
+        for dst, key in ((self.exp_avg, "exp_avg"), (self.exp_avg_sq, "exp_avg_sq"), (self.steps, "steps")):
+            if len(state[key]) != len(dst):
+                raise ValueError(f"optimizer state holds {len(state[key])} tensors for {key}, expected {len(dst)}")
+            for d, s in zip(dst, state[key]):
+                d.copy_(s)
+
     def state_tensors(self) -> list[torch.Tensor]:
         return self.exp_avg + self.exp_avg_sq + self.steps
 
