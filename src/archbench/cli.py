@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from archbench.errors import EXIT_RUNTIME, EXIT_USAGE, ArchbenchError
+from archbench.errors import EXIT_RUNTIME, EXIT_USAGE, ArchbenchError, UsageError
 
 
 def _int_at_least(lo: int, what: str):
@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     r = sub.add_parser("run", help="train and measure models, write runs/<name>/ (default: the seed study)")
+    r.add_argument("experiment", nargs="?", default=None,
+                   help="an experiment file (TOML; see examples/); options given here override it")
     r.add_argument("--models", type=_models, default=["mlp", "cnn"],
                    help="comma-separated registry names or package.module:function (default: mlp,cnn)")
     r.add_argument("--seeds", type=_seeds, default=[0], help="comma-separated seeds (default: 0)")
@@ -170,8 +172,27 @@ def cmd_run(args) -> int:
     from archbench.report import TABLE_HEAD, comparison_rows, text_table
     from archbench.study import StudyConfig, run_study
 
+    from archbench.experiment import load_experiment, resolve_models
+
     wanted = _config_from_args(args)
-    if args.resume:
+    explicit_train = {path[1]: (wanted["train"][path[1]]) for dest in args.explicit
+                      if len((path := _RUN_OPTIONS.get(dest, ()))) == 2}
+    if args.experiment and args.resume:
+        raise UsageError("give an experiment file or --resume RUN_DIR, not both (a run stores its configuration).")
+    if args.experiment:
+        cfg = load_experiment(args.experiment)
+        base = cfg.to_dict()
+        for dest in args.explicit:  # command-line options override the file
+            path = _RUN_OPTIONS.get(dest)
+            if path and len(path) == 1:
+                base[path[0]] = wanted[path[0]]
+            elif path:
+                base["train"][path[1]] = wanted["train"][path[1]]
+        base["model_train"] = {m: {k: v for k, v in o.items() if k not in explicit_train}
+                               for m, o in base["model_train"].items()}
+        cfg = StudyConfig.from_dict(base, out=args.out if "out" in args.explicit else cfg.out,
+                                    name=args.name or cfg.name)
+    elif args.resume:
         # The stored configuration, with any option given explicitly on this
         # command line laid over it (run_study refuses if that changes it).
         stored = load_record(args.resume)["config"]
@@ -186,6 +207,7 @@ def cmd_run(args) -> int:
                     merged[path[0]][path[1]] = value
         cfg = StudyConfig.from_dict(merged)
     else:
+        wanted["model_train"] = resolve_models(wanted["models"], explicit_train)
         cfg = StudyConfig.from_dict(wanted, out=args.out, name=args.name)
     record, run_dir = run_study(cfg, quiet=args.quiet, log=_log(args.quiet), resume=args.resume,
                                 check_determinism=args.check_determinism, timing=not args.no_timing)
@@ -297,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         run_parser = parser._subparsers._group_actions[0].choices["run"]
         args.explicit = {dest for dest, value in vars(args).items()
-                         if dest in _RUN_OPTIONS and value != run_parser.get_default(dest)}
+                         if (dest in _RUN_OPTIONS or dest in ("out", "name"))
+                         and value != run_parser.get_default(dest)}
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE

@@ -23,7 +23,7 @@ from archbench.data import load_dataset
 from archbench.env import environment
 from archbench.errors import ArchbenchError, UsageError
 from archbench.measure import measure_model, save_model_files
-from archbench.models import check_model_io, create_model, get_entry, input_shape_of, is_reference
+from archbench.models import check_model_io, create_model, get_entry, input_shape_of, is_reference, register_spec
 from archbench.records import load_record, model_entry, new_record, save_record
 from archbench.report import write_reports
 from archbench.train import TrainConfig, resolve_device, train
@@ -43,6 +43,13 @@ class StudyConfig:
     test_limit: int | None = None
     out: str = "runs"
     name: str | None = None
+    model_train: dict = field(default_factory=dict)   # model -> training options over `train`
+    specs: dict = field(default_factory=dict)         # name -> declarative spec (experiment files)
+
+    def train_config_for(self, ref: str) -> TrainConfig:
+        """`train` with the model's own options laid over it (its registered
+        recipe and any per-model settings, as resolved into `model_train`)."""
+        return TrainConfig.from_dict({**self.train.to_dict(), **self.model_train.get(ref, {})}).validate()
 
     def validate(self) -> "StudyConfig":
         if not self.models:
@@ -54,28 +61,40 @@ class StudyConfig:
         for lim, flag in ((self.train_limit, "--train-limit"), (self.test_limit, "--test-limit")):
             if lim is not None and lim < 1:
                 raise UsageError(f"{flag} {lim} is invalid: expected an integer >= 1 (or leave it out for all samples).")
+        for name, spec in self.specs.items():
+            register_spec(name, spec)
         for m in self.models:
             if not is_reference(m):
                 get_entry(m)  # raises with the list of known models
+        unknown = set(self.model_train) - set(self.models)
+        if unknown:
+            raise UsageError(f"training options given for {sorted(unknown)}, which are not among the models {self.models}.")
         self.train.validate()
+        for m in self.models:
+            self.train_config_for(m)
         return self
 
     @classmethod
     def from_dict(cls, d: dict, out: str = "runs", name: str | None = None) -> "StudyConfig":
-        known = {"models", "seeds", "dataset", "data_dir", "verify", "train_limit", "test_limit", "train"}
+        known = {"models", "seeds", "dataset", "data_dir", "verify", "train_limit", "test_limit", "train",
+                 "model_train", "specs"}
         unknown = set(d) - known
         if unknown:
             raise UsageError(f"unknown configuration key(s) {sorted(unknown)}; known: {sorted(known)}.")
         return cls(models=list(d["models"]), seeds=list(d["seeds"]), train=TrainConfig.from_dict(d["train"]),
                    dataset=d.get("dataset", "fashion-mnist"), data_dir=d.get("data_dir"),
                    verify=d.get("verify", True), train_limit=d.get("train_limit"),
-                   test_limit=d.get("test_limit"), out=out, name=name)
+                   test_limit=d.get("test_limit"), out=out, name=name,
+                   model_train={k: dict(v) for k, v in (d.get("model_train") or {}).items()},
+                   specs=dict(d.get("specs") or {}))
 
     def to_dict(self) -> dict:
         return {
             "models": list(self.models), "seeds": list(self.seeds), "dataset": self.dataset,
             "data_dir": str(self.data_dir) if self.data_dir is not None else None, "verify": self.verify, "train_limit": self.train_limit,
             "test_limit": self.test_limit, "train": self.train.to_dict(),
+            "model_train": {k: dict(v) for k, v in self.model_train.items()},
+            "specs": dict(self.specs),
         }
 
 
@@ -135,11 +154,12 @@ def _train_unit(ref: str, seed: int, cfg: StudyConfig, data, run_dir: Path, prog
     """Train one (model, seed) unit, checkpointing every epoch and resuming
     from a checkpoint left by an interrupted run. Returns (model, result)."""
     ckpt = run_dir / "checkpoints" / f"{safe_name(ref)}-seed{seed}.pt"
-    resume = torch.load(ckpt, map_location=device, weights_only=True) if ckpt.exists() else None
+    # Loaded on the CPU: RNG states must stay there; weights are copied to the device.
+    resume = torch.load(ckpt, map_location="cpu", weights_only=True) if ckpt.exists() else None
     torch.manual_seed(seed)
     model = create_model(ref)
     result = train(model, data.train_images, data.train_labels, data.test_images, data.test_labels,
-                   cfg.train, seed=seed, progress=progress,
+                   cfg.train_config_for(ref), seed=seed, progress=progress,
                    checkpoint=lambda state: _save_checkpoint(ckpt, state), resume_from=resume)
     return model, result, ckpt, resume is not None
 
@@ -214,13 +234,15 @@ def run_study(cfg: StudyConfig, quiet: bool = False, log: Callable[[str], None] 
             if not entry.get("measurements"):
                 torch.manual_seed(cfg.seeds[0])
                 model = create_model(ref)
-                entry["description"] = get_entry(ref).description if not is_reference(ref) else f"user model {ref}"
+                entry["description"] = get_entry(ref).description if not is_reference(ref) else f"user model {ref}"  # noqa
                 log(f"[{ref}] measuring costs (params, FLOPs, memory, saved size"
                     + (", latency)" if timing else ")"))
                 try:
+                    tcfg = cfg.train_config_for(ref)
+                    entry["recipe"] = tcfg.to_dict()
                     entry["measurements"] = measure_model(
-                        model, shape, cfg.train.batch_size, device=device, train_samples=len(data.train_labels),
-                        epochs=cfg.train.epochs, timing=timing)
+                        model, shape, tcfg.batch_size, device=device, train_samples=len(data.train_labels),
+                        epochs=tcfg.epochs, timing=timing)
                     entry.pop("measurement_error", None)
                 except Exception as exc:  # noqa: BLE001 - recorded; training still runs
                     entry["measurement_error"] = f"{type(exc).__name__}: {exc}"
@@ -232,8 +254,8 @@ def run_study(cfg: StudyConfig, quiet: bool = False, log: Callable[[str], None] 
                     continue
                 entry["units"] = [u for u in entry["units"] if u.get("seed") != seed]
                 current = (ref, seed)
-                log(f"[{ref}] seed {seed}: training {cfg.train.epochs} epochs on {len(data.train_labels):,} "
-                    f"images ({device})")
+                log(f"[{ref}] seed {seed}: training {cfg.train_config_for(ref).epochs} epochs on "
+                    f"{len(data.train_labels):,} images ({device})")
                 t0 = time.perf_counter()
                 try:
                     model, result, ckpt, resumed = _train_unit(ref, seed, cfg, data, run_dir, progress, device)
@@ -276,7 +298,7 @@ def determinism_check(record: dict, cfg: StudyConfig, data, device, log) -> dict
             log(f"[{ref}] seed {u['seed']}: retraining to check determinism")
             torch.manual_seed(u["seed"])
             result = train(create_model(ref), data.train_images, data.train_labels, data.test_images,
-                           data.test_labels, cfg.train, seed=u["seed"])
+                           data.test_labels, cfg.train_config_for(ref), seed=u["seed"])
             same_preds = result.test.predictions.tolist() == u["test"]["predictions"]
             out = {
                 "model": ref, "seed": u["seed"], "device": str(device),

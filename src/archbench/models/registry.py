@@ -22,13 +22,16 @@ class ModelEntry:
     description: str = ""
     input_shape: tuple[int, ...] = (1, 28, 28)
     num_classes: int = 10
+    recipe: dict | None = None      # training options overriding the seed recipe
+    expected: dict | None = None    # measured accuracy/time of the recipe (documentation)
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
 def register_model(name: str | None = None, *, description: str = "",
-                   input_shape: tuple[int, ...] = (1, 28, 28), num_classes: int = 10):
+                   input_shape: tuple[int, ...] = (1, 28, 28), num_classes: int = 10,
+                   recipe: dict | None = None, expected: dict | None = None):
     """Decorator registering a model factory under ``name`` (default: the
     function's name). Registering a name twice is an error."""
 
@@ -39,7 +42,7 @@ def register_model(name: str | None = None, *, description: str = "",
         if key in _REGISTRY and _REGISTRY[key].factory is not fn:
             raise ModelError(f"model {key!r} is already registered (by {_REGISTRY[key].factory!r}).")
         doc = description or (inspect.getdoc(fn) or "").split("\n")[0]
-        _REGISTRY[key] = ModelEntry(key, fn, doc, tuple(input_shape), num_classes)
+        _REGISTRY[key] = ModelEntry(key, fn, doc, tuple(input_shape), num_classes, recipe, expected)
         return fn
 
     return deco
@@ -59,8 +62,24 @@ def get_entry(name: str) -> ModelEntry:
         ) from None
 
 
+_SPECS: dict[str, dict] = {}
+
+
+def register_spec(name: str, spec: dict) -> None:
+    """Make a declarative spec (see archbench.models.spec) buildable by name."""
+    from archbench.models.spec import build_from_spec
+
+    build_from_spec(spec, f"model {name!r}")  # fail now, not mid-run
+    _SPECS[name] = spec
+
+
+def is_spec_file(ref: str) -> bool:
+    return ref.endswith(".toml")
+
+
 def is_reference(ref: str) -> bool:
-    return ":" in ref
+    """True for anything that is not a registry name: module:callable, spec file, registered spec."""
+    return ":" in ref or is_spec_file(ref) or ref in _SPECS
 
 
 def _import_callable(ref: str) -> Callable[..., nn.Module]:
@@ -97,7 +116,12 @@ def create_model(ref: str, **kwargs) -> nn.Module:
     """
     if not isinstance(ref, str) or not ref:
         raise ModelError(f"model must be a non-empty name or 'module:function', got {ref!r}.")
-    factory = _import_callable(ref) if is_reference(ref) else get_entry(ref).factory
+    if ref in _SPECS or is_spec_file(ref):
+        from archbench.models.spec import build_from_spec, load_spec_file
+
+        spec = _SPECS[ref] if ref in _SPECS else load_spec_file(ref)[1]
+        return build_from_spec(spec, f"model {ref!r}")
+    factory = _import_callable(ref) if ":" in ref else get_entry(ref).factory
     try:
         model = factory(**kwargs)
     except TypeError as exc:
@@ -108,7 +132,16 @@ def create_model(ref: str, **kwargs) -> nn.Module:
 
 
 def input_shape_of(ref: str) -> tuple[int, ...]:
+    if ref in _SPECS:
+        return tuple(_SPECS[ref].get("input_shape", (1, 28, 28)))
     return (1, 28, 28) if is_reference(ref) else get_entry(ref).input_shape
+
+
+def recipe_of(ref: str) -> dict:
+    """The training options a registered model's recipe sets ({} for others)."""
+    if is_reference(ref):
+        return {}
+    return dict(get_entry(ref).recipe or {})
 
 
 def check_model_io(model: nn.Module, ref: str, input_shape=(1, 28, 28), num_classes: int = 10) -> None:

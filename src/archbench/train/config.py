@@ -23,6 +23,15 @@ class TrainConfig:
     formulation: str = "fast"  # "fast" (same maths, faster layout) or "plain"
     cuda_graphs: bool = True
     eval_batch_size: int = 1000
+    # Recipe options beyond the seed (defaults reproduce it):
+    optimizer: str = "adam"          # "adam" (L2 weight decay) or "adamw" (decoupled)
+    weight_decay: float = 0.0
+    schedule: str = "constant"       # "constant", "onecycle" (linear up, linear down) or "cosine"
+    warmup: float = 0.2              # fraction of steps spent rising (onecycle, cosine)
+    label_smoothing: float = 0.0
+    augment_crop: int = 0            # random crop after zero padding by this many pixels; 0 = off
+    augment_flip: bool = False       # random horizontal flip
+    precision: str = "fp32"          # "fp32" or "bf16" (autocast; weights and optimizer stay fp32)
 
     def validate(self) -> "TrainConfig":
         def need(cond: bool, field: str, value, expect: str):
@@ -39,7 +48,32 @@ class TrainConfig:
         need(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "device",
              self.device, "auto, cpu, cuda or cuda:N")
         need(self.formulation in ("fast", "plain"), "formulation", self.formulation, "fast or plain")
+        need(self.optimizer in ("adam", "adamw"), "optimizer", self.optimizer, "adam or adamw")
+        need(self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0")
+        need(self.schedule in ("constant", "onecycle", "cosine"), "schedule", self.schedule,
+             "constant, onecycle or cosine")
+        need(0 <= self.warmup < 1, "warmup", self.warmup, "a fraction in [0, 1)")
+        need(0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "a number in [0, 1)")
+        need(isinstance(self.augment_crop, int) and 0 <= self.augment_crop <= 8, "augment_crop",
+             self.augment_crop, "an integer number of pixels from 0 (off) to 8")
+        need(isinstance(self.augment_flip, bool), "augment_flip", self.augment_flip, "true or false")
+        need(self.precision in ("fp32", "bf16"), "precision", self.precision, "fp32 or bf16")
         return self
+
+    def lr_at(self, step: int, total: int) -> float:
+        """The learning rate for 0-based ``step`` of ``total`` steps."""
+        if self.schedule == "constant" or total <= 1:
+            return self.lr
+        import math
+
+        t = step / (total - 1)
+        w = self.warmup
+        if w > 0 and t < w:
+            return self.lr * (0.04 + 0.96 * t / w)
+        u = (t - w) / (1 - w) if w < 1 else 1.0
+        if self.schedule == "onecycle":
+            return self.lr * max(0.0, 1.0 - u)
+        return self.lr * 0.5 * (1 + math.cos(math.pi * u))
 
     def to_dict(self) -> dict:
         return asdict(self)

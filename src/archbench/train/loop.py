@@ -87,15 +87,50 @@ def make_optimizer(params, cfg: TrainConfig, device: torch.device):
     """Adam with the recipe's hyper-parameters. On CPU the lean wrapper around
     the fused kernel (same updates, less Python); on CUDA torch's fused,
     capturable Adam (its state lives on the GPU, so it can be graph-captured)."""
-    kwargs = dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+    kwargs = dict(betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay)
     if device.type == "cuda":
-        return torch.optim.Adam(params, fused=True, capturable=True, **kwargs)
-    return LeanAdam(params, **kwargs)
+        cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+        # A tensor lr can be changed between graph replays (schedules).
+        lr = torch.tensor(cfg.lr, device=device) if cfg.schedule != "constant" else cfg.lr
+        return cls(params, lr=lr, fused=True, capturable=True, **kwargs)
+    return LeanAdam(params, lr=cfg.lr, decoupled=cfg.optimizer == "adamw", **kwargs)
+
+
+def set_lr(opt, lr: float) -> None:
+    if isinstance(opt, LeanAdam):
+        opt.lr = lr
+        return
+    for group in opt.param_groups:
+        if torch.is_tensor(group["lr"]):
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr
+
+
+def augment(xb: torch.Tensor, pad: int, flip: bool, gen: torch.Generator) -> torch.Tensor:
+    """Random crops (after zero padding by ``pad``) and horizontal flips, one
+    draw per image, on the batch's device; no Python per sample."""
+    b, c, h, w = xb.shape
+    out = xb
+    if pad:
+        xp = F.pad(xb, (pad, pad, pad, pad))
+        dy = torch.randint(0, 2 * pad + 1, (b,), device=xb.device, generator=gen)
+        dx = torch.randint(0, 2 * pad + 1, (b,), device=xb.device, generator=gen)
+        rows = (torch.arange(h, device=xb.device)[None, :] + dy[:, None])[:, None, :, None]
+        cols = (torch.arange(w, device=xb.device)[None, :] + dx[:, None])[:, None, None, :]
+        bi = torch.arange(b, device=xb.device)[:, None, None, None]
+        ci = torch.arange(c, device=xb.device)[None, :, None, None]
+        out = xp[bi, ci, rows, cols]
+    if flip:
+        mask = torch.rand(b, device=xb.device, generator=gen) < 0.5
+        out = torch.where(mask[:, None, None, None], out.flip(3), out)
+    return out.contiguous(memory_format=torch.channels_last) if xb.is_contiguous(
+        memory_format=torch.channels_last) and c > 1 else out
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000,
-             channels_last: bool = False) -> EvalResult:
+             channels_last: bool = False, autocast_dtype: torch.dtype | None = None) -> EvalResult:
     """Mean cross-entropy, accuracy and per-sample predictions over a split.
     ``images`` is float ``(N, 1, H, W)`` on the model's device."""
     was_training = model.training
@@ -107,7 +142,9 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
             xb = images[s:s + batch_size]
             if channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
-            logits = model(xb)
+            with torch.autocast(xb.device.type, dtype=autocast_dtype or torch.bfloat16,
+                                enabled=autocast_dtype is not None):
+                logits = model(xb)
             loss_sum += F.cross_entropy(logits.float(), labels[s:s + batch_size], reduction="sum").double()
             preds.append(logits.argmax(1))
         pred = torch.cat(preds).cpu() if preds else torch.empty(0, dtype=torch.long)
@@ -124,15 +161,19 @@ class _Step:
     cheap ops, where running sums would cost five; the epoch's statistics are
     computed from those buffers at its end."""
 
-    def __init__(self, model, opt, zero_grad: bool = True):
+    def __init__(self, model, opt, zero_grad: bool = True, label_smoothing: float = 0.0,
+                 autocast_dtype: torch.dtype | None = None):
         self.model, self.opt, self.zero_grad = model, opt, zero_grad
+        self.label_smoothing, self.autocast_dtype = label_smoothing, autocast_dtype
 
     def __call__(self, xb, yb, loss_out, pred_out):
         if self.zero_grad:
             # None, not zeros: backward then writes gradients instead of adding to zeros.
             self.opt.zero_grad(set_to_none=True)
-        logits = self.model(xb)
-        loss = F.cross_entropy(logits, yb)
+        with torch.autocast(xb.device.type, dtype=self.autocast_dtype or torch.bfloat16,
+                            enabled=self.autocast_dtype is not None, cache_enabled=False):
+            logits = self.model(xb)
+            loss = F.cross_entropy(logits.float(), yb, label_smoothing=self.label_smoothing)
         loss.backward()
         self.opt.step()
         with torch.no_grad():
@@ -151,9 +192,10 @@ class _GraphedStep:
     which are copied to the epoch's buffers (device-side copies, no sync).
     """
 
-    def __init__(self, model, opt, example_x, example_y):
+    def __init__(self, model, opt, example_x, example_y, **step_kwargs):
         self.model, self.opt = model, opt
-        self.eager = _Step(model, opt)
+        self.step_kwargs = step_kwargs
+        self.eager = _Step(model, opt, **step_kwargs)
         self.graphs: dict[int, tuple] = {}
         self._example = (example_x, example_y)
 
@@ -192,7 +234,7 @@ class _GraphedStep:
                 for _ in range(3):
                     self.eager(x[:b], y[:b], scratch_loss, scratch_pred[:b])
         torch.cuda.current_stream().wait_stream(side)
-        captured = _Step(self.model, self.opt, zero_grad=False)
+        captured = _Step(self.model, self.opt, zero_grad=False, **self.step_kwargs)
         for b in batch_sizes:
             static = (x[:b].clone(), y[:b].clone(), torch.zeros((), device=x.device),
                       torch.zeros(b, dtype=torch.long, device=x.device))
@@ -268,13 +310,18 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
     if n % bs:
         step_size[-1] = n % bs
     preds = torch.zeros(n, dtype=torch.long, device=device)
-    step = _Step(run_model, opt)
+    amp = torch.bfloat16 if cfg.precision == "bf16" else None
+    step_kwargs = dict(label_smoothing=cfg.label_smoothing, autocast_dtype=amp)
+    step = _Step(run_model, opt, **step_kwargs)
     use_graphs = device.type == "cuda" and cfg.cuda_graphs
     if use_graphs:
-        step = _GraphedStep(run_model, opt, X[:bs], Y[:bs])
+        step = _GraphedStep(run_model, opt, X[:bs], Y[:bs], **step_kwargs)
         sizes = sorted({bs, n % bs} - {0})
         step.capture(sizes)
     gen = torch.Generator().manual_seed(seed)
+    aug_gen = torch.Generator(device=device).manual_seed(seed + 1_000_003)
+    augmenting = bool(cfg.augment_crop or cfg.augment_flip)
+    total_steps = steps_per_epoch * cfg.epochs
     history: list[EpochStats] = []
     total_train = 0.0
     first_epoch = 1
@@ -282,10 +329,12 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
         with torch.no_grad():
             model.load_state_dict(resume_from["model"])
         opt.load_state_dict(resume_from["optimizer"])
-        gen.set_state(resume_from["generator"])
-        torch.set_rng_state(resume_from["torch_rng"])
+        gen.set_state(resume_from["generator"].cpu())
+        if resume_from.get("aug_generator") is not None:
+            aug_gen.set_state(resume_from["aug_generator"].cpu())
+        torch.set_rng_state(resume_from["torch_rng"].cpu())
         if device.type == "cuda" and resume_from.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(resume_from["cuda_rng"], device)
+            torch.cuda.set_rng_state(resume_from["cuda_rng"].cpu(), device)
         history = [EpochStats(**h) for h in resume_from["history"]]
         total_train = resume_from["train_seconds"]
         first_epoch = resume_from["epoch"] + 1
@@ -299,7 +348,12 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
         for i in range(steps_per_epoch):
             lo, hi = i * bs, min((i + 1) * bs, n)
             idx = perm[lo:hi]
-            step(X.index_select(0, idx), Y.index_select(0, idx), step_loss[i], preds[lo:hi])
+            if cfg.schedule != "constant":
+                set_lr(opt, cfg.lr_at((epoch - 1) * steps_per_epoch + i, total_steps))
+            xb = X.index_select(0, idx)
+            if augmenting:
+                xb = augment(xb, cfg.augment_crop, cfg.augment_flip, aug_gen)
+            step(xb, Y.index_select(0, idx), step_loss[i], preds[lo:hi])
             if bar is not None:
                 bar.update(hi - lo)
                 if device.type == "cpu" and i % 100 == 99:
@@ -318,7 +372,7 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
         t1 = time.perf_counter()
         test_loss = test_acc = None
         if Xt is not None:
-            ev = evaluate(run_model, Xt, Yt, cfg.eval_batch_size, channels_last)
+            ev = evaluate(run_model, Xt, Yt, cfg.eval_batch_size, channels_last, amp)
             test_loss, test_acc = ev.loss, ev.accuracy
         eval_seconds = time.perf_counter() - t1
         stats = EpochStats(epoch, train_loss, train_acc, test_loss, test_acc, seconds, eval_seconds)
@@ -334,13 +388,14 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
         if checkpoint is not None:
             checkpoint({
                 "epoch": epoch, "model": model.state_dict(), "optimizer": _optimizer_state(opt),
-                "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                "generator": gen.get_state(), "aug_generator": aug_gen.get_state(),
+                "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                 "history": [h.to_dict() for h in history], "train_seconds": total_train,
             })
     if Xt is not None:
         if ev is None:  # resumed after the last epoch: evaluate the restored model
-            ev = evaluate(run_model, Xt, Yt, cfg.eval_batch_size, channels_last)
+            ev = evaluate(run_model, Xt, Yt, cfg.eval_batch_size, channels_last, amp)
         final = ev
     else:
         final = EvalResult(float("nan"), float("nan"), torch.empty(0, dtype=torch.long))

@@ -6,7 +6,8 @@ Python bookkeeping.
 for models of this size: ~0.15-0.3 ms of a 1-4 ms step on a 2-core CPU. This
 class calls the same kernel (``torch._fused_adam_``) on lists built once, so
 its updates are bit-identical to ``torch.optim.Adam(fused=True)`` (tested).
-It supports what the recipe needs: lr, betas, eps, weight decay (L2, as Adam).
+It supports what the recipes need: lr (settable per step), betas, eps, weight
+decay (L2 as Adam, or decoupled as AdamW with ``decoupled=True``).
 It falls back to ``torch.optim.Adam`` where the fused kernel is unavailable.
 """
 
@@ -17,7 +18,8 @@ import torch
 
 class LeanAdam:
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0):
+                 weight_decay: float = 0.0, decoupled: bool = False):
+        self.decoupled = decoupled  # AdamW
         self.params = [p for p in params if p.requires_grad]
         self.lr, (self.beta1, self.beta2), self.eps, self.weight_decay = lr, betas, eps, weight_decay
         self.exp_avg = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
@@ -43,7 +45,8 @@ class LeanAdam:
         if not params:
             return
         torch._foreach_add_(steps, 1)
-        torch._fused_adam_(
+        kernel = torch._fused_adamw_ if self.decoupled else torch._fused_adam_
+        kernel(
             params, [p.grad for p in params], exp_avg, exp_avg_sq, [], steps,
             lr=self.lr, beta1=self.beta1, beta2=self.beta2, weight_decay=self.weight_decay,
             eps=self.eps, amsgrad=False, maximize=False,

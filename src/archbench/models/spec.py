@@ -1,0 +1,207 @@
+"""Declarative model specs: a Keras-``Sequential``-like list of layers in TOML.
+
+    [model]
+    name = "small_cnn"
+    input_shape = [1, 28, 28]        # optional, the default
+    layers = [
+      { type = "conv2d", filters = 16, kernel = 3, activation = "relu" },
+      { type = "maxpool", size = 2 },
+      { type = "flatten" },
+      { type = "dense", units = 64, activation = "relu" },
+      { type = "dense", units = 10 },
+    ]
+
+Layer types and their fields (defaults in brackets):
+
+- ``dense``: units, activation [none], bias [true]
+- ``conv2d``: filters, kernel, stride [1], padding ["valid" | "same" | int, "valid"],
+  activation [none], bias [true]
+- ``maxpool`` / ``avgpool``: size, stride [size]
+- ``globalavgpool``; ``flatten``; ``batchnorm``; ``dropout``: rate
+- ``relu`` / ``gelu`` / ``silu`` / ``tanh`` / ``sigmoid`` (also as ``activation``)
+- ``residual``: layers (a list as above, mapping its input shape to itself)
+
+Shapes are inferred layer by layer; every error names the layer index, the
+field, the bad value and what is allowed, before anything trains. Kernels are
+Glorot-uniform and biases zero, as Keras initialises them.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from torch import nn
+
+from archbench.errors import ModelError
+
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+FIELDS = {
+    "dense": {"units", "activation", "bias"},
+    "conv2d": {"filters", "kernel", "stride", "padding", "activation", "bias"},
+    "maxpool": {"size", "stride"}, "avgpool": {"size", "stride"},
+    "globalavgpool": set(), "flatten": set(), "batchnorm": set(), "dropout": {"rate"},
+    "residual": {"layers"},
+    **{a: set() for a in ACTIVATIONS},
+}
+
+
+class SpecError(ModelError):
+    """A model spec that cannot be built."""
+
+
+class _Layer:
+    def __init__(self, where: str, kind: str, d: dict):
+        self.where, self.kind, self.d = where, kind, d
+
+    def fail(self, field: str | None, value, expect: str):
+        what = f"field {field!r} = {value!r}" if field else f"value {value!r}"
+        raise SpecError(f"{self.where} ({self.kind}): {what} is invalid: expected {expect}.")
+
+    def int_field(self, name, default=None, lo=1):
+        v = self.d.get(name, default)
+        if v is None:
+            raise SpecError(f"{self.where} ({self.kind}): field {name!r} is required (an integer >= {lo}).")
+        if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+            self.fail(name, v, f"an integer >= {lo}")
+        return v
+
+
+def _activation(layer: _Layer):
+    a = layer.d.get("activation")
+    if a is None or a in ("none", "linear"):
+        return []
+    if a == "softmax":
+        layer.fail("activation", a, "relu, gelu, silu, tanh, sigmoid or none — the loss applies softmax "
+                   "itself (cross-entropy on logits), so the last layer stays linear")
+    if a not in ACTIVATIONS:
+        layer.fail("activation", a, "one of relu, gelu, silu, tanh, sigmoid, none")
+    return [ACTIVATIONS[a]()]
+
+
+def _shape(s) -> str:
+    return "(" + ", ".join(map(str, s)) + ("," if len(s) == 1 else "") + ")"
+
+
+def build_layers(layers, shape: tuple[int, ...], prefix: str = "layer") -> tuple[list[nn.Module], tuple[int, ...]]:
+    if not isinstance(layers, list) or not layers:
+        raise SpecError(f"{prefix}s: expected a non-empty list of layer tables, got {layers!r}.")
+    mods: list[nn.Module] = []
+    for i, d in enumerate(layers):
+        where = f"{prefix} {i}"
+        if not isinstance(d, dict) or "type" not in d:
+            raise SpecError(f"{where}: expected a table with a 'type' field, got {d!r}.")
+        kind = d["type"]
+        if kind not in FIELDS:
+            raise SpecError(f"{where}: unknown layer type {kind!r}; known: {', '.join(sorted(FIELDS))}.")
+        layer = _Layer(where, kind, d)
+        unknown = set(d) - FIELDS[kind] - {"type"}
+        if unknown:
+            raise SpecError(f"{where} ({kind}): unknown field(s) {sorted(unknown)}; "
+                            f"allowed: {sorted(FIELDS[kind]) or 'none'}.")
+        if kind == "dense":
+            if len(shape) != 1:
+                raise SpecError(f"{where} (dense) needs a flat input but gets shape {_shape(shape)}: "
+                                "add { type = \"flatten\" } before it.")
+            units = layer.int_field("units")
+            mods.append(nn.Linear(shape[0], units, bias=bool(d.get("bias", True))))
+            mods += _activation(layer)
+            shape = (units,)
+        elif kind == "conv2d":
+            if len(shape) != 3:
+                raise SpecError(f"{where} (conv2d) needs a (channels, height, width) input but gets {_shape(shape)}.")
+            filters, k = layer.int_field("filters"), layer.int_field("kernel")
+            stride = layer.int_field("stride", 1)
+            pad = d.get("padding", "valid")
+            if pad == "valid":
+                p = 0
+            elif pad == "same":
+                if stride != 1 or k % 2 == 0:
+                    layer.fail("padding", pad, "'same' only with stride 1 and an odd kernel; give an integer")
+                p = k // 2
+            elif isinstance(pad, int) and not isinstance(pad, bool) and pad >= 0:
+                p = pad
+            else:
+                layer.fail("padding", pad, "'valid', 'same' or an integer >= 0")
+            c, h, w = shape
+            if k > h + 2 * p or k > w + 2 * p:
+                raise SpecError(f"{where} (conv2d): kernel {k}x{k} is larger than its input {h}x{w}"
+                                + (f" padded by {p}" if p else "") + f" (input shape {_shape(shape)}).")
+            mods.append(nn.Conv2d(c, filters, k, stride, p, bias=bool(d.get("bias", True))))
+            mods += _activation(layer)
+            shape = (filters, (h + 2 * p - k) // stride + 1, (w + 2 * p - k) // stride + 1)
+        elif kind in ("maxpool", "avgpool"):
+            if len(shape) != 3:
+                raise SpecError(f"{where} ({kind}) needs a (channels, height, width) input but gets {_shape(shape)}.")
+            size = layer.int_field("size")
+            stride = layer.int_field("stride", size)
+            c, h, w = shape
+            if size > h or size > w:
+                raise SpecError(f"{where} ({kind}): window {size}x{size} is larger than its input {h}x{w}.")
+            mods.append((nn.MaxPool2d if kind == "maxpool" else nn.AvgPool2d)(size, stride))
+            shape = (c, (h - size) // stride + 1, (w - size) // stride + 1)
+        elif kind == "globalavgpool":
+            if len(shape) != 3:
+                raise SpecError(f"{where} (globalavgpool) needs a (channels, height, width) input but gets {_shape(shape)}.")
+            mods += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+            shape = (shape[0],)
+        elif kind == "flatten":
+            mods.append(nn.Flatten())
+            shape = (math.prod(shape),)
+        elif kind == "batchnorm":
+            mods.append(nn.BatchNorm2d(shape[0]) if len(shape) == 3 else nn.BatchNorm1d(shape[0]))
+        elif kind == "dropout":
+            rate = d.get("rate")
+            if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0 <= rate < 1:
+                layer.fail("rate", rate, "a number in [0, 1)")
+            mods.append(nn.Dropout(float(rate)))
+        elif kind in ACTIVATIONS:
+            mods.append(ACTIVATIONS[kind]())
+        elif kind == "residual":
+            from archbench.models.zoo import Residual
+
+            inner, out_shape = build_layers(d.get("layers"), shape, prefix=f"{where}.layer")
+            if out_shape != shape:
+                raise SpecError(f"{where} (residual): its layers map {_shape(shape)} to {_shape(out_shape)}; "
+                                "a residual block must keep the shape (use padding \"same\", stride 1).")
+            mods.append(Residual(nn.Sequential(*inner)))
+    return mods, shape
+
+
+def build_from_spec(spec: dict, source: str = "spec") -> nn.Module:
+    """An ``nn.Sequential`` from a spec table (the ``[model]`` table's content)."""
+    from archbench.models.seed import keras_init_
+
+    if not isinstance(spec, dict):
+        raise SpecError(f"{source}: expected a table with 'layers', got {type(spec).__name__}.")
+    unknown = set(spec) - {"name", "input_shape", "layers", "num_classes"}
+    if unknown:
+        raise SpecError(f"{source}: unknown key(s) {sorted(unknown)}; allowed: input_shape, layers, name, num_classes.")
+    shape = spec.get("input_shape", [1, 28, 28])
+    if not (isinstance(shape, list) and shape and all(isinstance(v, int) and v > 0 for v in shape)):
+        raise SpecError(f"{source}: input_shape = {shape!r} is invalid: expected a list of positive integers.")
+    try:
+        mods, out = build_layers(spec.get("layers"), tuple(shape))
+    except SpecError as exc:
+        raise SpecError(f"{source}: {exc}") from None
+    n_classes = spec.get("num_classes", 10)
+    if out != (n_classes,):
+        raise SpecError(f"{source}: the last layer outputs shape {_shape(out)}; expected ({n_classes},) logits "
+                        f"— end with {{ type = \"dense\", units = {n_classes} }}.")
+    return keras_init_(nn.Sequential(*mods))
+
+
+def load_spec_file(path: str | Path) -> tuple[str, dict]:
+    """(name, spec) from a TOML file holding a [model] table."""
+    import tomllib
+
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SpecError(f"model spec {str(path)!r} does not exist.") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SpecError(f"model spec {str(path)!r} is not valid TOML: {exc}.") from exc
+    if "model" not in data:
+        raise SpecError(f"model spec {str(path)!r} has no [model] table.")
+    return str(data["model"].get("name", path.stem)), data["model"]

@@ -1,0 +1,57 @@
+"""The model zoo beyond the seed: a baseline and two stronger networks, each
+with a training recipe tuned for Fashion-MNIST (see docs/zoo.md for how each
+recipe's numbers were measured)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from archbench.models.registry import register_model
+from archbench.models.seed import keras_init_
+
+
+def conv_bn(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+
+
+class Residual(nn.Module):
+    """x + body(x)."""
+
+    def __init__(self, body: nn.Module):
+        super().__init__()
+        self.body = body
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+@register_model("logreg", description="baseline: multinomial logistic regression (7,850 params)",
+                recipe={"epochs": 5, "batch_size": 64, "lr": 1e-3})
+def logreg() -> nn.Module:
+    return keras_init_(nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 10)))
+
+
+@register_model("cnn_bn", description="wider CNN with BatchNorm: 2x(conv-BN-ReLU) per stage, 32-64 channels, dropout",
+                recipe={"epochs": 8, "batch_size": 128, "lr": 3e-3, "optimizer": "adamw", "weight_decay": 5e-4,
+                        "schedule": "onecycle", "warmup": 0.2, "label_smoothing": 0.1, "augment_crop": 2,
+                        "augment_flip": True, "precision": "bf16"})
+def cnn_bn() -> nn.Module:
+    return nn.Sequential(
+        conv_bn(1, 32), conv_bn(32, 32), nn.MaxPool2d(2),
+        conv_bn(32, 64), conv_bn(64, 64), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Dropout(0.3), nn.Linear(64 * 7 * 7, 10),
+    )
+
+
+@register_model("resnet_small", description="small residual network: stem, two residual stages (32, 64 ch), global pooling",
+                recipe={"epochs": 8, "batch_size": 128, "lr": 4e-3, "optimizer": "adamw", "weight_decay": 5e-4,
+                        "schedule": "onecycle", "warmup": 0.2, "label_smoothing": 0.1, "augment_crop": 2,
+                        "augment_flip": True, "precision": "bf16"})
+def resnet_small() -> nn.Module:
+    return nn.Sequential(
+        conv_bn(1, 32), nn.MaxPool2d(2),                                   # 14x14
+        Residual(nn.Sequential(conv_bn(32, 32), conv_bn(32, 32))),
+        conv_bn(32, 64), nn.MaxPool2d(2),                                  # 7x7
+        Residual(nn.Sequential(conv_bn(64, 64), conv_bn(64, 64))),
+        nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(64, 10),
+    )
