@@ -46,3 +46,21 @@ def test_cuda_step_memory_has_allocator_peak():
     assert r.cuda_allocator_peak_bytes is not None
     assert r.cuda_allocator_peak_bytes >= 0.95 * r.peak_bytes
     assert r.breakdown["parameters"] == 56_714 * 4
+
+
+def test_zoo_recipe_features_under_graphs(fashion):
+    """Schedule (tensor lr), augmentation, label smoothing, bf16 and BatchNorm
+    inside the captured step train like the eager step."""
+    from archbench.models import recipe_of
+
+    results = {}
+    for graphs in (True, False):
+        torch.manual_seed(0)
+        cfg = TrainConfig(**{**recipe_of("resnet_small"), "epochs": 2, "device": "cuda", "cuda_graphs": graphs})
+        results[graphs] = train(create_model("resnet_small"), fashion.train_images[:3000],
+                                fashion.train_labels[:3000], fashion.test_images[:1000], fashion.test_labels[:1000],
+                                cfg, seed=0)
+    g, e = results[True], results[False]
+    assert g.history[-1].train_loss == pytest.approx(e.history[-1].train_loss, rel=0.05)
+    assert g.test.accuracy == pytest.approx(e.test.accuracy, abs=0.04)
+    assert g.test.accuracy > 0.6

@@ -245,9 +245,12 @@ def cmd_models(args) -> int:
     for name in list_models():
         e = get_entry(name)
         m = create_model(name)
+        recipe = ", ".join(f"{k}={v}" for k, v in (e.recipe or {}).items()) or "seed recipe"
+        expected = "; ".join(f"{k}: {v}" for k, v in (e.expected or {}).items()) or "n/a"
         rows.append((name, fmt_count(count_parameters(m)["trainable"]),
-                     fmt_count(count_forward(m, e.input_shape).matmul_conv), e.description))
-    print(text_table(("Model", "Params", "FLOPs/sample", "Description"), rows))
+                     fmt_count(count_forward(m, e.input_shape).matmul_conv), expected, e.description))
+        rows.append(("", "", "", "", "  recipe: " + recipe))
+    print(text_table(("Model", "Params", "FLOPs/sample", "Expected (measured)", "Description"), rows))
     return 0
 
 

@@ -27,7 +27,8 @@ def keras_init_(model: nn.Module) -> nn.Module:
     return model
 
 
-@register_model("mlp", description="seed MLP: Flatten-Dense256-Dense128-Dense10 (235,146 params)")
+@register_model("mlp", description="seed MLP: Flatten-Dense256-Dense128-Dense10 (235,146 params)",
+                expected={"cpu": "87.40 % ± 0.46 (3 seeds), 4.7 s", "H200": "87.46 % ± 0.48, 0.65 s"})
 def mlp() -> nn.Module:
     return keras_init_(nn.Sequential(
         nn.Flatten(),
@@ -37,7 +38,8 @@ def mlp() -> nn.Module:
     ))
 
 
-@register_model("cnn", description="seed CNN: Conv16-Pool-Conv32-Pool-Dense64-Dense10 (56,714 params)")
+@register_model("cnn", description="seed CNN: Conv16-Pool-Conv32-Pool-Dense64-Dense10 (56,714 params)",
+                expected={"cpu": "88.77 % ± 0.41 (3 seeds), 15.5 s", "H200": "88.76 % ± 0.54, 1.35 s"})
 def cnn() -> nn.Module:
     return keras_init_(nn.Sequential(
         nn.Conv2d(1, 16, kernel_size=3), nn.ReLU(), nn.MaxPool2d(2),

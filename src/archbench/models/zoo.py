@@ -25,16 +25,16 @@ class Residual(nn.Module):
         return x + self.body(x)
 
 
-@register_model("logreg", description="baseline: multinomial logistic regression (7,850 params)",
-                recipe={"epochs": 5, "batch_size": 64, "lr": 1e-3})
+@register_model("logreg", description="baseline: multinomial logistic regression (7,850 params)")
 def logreg() -> nn.Module:
     return keras_init_(nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 10)))
 
 
 @register_model("cnn_bn", description="wider CNN with BatchNorm: 2x(conv-BN-ReLU) per stage, 32-64 channels, dropout",
-                recipe={"epochs": 8, "batch_size": 128, "lr": 3e-3, "optimizer": "adamw", "weight_decay": 5e-4,
+                recipe={"epochs": 6, "batch_size": 256, "lr": 6e-3, "optimizer": "adamw", "weight_decay": 5e-4,
                         "schedule": "onecycle", "warmup": 0.2, "label_smoothing": 0.1, "augment_crop": 2,
-                        "augment_flip": True, "precision": "bf16"})
+                        "augment_flip": True, "precision": "bf16", "tta_flip": True},
+                expected={"cpu": "92.5 % in 112 s (seed 0, 2-core Xeon, bf16)"})
 def cnn_bn() -> nn.Module:
     return nn.Sequential(
         conv_bn(1, 32), conv_bn(32, 32), nn.MaxPool2d(2),
@@ -44,9 +44,10 @@ def cnn_bn() -> nn.Module:
 
 
 @register_model("resnet_small", description="small residual network: stem, two residual stages (32, 64 ch), global pooling",
-                recipe={"epochs": 8, "batch_size": 128, "lr": 4e-3, "optimizer": "adamw", "weight_decay": 5e-4,
+                recipe={"epochs": 8, "batch_size": 256, "lr": 6e-3, "optimizer": "adamw", "weight_decay": 5e-4,
                         "schedule": "onecycle", "warmup": 0.2, "label_smoothing": 0.1, "augment_crop": 2,
-                        "augment_flip": True, "precision": "bf16"})
+                        "augment_flip": True, "precision": "bf16", "tta_flip": True},
+                expected={"cpu": "92.6 % in 112 s (seed 0, 2-core Xeon, bf16)"})
 def resnet_small() -> nn.Module:
     return nn.Sequential(
         conv_bn(1, 32), nn.MaxPool2d(2),                                   # 14x14
@@ -54,4 +55,19 @@ def resnet_small() -> nn.Module:
         conv_bn(32, 64), nn.MaxPool2d(2),                                  # 7x7
         Residual(nn.Sequential(conv_bn(64, 64), conv_bn(64, 64))),
         nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(64, 10),
+    )
+
+
+@register_model("resnet_wide", description="wider residual network for GPUs: 64-128-256 channels, three stages",
+                recipe={"epochs": 18, "batch_size": 512, "lr": 4e-3, "optimizer": "adamw", "weight_decay": 5e-4,
+                        "schedule": "onecycle", "warmup": 0.2, "label_smoothing": 0.1, "augment_crop": 2,
+                        "augment_flip": True, "precision": "bf16", "tta_flip": True})
+def resnet_wide() -> nn.Module:
+    return nn.Sequential(
+        conv_bn(1, 64),                                                    # 28x28
+        conv_bn(64, 128), nn.MaxPool2d(2),                                 # 14x14
+        Residual(nn.Sequential(conv_bn(128, 128), conv_bn(128, 128))),
+        conv_bn(128, 256), nn.MaxPool2d(2),                                # 7x7
+        Residual(nn.Sequential(conv_bn(256, 256), conv_bn(256, 256))),
+        nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(256, 10),
     )

@@ -32,6 +32,7 @@ class TrainConfig:
     augment_crop: int = 0            # random crop after zero padding by this many pixels; 0 = off
     augment_flip: bool = False       # random horizontal flip
     precision: str = "fp32"          # "fp32" or "bf16" (autocast; weights and optimizer stay fp32)
+    tta_flip: bool = False           # evaluate on each image and its mirror image, averaging the logits
 
     def validate(self) -> "TrainConfig":
         def need(cond: bool, field: str, value, expect: str):
@@ -58,6 +59,7 @@ class TrainConfig:
              self.augment_crop, "an integer number of pixels from 0 (off) to 8")
         need(isinstance(self.augment_flip, bool), "augment_flip", self.augment_flip, "true or false")
         need(self.precision in ("fp32", "bf16"), "precision", self.precision, "fp32 or bf16")
+        need(isinstance(self.tta_flip, bool), "tta_flip", self.tta_flip, "true or false")
         return self
 
     def lr_at(self, step: int, total: int) -> float:

@@ -130,7 +130,8 @@ def augment(xb: torch.Tensor, pad: int, flip: bool, gen: torch.Generator) -> tor
 
 @torch.no_grad()
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000,
-             channels_last: bool = False, autocast_dtype: torch.dtype | None = None) -> EvalResult:
+             channels_last: bool = False, autocast_dtype: torch.dtype | None = None,
+             tta_flip: bool = False) -> EvalResult:
     """Mean cross-entropy, accuracy and per-sample predictions over a split.
     ``images`` is float ``(N, 1, H, W)`` on the model's device."""
     was_training = model.training
@@ -145,6 +146,8 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
             with torch.autocast(xb.device.type, dtype=autocast_dtype or torch.bfloat16,
                                 enabled=autocast_dtype is not None):
                 logits = model(xb)
+                if tta_flip:
+                    logits = (logits.float() + model(xb.flip(3)).float()) / 2
             loss_sum += F.cross_entropy(logits.float(), labels[s:s + batch_size], reduction="sum").double()
             preds.append(logits.argmax(1))
         pred = torch.cat(preds).cpu() if preds else torch.empty(0, dtype=torch.long)
@@ -372,7 +375,7 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
         t1 = time.perf_counter()
         test_loss = test_acc = None
         if Xt is not None:
-            ev = evaluate(run_model, Xt, Yt, cfg.eval_batch_size, channels_last, amp)
+            ev = evaluate(run_model, Xt, Yt, cfg.eval_batch_size, channels_last, amp, cfg.tta_flip)
             test_loss, test_acc = ev.loss, ev.accuracy
         eval_seconds = time.perf_counter() - t1
         stats = EpochStats(epoch, train_loss, train_acc, test_loss, test_acc, seconds, eval_seconds)
@@ -395,7 +398,7 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
             })
     if Xt is not None:
         if ev is None:  # resumed after the last epoch: evaluate the restored model
-            ev = evaluate(run_model, Xt, Yt, cfg.eval_batch_size, channels_last, amp)
+            ev = evaluate(run_model, Xt, Yt, cfg.eval_batch_size, channels_last, amp, cfg.tta_flip)
         final = ev
     else:
         final = EvalResult(float("nan"), float("nan"), torch.empty(0, dtype=torch.long))

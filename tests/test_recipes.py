@@ -1,0 +1,57 @@
+import pytest
+import torch
+
+from archbench.models import create_model, recipe_of
+from archbench.train import TrainConfig, train
+from archbench.train.loop import augment
+
+
+def test_lr_schedules():
+    c = TrainConfig(lr=1.0, schedule="onecycle", warmup=0.25)
+    lrs = [c.lr_at(i, 101) for i in range(101)]
+    assert lrs[0] == pytest.approx(0.04) and max(lrs) == pytest.approx(1.0) and lrs[-1] == pytest.approx(0.0)
+    assert lrs.index(max(lrs)) == 25
+    cos = TrainConfig(lr=1.0, schedule="cosine", warmup=0.0)
+    assert cos.lr_at(0, 11) == pytest.approx(1.0) and cos.lr_at(5, 11) == pytest.approx(0.5)
+    assert TrainConfig(lr=0.3).lr_at(7, 10) == 0.3
+
+
+def test_augment_crops_and_flips_per_image():
+    x = torch.zeros(64, 1, 6, 6)
+    x[:, 0, 2, 3] = 1.0  # one bright pixel per image
+    g = torch.Generator().manual_seed(0)
+    y = augment(x, 2, False, g)
+    assert y.shape == x.shape and y.sum() <= 64
+    pos = [tuple((img[0] == 1).nonzero()[0].tolist()) for img in y if img.sum() == 1]
+    assert len(set(pos)) > 5, "each image draws its own shift"
+    assert all(abs(r - 2) <= 2 and abs(c - 3) <= 2 for r, c in pos)
+    f = augment(x, 0, True, torch.Generator().manual_seed(1))
+    flipped = (f[:, 0, 2, 2] == 1).sum().item()
+    assert 10 < flipped < 54 and ((f[:, 0, 2, 3] == 1) | (f[:, 0, 2, 2] == 1)).all()
+    assert torch.equal(augment(x, 2, True, torch.Generator().manual_seed(5)),
+                       augment(x, 2, True, torch.Generator().manual_seed(5)))
+
+
+@pytest.mark.parametrize("name", ["cnn_bn", "resnet_small", "logreg"])
+def test_zoo_models_train_with_their_recipes(fashion, name):
+    torch.manual_seed(0)
+    # Small batches so that 2,048 images make enough steps for BatchNorm's statistics.
+    cfg = TrainConfig(**{**recipe_of(name), "epochs": 2, "batch_size": 64, "device": "cpu"})
+    r = train(create_model(name), fashion.train_images[:2048], fashion.train_labels[:2048],
+              fashion.test_images[:500], fashion.test_labels[:500], cfg, seed=0)
+    assert r.test.accuracy > 0.5
+    torch.manual_seed(0)
+    r2 = train(create_model(name), fashion.train_images[:2048], fashion.train_labels[:2048],
+               fashion.test_images[:500], fashion.test_labels[:500], cfg, seed=0)
+    assert r2.test.loss == r.test.loss, "recipes stay deterministic on CPU"
+
+
+def test_tta_flip_changes_only_evaluation(fashion):
+    results = []
+    for tta in (False, True):
+        torch.manual_seed(0)
+        cfg = TrainConfig(epochs=1, device="cpu", tta_flip=tta)
+        results.append(train(create_model("mlp"), fashion.train_images[:512], fashion.train_labels[:512],
+                             fashion.test_images[:300], fashion.test_labels[:300], cfg, seed=0))
+    assert results[0].history[0].train_loss == results[1].history[0].train_loss
+    assert results[0].test.loss != results[1].test.loss
