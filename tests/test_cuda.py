@@ -56,7 +56,9 @@ def test_zoo_recipe_features_under_graphs(fashion):
     results = {}
     for graphs in (True, False):
         torch.manual_seed(0)
-        cfg = TrainConfig(**{**recipe_of("resnet_small"), "epochs": 2, "device": "cuda", "cuda_graphs": graphs})
+        # Batch 64 so that 3,000 images make enough steps for BatchNorm's statistics.
+        cfg = TrainConfig(**{**recipe_of("resnet_small"), "epochs": 2, "batch_size": 64, "device": "cuda",
+                             "cuda_graphs": graphs})
         results[graphs] = train(create_model("resnet_small"), fashion.train_images[:3000],
                                 fashion.train_labels[:3000], fashion.test_images[:1000], fashion.test_labels[:1000],
                                 cfg, seed=0)
