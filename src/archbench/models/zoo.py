@@ -59,9 +59,10 @@ def resnet_small() -> nn.Module:
 
 
 @register_model("resnet_wide", description="wider residual network for GPUs: 64-128-256 channels, three stages",
-                recipe={"epochs": 18, "batch_size": 512, "lr": 4e-3, "optimizer": "adamw", "weight_decay": 5e-4,
+                recipe={"epochs": 27, "batch_size": 512, "lr": 4e-3, "optimizer": "adamw", "weight_decay": 5e-4,
                         "schedule": "onecycle", "warmup": 0.2, "label_smoothing": 0.1, "augment_crop": 2,
-                        "augment_flip": True, "precision": "bf16", "tta_flip": True})
+                        "augment_flip": True, "precision": "bf16", "tta_flip": True},
+                expected={"H200": "95.17 % (3 seeds, 95.03-95.25) in 29.5 s; 18 epochs: 95.03 % in 19.5 s"})
 def resnet_wide() -> nn.Module:
     return nn.Sequential(
         conv_bn(1, 64),                                                    # 28x28
