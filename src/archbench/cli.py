@@ -107,6 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", metavar="RUN_DIR", default=None,
                    help="continue an interrupted run: skip finished units, resume the rest from their "
                         "last epoch checkpoint (the stored configuration is used)")
+    r.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local: units run in this process (default); ray: one Ray task per unit")
+    r.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    r.add_argument("--cpus-per-unit", type=_int_at_least(1, "--cpus-per-unit"), default=None,
+                   help="CPU threads per unit (Ray: its CPU request; default 1 on Ray, all cores locally)")
+    r.add_argument("--gpus-per-unit", type=float, default=0.0, help="GPUs per Ray task (default 0)")
+    r.add_argument("--max-retries", type=_int_at_least(0, "--max-retries"), default=2,
+                   help="Ray retries of a unit whose worker died (default 2)")
+    r.add_argument("--mlflow", nargs="?", const="default", default=None, metavar="URI",
+                   help="log every unit to MLflow (default store: sqlite:///<out>/mlflow.db)")
     r.add_argument("--check-determinism", action="store_true",
                    help="after the run, retrain one unit with the same seed and compare the results")
 
@@ -209,8 +219,28 @@ def cmd_run(args) -> int:
     else:
         wanted["model_train"] = resolve_models(wanted["models"], explicit_train)
         cfg = StudyConfig.from_dict(wanted, out=args.out, name=args.name)
-    record, run_dir = run_study(cfg, quiet=args.quiet, log=_log(args.quiet), resume=args.resume,
-                                check_determinism=args.check_determinism, timing=not args.no_timing)
+    mlflow_uri = None
+    if args.mlflow is not None:
+        from archbench.tracking import _client, default_uri
+
+        parent = Path(args.resume).parent if args.resume else Path(cfg.out)
+        mlflow_uri = default_uri(parent) if args.mlflow == "default" else args.mlflow
+        parent.mkdir(parents=True, exist_ok=True)
+        _client(mlflow_uri)  # fails now, with the install hint, if MLflow is missing
+    if args.executor == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise UsageError("--executor ray needs Ray, which is not installed: pip install 'archbench[ray]' "
+                             "(or use --executor local).") from None
+    options = {"cpus_per_unit": args.cpus_per_unit}
+    if args.executor == "ray":
+        options.update(address=args.address, cpus_per_unit=args.cpus_per_unit or 1,
+                       gpus_per_unit=args.gpus_per_unit, max_retries=args.max_retries)
+    record, run_dir = run_study(cfg, quiet=args.quiet or args.executor == "ray", log=_log(args.quiet),
+                                resume=args.resume, check_determinism=args.check_determinism,
+                                timing=not args.no_timing, executor=args.executor, executor_options=options,
+                                mlflow_uri=mlflow_uri)
     print(text_table(TABLE_HEAD, comparison_rows(record)))
     print(f"\nwrote {run_dir / 'results.json'}, {run_dir / 'report.md'} and {run_dir / 'report.html'}")
     failed = sum(u.get("status") != "ok" for e in record["models"].values() for u in e["units"])

@@ -183,9 +183,48 @@ def _unit_record(seed: int, result, t0: float, files: dict, resumed: bool) -> di
     }
 
 
+def _measure_into(entry: dict, ref: str, cfg: StudyConfig, data, device, timing: bool, log) -> None:
+    torch.manual_seed(cfg.seeds[0])
+    model = create_model(ref)
+    entry["description"] = get_entry(ref).description if not is_reference(ref) else f"user model {ref}"
+    log(f"[{ref}] measuring costs (params, FLOPs, memory, saved size" + (", latency)" if timing else ")"))
+    try:
+        tcfg = cfg.train_config_for(ref)
+        entry["recipe"] = tcfg.to_dict()
+        entry["measurements"] = measure_model(model, input_shape_of(ref), tcfg.batch_size, device=device,
+                                              train_samples=len(data.train_labels), epochs=tcfg.epochs,
+                                              timing=timing)
+        entry.pop("measurement_error", None)
+    except Exception as exc:  # noqa: BLE001 - recorded; training still runs
+        entry["measurement_error"] = f"{type(exc).__name__}: {exc}"
+        log(f"[{ref}] measuring FAILED — {entry['measurement_error']}")
+
+
+def run_unit(ref: str, seed: int, cfg: StudyConfig, data, run_dir: Path, progress, device, log) -> dict:
+    """Train, save and describe one (model, seed) unit. Failures come back as
+    a unit with status "failed" (Ctrl-C is re-raised)."""
+    t0 = time.perf_counter()
+    try:
+        model, result, ckpt, resumed = _train_unit(ref, seed, cfg, data, run_dir, progress, device)
+        files = save_model_files(model, run_dir / "models", f"{safe_name(ref)}-seed{seed}")
+        unit = _unit_record(seed, result, t0, files, resumed)
+        ckpt.unlink(missing_ok=True)
+        log(f"[{ref}] seed {seed}: test accuracy {100 * result.test.accuracy:.2f} %, "
+            f"train {result.train_seconds:.2f} s" + (" (resumed from a checkpoint)" if resumed else ""))
+        return unit
+    except ArchbenchError as exc:
+        return {"seed": seed, "status": "failed", "error": str(exc), "error_type": type(exc).__name__}
+    except (KeyboardInterrupt, Interrupted):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a failing model must not sink the run
+        return {"seed": seed, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
+                "error_type": type(exc).__name__, "traceback": traceback.format_exc()}
+
+
 def run_study(cfg: StudyConfig, quiet: bool = False, log: Callable[[str], None] | None = None,
               resume: str | os.PathLike | None = None, check_determinism: bool = False,
-              timing: bool = True) -> tuple[dict, Path]:
+              timing: bool = True, executor: str = "local", executor_options: dict | None = None,
+              mlflow_uri: str | None = None) -> tuple[dict, Path]:
     """Run every (model, seed) unit of ``cfg``; return (record, run_dir).
 
     With ``resume`` (a run directory), finished units are kept and the rest
@@ -226,59 +265,54 @@ def run_study(cfg: StudyConfig, quiet: bool = False, log: Callable[[str], None] 
         record["device"] = str(device)
         save_record(record, run_dir)
     progress = _progress_factory(quiet)
-    current = None
+    state = {"current": None}
     try:
         for ref in cfg.models:
             entry = model_entry(record, ref)
-            shape = input_shape_of(ref)
             if not entry.get("measurements"):
-                torch.manual_seed(cfg.seeds[0])
-                model = create_model(ref)
-                entry["description"] = get_entry(ref).description if not is_reference(ref) else f"user model {ref}"  # noqa
-                log(f"[{ref}] measuring costs (params, FLOPs, memory, saved size"
-                    + (", latency)" if timing else ")"))
-                try:
-                    tcfg = cfg.train_config_for(ref)
-                    entry["recipe"] = tcfg.to_dict()
-                    entry["measurements"] = measure_model(
-                        model, shape, tcfg.batch_size, device=device, train_samples=len(data.train_labels),
-                        epochs=tcfg.epochs, timing=timing)
-                    entry.pop("measurement_error", None)
-                except Exception as exc:  # noqa: BLE001 - recorded; training still runs
-                    entry["measurement_error"] = f"{type(exc).__name__}: {exc}"
-                    log(f"[{ref}] measuring FAILED — {entry['measurement_error']}")
+                _measure_into(entry, ref, cfg, data, device, timing, log)
                 save_record(record, run_dir)
+        pending = []
+        for ref in cfg.models:
+            entry = record["models"][ref]
             for seed in cfg.seeds:
-                done = [u for u in entry["units"] if u.get("seed") == seed and u.get("status") == "ok"]
-                if done:
-                    continue
-                entry["units"] = [u for u in entry["units"] if u.get("seed") != seed]
-                current = (ref, seed)
+                if not any(u.get("seed") == seed and u.get("status") == "ok" for u in entry["units"]):
+                    pending.append((ref, seed))
+
+        def on_result(ref: str, seed: int, unit: dict) -> None:
+            entry = record["models"][ref]
+            entry["units"] = [u for u in entry["units"] if u.get("seed") != seed] + [unit]
+            entry["units"].sort(key=lambda u: cfg.seeds.index(u["seed"]) if u["seed"] in cfg.seeds else 1 << 30)
+            if unit["status"] != "ok":
+                log(f"[{ref}] seed {seed}: FAILED — {unit['error']}")
+            if mlflow_uri is not None:
+                from archbench.tracking import log_unit
+
+                try:
+                    log_unit(mlflow_uri, record, ref, unit, run_dir)
+                except ArchbenchError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - tracking must not lose the unit
+                    log(f"[{ref}] seed {seed}: could not log to MLflow ({type(exc).__name__}: {exc})")
+            save_record(record, run_dir)
+
+        if executor == "ray":
+            from archbench.executors import run_units_on_ray
+
+            run_units_on_ray(pending, cfg, data, run_dir, on_result, log, **(executor_options or {}))
+        else:
+            threads = (executor_options or {}).get("cpus_per_unit")
+            if threads:
+                torch.set_num_threads(threads)
+            for ref, seed in pending:
+                state["current"] = (ref, seed)
                 log(f"[{ref}] seed {seed}: training {cfg.train_config_for(ref).epochs} epochs on "
                     f"{len(data.train_labels):,} images ({device})")
-                t0 = time.perf_counter()
-                try:
-                    model, result, ckpt, resumed = _train_unit(ref, seed, cfg, data, run_dir, progress, device)
-                    files = save_model_files(model, run_dir / "models", f"{safe_name(ref)}-seed{seed}")
-                    unit = _unit_record(seed, result, t0, files, resumed)
-                    ckpt.unlink(missing_ok=True)
-                    log(f"[{ref}] seed {seed}: test accuracy {100 * result.test.accuracy:.2f} %, "
-                        f"train {result.train_seconds:.2f} s" + (" (resumed from a checkpoint)" if resumed else ""))
-                except ArchbenchError as exc:
-                    unit = {"seed": seed, "status": "failed", "error": str(exc), "error_type": type(exc).__name__}
-                except (KeyboardInterrupt, Interrupted):
-                    raise
-                except Exception as exc:  # noqa: BLE001 - a failing model must not sink the run
-                    unit = {"seed": seed, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
-                            "error_type": type(exc).__name__, "traceback": traceback.format_exc()}
-                if unit["status"] != "ok":
-                    log(f"[{ref}] seed {seed}: FAILED — {unit['error']}")
-                entry["units"].append(unit)
-                entry["units"].sort(key=lambda u: cfg.seeds.index(u["seed"]) if u["seed"] in cfg.seeds else 1 << 30)
-                save_record(record, run_dir)
-                current = None
+                on_result(ref, seed, run_unit(ref, seed, cfg, data, run_dir, progress, device, log))
+                state["current"] = None
     except KeyboardInterrupt:
         save_record(record, run_dir)
+        current = state["current"]
         where = f" during {current[0]} seed {current[1]} (its last finished epoch is checkpointed)" if current else ""
         raise Interrupted(f"interrupted{where}. Finished units are saved in {run_dir / 'results.json'}; "
                           f"continue with: archbench run --resume {run_dir}") from None
@@ -286,6 +320,10 @@ def run_study(cfg: StudyConfig, quiet: bool = False, log: Callable[[str], None] 
         record["determinism_check"] = determinism_check(record, cfg, data, device, log)
         save_record(record, run_dir)
     write_reports(record, run_dir)
+    if mlflow_uri is not None:
+        from archbench.tracking import log_reports
+
+        log_reports(mlflow_uri, record, run_dir)
     return record, run_dir
 
 
