@@ -177,12 +177,24 @@ def _config_from_args(args) -> dict:
     }
 
 
+def _overlay(base: dict, wanted: dict, explicit: set[str]) -> dict:
+    """``base`` (a resolved configuration) with the options given explicitly
+    on the command line (as found in ``wanted``) laid over it."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
+    for dest in explicit:
+        path = _RUN_OPTIONS.get(dest)
+        if path and len(path) == 1:
+            out[path[0]] = wanted[path[0]]
+        elif path:
+            out[path[0]][path[1]] = wanted[path[0]][path[1]]
+    return out
+
+
 def cmd_run(args) -> int:
+    from archbench.experiment import load_experiment, resolve_models
     from archbench.records import load_record
     from archbench.report import TABLE_HEAD, comparison_rows, text_table
     from archbench.study import StudyConfig, run_study
-
-    from archbench.experiment import load_experiment, resolve_models
 
     wanted = _config_from_args(args)
     explicit_train = {path[1]: (wanted["train"][path[1]]) for dest in args.explicit
@@ -191,13 +203,7 @@ def cmd_run(args) -> int:
         raise UsageError("give an experiment file or --resume RUN_DIR, not both (a run stores its configuration).")
     if args.experiment:
         cfg = load_experiment(args.experiment)
-        base = cfg.to_dict()
-        for dest in args.explicit:  # command-line options override the file
-            path = _RUN_OPTIONS.get(dest)
-            if path and len(path) == 1:
-                base[path[0]] = wanted[path[0]]
-            elif path:
-                base["train"][path[1]] = wanted["train"][path[1]]
+        base = _overlay(cfg.to_dict(), wanted, args.explicit)  # command-line options override the file
         base["model_train"] = {m: {k: v for k, v in o.items() if k not in explicit_train}
                                for m, o in base["model_train"].items()}
         cfg = StudyConfig.from_dict(base, out=args.out if "out" in args.explicit else cfg.out,
@@ -205,17 +211,7 @@ def cmd_run(args) -> int:
     elif args.resume:
         # The stored configuration, with any option given explicitly on this
         # command line laid over it (run_study refuses if that changes it).
-        stored = load_record(args.resume)["config"]
-        merged = {k: (dict(v) if isinstance(v, dict) else v) for k, v in stored.items()}
-        for dest in args.explicit:
-            if dest in _RUN_OPTIONS:
-                path = _RUN_OPTIONS[dest]
-                value = wanted[path[0]] if len(path) == 1 else wanted[path[0]][path[1]]
-                if len(path) == 1:
-                    merged[path[0]] = value
-                else:
-                    merged[path[0]][path[1]] = value
-        cfg = StudyConfig.from_dict(merged)
+        cfg = StudyConfig.from_dict(_overlay(load_record(args.resume)["config"], wanted, args.explicit))
     else:
         wanted["model_train"] = resolve_models(wanted["models"], explicit_train)
         cfg = StudyConfig.from_dict(wanted, out=args.out, name=args.name)

@@ -41,3 +41,18 @@ class TrainingError(ArchbenchError):
     """A unit that failed while training (NaN loss, exception, out of memory)."""
 
     exit_code = EXIT_RUNTIME
+
+
+def read_toml(path, what: str, error: type[ArchbenchError] = UsageError) -> dict:
+    """Parse a TOML file, turning a missing or malformed file into ``error``
+    naming ``what`` it was meant to be."""
+    import tomllib
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"{what} {str(path)!r} does not exist.") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{what} {str(path)!r} is not valid TOML: {exc}.") from exc

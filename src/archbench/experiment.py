@@ -29,11 +29,10 @@ ones. Every command-line option of ``archbench run`` has its key here.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import fields
 from pathlib import Path
 
-from archbench.errors import UsageError
+from archbench.errors import UsageError, read_toml
 from archbench.models.registry import recipe_of
 from archbench.models.spec import load_spec_file
 from archbench.train.config import TrainConfig
@@ -79,12 +78,7 @@ def load_experiment(path: str | Path):
     from archbench.study import StudyConfig
 
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"experiment file {str(path)!r} does not exist.") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UsageError(f"experiment file {str(path)!r} is not valid TOML: {exc}.") from exc
+    data = read_toml(path, "experiment file")
     _check_keys(data, TOP_KEYS, "the top level", path)
     models_t = data.get("models")
     if not isinstance(models_t, list) or not models_t:

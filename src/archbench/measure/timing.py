@@ -67,10 +67,19 @@ def time_calls(fn: Callable[[], object], warmup: int = 10, min_calls: int = 200,
     return Timing(samples)
 
 
-def _copy_on(model: nn.Module, device) -> tuple[nn.Module, torch.device]:
+def _prepared(model: nn.Module, input_shape, batch_size: int, device, formulation: str, training: bool):
+    """(copy of the model, the module to run, a random input batch, device):
+    on CPU the ``fast`` formulation (same maths) with a channels-last input."""
+    from archbench.train.formulation import fast_cpu_view
+
     p = next(model.parameters(), None)
     dev = torch.device(device) if device is not None else (p.device if p is not None else torch.device("cpu"))
-    return copy.deepcopy(model).to(dev), dev
+    m = copy.deepcopy(model).to(dev).train(training)
+    run, channels_last = (fast_cpu_view(m) if formulation == "fast" and dev.type == "cpu" else (m, False))
+    x = torch.rand(batch_size, *input_shape, device=dev)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return m, run, x, dev
 
 
 def inference_latency(model: nn.Module, input_shape=(1, 28, 28), batch_size: int = 1, device=None,
@@ -79,14 +88,7 @@ def inference_latency(model: nn.Module, input_shape=(1, 28, 28), batch_size: int
     ``batch_size`` (default 1): the input already on the device, output not
     copied back. On CPU the ``fast`` formulation (same maths) is timed, as
     archbench evaluates."""
-    from archbench.train.formulation import fast_cpu_view
-
-    m, dev = _copy_on(model, device)
-    m.eval()
-    run, channels_last = (fast_cpu_view(m) if formulation == "fast" and dev.type == "cpu" else (m, False))
-    x = torch.rand(batch_size, *input_shape, device=dev)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
+    _, run, x, dev = _prepared(model, input_shape, batch_size, device, formulation, training=False)
     with torch.no_grad():
         t = time_calls(lambda: run(x), min_calls=min_calls, min_seconds=min_seconds, device=dev)
     return t.to_dict(per_call_items=batch_size)
@@ -97,15 +99,9 @@ def train_step_time(model: nn.Module, input_shape=(1, 28, 28), batch_size: int =
     """Time of one training step as archbench trains (forward, cross-entropy,
     backward, Adam update) on a copy, with a fixed random batch already on the
     device (no data loading)."""
-    from archbench.train.formulation import fast_cpu_view
     from archbench.train.optim import LeanAdam
 
-    m, dev = _copy_on(model, device)
-    m.train()
-    run, channels_last = (fast_cpu_view(m) if formulation == "fast" and dev.type == "cpu" else (m, False))
-    x = torch.rand(batch_size, *input_shape, device=dev)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
+    m, run, x, dev = _prepared(model, input_shape, batch_size, device, formulation, training=True)
     y = torch.randint(0, 10, (batch_size,), device=dev)
     opt = LeanAdam([p for p in m.parameters() if p.requires_grad], lr=1e-3)
 

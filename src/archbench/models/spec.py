@@ -193,15 +193,10 @@ def build_from_spec(spec: dict, source: str = "spec") -> nn.Module:
 
 def load_spec_file(path: str | Path) -> tuple[str, dict]:
     """(name, spec) from a TOML file holding a [model] table."""
-    import tomllib
+    from archbench.errors import read_toml
 
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SpecError(f"model spec {str(path)!r} does not exist.") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise SpecError(f"model spec {str(path)!r} is not valid TOML: {exc}.") from exc
+    data = read_toml(path, "model spec", SpecError)
     if "model" not in data:
         raise SpecError(f"model spec {str(path)!r} has no [model] table.")
     return str(data["model"].get("name", path.stem)), data["model"]
