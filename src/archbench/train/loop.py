@@ -173,10 +173,13 @@ class _Step:
         if self.zero_grad:
             # None, not zeros: backward then writes gradients instead of adding to zeros.
             self.opt.zero_grad(set_to_none=True)
-        with torch.autocast(xb.device.type, dtype=self.autocast_dtype or torch.bfloat16,
-                            enabled=self.autocast_dtype is not None, cache_enabled=False):
+        if self.autocast_dtype is None:  # the fp32 hot path: no autocast bookkeeping per step
             logits = self.model(xb)
-            loss = F.cross_entropy(logits.float(), yb, label_smoothing=self.label_smoothing)
+            loss = F.cross_entropy(logits, yb, label_smoothing=self.label_smoothing)
+        else:
+            with torch.autocast(xb.device.type, dtype=self.autocast_dtype, cache_enabled=False):
+                logits = self.model(xb)
+                loss = F.cross_entropy(logits.float(), yb, label_smoothing=self.label_smoothing)
         loss.backward()
         self.opt.step()
         with torch.no_grad():
