@@ -2,7 +2,6 @@
 
 import time
 
-import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings

@@ -4,7 +4,7 @@ import pytest
 
 from archbench.data import fetch_dataset, load_dataset
 from archbench.errors import DataError
-from tests.conftest import NAMES, make_spec
+from tests.conftest import NAMES
 from archbench.data import encode_idx
 
 

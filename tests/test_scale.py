@@ -81,7 +81,7 @@ def test_killing_a_ray_worker_mid_sweep_loses_no_unit(tmp_path, fashion_dir):
 
 
 def test_mlflow_logging_reads_back(tmp_path, fashion_dir):
-    mlflow = pytest.importorskip("mlflow")
+    pytest.importorskip("mlflow")
     uri = f"sqlite:///{tmp_path / 'ml.db'}"
     p = archbench("run", "--models", "mlp", "--seeds", "0", "--train-limit", "640", "--test-limit", "200",
                   "--epochs", "2", "--quiet", "--no-timing", "--out", str(tmp_path), "--name", "m", "--mlflow", uri)

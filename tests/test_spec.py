@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from archbench.errors import ArchbenchError, UsageError
+from archbench.errors import UsageError
 from archbench.experiment import load_experiment
 from archbench.measure import count_parameters
 from archbench.models import create_model

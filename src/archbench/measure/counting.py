@@ -23,7 +23,6 @@ Per-module attribution uses ``torch.utils.module_tracker.ModuleTracker``
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 import torch

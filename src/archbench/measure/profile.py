@@ -8,7 +8,6 @@ when counting raises).
 from __future__ import annotations
 
 import copy
-import math
 
 import torch
 import torch.nn.functional as F
@@ -113,11 +112,5 @@ def epoch_flops(model: nn.Module, input_shape, batch_size: int, samples: int,
             "total": total_mm + total_other}
 
 
-def summarize_counts(c: FlopCount, per: int = 1) -> dict:
-    d = c.to_dict()
-    d["per"] = per
-    return d
-
-
-__all__ = ["count_forward", "count_train_step", "epoch_flops", "layer_table", "summarize_counts"]
+__all__ = ["count_forward", "count_train_step", "epoch_flops", "layer_table"]
 

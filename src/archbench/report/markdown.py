@@ -7,7 +7,7 @@ import json
 import math
 
 from archbench.report.analysis import COST_AXES, analyze
-from archbench.report.document import Bullets, Heading, Image, Para, Pre, Table, render_markdown
+from archbench.report.document import Bullets, Heading, Image, Para, Pre, Table
 from archbench.report.units import fmt_bytes, fmt_count, fmt_pct, fmt_seconds, fmt_si
 
 TABLE_HEAD = ("Model", "Test accuracy", "Trainable params", "Saved size (safetensors)",
@@ -251,8 +251,3 @@ def _model_section(name: str, entry: dict) -> list:
     if rows:
         blocks.append(Table(("Seed", "Test accuracy", "Test loss", "Train time", "Samples/s"), rows))
     return blocks
-
-
-def render_markdown_report(record: dict, analysis: dict | None = None, plots=None) -> str:
-    return render_markdown(build_blocks(record, analysis, plots))
-

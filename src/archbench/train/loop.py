@@ -269,10 +269,6 @@ class _GraphedStep:
 ProgressFactory = Callable[..., object]
 
 
-def _optimizer_state(opt) -> dict:
-    return opt.state_dict()
-
-
 def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
           test_x: torch.Tensor | None, test_y: torch.Tensor | None, cfg: TrainConfig,
           seed: int, progress: ProgressFactory | None = None,
@@ -393,7 +389,7 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
             on_epoch(stats)
         if checkpoint is not None:
             checkpoint({
-                "epoch": epoch, "model": model.state_dict(), "optimizer": _optimizer_state(opt),
+                "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
                 "generator": gen.get_state(), "aug_generator": aug_gen.get_state(),
                 "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
