@@ -165,6 +165,9 @@ def build_blocks(record: dict, analysis: dict | None = None, plots: list[tuple[s
              + f" Recipe: Adam (lr {tcfg.get('lr')}, betas {tcfg.get('beta1')}/{tcfg.get('beta2')}, eps "
              f"{tcfg.get('eps')}), batch {tcfg.get('batch_size')}, {tcfg.get('epochs')} epochs, seeds "
              f"{cfg.get('seeds')}, device {record.get('device', tcfg.get('device'))}."),
+        *([Para("Models with their own recipe (over the one above): " + "; ".join(
+            f"**{m}**: " + ", ".join(f"{k} {v}" for k, v in opts.items())
+            for m, opts in cfg["model_train"].items()) + ".")] if cfg.get("model_train") else []),
         Heading(2, "Comparison"),
         Table(TABLE_HEAD, comparison_rows(record, an)),
         Para("Test accuracy: mean ± sample standard deviation over seeds, with a 95 % interval (Student t "
