@@ -111,8 +111,12 @@ def _progress_factory(quiet: bool):
         return None
     from tqdm import tqdm
 
+    tty = sys.stderr.isatty()
+
     def make(**kw):
-        return tqdm(file=sys.stderr, dynamic_ncols=True, leave=True, unit_scale=True, **kw)
+        # In a log file (not a terminal), refresh rarely instead of spamming carriage returns.
+        return tqdm(file=sys.stderr, dynamic_ncols=True, leave=True, unit_scale=True,
+                    mininterval=0.1 if tty else 10.0, **kw)
 
     return make
 

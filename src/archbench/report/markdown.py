@@ -144,7 +144,7 @@ def tradeoff_conclusions(an: dict) -> list:
             pareto_items.append(f"accuracy vs {label}: **{', '.join(front)}**"
                                 + (f" (dominated: {', '.join(dominated)})" if dominated else ""))
     if pareto_items:
-        blocks += [Para("Pareto-optimal models (no other model is at least as accurate *and* at most as "
+        blocks += [Para("Pareto-optimal models (no other model is both at least as accurate and at most as "
                         "costly, by mean accuracy):"), Bullets(pareto_items)]
     return blocks
 
