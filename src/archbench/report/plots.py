@@ -19,6 +19,15 @@ def _plt():
     return plt
 
 
+def _save(fig, path: Path) -> bool:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
 def _ok_units(entry):
     return [u for u in entry.get("units", []) if u.get("status") == "ok"]
 
@@ -49,9 +58,7 @@ def learning_curves(record: dict, path: Path) -> bool:
         ax.set_xlabel("epoch")
     axes[0, 0].legend()
     fig.suptitle("Learning curves (mean over seeds; band = min–max)")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save(fig, path)
     return drawn
 
 
@@ -84,10 +91,7 @@ def confusion(record: dict, model: str, path: Path) -> bool:
     ax.grid(False)
     fig.colorbar(im, ax=ax, label="fraction of the true class")
     ax.set_title(f"{model}: confusion matrix (% of each true class, {len(units)} seed(s) pooled)")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return True
+    return _save(fig, path)
 
 
 def per_class_accuracy(record: dict, path: Path) -> bool:
@@ -111,10 +115,7 @@ def per_class_accuracy(record: dict, path: Path) -> bool:
     ax.set_ylim(0, 1)
     ax.legend()
     ax.set_title("Per-class test accuracy")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return True
+    return _save(fig, path)
 
 
 def accuracy_vs_cost(analysis: dict, path: Path) -> bool:
@@ -147,10 +148,7 @@ def accuracy_vs_cost(analysis: dict, path: Path) -> bool:
     for ax in list(axs.flat)[len(axes_with_data):]:
         ax.axis("off")
     fig.suptitle("Accuracy vs cost (error bars: 95 % CI; dashed: Pareto front)")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return True
+    return _save(fig, path)
 
 
 def cost_breakdown(record: dict, path: Path) -> bool:
@@ -187,10 +185,7 @@ def cost_breakdown(record: dict, path: Path) -> bool:
         ax.set_xlabel(unit)
         ax.set_title(title)
         ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return True
+    return _save(fig, path)
 
 
 def make_plots(record: dict, analysis: dict, run_dir: Path) -> list[tuple[str, str]]:
