@@ -24,7 +24,7 @@ from archbench.env import environment
 from archbench.errors import ArchbenchError, UsageError
 from archbench.measure import measure_model, save_model_files
 from archbench.models import check_model_io, create_model, get_entry, input_shape_of, is_reference, register_spec
-from archbench.records import load_record, model_entry, new_record, save_record
+from archbench.records import atomic_write, flatten, load_record, model_entry, new_record, save_record
 from archbench.report import write_reports
 from archbench.train import TrainConfig, resolve_device, train
 
@@ -121,20 +121,9 @@ def _progress_factory(quiet: bool):
     return make
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def config_differences(stored: dict, new: dict) -> list[str]:
     """Keys whose values differ between two resolved configs, as 'key: old -> new'."""
-    a, b = _flatten(stored), _flatten(new)
+    a, b = flatten(stored), flatten(new)
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
@@ -145,13 +134,7 @@ class Interrupted(ArchbenchError):
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(state, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, lambda fh: torch.save(state, fh), binary=True)
 
 
 def _train_unit(ref: str, seed: int, cfg: StudyConfig, data, run_dir: Path, progress, device):

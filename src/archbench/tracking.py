@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from archbench.errors import UsageError
+from archbench.records import flatten
 
 
 def default_uri(out_dir: str | Path) -> str:
@@ -37,22 +38,12 @@ def _experiment_id(client, record: dict, run_dir: Path) -> str:
     return client.create_experiment(name, artifact_location=artifacts)
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def unit_params(record: dict, model: str, seed: int) -> dict:
     cfg = record["config"]
     entry = record["models"][model]
     params = {"model": model, "seed": seed, "dataset": cfg.get("dataset"), "train_limit": cfg.get("train_limit"),
               "test_limit": cfg.get("test_limit"), "device": record.get("device")}
-    params.update(_flat(entry.get("recipe") or cfg.get("train", {}), "train."))
+    params.update(flatten(entry.get("recipe") or cfg.get("train", {}), "train."))
     return {k: str(v)[:500] for k, v in params.items()}
 
 

@@ -168,7 +168,7 @@ def measure_step_memory(model: nn.Module, input_shape=(1, 28, 28), batch_size: i
     ``make_optimizer(params)`` overrides the optimizer (default: archbench's
     Adam, lr 1e-3). Inputs are random values (memory does not depend on them).
     """
-    from archbench.train.optim import LeanAdam
+    from archbench.train.optim import LeanAdam, optimizer_state_tensors
 
     m = copy.deepcopy(model).train()
     dev = torch.device(device) if device is not None else next(m.parameters()).device
@@ -215,7 +215,7 @@ def measure_step_memory(model: nn.Module, input_shape=(1, 28, 28), batch_size: i
         tracker.register(p, "parameters")
     for b in m.buffers():
         tracker.register(b, "parameters")
-    for t in _optimizer_state_tensors(opt):
+    for t in optimizer_state_tensors(opt):
         tracker.register(t, "optimizer_state")
     tracker.register(x, "input")
     tracker.register(y, "input")
@@ -227,7 +227,7 @@ def measure_step_memory(model: nn.Module, input_shape=(1, 28, 28), batch_size: i
     if cuda:
         torch.cuda.synchronize(dev)
     grad_keys = {tracker.key_of(p.grad) for p in params if p.grad is not None}
-    state_keys = {tracker.key_of(t) for t in _optimizer_state_tensors(opt)}
+    state_keys = {tracker.key_of(t) for t in optimizer_state_tensors(opt)}
     breakdown = _classify(tracker.peak_snapshot, grad_keys, state_keys)
     result = StepMemory(
         peak_bytes=tracker.peak_bytes,
@@ -302,15 +302,6 @@ def profiler_step_peak(model: nn.Module, input_shape=(1, 28, 28), batch_size: in
         opt.step()
     _, sizes = MemoryProfileTimeline(prof._memory_profile())._coalesce_timeline("cpu")
     return int(max(sum(row) for row in sizes))
-
-
-def _optimizer_state_tensors(opt) -> list[torch.Tensor]:
-    if hasattr(opt, "state_tensors"):
-        return list(opt.state_tensors())
-    out = []
-    for st in getattr(opt, "state", {}).values():
-        out += [v for v in st.values() if torch.is_tensor(v)]
-    return out
 
 
 def analytic_adam_estimate(param_bytes: int, input_bytes: int = 0, activation_bytes: int = 0) -> dict:

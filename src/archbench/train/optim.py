@@ -71,3 +71,10 @@ class LeanAdam:
 
     def state_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.state_tensors())
+
+
+def optimizer_state_tensors(opt) -> list[torch.Tensor]:
+    """Every state tensor of ``opt``: LeanAdam's, or a ``torch.optim`` optimizer's."""
+    if isinstance(opt, LeanAdam):
+        return opt.state_tensors()
+    return [t for st in opt.state.values() for t in st.values() if torch.is_tensor(t)]
