@@ -23,7 +23,7 @@ from torch import nn
 from archbench.errors import TrainingError, UsageError
 from archbench.train.config import TrainConfig
 from archbench.train.formulation import fast_cpu_view
-from archbench.train.optim import LeanAdam
+from archbench.train.optim import LeanAdam, optimizer_state_tensors
 
 
 def resolve_device(name: str) -> torch.device:
@@ -205,22 +205,13 @@ class _GraphedStep:
         self.graphs: dict[int, tuple] = {}
         self._example = (example_x, example_y)
 
-    def _opt_tensors(self) -> list[torch.Tensor]:
-        out = []
-        for group in self.opt.param_groups:
-            for p in group["params"]:
-                for t in self.opt.state.get(p, {}).values():
-                    if torch.is_tensor(t):
-                        out.append(t)
-        return out
-
     def _restore(self, state, opt_before: dict):
         """Undo the warm-up: weights back to ``state``; optimizer tensors back
         to their values before warm-up (zero where warm-up created them)."""
         with torch.no_grad():
             for k, v in self.model.state_dict().items():
                 v.copy_(state[k])
-            for t in self._opt_tensors():
+            for t in optimizer_state_tensors(self.opt):
                 before = opt_before.get(id(t))
                 if before is None:
                     t.zero_()
@@ -230,7 +221,7 @@ class _GraphedStep:
     def capture(self, batch_sizes):
         x, y = self._example
         state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        opt_before = {id(t): t.detach().clone() for t in self._opt_tensors()}
+        opt_before = {id(t): t.detach().clone() for t in optimizer_state_tensors(self.opt)}
         scratch_loss = torch.zeros((), device=x.device)
         scratch_pred = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         side = torch.cuda.Stream()
@@ -312,14 +303,6 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
     if n % bs:
         step_size[-1] = n % bs
     preds = torch.zeros(n, dtype=torch.long, device=device)
-    amp = torch.bfloat16 if cfg.precision == "bf16" else None
-    step_kwargs = dict(label_smoothing=cfg.label_smoothing, autocast_dtype=amp)
-    step = _Step(run_model, opt, **step_kwargs)
-    use_graphs = device.type == "cuda" and cfg.cuda_graphs
-    if use_graphs:
-        step = _GraphedStep(run_model, opt, X[:bs], Y[:bs], **step_kwargs)
-        sizes = sorted({bs, n % bs} - {0})
-        step.capture(sizes)
     gen = torch.Generator().manual_seed(seed)
     aug_gen = torch.Generator(device=device).manual_seed(seed + 1_000_003)
     augmenting = bool(cfg.augment_crop or cfg.augment_flip)
@@ -330,7 +313,12 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
     if resume_from is not None:
         with torch.no_grad():
             model.load_state_dict(resume_from["model"])
+        # The learning rate is the recipe's (set per step when scheduled): keep
+        # this optimizer's own lr objects (a device tensor on CUDA), not the saved ones.
+        lrs = [g["lr"] for g in getattr(opt, "param_groups", [])]
         opt.load_state_dict(resume_from["optimizer"])
+        for g, lr in zip(getattr(opt, "param_groups", []), lrs):
+            g["lr"] = lr
         gen.set_state(resume_from["generator"].cpu())
         if resume_from.get("aug_generator") is not None:
             aug_gen.set_state(resume_from["aug_generator"].cpu())
@@ -340,6 +328,16 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
         history = [EpochStats(**h) for h in resume_from["history"]]
         total_train = resume_from["train_seconds"]
         first_epoch = resume_from["epoch"] + 1
+    # Captured only now: a CUDA graph holds the optimizer-state tensors it saw,
+    # so they must be the resumed ones (load_state_dict replaces them).
+    amp = torch.bfloat16 if cfg.precision == "bf16" else None
+    step_kwargs = dict(label_smoothing=cfg.label_smoothing, autocast_dtype=amp)
+    step = _Step(run_model, opt, **step_kwargs)
+    use_graphs = device.type == "cuda" and cfg.cuda_graphs
+    if use_graphs:
+        step = _GraphedStep(run_model, opt, X[:bs], Y[:bs], **step_kwargs)
+        sizes = sorted({bs, n % bs} - {0})
+        step.capture(sizes)
     ev = None
     for epoch in range(first_epoch, cfg.epochs + 1):
         perm = torch.randperm(n, generator=gen).to(device)
