@@ -224,11 +224,9 @@ def cmd_run(args) -> int:
         parent.mkdir(parents=True, exist_ok=True)
         _client(mlflow_uri)  # fails now, with the install hint, if MLflow is missing
     if args.executor == "ray":
-        try:
-            import ray  # noqa: F401
-        except ImportError:
-            raise UsageError("--executor ray needs Ray, which is not installed: pip install 'archbench[ray]' "
-                             "(or use --executor local).") from None
+        from archbench.executors import require_ray
+
+        require_ray()  # before anything is written
     options = {"cpus_per_unit": args.cpus_per_unit}
     if args.executor == "ray":
         options.update(address=args.address, cpus_per_unit=args.cpus_per_unit or 1,

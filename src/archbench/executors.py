@@ -48,13 +48,19 @@ def _ray_unit(ref: str, seed: int, cfg_dict: dict, data: dict, run_dir: str, thr
     return run_unit(ref, seed, cfg, ds, Path(run_dir), None, device, lambda s: None)
 
 
-def run_units_on_ray(pending, cfg, data, run_dir: Path, on_result, log, address: str | None = None,
-                     cpus_per_unit: int = 1, gpus_per_unit: float = 0, max_retries: int = 2) -> None:
+def require_ray():
+    """The ray module, or a UsageError with the install hint."""
     try:
         import ray
     except ImportError:
         raise UsageError("--executor ray needs Ray, which is not installed: pip install 'archbench[ray]' "
                          "(or use --executor local).") from None
+    return ray
+
+
+def run_units_on_ray(pending, cfg, data, run_dir: Path, on_result, log, address: str | None = None,
+                     cpus_per_unit: int = 1, gpus_per_unit: float = 0, max_retries: int = 2) -> None:
+    ray = require_ray()
     started = False
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS") or None
