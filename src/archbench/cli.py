@@ -90,8 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=_int_at_least(1, "--batch-size"), default=64)
     r.add_argument("--lr", type=_positive_float("--lr"), default=1e-3)
     r.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    r.add_argument("--dataset", default="fashion-mnist",
+                   help="registered IDX dataset to train and test on: fashion-mnist, mnist or kmnist (default: fashion-mnist)")
     r.add_argument("--data-dir", default=None, help="directory holding the IDX files (.gz or raw)")
-    r.add_argument("--no-verify", action="store_true", help="skip the SHA-256 check of the data files")
+    r.add_argument("--no-verify", action="store_true", help="skip the checksum check of the data files")
     r.add_argument("--out", default="runs", help="parent directory of run directories (default: runs)")
     r.add_argument("--name", default=None, help="run directory name (default: a timestamp)")
     r.add_argument("--train-limit", type=_int_at_least(1, "--train-limit"), default=None,
@@ -160,7 +162,7 @@ def _log(quiet: bool):
 _RUN_OPTIONS = {
     "models": ("models",), "seeds": ("seeds",), "repeats": ("seeds",), "epochs": ("train", "epochs"),
     "batch_size": ("train", "batch_size"), "lr": ("train", "lr"), "device": ("train", "device"),
-    "data_dir": ("data_dir",), "no_verify": ("verify",), "train_limit": ("train_limit",),
+    "dataset": ("dataset",), "data_dir": ("data_dir",), "no_verify": ("verify",), "train_limit": ("train_limit",),
     "test_limit": ("test_limit",), "formulation": ("train", "formulation"),
     "no_cuda_graphs": ("train", "cuda_graphs"),
 }
@@ -169,7 +171,7 @@ _RUN_OPTIONS = {
 def _config_from_args(args) -> dict:
     seeds = list(range(args.repeats)) if args.repeats else args.seeds
     return {
-        "models": args.models, "seeds": seeds, "dataset": "fashion-mnist", "data_dir": args.data_dir,
+        "models": args.models, "seeds": seeds, "dataset": args.dataset, "data_dir": args.data_dir,
         "verify": not args.no_verify, "train_limit": args.train_limit, "test_limit": args.test_limit,
         "train": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "beta1": 0.9,
                   "beta2": 0.999, "eps": 1e-7, "device": args.device, "formulation": args.formulation,
@@ -213,7 +215,7 @@ def cmd_run(args) -> int:
         # command line laid over it (run_study refuses if that changes it).
         cfg = StudyConfig.from_dict(_overlay(load_record(args.resume)["config"], wanted, args.explicit))
     else:
-        wanted["model_train"] = resolve_models(wanted["models"], explicit_train)
+        wanted["model_train"] = resolve_models(wanted["models"], explicit_train, dataset=wanted["dataset"])
         cfg = StudyConfig.from_dict(wanted, out=args.out, name=args.name)
     mlflow_uri = None
     if args.mlflow is not None:
@@ -333,7 +335,7 @@ def cmd_data(args) -> int:
         ds = load_dataset(spec, args.data_dir)
         for role, path in paths.items():
             print(f"{role:13s} {path}")
-        print(f"verified: SHA-256 of all {len(paths)} payloads match; "
+        print(f"verified ({ds.verification}): all {len(paths)} files match; "
               f"{len(ds.train_labels):,} train / {len(ds.test_labels):,} test images, {spec.num_classes} classes")
         return 0
     print("usage: archbench data {fetch,info} (see archbench data --help)", file=sys.stderr)

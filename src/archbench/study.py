@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from archbench.data import load_dataset
+from archbench.data import get_dataset_spec, load_dataset
 from archbench.env import environment
 from archbench.errors import ArchbenchError, UsageError
 from archbench.measure import measure_model, save_model_files
@@ -70,8 +70,13 @@ class StudyConfig:
         if unknown:
             raise UsageError(f"training options given for {sorted(unknown)}, which are not among the models {self.models}.")
         self.train.validate()
+        spec = get_dataset_spec(self.dataset)  # raises with the list of known datasets
         for m in self.models:
-            self.train_config_for(m)
+            tc = self.train_config_for(m)
+            if not spec.mirror_symmetric and (tc.augment_flip or tc.tta_flip):
+                raise UsageError(
+                    f"model {m}: horizontal flips (augment_flip/tta_flip) are on, but {spec.name}'s classes change "
+                    "in a mirror image; set augment_flip = false and tta_flip = false for it.")
         return self
 
     @classmethod

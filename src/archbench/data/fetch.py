@@ -1,9 +1,10 @@
 """Download a dataset from its mirrors with checksum verification.
 
 Each file is streamed to a temporary file in the destination directory,
-checked (SHA-256 of the decompressed payload, which is what the loader checks
-too: a mirror that recompresses, as Debian does, still verifies), fsynced, and only then renamed to
-its final name. A failed or interrupted download never leaves a file under the
+checked (SHA-256 of the decompressed payload where the registry knows it, which
+is what the loader checks too: a mirror that recompresses, as Debian does, still
+verifies; otherwise the upstream MD5 of the ``.gz`` bytes), fsynced, and only then
+renamed to its final name. A failed or interrupted download never leaves a file under the
 final name.
 """
 
@@ -18,7 +19,7 @@ import zlib
 from pathlib import Path
 from typing import Callable
 
-from archbench.data.loader import user_cache_dir, verify_payload
+from archbench.data.loader import user_cache_dir, verify_file
 from archbench.data.registry import DatasetSpec, get_dataset_spec
 from archbench.errors import DataError
 
@@ -62,7 +63,7 @@ def fetch_file(spec_file, mirrors, dest: Path, timeout: float = 60.0, progress=N
                 payload = gzip.decompress(raw)
             except (OSError, EOFError, zlib.error) as exc:
                 raise DataError(f"{url}: the download is not valid gzip ({exc}).") from exc
-            verify_payload(payload, spec_file.sha256, spec_file.nbytes, url)
+            verify_file(raw, payload, spec_file, url)
             os.replace(tmp_name, final)
             _fsync_dir(dest)
             return final
@@ -124,7 +125,8 @@ def fetch_dataset(
         existing = dest / (f.name + ".gz")
         if existing.is_file():
             try:
-                verify_payload(gzip.decompress(existing.read_bytes()), f.sha256, f.nbytes, str(existing))
+                raw = existing.read_bytes()
+                verify_file(raw, gzip.decompress(raw), f, str(existing))
                 out[f.role] = existing
                 if log:
                     log(f"{existing}: present and verified")

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from archbench.data.idx import parse_idx
-from archbench.data.registry import ROLES, DatasetSpec, get_dataset_spec
+from archbench.data.registry import ROLES, DataFile, DatasetSpec, get_dataset_spec
 from archbench.errors import DataError
 
 ENV_VAR = "ARCHBENCH_DATA"
@@ -99,10 +99,18 @@ def locate(spec: DatasetSpec | str, data_dir: str | os.PathLike | None = None) -
 
 def read_payload(path: Path) -> bytes:
     """The decompressed bytes of ``path`` (``.gz`` or raw)."""
+    return decompress(read_raw(path), path)
+
+
+def read_raw(path: Path) -> bytes:
     try:
-        raw = path.read_bytes()
+        return path.read_bytes()
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror or exc}. Check its permissions.") from exc
+
+
+def decompress(raw: bytes, path: Path) -> bytes:
+    """``raw`` itself, or its gunzipped bytes when it is gzip."""
     if path.suffix == ".gz" or raw[:2] == b"\x1f\x8b":
         try:
             return gzip.decompress(raw)
@@ -129,6 +137,39 @@ def verify_payload(payload: bytes, expected_sha256: str, expected_nbytes: int | 
         )
 
 
+PAYLOAD_SHA256 = "payload SHA-256"
+UPSTREAM_GZ_MD5 = "upstream .gz MD5"
+
+
+def verify_file(raw: bytes, payload: bytes, f: DataFile, source: str) -> str:
+    """Check one file against the registry; return how it was verified.
+
+    The payload's SHA-256 (when the registry knows it) verifies any copy, raw
+    or recompressed. Otherwise only the upstream mirrors' MD5 of the ``.gz``
+    bytes is known, which verifies an unmodified download and nothing else."""
+    if f.nbytes is not None and len(payload) != f.nbytes:
+        verify_payload(payload, "", f.nbytes, source)  # raises, naming the sizes
+    if f.sha256:
+        verify_payload(payload, f.sha256, f.nbytes, source)
+        return PAYLOAD_SHA256
+    if f.gz_md5:
+        if raw is payload or raw[:2] != b"\x1f\x8b":
+            raise DataError(
+                f"{source}: cannot verify a decompressed copy: the registry knows only the upstream "
+                f".gz file's MD5 ({f.gz_md5}). Keep the downloaded {f.name}.gz (`archbench data fetch`), "
+                "or pass --no-verify to use this copy unchecked."
+            )
+        digest = hashlib.md5(raw, usedforsecurity=False).hexdigest()
+        if digest != f.gz_md5:
+            raise DataError(
+                f"{source}: MD5 of the .gz file is {digest}, expected the upstream {f.gz_md5}. The file is "
+                "corrupt, recompressed or not the published one; delete it and fetch it again "
+                "(`archbench data fetch`), or pass --no-verify to use it unchecked."
+            )
+        return UPSTREAM_GZ_MD5
+    raise DataError(f"{source}: the registry has no checksum for {f.name}; pass --no-verify to use it unchecked.")
+
+
 @dataclass
 class Dataset:
     """Images as uint8 ``(N, H, W)`` tensors and labels as int64 ``(N,)``."""
@@ -140,6 +181,7 @@ class Dataset:
     test_labels: torch.Tensor
     files: dict[str, str]
     verified: bool
+    verification: str | None = None  # how: PAYLOAD_SHA256 / UPSTREAM_GZ_MD5 (mixed: joined with " + ")
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -149,7 +191,9 @@ class Dataset:
         return {
             "name": self.spec.name,
             "files": self.files,
-            "verified_sha256": self.verified,
+            "verified_sha256": self.verified and self.verification == PAYLOAD_SHA256,
+            "verified": self.verified,
+            "verification": self.verification if self.verified else "not verified (--no-verify)",
             "train_samples": int(self.train_labels.numel()),
             "test_samples": int(self.test_labels.numel()),
             "image_shape": list(self.spec.image_shape),
@@ -162,7 +206,7 @@ class Dataset:
             self.spec,
             self.train_images[:train_limit], self.train_labels[:train_limit],
             self.test_images[:test_limit], self.test_labels[:test_limit],
-            self.files, self.verified,
+            self.files, self.verified, self.verification,
         )
 
 
@@ -188,14 +232,18 @@ def _check_labels(arr: np.ndarray, spec: DatasetSpec, source: str) -> None:
             )
 
 
-def load_arrays(paths: dict[str, Path], spec: DatasetSpec, verify: bool = True) -> dict[str, np.ndarray]:
+def load_arrays(paths: dict[str, Path], spec: DatasetSpec, verify: bool = True,
+                methods: set[str] | None = None) -> dict[str, np.ndarray]:
+    """Read, verify (adding each file's method to ``methods``) and parse the four files."""
     arrays: dict[str, np.ndarray] = {}
     for role in ROLES:
         path = paths[role]
-        payload = read_payload(path)
+        raw = read_raw(path)
+        payload = decompress(raw, path)
         if verify:
-            f = spec.file(role)
-            verify_payload(payload, f.sha256, f.nbytes, str(path))
+            method = verify_file(raw, payload, spec.file(role), str(path))
+            if methods is not None:
+                methods.add(method)
         arr = parse_idx(payload, str(path))
         (_check_images if role.endswith("images") else _check_labels)(arr, spec, str(path))
         arrays[role] = arr
@@ -216,7 +264,8 @@ def load_dataset(
 ) -> Dataset:
     spec = get_dataset_spec(name) if isinstance(name, str) else name
     paths = locate(spec, data_dir)
-    arrays = load_arrays(paths, spec, verify=verify)
+    methods: set[str] = set()
+    arrays = load_arrays(paths, spec, verify=verify, methods=methods)
     return Dataset(
         spec,
         torch.from_numpy(arrays["train_images"]),
@@ -225,4 +274,5 @@ def load_dataset(
         torch.from_numpy(arrays["test_labels"].astype(np.int64)),
         {role: str(p) for role, p in paths.items()},
         verify,
+        " + ".join(sorted(methods)) or None,
     )

@@ -12,13 +12,15 @@ ROLES = ("train_images", "train_labels", "test_images", "test_labels")
 @dataclass(frozen=True)
 class DataFile:
     """One IDX file. ``sha256``/``nbytes`` describe the *decompressed* payload;
-    ``gz_md5`` is the upstream mirror's checksum of the ``.gz`` bytes (Debian
-    recompresses its copy, so only the payload hash is checked on local files)."""
+    ``gz_md5`` is the upstream mirrors' checksum of the ``.gz`` bytes. The
+    payload hash verifies any copy (Debian recompresses its Fashion-MNIST);
+    where only ``gz_md5`` is published (``sha256`` None), an unmodified ``.gz``
+    download is what can be verified."""
 
     role: str
     name: str
     nbytes: int
-    sha256: str
+    sha256: str | None
     gz_md5: str | None = None
 
 
@@ -32,6 +34,9 @@ class DatasetSpec:
     system_dirs: tuple[str, ...] = ()
     apt_package: str | None = None
     description: str = ""
+    # Do the classes keep their identity in a mirror image? (Clothes do; digits
+    # and characters do not, so flip augmentation/TTA would teach the wrong thing.)
+    mirror_symmetric: bool = True
     extra: dict = field(default_factory=dict)
 
     def file(self, role: str) -> DataFile:
@@ -82,7 +87,47 @@ FASHION_MNIST = DatasetSpec(
     apt_package="dataset-fashion-mnist",
 )
 
-_DATASETS: dict[str, DatasetSpec] = {FASHION_MNIST.name: FASHION_MNIST}
+
+def _idx_files(md5s: tuple[str, str, str, str]) -> tuple[DataFile, ...]:
+    """The four 28x28 IDX files of a 60,000/10,000 MNIST-layout dataset, with
+    the MD5s of their upstream ``.gz`` files (the only checksums published)."""
+    names = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    sizes = (16 + 60000 * 784, 8 + 60000, 16 + 10000 * 784, 8 + 10000)
+    return tuple(DataFile(role, name, size, None, md5) for role, name, size, md5 in zip(ROLES, names, sizes, md5s))
+
+
+# MD5s as published with torchvision's MNIST and KMNIST datasets (the same in
+# the KMNIST authors' repository); not verified against downloads from this
+# project's machines, which have no route to the mirrors.
+MNIST = DatasetSpec(
+    name="mnist",
+    description="LeCun, Cortes & Burges' MNIST handwritten digits: 60,000 train / 10,000 test 28x28 grey images",
+    files=_idx_files(("f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432",
+                      "9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c")),
+    classes=tuple(str(d) for d in range(10)),
+    mirrors=(
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        "https://storage.googleapis.com/cvdf-datasets/mnist/",
+        "http://yann.lecun.com/exdb/mnist/",
+    ),
+    mirror_symmetric=False,
+)
+
+KMNIST = DatasetSpec(
+    name="kmnist",
+    description="Kuzushiji-MNIST (ROIS-DS CODH, CC BY-SA 4.0): 60,000 train / 10,000 test 28x28 images "
+                "of ten cursive hiragana",
+    files=_idx_files(("bdb82020997e1d708af4cf47b453dcf7", "e144d726b3acfaa3e44228e80efcd344",
+                      "5c965bf0a639b31b8f53240b1b52f4d7", "7320c461ea6c1c855c0b718fb2a4b134")),
+    classes=("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
+    mirrors=(
+        "https://codh.rois.ac.jp/kmnist/dataset/kmnist/",
+        "http://codh.rois.ac.jp/kmnist/dataset/kmnist/",
+    ),
+    mirror_symmetric=False,
+)
+
+_DATASETS: dict[str, DatasetSpec] = {d.name: d for d in (FASHION_MNIST, MNIST, KMNIST)}
 
 
 def register_dataset(spec: DatasetSpec) -> DatasetSpec:

@@ -26,6 +26,12 @@ AXIS_WORDS = {  # noun phrase for ratios: "4.1× fewer parameters"
 }
 
 
+def _verified_note(ds: dict) -> str:
+    if ds.get("verification") and ds.get("verified"):
+        return f" (verified: {ds['verification']})."
+    return " (SHA-256 verified)." if ds.get("verified_sha256") else " (not verified)."
+
+
 def fmt_p(p: float) -> str:
     return f"{p:.1e}" if p < 1e-4 else f"{p:.4f}"
 
@@ -161,7 +167,7 @@ def build_blocks(record: dict, analysis: dict | None = None, plots: list[tuple[s
     blocks += [
         Para(f"Dataset **{ds.get('name', '?')}**: {fmt_count(ds.get('train_samples'))} train / "
              f"{fmt_count(ds.get('test_samples'))} test images"
-             + (" (SHA-256 verified)." if ds.get("verified_sha256") else " (not verified).")
+             + _verified_note(ds)
              + f" Recipe: Adam (lr {tcfg.get('lr')}, betas {tcfg.get('beta1')}/{tcfg.get('beta2')}, eps "
              f"{tcfg.get('eps')}), batch {tcfg.get('batch_size')}, {tcfg.get('epochs')} epochs, seeds "
              f"{cfg.get('seeds')}, device {record.get('device', tcfg.get('device'))}."),
