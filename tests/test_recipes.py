@@ -32,6 +32,27 @@ def test_augment_crops_and_flips_per_image():
                        augment(x, 2, True, torch.Generator().manual_seed(5)))
 
 
+@pytest.mark.parametrize("pad,flip,shape", [(2, True, (50, 1, 28, 28)), (3, False, (9, 3, 7, 5)),
+                                            (0, True, (20, 2, 4, 6)), (1, True, (33, 3, 5, 5))])
+def test_augment_equals_a_per_image_reference(pad, flip, shape):
+    """The one-gather crop+flip against pad/slice/flip done image by image,
+    from the same draws (dy, dx, then the flip mask)."""
+    x = torch.rand(*shape)
+    b, c, h, w = shape
+    draws = torch.Generator().manual_seed(3)
+    dy = torch.randint(0, 2 * pad + 1, (b, 1), generator=draws) if pad else torch.zeros(b, 1, dtype=torch.long)
+    dx = torch.randint(0, 2 * pad + 1, (b, 1), generator=draws) if pad else torch.zeros(b, 1, dtype=torch.long)
+    mask = torch.rand(b, generator=draws) < 0.5 if flip else torch.zeros(b, dtype=torch.bool)
+    expected = torch.stack([
+        (lambda img: img.flip(2) if mask[i] else img)(
+            torch.nn.functional.pad(x[i], (pad,) * 4)[:, dy[i, 0]:dy[i, 0] + h, dx[i, 0]:dx[i, 0] + w])
+        for i in range(b)])
+    assert torch.equal(augment(x, pad, flip, torch.Generator().manual_seed(3)), expected)
+    cl = x.contiguous(memory_format=torch.channels_last)
+    out = augment(cl, pad, flip, torch.Generator().manual_seed(3))
+    assert torch.equal(out, expected) and (c == 1 or out.is_contiguous(memory_format=torch.channels_last))
+
+
 @pytest.mark.parametrize("name", ["cnn_bn", "resnet_small", "logreg"])
 def test_zoo_models_train_with_their_recipes(fashion, name):
     torch.manual_seed(0)

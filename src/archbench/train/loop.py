@@ -109,21 +109,27 @@ def set_lr(opt, lr: float) -> None:
 
 def augment(xb: torch.Tensor, pad: int, flip: bool, gen: torch.Generator) -> torch.Tensor:
     """Random crops (after zero padding by ``pad``) and horizontal flips, one
-    draw per image, on the batch's device; no Python per sample."""
+    draw per image, on the batch's device; no Python per sample.
+
+    Crop and flip are one ``gather``: each output pixel's source index in the
+    padded image is computed from the image's offsets (and mirrored column
+    when flipped). Draws: ``dy``, ``dx`` (when padding), then the flip mask."""
     b, c, h, w = xb.shape
-    out = xb
+    dev = xb.device
+    wp = w + 2 * pad
+    rows = torch.arange(h, device=dev).expand(b, h)
+    cols = torch.arange(w, device=dev).expand(b, w)
     if pad:
-        xp = F.pad(xb, (pad, pad, pad, pad))
-        dy = torch.randint(0, 2 * pad + 1, (b,), device=xb.device, generator=gen)
-        dx = torch.randint(0, 2 * pad + 1, (b,), device=xb.device, generator=gen)
-        rows = (torch.arange(h, device=xb.device)[None, :] + dy[:, None])[:, None, :, None]
-        cols = (torch.arange(w, device=xb.device)[None, :] + dx[:, None])[:, None, None, :]
-        bi = torch.arange(b, device=xb.device)[:, None, None, None]
-        ci = torch.arange(c, device=xb.device)[None, :, None, None]
-        out = xp[bi, ci, rows, cols]
+        rows = rows + torch.randint(0, 2 * pad + 1, (b, 1), device=dev, generator=gen)
+        dx = torch.randint(0, 2 * pad + 1, (b, 1), device=dev, generator=gen)
     if flip:
-        mask = torch.rand(b, device=xb.device, generator=gen) < 0.5
-        out = torch.where(mask[:, None, None, None], out.flip(3), out)
+        mask = torch.rand(b, device=dev, generator=gen) < 0.5
+        cols = torch.where(mask[:, None], (w - 1) - cols, cols)
+    if pad:
+        cols = cols + dx
+    src = (rows[:, :, None] * wp + cols[:, None, :]).reshape(b, 1, h * w).expand(b, c, h * w)
+    xp = F.pad(xb, (pad, pad, pad, pad)) if pad else xb
+    out = xp.reshape(b, c, -1).gather(2, src).view(b, c, h, w)
     return out.contiguous(memory_format=torch.channels_last) if xb.is_contiguous(
         memory_format=torch.channels_last) and c > 1 else out
 
