@@ -3,7 +3,7 @@ import torch
 
 from archbench.models import create_model, recipe_of
 from archbench.train import TrainConfig, train
-from archbench.train.loop import augment
+from archbench.train.loop import augment, evaluate, shift, tta_views
 
 
 def test_lr_schedules():
@@ -53,7 +53,7 @@ def test_augment_equals_a_per_image_reference(pad, flip, shape):
     assert torch.equal(out, expected) and (c == 1 or out.is_contiguous(memory_format=torch.channels_last))
 
 
-@pytest.mark.parametrize("name", ["cnn_bn", "resnet_small", "logreg"])
+@pytest.mark.parametrize("name", ["cnn_bn", "resnet_small", "logreg", "dct_cnn"])
 def test_zoo_models_train_with_their_recipes(fashion, name):
     torch.manual_seed(0)
     # Small batches so that 2,048 images make enough steps for BatchNorm's statistics.
@@ -65,6 +65,35 @@ def test_zoo_models_train_with_their_recipes(fashion, name):
     r2 = train(create_model(name), fashion.train_images[:2048], fashion.train_labels[:2048],
                fashion.test_images[:500], fashion.test_labels[:500], cfg, seed=0)
     assert r2.test.loss == r.test.loss, "recipes stay deterministic on CPU"
+
+
+def test_shift_moves_content_and_fills_zeros():
+    x = torch.arange(1, 13, dtype=torch.float32).view(1, 1, 3, 4)
+    for dy, dx in [(1, 0), (-1, 0), (0, 2), (0, -1), (2, -3), (0, 0)]:
+        expected = torch.zeros_like(x)
+        for r in range(3):
+            for c in range(4):
+                if 0 <= r - dy < 3 and 0 <= c - dx < 4:
+                    expected[0, 0, r, c] = x[0, 0, r - dy, c - dx]
+        assert torch.equal(shift(x, dy, dx), expected), (dy, dx)
+
+
+def test_tta_shift_averages_the_logits_of_every_view():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 10))
+    x, y = torch.rand(30, 1, 8, 8), torch.randint(0, 10, (30,))
+    assert len(tta_views(True, 1)) == 10 and len(tta_views(False, 2)) == 5 and tta_views(False, 0) == [(0, 0, False)]
+    with torch.no_grad():
+        views = [x, x.flip(3)]
+        for dy, dx in [(1, 0), (-1, 0), (0, 1), (0, -1)]:
+            v = shift(x, dy, dx)
+            views += [v, v.flip(3)]
+        logits = torch.stack([model(v) for v in views]).mean(0)
+    r = evaluate(model, x, y, batch_size=7, tta_flip=True, tta_shift=1)
+    assert torch.equal(r.predictions, logits.argmax(1))
+    assert r.loss == pytest.approx(float(torch.nn.functional.cross_entropy(logits, y)), rel=1e-5)
+    plain = evaluate(model, x, y, batch_size=7)
+    assert plain.loss != r.loss
 
 
 def test_tta_flip_changes_only_evaluation(fashion):

@@ -33,6 +33,7 @@ class TrainConfig:
     augment_flip: bool = False       # random horizontal flip
     precision: str = "fp32"          # "fp32" or "bf16" (autocast; weights and optimizer stay fp32)
     tta_flip: bool = False           # evaluate on each image and its mirror image, averaging the logits
+    tta_shift: int = 0               # also average over the image shifted this many pixels up/down/left/right
 
     def validate(self) -> "TrainConfig":
         def need(cond: bool, field: str, value, expect: str):
@@ -60,6 +61,8 @@ class TrainConfig:
         need(isinstance(self.augment_flip, bool), "augment_flip", self.augment_flip, "true or false")
         need(self.precision in ("fp32", "bf16"), "precision", self.precision, "fp32 or bf16")
         need(isinstance(self.tta_flip, bool), "tta_flip", self.tta_flip, "true or false")
+        need(isinstance(self.tta_shift, int) and not isinstance(self.tta_shift, bool) and 0 <= self.tta_shift <= 4,
+             "tta_shift", self.tta_shift, "an integer number of pixels from 0 (off) to 4")
         return self
 
     def lr_at(self, step: int, total: int) -> float:

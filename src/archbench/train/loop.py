@@ -134,26 +134,49 @@ def augment(xb: torch.Tensor, pad: int, flip: bool, gen: torch.Generator) -> tor
         memory_format=torch.channels_last) and c > 1 else out
 
 
+def shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """``x`` translated by ``dy`` rows and ``dx`` columns, zero-filled."""
+    p = max(abs(dy), abs(dx))
+    if p == 0:
+        return x
+    h, w = x.shape[-2:]
+    return F.pad(x, (p, p, p, p))[..., p - dy:p - dy + h, p - dx:p - dx + w]
+
+
+def tta_views(tta_flip: bool, tta_shift: int) -> list[tuple[int, int, bool]]:
+    """(dy, dx, mirrored) of every view whose logits are averaged."""
+    offsets = [(0, 0)] + ([(tta_shift, 0), (-tta_shift, 0), (0, tta_shift), (0, -tta_shift)] if tta_shift else [])
+    return [(dy, dx, m) for dy, dx in offsets for m in ((False, True) if tta_flip else (False,))]
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000,
              channels_last: bool = False, autocast_dtype: torch.dtype | None = None,
-             tta_flip: bool = False) -> EvalResult:
+             tta_flip: bool = False, tta_shift: int = 0) -> EvalResult:
     """Mean cross-entropy, accuracy and per-sample predictions over a split.
-    ``images`` is float ``(N, 1, H, W)`` on the model's device."""
+    ``images`` is float ``(N, 1, H, W)`` on the model's device. With
+    test-time augmentation the logits of each image's views (mirror image;
+    shifts by ``tta_shift`` pixels up, down, left, right) are averaged."""
     was_training = model.training
     model.eval()
+    views = tta_views(tta_flip, tta_shift)
     try:
         loss_sum = torch.zeros((), device=images.device, dtype=torch.float64)
         preds = []
         for s in range(0, images.shape[0], batch_size):
             xb = images[s:s + batch_size]
-            if channels_last:
-                xb = xb.contiguous(memory_format=torch.channels_last)
             with torch.autocast(xb.device.type, dtype=autocast_dtype or torch.bfloat16,
                                 enabled=autocast_dtype is not None):
-                logits = model(xb)
-                if tta_flip:
-                    logits = (logits.float() + model(xb.flip(3)).float()) / 2
+                logits = None
+                for dy, dx, mirrored in views:
+                    v = shift(xb, dy, dx)
+                    v = v.flip(3) if mirrored else v
+                    if channels_last:
+                        v = v.contiguous(memory_format=torch.channels_last)
+                    out = model(v)
+                    logits = out if len(views) == 1 else (out.float() if logits is None else logits + out.float())
+                if len(views) > 1:
+                    logits = logits / len(views)
             loss_sum += F.cross_entropy(logits.float(), labels[s:s + batch_size], reduction="sum").double()
             preds.append(logits.argmax(1))
         pred = torch.cat(preds).cpu() if preds else torch.empty(0, dtype=torch.long)
@@ -378,7 +401,7 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
         t1 = time.perf_counter()
         test_loss = test_acc = None
         if Xt is not None:
-            ev = evaluate(run_model, Xt, Yt, cfg.eval_batch_size, channels_last, amp, cfg.tta_flip)
+            ev = evaluate(run_model, Xt, Yt, cfg.eval_batch_size, channels_last, amp, cfg.tta_flip, cfg.tta_shift)
             test_loss, test_acc = ev.loss, ev.accuracy
         eval_seconds = time.perf_counter() - t1
         stats = EpochStats(epoch, train_loss, train_acc, test_loss, test_acc, seconds, eval_seconds)
@@ -401,7 +424,7 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
             })
     if Xt is not None:
         if ev is None:  # resumed after the last epoch: evaluate the restored model
-            ev = evaluate(run_model, Xt, Yt, cfg.eval_batch_size, channels_last, amp, cfg.tta_flip)
+            ev = evaluate(run_model, Xt, Yt, cfg.eval_batch_size, channels_last, amp, cfg.tta_flip, cfg.tta_shift)
         final = ev
     else:
         final = EvalResult(float("nan"), float("nan"), torch.empty(0, dtype=torch.long))
