@@ -115,3 +115,18 @@ def test_run_dataset_option_reaches_the_study(tmp_path, monkeypatch, capsys):
     rc = main(["run", "--dataset", "kmnist", "--models", "mlp", "--out", str(tmp_path / "runs"), "--quiet"])
     err = capsys.readouterr().err
     assert rc != 0 and "kmnist" in err and "archbench data fetch" in err
+
+
+def test_archbench_data_may_hold_one_folder_per_dataset(tiny, tmp_path, monkeypatch):
+    from archbench.data import locate
+
+    arrays, spec = tiny
+    root = write_files(tmp_path / "all", arrays)
+    monkeypatch.setenv("ARCHBENCH_DATA", str(root))
+    assert locate(spec)["train_images"].parent == root  # no folder named after the dataset: the root
+    sub = write_files(root / spec.name, arrays)
+    assert locate(spec)["train_images"].parent == sub
+    # Where a dataset is missing, the advice names the dataset to fetch.
+    monkeypatch.delenv("ARCHBENCH_DATA")
+    with pytest.raises(DataError, match="archbench data fetch --dataset kmnist"):
+        locate("kmnist")

@@ -46,7 +46,10 @@ def candidate_dirs(spec: DatasetSpec, data_dir: str | os.PathLike | None = None)
         out.append((Path(data_dir), "--data-dir", True))
     env = os.environ.get(ENV_VAR)
     if env:
-        out.append((Path(env), f"${ENV_VAR}", True))
+        # One folder can hold one MNIST-layout dataset (they share file names):
+        # $ARCHBENCH_DATA/<name>/ is that dataset's, where it exists.
+        sub = Path(env) / spec.name
+        out.append((sub, f"${ENV_VAR}/{spec.name}", True) if sub.is_dir() else (Path(env), f"${ENV_VAR}", True))
     out += [(Path(d), "system package", False) for d in spec.system_dirs]
     out.append((user_cache_dir(spec.name), "user cache", False))
     return out
@@ -64,7 +67,8 @@ def _missing_help(spec: DatasetSpec) -> str:
     if spec.apt_package:
         parts.append(f"install Debian's package (`sudo apt-get install {spec.apt_package}`)")
     if spec.mirrors:
-        parts.append("download it with `archbench data fetch`")
+        parts.append("download it with `archbench data fetch"
+                     + ("`" if spec.name == "fashion-mnist" else f" --dataset {spec.name}`"))
     parts.append("or point `--data-dir DIR` (or $ARCHBENCH_DATA) at a directory holding "
                  + ", ".join(f.name + "[.gz]" for f in spec.files))
     return "; ".join(parts) + "."
@@ -122,12 +126,16 @@ def decompress(raw: bytes, path: Path) -> bytes:
     return raw
 
 
-def verify_payload(payload: bytes, expected_sha256: str, expected_nbytes: int | None, source: str) -> None:
+def check_size(payload: bytes, expected_nbytes: int | None, source: str) -> None:
     if expected_nbytes is not None and len(payload) != expected_nbytes:
         raise DataError(
             f"{source}: decompressed size {len(payload)} bytes, expected {expected_nbytes}. "
             "The file is truncated or a different file; delete it and fetch it again."
         )
+
+
+def verify_payload(payload: bytes, expected_sha256: str, expected_nbytes: int | None, source: str) -> None:
+    check_size(payload, expected_nbytes, source)
     digest = hashlib.sha256(payload).hexdigest()
     if digest != expected_sha256:
         raise DataError(
@@ -147,8 +155,7 @@ def verify_file(raw: bytes, payload: bytes, f: DataFile, source: str) -> str:
     The payload's SHA-256 (when the registry knows it) verifies any copy, raw
     or recompressed. Otherwise only the upstream mirrors' MD5 of the ``.gz``
     bytes is known, which verifies an unmodified download and nothing else."""
-    if f.nbytes is not None and len(payload) != f.nbytes:
-        verify_payload(payload, "", f.nbytes, source)  # raises, naming the sizes
+    check_size(payload, f.nbytes, source)
     if f.sha256:
         verify_payload(payload, f.sha256, f.nbytes, source)
         return PAYLOAD_SHA256
@@ -163,7 +170,8 @@ def verify_file(raw: bytes, payload: bytes, f: DataFile, source: str) -> str:
         if digest != f.gz_md5:
             raise DataError(
                 f"{source}: MD5 of the .gz file is {digest}, expected the upstream {f.gz_md5}. The file is "
-                "corrupt, recompressed or not the published one; delete it and fetch it again "
+                "corrupt, recompressed or not the published one (another dataset with the same file names?); "
+                "delete it and fetch it again "
                 "(`archbench data fetch`), or pass --no-verify to use it unchecked."
             )
         return UPSTREAM_GZ_MD5
