@@ -130,3 +130,15 @@ def test_archbench_data_may_hold_one_folder_per_dataset(tiny, tmp_path, monkeypa
     monkeypatch.delenv("ARCHBENCH_DATA")
     with pytest.raises(DataError, match="archbench data fetch --dataset kmnist"):
         locate("kmnist")
+
+
+def test_dataset_given_over_an_experiment_file_drops_the_recipes_flips(tmp_path):
+    from archbench.experiment import load_experiment
+
+    exp = tmp_path / "e.toml"
+    exp.write_text('dataset = "fashion-mnist"\n[[models]]\nname = "dct_cnn"\n')
+    assert load_experiment(exp).train_config_for("dct_cnn").tta_flip
+    cfg = load_experiment(exp, dataset="kmnist").validate()
+    assert cfg.dataset == "kmnist"
+    tc = cfg.train_config_for("dct_cnn")
+    assert not tc.tta_flip and not tc.augment_flip and tc.tta_shift == 1

@@ -204,7 +204,7 @@ def cmd_run(args) -> int:
     if args.experiment and args.resume:
         raise UsageError("give an experiment file or --resume RUN_DIR, not both (a run stores its configuration).")
     if args.experiment:
-        cfg = load_experiment(args.experiment)
+        cfg = load_experiment(args.experiment, args.dataset if "dataset" in args.explicit else None)
         base = _overlay(cfg.to_dict(), wanted, args.explicit)  # command-line options override the file
         base["model_train"] = {m: {k: v for k, v in o.items() if k not in explicit_train}
                                for m, o in base["model_train"].items()}

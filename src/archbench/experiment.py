@@ -84,8 +84,10 @@ def resolve_models(models: list[str], explicit_train: dict, per_model: dict | No
     return out
 
 
-def load_experiment(path: str | Path):
-    """A StudyConfig from an experiment file (see the module docstring)."""
+def load_experiment(path: str | Path, dataset: str | None = None):
+    """A StudyConfig from an experiment file (see the module docstring);
+    ``dataset`` (a command-line override) replaces the file's before the
+    models' recipes are resolved for it."""
     from archbench.study import StudyConfig
 
     path = Path(path)
@@ -127,7 +129,8 @@ def load_experiment(path: str | Path):
     if data_dir is not None:
         data_dir = str((path.parent / data_dir) if not Path(data_dir).is_absolute() else data_dir)
     cfg = StudyConfig(
-        models=names, seeds=seeds, train=train, dataset=data.get("dataset", "fashion-mnist"), data_dir=data_dir,
+        models=names, seeds=seeds, train=train, dataset=dataset or data.get("dataset", "fashion-mnist"),
+        data_dir=data_dir,
         verify=bool(data.get("verify", True)), train_limit=data.get("train_limit"),
         test_limit=data.get("test_limit"), out=str(data.get("out", "runs")), name=data.get("name"),
         specs=specs,
