@@ -173,3 +173,45 @@ def test_data_dir_that_is_a_file_and_debug_traceback(tmp_path):
     assert p.returncode == 3 and "not a directory" in p.stderr and "Traceback" not in p.stderr
     p = archbench("--debug", "run", "--data-dir", str(f))
     assert p.returncode != 0 and "Traceback" in p.stderr
+
+
+@pytest.mark.parametrize("device", [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not __import__("torch").cuda.is_available(),
+                                                   reason="no CUDA GPU on this machine")),
+])
+def test_train_resumed_from_an_epoch_checkpoint_continues_the_same_run(fashion, device):
+    """Epoch 1, checkpoint, then a fresh model resumed from it for epochs 2-3,
+    against 3 epochs straight: the same weights (exactly on CPU; on CUDA to
+    float noise). A scheduled AdamW recipe with augmentation and bf16, so that
+    the optimizer state, the lr objects and both generators must all carry
+    over; on CUDA the step is a graph, captured after the checkpoint is loaded."""
+    import copy
+
+    import torch
+
+    from archbench.models import create_model
+    from archbench.train import TrainConfig, train
+
+    cfg = TrainConfig(epochs=3, batch_size=64, lr=3e-3, optimizer="adamw", weight_decay=0.01,
+                      schedule="onecycle", augment_crop=2, augment_flip=True, precision="bf16", device=device)
+    x, y = fashion.train_images[:1000], fashion.train_labels[:1000]
+    xt, yt = fashion.test_images[:500], fashion.test_labels[:500]
+    torch.manual_seed(0)
+    straight = create_model("cnn")
+    r_straight = train(straight, x, y, xt, yt, cfg, seed=0)
+    saved = []
+    torch.manual_seed(0)
+    first = create_model("cnn")
+    train(first, x, y, xt, yt, cfg, seed=0,
+          checkpoint=lambda s: saved.append(copy.deepcopy(s)) if s["epoch"] == 1 else None)
+    torch.manual_seed(123)  # the resumed run must not depend on the global RNG
+    resumed = create_model("cnn")
+    r_resumed = train(resumed, x, y, xt, yt, cfg, seed=0, resume_from=saved[0])
+    assert [h.epoch for h in r_resumed.history] == [1, 2, 3]
+    for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        if device == "cpu":
+            assert torch.equal(a, b), k
+        else:
+            assert torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-4), k
+    assert r_resumed.test.loss == pytest.approx(r_straight.test.loss, rel=1e-6 if device == "cpu" else 1e-3)
