@@ -7,8 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from archbench.data import get_dataset_spec, list_datasets, load_dataset
-from archbench.data import fetch_dataset
+from archbench.data import encode_idx, fetch_dataset, get_dataset_spec, list_datasets, load_dataset
 from archbench.data.loader import PAYLOAD_SHA256, UPSTREAM_GZ_MD5
 from archbench.data.registry import ROLES
 from archbench.errors import DataError, UsageError
@@ -53,7 +52,6 @@ def test_fetch_checks_the_gz_md5(tiny, tmp_path, http_server):
     arrays, spec = tiny
     spec = md5_only(spec)
     for role, arr in arrays.items():  # serve exactly the bytes the MD5s describe
-        from archbench.data import encode_idx
         http_server.routes[f"/ok/{NAMES[role]}.gz"] = gzip.compress(encode_idx(arr), mtime=0)
     paths = fetch_dataset(spec, tmp_path / "ok", mirrors=[http_server.url + "/ok/"])
     assert len(paths) == 4 and load_dataset(spec, tmp_path / "ok").verification == UPSTREAM_GZ_MD5

@@ -101,11 +101,6 @@ def locate(spec: DatasetSpec | str, data_dir: str | os.PathLike | None = None) -
     )
 
 
-def read_payload(path: Path) -> bytes:
-    """The decompressed bytes of ``path`` (``.gz`` or raw)."""
-    return decompress(read_raw(path), path)
-
-
 def read_raw(path: Path) -> bytes:
     try:
         return path.read_bytes()
@@ -134,17 +129,6 @@ def check_size(payload: bytes, expected_nbytes: int | None, source: str) -> None
         )
 
 
-def verify_payload(payload: bytes, expected_sha256: str, expected_nbytes: int | None, source: str) -> None:
-    check_size(payload, expected_nbytes, source)
-    digest = hashlib.sha256(payload).hexdigest()
-    if digest != expected_sha256:
-        raise DataError(
-            f"{source}: SHA-256 of the decompressed payload is {digest}, expected {expected_sha256}. "
-            "The file is corrupt or not the published one; delete it and fetch it again "
-            "(`archbench data fetch`), or pass --no-verify if you deliberately use other data."
-        )
-
-
 PAYLOAD_SHA256 = "payload SHA-256"
 UPSTREAM_GZ_MD5 = "upstream .gz MD5"
 
@@ -157,7 +141,13 @@ def verify_file(raw: bytes, payload: bytes, f: DataFile, source: str) -> str:
     bytes is known, which verifies an unmodified download and nothing else."""
     check_size(payload, f.nbytes, source)
     if f.sha256:
-        verify_payload(payload, f.sha256, f.nbytes, source)
+        digest = hashlib.sha256(payload).hexdigest()
+        if digest != f.sha256:
+            raise DataError(
+                f"{source}: SHA-256 of the decompressed payload is {digest}, expected {f.sha256}. "
+                "The file is corrupt or not the published one; delete it and fetch it again "
+                "(`archbench data fetch`), or pass --no-verify if you deliberately use other data."
+            )
         return PAYLOAD_SHA256
     if f.gz_md5:
         if raw is payload or raw[:2] != b"\x1f\x8b":
@@ -240,18 +230,18 @@ def _check_labels(arr: np.ndarray, spec: DatasetSpec, source: str) -> None:
             )
 
 
-def load_arrays(paths: dict[str, Path], spec: DatasetSpec, verify: bool = True,
-                methods: set[str] | None = None) -> dict[str, np.ndarray]:
-    """Read, verify (adding each file's method to ``methods``) and parse the four files."""
+def load_arrays(paths: dict[str, Path], spec: DatasetSpec,
+                verify: bool = True) -> tuple[dict[str, np.ndarray], set[str]]:
+    """Read, verify and parse the four files; return the arrays and the
+    verification methods used (empty without ``verify``)."""
     arrays: dict[str, np.ndarray] = {}
+    methods: set[str] = set()
     for role in ROLES:
         path = paths[role]
         raw = read_raw(path)
         payload = decompress(raw, path)
         if verify:
-            method = verify_file(raw, payload, spec.file(role), str(path))
-            if methods is not None:
-                methods.add(method)
+            methods.add(verify_file(raw, payload, spec.file(role), str(path)))
         arr = parse_idx(payload, str(path))
         (_check_images if role.endswith("images") else _check_labels)(arr, spec, str(path))
         arrays[role] = arr
@@ -262,7 +252,7 @@ def load_arrays(paths: dict[str, Path], spec: DatasetSpec, verify: bool = True,
                 f"{split} split: {n_img} images ({paths[split + '_images']}) but {n_lab} labels "
                 f"({paths[split + '_labels']}); the counts must agree."
             )
-    return arrays
+    return arrays, methods
 
 
 def load_dataset(
@@ -272,8 +262,7 @@ def load_dataset(
 ) -> Dataset:
     spec = get_dataset_spec(name) if isinstance(name, str) else name
     paths = locate(spec, data_dir)
-    methods: set[str] = set()
-    arrays = load_arrays(paths, spec, verify=verify, methods=methods)
+    arrays, methods = load_arrays(paths, spec, verify=verify)
     return Dataset(
         spec,
         torch.from_numpy(arrays["train_images"]),
