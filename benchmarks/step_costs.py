@@ -17,10 +17,10 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 
 from archbench.models import create_model
 from archbench.train.formulation import fast_cpu_view
+from archbench.train.loop import _Step
 from archbench.train.optim import LeanAdam
 
 
@@ -35,7 +35,7 @@ def make(name: str):
         raise SystemExit(f"unknown variant {variant!r}; known: trainable-stem")
     view, _ = fast_cpu_view(model)
     opt = LeanAdam([p for p in model.parameters() if p.requires_grad], lr=1e-3, decoupled=True, weight_decay=5e-4)
-    return model, view, opt
+    return _Step(view, opt, label_smoothing=0.1, autocast_dtype=torch.bfloat16)  # the training loop's own step
 
 
 def main(argv=None) -> int:
@@ -49,24 +49,17 @@ def main(argv=None) -> int:
     built = {n: make(n) for n in names}
     x = torch.rand(args.batch, 1, 28, 28).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (args.batch,))
+    loss, pred = torch.zeros(()), torch.zeros(args.batch, dtype=torch.long)
 
-    def step(model, view, opt):
-        with torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False):
-            loss = F.cross_entropy(view(x), y, label_smoothing=0.1)
-        loss.backward()
-        opt.step()
-        for p in model.parameters():
-            p.grad = None
-
-    for b in built.values():  # warm-up
+    for step in built.values():  # warm-up
         for _ in range(3):
-            step(*b)
+            step(x, y, loss, pred)
     times = {n: [] for n in names}
     for _ in range(args.rounds):
         for n in names:
             t0 = time.perf_counter()
             for _ in range(args.steps):
-                step(*built[n])
+                built[n](x, y, loss, pred)
             times[n].append((time.perf_counter() - t0) / args.steps)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
           f"{args.rounds} rounds x {args.steps} steps (medians)")
