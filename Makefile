@@ -11,13 +11,18 @@ TORCH_PIN := torch==2.13.0
 # difference from noise. Override with e.g. make run ARGS='--seeds 0'.
 ARGS ?= --seeds 0,1,2
 
-.PHONY: run test install data browser bench clean
+.PHONY: run test lint install data browser bench clean
 
 run: install data
 	$(VENV)/bin/archbench run $(ARGS)
 
-test: install data browser
+test: install data browser lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The style gate: ruff (pyflakes, pycodestyle, imports, bugbear, pyupgrade) and mypy, configured in pyproject.toml.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 bench: install data
 	$(PY) benchmarks/seed_study.py $(BENCH_ARGS)

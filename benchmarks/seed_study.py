@@ -118,8 +118,9 @@ def main(argv=None) -> int:
                 if acc is not None:
                     accs.setdefault((name, v), []).append(acc)
                 print(f"  rep {rep} {name:4s} {v:10s} {secs:7.2f} s", flush=True)
-    flops_per_sample = {n: count_train_step(create_model(n), batch_size=args.batch_size)["total"].matmul_conv / args.batch_size
-                        for n in models}
+    flops_per_sample = {
+        n: count_train_step(create_model(n), batch_size=args.batch_size)["total"].matmul_conv / args.batch_size
+        for n in models}
     print(f"\n{args.epochs} epochs x {len(data.train_labels):,} images, batch {args.batch_size}, "
           f"median of {args.repeats}:")
     print(f"{'model':5s} {'variant':10s} {'seconds':>8s} {'samples/s':>10s} {'GFLOP/s':>8s} {'% peak':>7s} "
@@ -131,7 +132,8 @@ def main(argv=None) -> int:
             gf = flops_per_sample[name] * samples / s / 1e9
             ratio = f"{base / s:10.2f}x" if base else f"{'':>11s}"
             acc = f"{100 * statistics.median(accs[(name, v)]):7.2f}%" if (name, v) in accs else ""
-            print(f"{name:5s} {v:10s} {s:8.2f} {samples / s:10,.0f} {gf:8.1f} {100 * gf / peak:6.1f}% {ratio} {acc:>8s}")
+            print(f"{name:5s} {v:10s} {s:8.2f} {samples / s:10,.0f} {gf:8.1f} {100 * gf / peak:6.1f}% "
+                  f"{ratio} {acc:>8s}")
     for v in variants:
         if all((n, v) in results for n in models):
             total = sum(statistics.median(results[(n, v)]) for n in models)

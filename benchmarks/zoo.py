@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     print(f"device {device} ({name_dev}), torch {torch.__version__}, {torch.get_num_threads()} threads")
     for name in args.models.split(","):
         recipe = {**recipe_of(name), **overrides, "device": str(device)}
-        cfg = TrainConfig.from_dict({**TrainConfig().to_dict(), **recipe}).validate()
+        cfg = TrainConfig.from_dict(recipe)
         print(f"\n{name}: {recipe}")
         finals, times = [], []
         for seed in (int(s) for s in args.seeds.split(",")):
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
             curve = []
             elapsed = [0.0]
 
-            def on_epoch(h, curve=curve, elapsed=elapsed):
+            def on_epoch(h, curve=curve, elapsed=elapsed, seed=seed):
                 elapsed[0] += h.seconds
                 curve.append((h.epoch, elapsed[0], h.test_acc))
                 print(f"  seed {seed} epoch {h.epoch:2d}  {elapsed[0]:7.1f} s  test acc {100 * h.test_acc:.2f} %",

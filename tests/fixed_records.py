@@ -2,7 +2,10 @@
 
 import torch
 
+from archbench.config import TrainConfig
+
 CLASSES = ["zero", "one", "two", "three"]
+TRAIN = {**TrainConfig().to_dict(), "epochs": 2, "batch_size": 32}
 
 
 def _measurements(params, flops_inf, peak, latency):
@@ -70,10 +73,11 @@ def fixed_record(accuracies=None, n_test=400):
         models[name] = {"description": f"model {name}", "measurements": _measurements(p, f, peak, lat),
                         "units": units}
     return {
-        "schema": "archbench.run/1", "name": "fixed", "device": "cpu",
+        "schema": "archbench.run/2", "name": "fixed", "device": "cpu",
         "config": {"models": list(accuracies), "seeds": [0, 1], "dataset": "tiny",
-                   "train": {"epochs": 2, "batch_size": 32, "lr": 0.001, "beta1": 0.9, "beta2": 0.999,
-                             "eps": 1e-07}},
+                   "train": {m: dict(TRAIN) for m in accuracies},
+                   "sources": {"seeds": "cli", "train": {m: {"epochs": "cli", "batch_size": "file"}
+                                                         for m in accuracies}}},
         "environment": {"archbench": "0.1.0", "python": "3.11.7", "torch": "2.13.0+cpu"},
         "dataset": {"name": "tiny", "train_samples": 640, "test_samples": n_test, "verified_sha256": True,
                     "classes": CLASSES, "test_labels": labels.tolist()},

@@ -28,7 +28,7 @@ def small_run(tmp_path_factory, fashion_dir):
 def test_run_writes_record_report_and_weights(small_run):
     run_dir, p = small_run
     rec = json.loads((run_dir / "results.json").read_text())
-    assert rec["schema"] == "archbench.run/1"
+    assert rec["schema"] == "archbench.run/2"
     assert rec["config"]["models"] == ["mlp", "cnn"] and rec["config"]["seeds"] == [0, 1]
     assert rec["dataset"]["train_samples"] == 640 and rec["dataset"]["verified_sha256"]
     for k in ("torch", "python", "cpu", "torch_threads"):
@@ -69,7 +69,7 @@ def test_models_lists_the_registry():
     (["run", "--epochs", "0"], 2, "--epochs must be an integer >= 1, got 0"),
     (["run", "--epochs", "-3"], 2, "got -3"),
     (["run", "--batch-size", "0"], 2, "--batch-size must be an integer >= 1"),
-    (["run", "--lr", "abc"], 2, "--lr must be a number > 0"),
+    (["run", "--lr", "abc"], 2, "--lr must be a finite number > 0, got abc"),
     (["run", "--seeds", "1,x"], 2, "comma-separated integers"),
     (["run", "--device", "tpu"], 2, "auto, cpu, cuda or cuda:N"),
     (["run", "--models", "mlp,resnet9000"], 2, "unknown model 'resnet9000'"),

@@ -40,7 +40,8 @@ def conv_stacks(draw):
         if kind == "conv":
             groups = draw(st.sampled_from([g for g in (1, 2) if c % g == 0]))
             out = groups * draw(st.integers(1, 4))
-            k, s, p, d = draw(st.integers(1, 3)), draw(st.integers(1, 2)), draw(st.integers(0, 2)), draw(st.integers(1, 2))
+            k, s = draw(st.integers(1, 3)), draw(st.integers(1, 2))
+            p, d = draw(st.integers(0, 2)), draw(st.integers(1, 2))
             ho, wo = conv_out(h, k, s, p, d), conv_out(w, k, s, p, d)
             if ho < 2 or wo < 2:
                 continue

@@ -7,13 +7,11 @@ from dataclasses import replace
 
 import pytest
 
+from archbench.config import load_experiment, resolve
 from archbench.data import encode_idx, fetch_dataset, get_dataset_spec, list_datasets, load_dataset
 from archbench.data.loader import PAYLOAD_SHA256, UPSTREAM_GZ_MD5
 from archbench.data.registry import ROLES
 from archbench.errors import DataError, UsageError
-from archbench.experiment import resolve_models
-from archbench.study import StudyConfig
-from archbench.train import TrainConfig
 from tests.conftest import NAMES, write_files
 from tests.test_fetch import serve
 
@@ -83,22 +81,21 @@ def test_registry_entries_are_complete_and_consistent(name):
 
 
 def test_unknown_dataset_is_refused_at_entry():
-    cfg = StudyConfig(models=["mlp"], dataset="cifar10")
     with pytest.raises(UsageError, match="unknown dataset 'cifar10'.*fashion-mnist.*kmnist.*mnist"):
-        cfg.validate()
+        resolve({"models": ["mlp"], "dataset": "cifar10"})
 
 
 def test_zoo_recipes_drop_flips_on_digits_and_explicit_flips_are_refused():
-    on_fashion = resolve_models(["resnet_small"], {}, dataset="fashion-mnist")["resnet_small"]
-    assert on_fashion["augment_flip"] and on_fashion["tta_flip"]
-    on_mnist = resolve_models(["resnet_small"], {}, dataset="mnist")["resnet_small"]
-    assert "augment_flip" not in on_mnist and "tta_flip" not in on_mnist
-    assert on_mnist["augment_crop"] == on_fashion["augment_crop"]  # the rest of the recipe stays
-    cfg = StudyConfig(models=["resnet_small"], dataset="kmnist", model_train={"resnet_small": on_mnist})
-    assert not cfg.validate().train_config_for("resnet_small").augment_flip
-    bad = StudyConfig(models=["mlp"], dataset="mnist", train=TrainConfig(augment_flip=True))
+    on_fashion = resolve({"models": ["resnet_small"]}).train_config_for("resnet_small")
+    assert on_fashion.augment_flip and on_fashion.tta_flip
+    cfg = resolve({"models": ["resnet_small"], "dataset": "mnist"})
+    on_mnist = cfg.train_config_for("resnet_small")
+    assert not on_mnist.augment_flip and not on_mnist.tta_flip
+    assert on_mnist.augment_crop == on_fashion.augment_crop  # the rest of the recipe stays
+    assert cfg.sources["train"]["resnet_small"]["augment_flip"] == "default"
+    assert any("resnet_small" in n and "mirror image" in n for n in cfg.notes)
     with pytest.raises(UsageError, match="model mlp: horizontal flips.*mnist.*augment_flip = false"):
-        bad.validate()
+        resolve({"models": ["mlp"], "dataset": "mnist", "augment_flip": True})
 
 
 def test_run_dataset_option_reaches_the_study(tmp_path, monkeypatch, capsys):
@@ -131,12 +128,10 @@ def test_archbench_data_may_hold_one_folder_per_dataset(tiny, tmp_path, monkeypa
 
 
 def test_dataset_given_over_an_experiment_file_drops_the_recipes_flips(tmp_path):
-    from archbench.experiment import load_experiment
-
     exp = tmp_path / "e.toml"
     exp.write_text('dataset = "fashion-mnist"\n[[models]]\nname = "dct_cnn"\n')
-    assert load_experiment(exp).train_config_for("dct_cnn").tta_flip
-    cfg = load_experiment(exp, dataset="kmnist").validate()
+    assert resolve(experiment=load_experiment(exp)).train_config_for("dct_cnn").tta_flip
+    cfg = resolve({"dataset": "kmnist"}, experiment=load_experiment(exp))
     assert cfg.dataset == "kmnist"
     tc = cfg.train_config_for("dct_cnn")
     assert not tc.tta_flip and not tc.augment_flip and tc.tta_shift == 1

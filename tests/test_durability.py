@@ -88,7 +88,11 @@ def test_resume_skips_finished_units_and_refuses_a_changed_config(uninterrupted,
     assert unit(run_dir, "cnn") == json.loads(before)["models"]["cnn"]["units"][0]
     p = archbench("run", "--resume", str(run_dir), "--epochs", "7", "--lr", "0.01")
     assert p.returncode == 2
-    assert "train.epochs: 5 -> 7" in p.stderr and "train.lr: 0.001 -> 0.01" in p.stderr
+    assert "epochs (model cnn): stored 5, given 7" in p.stderr
+    assert "lr (model cnn): stored 0.001, given 0.01" in p.stderr
+    # The same value as stored is no change: the run resumes.
+    p = archbench("run", "--resume", str(run_dir), "--epochs", "5", "--quiet")
+    assert p.returncode == 0, p.stderr
 
 
 def test_a_failing_model_does_not_sink_the_run(tmp_path, fashion_dir):

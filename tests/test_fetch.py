@@ -2,10 +2,9 @@ import gzip
 
 import pytest
 
-from archbench.data import fetch_dataset, load_dataset
+from archbench.data import encode_idx, fetch_dataset, load_dataset
 from archbench.errors import DataError
 from tests.conftest import NAMES
-from archbench.data import encode_idx
 
 
 def serve(server, arrays, prefix="/m1", corrupt=None):

@@ -23,7 +23,8 @@ def conv_macs(cin, cout, h, w, k, stride=1, pad=0, dil=1, groups=1):
     return cout * ho * wo * (cin // groups) * k * k, ho, wo
 
 
-@pytest.mark.parametrize("stride,pad,dil,groups", [(1, 0, 1, 1), (2, 1, 1, 1), (1, 2, 2, 1), (3, 1, 1, 4), (2, 0, 2, 2)])
+@pytest.mark.parametrize("stride,pad,dil,groups",
+                         [(1, 0, 1, 1), (2, 1, 1, 1), (1, 2, 2, 1), (3, 1, 1, 4), (2, 0, 2, 2)])
 def test_conv_forward_macs_match_formula(stride, pad, dil, groups):
     conv = nn.Conv2d(8, 12, 3, stride=stride, padding=pad, dilation=dil, groups=groups)
     macs, _, _ = conv_macs(8, 12, 17, 15, 3, stride, pad, dil, groups)
@@ -137,7 +138,7 @@ def test_step_memory_grows_with_batch_for_the_cnn():
 def test_saved_files_are_real_and_reload(tmp_path):
     model = create_model("cnn")
     out = save_model_files(model, tmp_path, "cnn")
-    for fmt, d in out.items():
+    for d in out.values():
         path = tmp_path / d["path"]
         assert d["bytes"] == os.stat(path).st_size > count_parameters(model)["param_bytes"]
     from safetensors.torch import load_file

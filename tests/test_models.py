@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from archbench.errors import ModelError
-from archbench.models import check_model_io, create_model, list_models, register_model
 from archbench.measure import count_parameters
+from archbench.models import check_model_io, create_model, list_models, register_model
 
 
 def test_seed_param_counts_from_layer_shapes():

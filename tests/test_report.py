@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from archbench.errors import UsageError
-from archbench.merge import merge_records
+from archbench.records import merge_records
 from archbench.report import analyze, render_report_markdown, write_reports
 from tests.fixed_records import fixed_record
 

@@ -4,8 +4,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from archbench.config import load_experiment, resolve
 from archbench.errors import UsageError
-from archbench.experiment import load_experiment
 from archbench.measure import count_parameters
 from archbench.models import create_model
 from archbench.models.spec import SpecError, build_from_spec
@@ -71,7 +71,8 @@ layer_st = st.fixed_dictionaries({"type": st.sampled_from(
     "units": st.one_of(st.integers(-2, 40), st.text(max_size=3)), "filters": st.integers(-1, 8),
     "kernel": st.one_of(st.integers(-1, 40), st.none()), "stride": st.integers(-1, 3),
     "padding": st.one_of(st.sampled_from(["same", "valid", "x"]), st.integers(-1, 3)),
-    "size": st.integers(-1, 30), "rate": st.one_of(st.floats(-1, 2), st.just(float("nan"))), "activation": st.sampled_from(["relu", "nope", None]),
+    "size": st.integers(-1, 30), "rate": st.one_of(st.floats(-1, 2), st.just(float("nan"))),
+    "activation": st.sampled_from(["relu", "nope", None]),
     "layers": st.just([{"type": "relu"}]), "extra": st.integers()})
 
 
@@ -93,8 +94,8 @@ def test_experiment_file_resolves_recipes_and_overrides(tmp_path):
         '[[models]]\nname = "resnet_small"\n'
         '[[models]]\nname = "tiny"\nspec = { layers = [{ type = "flatten" }, { type = "dense", units = 10 }] }\n'
         'train = { lr = 0.01 }\n')
-    cfg = load_experiment(tmp_path / "exp.toml")
-    assert cfg.models == ["mlp", "resnet_small", "tiny"] and cfg.seeds == [0, 1] and cfg.name == "e"
+    cfg = resolve(experiment=load_experiment(tmp_path / "exp.toml"))
+    assert cfg.models == ("mlp", "resnet_small", "tiny") and cfg.seeds == (0, 1) and cfg.name == "e"
     assert cfg.train_config_for("mlp").epochs == 2 and cfg.train_config_for("mlp").lr == 1e-3
     r = cfg.train_config_for("resnet_small")
     assert r.epochs == 2  # [train] wins over the model's recipe ...
@@ -104,10 +105,16 @@ def test_experiment_file_resolves_recipes_and_overrides(tmp_path):
 
 
 @pytest.mark.parametrize("text, words", [
-    ('seeds = [0]\nbogus = 1\n[[models]]\nname = "mlp"\n', "unknown key(s) ['bogus'] in the top level"),
-    ('[[models]]\nname = "mlp"\ncolour = "red"\n', "unknown key(s) ['colour'] in [[models]] #1"),
-    ('[train]\nepoch = 5\n[[models]]\nname = "mlp"\n', "unknown key(s) ['epoch'] in [train]"),
+    ('seeds = [0]\nbogus = 1\n[[models]]\nname = "mlp"\n', "the top level: unknown key(s) ['bogus']"),
+    ('[[models]]\nname = "mlp"\ncolour = "red"\n', "models #1: unknown key(s) ['colour']"),
+    ('[train]\nepoch = 5\n[[models]]\nname = "mlp"\n', "[train]: unknown key(s) ['epoch']"),
     ('[train]\nepochs = 0\n[[models]]\nname = "mlp"\n', "epochs = 0 is invalid"),
+    ('[train]\nepochs = true\n[[models]]\nname = "mlp"\n', "epochs = True is invalid: expected an integer"),
+    ('[train]\nlr = "fast"\n[[models]]\nname = "mlp"\n', "lr = 'fast' is invalid"),
+    ('[train]\nprecision = "fp16"\n[[models]]\nname = "mlp"\n', "expected one of fp32, bf16"),
+    ('train_limit = true\n[[models]]\nname = "mlp"\n', "train_limit = True is invalid"),
+    ('verify = "false"\n[[models]]\nname = "mlp"\n', "verify = 'false' is invalid: expected true or false"),
+    ('name = "../../x"\n[[models]]\nname = "mlp"\n', "name = '../../x' is invalid"),
     ('seeds = [0]\n', "at least one [[models]] table"),
     ('seeds = "0,1"\n[[models]]\nname = "mlp"\n', "seeds = '0,1' is invalid"),
     ('[[models]\nname = "mlp"\n', "not valid TOML"),
@@ -122,7 +129,7 @@ def test_malformed_experiment_files(tmp_path, text, words):
 def test_seed_study_file_equals_the_default_config():
     from pathlib import Path
 
-    from archbench.study import StudyConfig
+    from archbench.config import config_differences
 
-    cfg = load_experiment(Path(__file__).parents[1] / "examples" / "seed_study.toml")
-    assert cfg.to_dict() == StudyConfig().to_dict()
+    cfg = resolve(experiment=load_experiment(Path(__file__).parents[1] / "examples" / "seed_study.toml"))
+    assert config_differences(cfg.to_dict(), resolve().to_dict()) == []

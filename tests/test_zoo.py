@@ -6,7 +6,7 @@ import torch
 from archbench.measure import count_forward, count_train_step
 from archbench.measure.params import count_parameters
 from archbench.models import create_model, recipe_of
-from archbench.models.zoo import dct_basis, fixed_dct_conv
+from archbench.models.blocks import dct_basis, fixed_dct_conv
 from archbench.train import TrainConfig, train
 
 # (c_in, c_out, output side) of dct_cnn's convolutions, the stem first.

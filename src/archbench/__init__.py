@@ -10,11 +10,11 @@ size, FLOPs, peak training memory, time), and report with uncertainty.
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "compare", "StudyResult"]
+__all__ = ["StudyResult", "__version__", "compare", "load_run"]
 
 
 def __getattr__(name):  # lazy: `import archbench` stays cheap
-    if name in ("compare", "StudyResult"):
+    if name in ("compare", "load_run", "StudyResult"):
         from archbench import api
 
         return getattr(api, name)

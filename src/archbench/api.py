@@ -1,34 +1,79 @@
-"""The Python API: ``archbench.compare([...])`` runs a study and returns a
-result that tabulates itself (and renders inline in Jupyter)."""
+"""The Python API, equal to the CLI: ``archbench.compare([...])`` resolves its
+arguments through the same :func:`archbench.config.resolve` as ``archbench
+run`` (so recipes apply exactly as there), runs the study, and returns a
+result that tabulates itself (and renders inline in Jupyter);
+``archbench.load_run(path)`` returns the same result for a saved run.
+
+    >>> import archbench
+    >>> r = archbench.compare(["mlp", "cnn", "dct_cnn"], seeds=[0, 1, 2], epochs=3)
+    >>> r.to_dataframe()        # accuracy with intervals and every cost, one row per model
+    >>> r.verdicts()            # the pairwise comparisons the report draws its conclusions from
+
+Models may be registry names, ``module:callable`` strings, spec files,
+zero-argument callables (a function or a class), or ``nn.Module`` instances;
+a dict ``{name: model}`` names them. An instance is a template: each unit
+trains a deep copy whose parameters were re-initialised from the unit's seed
+by calling every submodule's ``reset_parameters()`` (so seeds differ as they
+would for a freshly built model). An instance with parameters that no
+``reset_parameters()`` covers, or with frozen parameters (which re-initialising
+would overwrite), is refused: pass a callable that builds the model instead.
+
+The call leaves no global state behind: torch's thread count and ``sys.path``
+are restored, plots are drawn without pyplot, and models given as Python
+objects are known to the registry only while the call runs.
+"""
 
 from __future__ import annotations
 
+import copy
 import html
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from archbench.errors import ModelError, UsageError
+from archbench.records import RunRecord
 
 
 @dataclass
 class StudyResult:
-    record: dict
+    record: RunRecord
     run_dir: Path
 
-    def summary(self) -> list[dict]:
-        """One row per model: accuracy statistics and measured costs."""
+    def _analysis(self) -> dict:
         from archbench.report import analyze
 
-        an = analyze(self.record, resamples=500)
+        if not hasattr(self, "_an"):
+            self._an = analyze(self.record)
+        return self._an
+
+    def summary(self) -> list[dict]:
+        """One row per model: accuracy statistics and measured costs (base units)."""
         rows = []
-        for name, s in an["models"].items():
+        for name, s in self._analysis()["models"].items():
             a = s["accuracy"]
             row = {"model": name, "accuracy_mean": a.get("mean"), "accuracy_std": a.get("std"),
-                   "accuracy_ci_low": (a.get("ci") or {}).get("low"), "accuracy_ci_high": (a.get("ci") or {}).get("high"),
+                   "accuracy_ci_low": (a.get("ci") or {}).get("low"),
+                   "accuracy_ci_high": (a.get("ci") or {}).get("high"),
                    "n": a.get("n", 0), "failed_units": len(s["failed"])}
             row.update(s["costs"])
             rows.append(row)
         return rows
 
-    def to_dataframe(self):
+    def costs(self) -> list[dict]:
+        """The cost table: one row per model, base units (counts, bytes, FLOPs, seconds)."""
+        return [{"model": n, **s["costs"]} for n, s in self._analysis()["models"].items()]
+
+    def verdicts(self) -> list[dict]:
+        """Pairwise accuracy comparisons (more accurate model first): the
+        difference with its interval, the paired test and whether it is significant."""
+        return [dict(p) for p in self._analysis()["pairs"]]
+
+    def to_dataframe(self) -> Any:
         """The summary as a pandas DataFrame (pandas is optional)."""
         try:
             import pandas as pd
@@ -38,7 +83,7 @@ class StudyResult:
         return pd.DataFrame(self.summary()).set_index("model")
 
     def _repr_html_(self) -> str:
-        from archbench.report import comparison_rows, TABLE_HEAD
+        from archbench.report import TABLE_HEAD, comparison_rows
 
         head = "".join(f"<th>{html.escape(h)}</th>" for h in TABLE_HEAD)
         body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
@@ -48,21 +93,121 @@ class StudyResult:
                 f"</table></div>")
 
     def __repr__(self) -> str:
-        from archbench.report import comparison_rows, text_table, TABLE_HEAD
+        from archbench.report import TABLE_HEAD, comparison_rows, text_table
 
         return text_table(TABLE_HEAD, comparison_rows(self.record))
 
 
-def compare(models, seeds=(0,), *, epochs: int = 5, batch_size: int = 64, lr: float = 1e-3,
-            device: str = "auto", data_dir=None, train_limit: int | None = None, test_limit: int | None = None,
-            out: str = "runs", name: str | None = None, quiet: bool = True) -> StudyResult:
-    """Train and measure ``models`` (registry names or ``module:callable``)
-    over ``seeds``; write the run directory; return a :class:`StudyResult`."""
-    from archbench.study import StudyConfig, run_study
-    from archbench.train import TrainConfig
+def load_run(path: str | Path) -> StudyResult:
+    """The result of a saved run (a run directory or its results.json)."""
+    from archbench.records import load_record
 
-    cfg = StudyConfig(models=list(models), seeds=list(seeds),
-                      train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, device=device),
-                      data_dir=data_dir, train_limit=train_limit, test_limit=test_limit, out=out, name=name)
-    record, run_dir = run_study(cfg, quiet=quiet)
+    p = Path(path)
+    return StudyResult(load_record(p), p if p.is_dir() else p.parent)
+
+
+def _reinitialised(template: nn.Module, name: str) -> Callable[[], nn.Module]:
+    """A factory of deep copies of ``template`` with every parameter
+    re-initialised by its module's reset_parameters() (from torch's global
+    RNG, which the unit seeds)."""
+    frozen = [n for n, p in template.named_parameters() if not p.requires_grad]
+    if frozen:
+        raise ModelError(f"model {name!r} (an nn.Module instance) has frozen parameters ({', '.join(frozen[:4])}"
+                         f"{', ...' if len(frozen) > 4 else ''}) that re-initialising per seed would overwrite; "
+                         "pass a zero-argument callable that builds the model instead (e.g. its class).")
+
+    def reset(m: nn.Module) -> set[int]:
+        covered: set[int] = set()
+        for sub in m.modules():
+            fn = getattr(sub, "reset_parameters", None) or getattr(sub, "_reset_parameters", None)
+            if callable(fn):
+                fn()
+                covered |= {id(p) for p in sub.parameters(recurse=False)}
+        return covered
+
+    probe = copy.deepcopy(template)
+    covered = reset(probe)
+    missing = [n for n, p in probe.named_parameters() if id(p) not in covered]
+    if missing:
+        raise ModelError(f"model {name!r} (an nn.Module instance): no reset_parameters() re-initialises "
+                         f"{', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}, so every seed would "
+                         "start from the same weights; pass a zero-argument callable that builds the model "
+                         "instead (e.g. its class), or give that module a reset_parameters().")
+
+    def build() -> nn.Module:
+        m = copy.deepcopy(template)
+        reset(m)
+        return m
+
+    return build
+
+
+@contextmanager
+def _python_models(models: Any) -> Iterator[list[str]]:
+    """Model names for ``models``; callables and instances are registered
+    for the duration of the block."""
+    from archbench.models.registry import list_models, register_object, unregister_object
+
+    items: list[tuple[str | None, Any]]
+    if isinstance(models, Mapping):
+        items = list(models.items())
+    elif isinstance(models, (str, nn.Module)) or callable(models):
+        items = [(None, models)]
+    else:
+        try:
+            items = [(None, m) for m in models]
+        except TypeError:
+            raise UsageError(f"models must be a list of models or a dict {{name: model}}, got {models!r}.") from None
+    names: list[str] = []
+    registered: list[str] = []
+    try:
+        for given, obj in items:
+            if isinstance(obj, str) and given is None:
+                names.append(obj)
+                continue
+            if isinstance(obj, nn.Module):
+                name = given or type(obj).__name__
+                factory = _reinitialised(obj, name)
+            elif callable(obj):
+                name = given or getattr(obj, "__name__", None) or type(obj).__name__
+                factory = obj
+            else:
+                raise UsageError(f"model {obj!r}: expected a registry name, 'module:callable', a spec file, "
+                                 "a zero-argument callable or an nn.Module instance.")
+            if not isinstance(name, str) or not name or name in list_models() or name in registered:
+                raise UsageError(f"model name {name!r} is taken (by a registered model or another model in this "
+                                 "call); name them: compare({'my_net': MyNet, ...}).")
+            register_object(name, factory)
+            registered.append(name)
+            names.append(name)
+        yield names
+    finally:
+        for name in registered:
+            unregister_object(name)
+
+
+def compare(models: Any, *, seeds: Any = None, dataset: str | None = None, quiet: bool = False,
+            timing: bool = True, check_determinism: bool = False, **options: Any) -> StudyResult:
+    """Train and measure ``models`` over ``seeds``; write the run directory;
+    return a :class:`StudyResult`.
+
+    ``options`` are the keys of ``archbench run``: study keys (``data_dir``,
+    ``verify``, ``train_limit``, ``test_limit``, ``out``, ``name``) and
+    training keys (``epochs``, ``batch_size``, ``lr``, ``optimizer``, ...).
+    An option given here wins over the model's recipe, as on the command line;
+    one not given leaves the recipe's value (a zoo model trains with its own
+    recipe). Progress bars show (in notebooks too) unless ``quiet``."""
+    from archbench.config import Source, resolve
+    from archbench.study import RunOptions, run_study
+
+    explicit = dict(options)
+    if seeds is not None:
+        explicit["seeds"] = [seeds] if isinstance(seeds, int) else list(seeds)
+    if dataset is not None:
+        explicit["dataset"] = dataset
+    with _python_models(models) as names:
+        explicit["models"] = names
+        cfg = resolve(explicit, source=Source.API)
+        record, run_dir = run_study(cfg, RunOptions(quiet=quiet, timing=timing, notebook=True,
+                                                    check_determinism=check_determinism))
     return StudyResult(record, run_dir)

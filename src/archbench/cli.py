@@ -43,6 +43,19 @@ def _positive_float(what: str):
     return parse
 
 
+def _non_negative_float(what: str):
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            v = float("nan")
+        if not 0 <= v < float("inf"):
+            raise argparse.ArgumentTypeError(f"{what} must be a finite number >= 0, got {text!r}")
+        return v
+
+    return parse
+
+
 def _seeds(text: str) -> list[int]:
     try:
         seeds = [int(s) for s in text.split(",") if s.strip() != ""]
@@ -50,8 +63,8 @@ def _seeds(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"seeds must be comma-separated integers like 0,1,2, got {text!r}") from None
     if not seeds:
         raise argparse.ArgumentTypeError("seeds must name at least one integer, e.g. --seeds 0")
-    if any(s < 0 for s in seeds):
-        raise argparse.ArgumentTypeError(f"seeds must be >= 0, got {text!r}")
+    if any(not 0 <= s < 2**63 for s in seeds):
+        raise argparse.ArgumentTypeError(f"seeds must be integers from 0 to 2**63-1, got {text!r}")
     if len(set(seeds)) != len(seeds):
         raise argparse.ArgumentTypeError(f"seeds {text!r} repeat a value")
     return seeds
@@ -64,10 +77,39 @@ def _models(text: str) -> list[str]:
     return models
 
 
-def _device(text: str) -> str:
-    if text in ("auto", "cpu", "cuda") or (text.startswith("cuda:") and text[5:].isdigit()):
-        return text
-    raise argparse.ArgumentTypeError(f"device must be auto, cpu, cuda or cuda:N, got {text!r}")
+def _train_flag_type(key: str, flag: str):
+    """An argparse type for training option ``key``, checked as resolve checks it."""
+    from archbench.config import TRAIN_CHECKS, TRAIN_DEFAULTS
+
+    check = TRAIN_CHECKS[key]
+    kind = type(TRAIN_DEFAULTS[key])
+
+    def parse(text: str):
+        try:
+            value = kind(text) if kind in (int, float) else text
+            return check.convert(value)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"{flag} must be {check.expect}, got {text}") from None
+
+    return parse
+
+
+def _add_train_options(r: argparse.ArgumentParser) -> None:
+    """One flag per training option, generated from TrainConfig: the CLI,
+    experiment files and the API share one list of keys."""
+    from archbench.config import TRAIN_CHECKS, TRAIN_DEFAULTS, TRAIN_DOCS, TRAIN_KEYS
+
+    g = r.add_argument_group("training options (each overrides the experiment file and the model's recipe)")
+    for key in TRAIN_KEYS:
+        flag = "--" + key.replace("_", "-")
+        default = TRAIN_DEFAULTS[key]
+        if isinstance(default, bool):
+            g.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                           help=f"{TRAIN_DOCS[key]} (default: {'on' if default else 'off'})")
+        else:
+            g.add_argument(flag, type=_train_flag_type(key, flag), default=argparse.SUPPRESS,
+                           metavar=key.upper(),
+                           help=f"{TRAIN_DOCS[key]}: {TRAIN_CHECKS[key].expect} (default: {default})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,28 +123,25 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="train and measure models, write runs/<name>/ (default: the seed study)")
     r.add_argument("experiment", nargs="?", default=None,
                    help="an experiment file (TOML; see examples/); options given here override it")
-    r.add_argument("--models", type=_models, default=["mlp", "cnn"],
-                   help="comma-separated registry names or package.module:function (default: mlp,cnn)")
-    r.add_argument("--seeds", type=_seeds, default=[0], help="comma-separated seeds (default: 0)")
-    r.add_argument("--repeats", type=_int_at_least(1, "--repeats"), default=None,
+    S = argparse.SUPPRESS  # an option not given is absent: "given" means explicit, whatever the value
+    r.add_argument("--models", type=_models, default=S,
+                   help="comma-separated registry names, package.module:function or spec files (default: mlp,cnn)")
+    r.add_argument("--seeds", type=_seeds, default=S, help="comma-separated seeds (default: 0)")
+    r.add_argument("--repeats", type=_int_at_least(1, "--repeats"), default=S,
                    help="shorthand for --seeds 0,1,...,N-1")
-    r.add_argument("--epochs", type=_int_at_least(1, "--epochs"), default=5)
-    r.add_argument("--batch-size", type=_int_at_least(1, "--batch-size"), default=64)
-    r.add_argument("--lr", type=_positive_float("--lr"), default=1e-3)
-    r.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    r.add_argument("--dataset", default="fashion-mnist",
-                   help="registered IDX dataset to train and test on: fashion-mnist, mnist or kmnist (default: fashion-mnist)")
-    r.add_argument("--data-dir", default=None, help="directory holding the IDX files (.gz or raw)")
-    r.add_argument("--no-verify", action="store_true", help="skip the checksum check of the data files")
-    r.add_argument("--out", default="runs", help="parent directory of run directories (default: runs)")
-    r.add_argument("--name", default=None, help="run directory name (default: a timestamp)")
-    r.add_argument("--train-limit", type=_int_at_least(1, "--train-limit"), default=None,
+    r.add_argument("--dataset", default=S,
+                   help="registered IDX dataset to train and test on: fashion-mnist, mnist or kmnist "
+                        "(default: fashion-mnist)")
+    r.add_argument("--data-dir", default=S, help="directory holding the IDX files (.gz or raw)")
+    r.add_argument("--no-verify", action="store_true", default=S,
+                   help="skip the checksum check of the data files")
+    r.add_argument("--out", default=S, help="parent directory of run directories (default: runs)")
+    r.add_argument("--name", default=S, help="run directory name (default: a timestamp)")
+    r.add_argument("--train-limit", type=_int_at_least(1, "--train-limit"), default=S,
                    help="use only the first N training images")
-    r.add_argument("--test-limit", type=_int_at_least(1, "--test-limit"), default=None,
+    r.add_argument("--test-limit", type=_int_at_least(1, "--test-limit"), default=S,
                    help="use only the first N test images")
-    r.add_argument("--formulation", choices=("fast", "plain"), default="fast",
-                   help="CPU training formulation: fast (channels-last, same maths) or plain eager")
-    r.add_argument("--no-cuda-graphs", action="store_true", help="on CUDA, run the step eagerly")
+    _add_train_options(r)
     r.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
     r.add_argument("--no-timing", action="store_true",
                    help="skip the latency/throughput/step-time measurements (a few seconds per model)")
@@ -114,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
     r.add_argument("--cpus-per-unit", type=_int_at_least(1, "--cpus-per-unit"), default=None,
                    help="CPU threads per unit (Ray: its CPU request; default 1 on Ray, all cores locally)")
-    r.add_argument("--gpus-per-unit", type=float, default=0.0, help="GPUs per Ray task (default 0)")
+    r.add_argument("--gpus-per-unit", type=_non_negative_float("--gpus-per-unit"), default=0.0,
+                   help="GPUs per Ray task (default 0)")
     r.add_argument("--max-retries", type=_int_at_least(0, "--max-retries"), default=2,
                    help="Ray retries of a unit whose worker died (default 2)")
     r.add_argument("--mlflow", nargs="?", const="default", default=None, metavar="URI",
@@ -134,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("profile", help="measure one model's costs (no training): layers, FLOPs, memory, size, speed")
     pr.add_argument("model", help="registry name or package.module:function")
     pr.add_argument("--batch-size", type=_int_at_least(1, "--batch-size"), default=64)
-    pr.add_argument("--device", type=_device, default="auto")
+    pr.add_argument("--device", type=_train_flag_type("device", "--device"), default="auto")
     pr.add_argument("--train-samples", type=_int_at_least(1, "--train-samples"), default=60000,
                     help="samples per epoch for the per-epoch/per-run FLOPs (default 60000)")
     pr.add_argument("--epochs", type=_int_at_least(1, "--epochs"), default=5)
@@ -158,65 +198,41 @@ def _log(quiet: bool):
     return (lambda s: None) if quiet else (lambda s: print(s, file=sys.stderr, flush=True))
 
 
-# CLI option -> where it lives in the resolved configuration
-_RUN_OPTIONS = {
-    "models": ("models",), "seeds": ("seeds",), "repeats": ("seeds",), "epochs": ("train", "epochs"),
-    "batch_size": ("train", "batch_size"), "lr": ("train", "lr"), "device": ("train", "device"),
-    "dataset": ("dataset",), "data_dir": ("data_dir",), "no_verify": ("verify",), "train_limit": ("train_limit",),
-    "test_limit": ("test_limit",), "formulation": ("train", "formulation"),
-    "no_cuda_graphs": ("train", "cuda_graphs"),
-}
+# Command-line dests that are configuration keys (everything else is how to run).
+_STUDY_DESTS = ("models", "seeds", "repeats", "dataset", "data_dir", "no_verify", "out", "name", "train_limit",
+                "test_limit")
 
 
-def _config_from_args(args) -> dict:
-    seeds = list(range(args.repeats)) if args.repeats else args.seeds
-    return {
-        "models": args.models, "seeds": seeds, "dataset": args.dataset, "data_dir": args.data_dir,
-        "verify": not args.no_verify, "train_limit": args.train_limit, "test_limit": args.test_limit,
-        "train": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "beta1": 0.9,
-                  "beta2": 0.999, "eps": 1e-7, "device": args.device, "formulation": args.formulation,
-                  "cuda_graphs": not args.no_cuda_graphs, "eval_batch_size": 1000},
-    }
+def explicit_options(args: argparse.Namespace) -> dict:
+    """The configuration options given on this command line (absent ones
+    are absent: the parser's defaults are SUPPRESS), as config keys."""
+    from archbench.config import TRAIN_KEYS
 
-
-def _overlay(base: dict, wanted: dict, explicit: set[str]) -> dict:
-    """``base`` (a resolved configuration) with the options given explicitly
-    on the command line (as found in ``wanted``) laid over it."""
-    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
-    for dest in explicit:
-        path = _RUN_OPTIONS.get(dest)
-        if path and len(path) == 1:
-            out[path[0]] = wanted[path[0]]
-        elif path:
-            out[path[0]][path[1]] = wanted[path[0]][path[1]]
+    given = vars(args)
+    out = {k: given[k] for k in (*_STUDY_DESTS, *TRAIN_KEYS) if k in given}
+    if "repeats" in out:
+        if "seeds" in out:
+            raise UsageError("give either --seeds or --repeats, not both.")
+        out["seeds"] = list(range(out.pop("repeats")))
+    if out.pop("no_verify", False):
+        out["verify"] = False
     return out
 
 
 def cmd_run(args) -> int:
-    from archbench.experiment import load_experiment, resolve_models
+    from archbench.config import Source, load_experiment, resolve, resume_config
     from archbench.records import load_record
     from archbench.report import TABLE_HEAD, comparison_rows, text_table
-    from archbench.study import StudyConfig, run_study
+    from archbench.study import RunOptions, run_study
 
-    wanted = _config_from_args(args)
-    explicit_train = {path[1]: (wanted["train"][path[1]]) for dest in args.explicit
-                      if len((path := _RUN_OPTIONS.get(dest, ()))) == 2}
+    explicit = explicit_options(args)
     if args.experiment and args.resume:
         raise UsageError("give an experiment file or --resume RUN_DIR, not both (a run stores its configuration).")
-    if args.experiment:
-        cfg = load_experiment(args.experiment, args.dataset if "dataset" in args.explicit else None)
-        base = _overlay(cfg.to_dict(), wanted, args.explicit)  # command-line options override the file
-        base["model_train"] = {m: {k: v for k, v in o.items() if k not in explicit_train}
-                               for m, o in base["model_train"].items()}
-        cfg = StudyConfig.from_dict(base, out=args.out if "out" in args.explicit else cfg.out,
-                                    name=args.name or cfg.name)
-    elif args.resume:
-        # The stored configuration, with any option given explicitly on this
-        # command line laid over it (run_study refuses if that changes it).
-        cfg = StudyConfig.from_dict(_overlay(load_record(args.resume)["config"], wanted, args.explicit))
+    if args.resume:
+        cfg = resume_config(load_record(args.resume)["config"], explicit, where=args.resume)
     else:
-        wanted["model_train"] = resolve_models(wanted["models"], explicit_train, dataset=wanted["dataset"])
-        cfg = StudyConfig.from_dict(wanted, out=args.out, name=args.name)
+        experiment = load_experiment(args.experiment) if args.experiment else None
+        cfg = resolve(explicit, experiment=experiment, source=Source.CLI)
     mlflow_uri = None
     if args.mlflow is not None:
         from archbench.tracking import _client, default_uri
@@ -225,21 +241,20 @@ def cmd_run(args) -> int:
         mlflow_uri = default_uri(parent) if args.mlflow == "default" else args.mlflow
         parent.mkdir(parents=True, exist_ok=True)
         _client(mlflow_uri)  # fails now, with the install hint, if MLflow is missing
+    options: dict = {"cpus_per_unit": args.cpus_per_unit}
     if args.executor == "ray":
         from archbench.executors import require_ray
 
         require_ray()  # before anything is written
-    options = {"cpus_per_unit": args.cpus_per_unit}
-    if args.executor == "ray":
-        options.update(address=args.address, cpus_per_unit=args.cpus_per_unit or 1,
+        options = dict(address=args.address, cpus_per_unit=args.cpus_per_unit or 1,
                        gpus_per_unit=args.gpus_per_unit, max_retries=args.max_retries)
-    record, run_dir = run_study(cfg, quiet=args.quiet or args.executor == "ray", log=_log(args.quiet),
-                                resume=args.resume, check_determinism=args.check_determinism,
-                                timing=not args.no_timing, executor=args.executor, executor_options=options,
-                                mlflow_uri=mlflow_uri)
+    record, run_dir = run_study(cfg, RunOptions(
+        quiet=args.quiet or args.executor == "ray", log=_log(args.quiet), resume=args.resume,
+        check_determinism=args.check_determinism, timing=not args.no_timing, executor=args.executor,
+        executor_options=options, mlflow_uri=mlflow_uri))
     print(text_table(TABLE_HEAD, comparison_rows(record)))
     print(f"\nwrote {run_dir / 'results.json'}, {run_dir / 'report.md'} and {run_dir / 'report.html'}")
-    failed = sum(u.get("status") != "ok" for e in record["models"].values() for u in e["units"])
+    failed = sum(u["status"] != "ok" for e in record["models"].values() for u in e["units"])
     det = record.get("determinism_check")
     if det is not None:
         print(f"determinism check ({det.get('model')}, seed {det.get('seed')}): "
@@ -281,8 +296,7 @@ def cmd_models(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from archbench.merge import merge_records
-    from archbench.records import load_record, save_record
+    from archbench.records import load_record, merge_records, save_record
     from archbench.report import TABLE_HEAD, comparison_rows, text_table, write_reports
     from archbench.study import default_run_name
 
@@ -345,11 +359,6 @@ def cmd_data(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "run":
-        run_parser = parser._subparsers._group_actions[0].choices["run"]
-        args.explicit = {dest for dest, value in vars(args).items()
-                         if (dest in _RUN_OPTIONS or dest in ("out", "name"))
-                         and value != run_parser.get_default(dest)}
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+from typing import Any
 
 
 def _cpu_model() -> str:
@@ -27,12 +28,12 @@ def _version(pkg: str) -> str | None:
         return None
 
 
-def environment() -> dict:
+def environment() -> dict[str, Any]:
     import torch
 
     from archbench import __version__
 
-    env = {
+    env: dict[str, Any] = {
         "archbench": __version__,
         "python": sys.version.split()[0],
         "platform": platform.platform(),

@@ -56,3 +56,9 @@ def read_toml(path, what: str, error: type[ArchbenchError] = UsageError) -> dict
         raise error(f"{what} {str(path)!r} does not exist.") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise error(f"{what} {str(path)!r} is not valid TOML: {exc}.") from exc
+
+
+class Interrupted(ArchbenchError):
+    """The user stopped the run (Ctrl-C); finished units are saved."""
+
+    exit_code = 130

@@ -1,54 +1,81 @@
-"""Running (model, seed) units on Ray.
+"""Executors: where (model, seed) units run. They only schedule; each unit
+runs :func:`archbench.unit.run_unit`.
 
-archbench does not schedule: each unit becomes one Ray task with its resource
-request, on an existing cluster (``--address`` or ``$RAY_ADDRESS``) or on a
-local Ray instance started for the run. The dataset is put into Ray's object
-store once; tasks read it from there instead of re-reading and re-verifying
-the files. Finished units stream back to the driver, which writes each into
-the run directory with the same atomic writes as the local executor. A task
-whose worker dies is retried (``max_retries``, resuming from the unit's last
-epoch checkpoint), then recorded as failed; the other units go on.
+- ``local``: one unit after another in this process.
+- ``ray``: each unit becomes one Ray task with its resource request, on an
+  existing cluster (``--address`` or ``$RAY_ADDRESS``) or on a local Ray
+  instance started for the run. The dataset is put into Ray's object store
+  once; tasks read it from there instead of re-reading and re-verifying the
+  files. Finished units stream back to the driver, which writes each into the
+  run directory with the same atomic writes as the local executor. A task
+  whose worker dies is retried (``max_retries``, resuming from the unit's last
+  epoch checkpoint), then recorded as failed; the other units go on.
 
-The run directory must be reachable from the workers (it is, on one machine;
-on a cluster, put it on a shared filesystem): workers write checkpoints and
-model files there.
+  The run directory must be reachable from the workers (it is, on one
+  machine; on a cluster, put it on a shared filesystem): workers write
+  checkpoints and model files there.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from archbench.errors import UsageError
+import torch
+
+from archbench.config import StudyConfig
+from archbench.errors import Interrupted, UsageError
+from archbench.unit import run_unit, safe_name
+
+OnResult = Callable[[str, int, Any], None]
+Log = Callable[[str], None]
+
+
+def run_units_locally(pending: list[tuple[str, int]], cfg: StudyConfig, data: Any, run_dir: Path,
+                      on_result: OnResult, log: Log, progress: Any, device: torch.device,
+                      threads: int | None = None) -> None:
+    """Each unit in turn, in this process (``threads``: torch intra-op
+    threads while the units run; the caller's setting is restored after)."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    ref = seed = None
+    try:
+        for ref, seed in pending:
+            log(f"[{ref}] seed {seed}: training {cfg.train_config_for(ref).epochs} epochs on "
+                f"{len(data.train_labels):,} images ({device})")
+            on_result(ref, seed, run_unit(ref, seed, cfg, data, run_dir, progress, log))
+            ref = seed = None
+    except KeyboardInterrupt:
+        where = f"during {ref} seed {seed} (its last finished epoch is checkpointed)" if ref is not None else ""
+        raise Interrupted(where) from None
+    finally:
+        torch.set_num_threads(before)
 
 
 def _ray_unit(ref: str, seed: int, cfg_dict: dict, data: dict, run_dir: str, threads: int,
-              sys_path: list[str]) -> dict:
+              sys_path: list[str]) -> Any:
     """One unit inside a Ray worker."""
-    import torch
-
     for p in reversed(sys_path):  # the driver's import path: user models import the same
         if p not in sys.path:
             sys.path.insert(0, p)
     torch.set_num_threads(max(1, threads))
     from archbench.data.loader import Dataset
-    from archbench.study import StudyConfig, run_unit, safe_name
-    from archbench.train import resolve_device
 
     workers = Path(run_dir) / ".workers"
     workers.mkdir(parents=True, exist_ok=True)
     (workers / f"{safe_name(ref)}-seed{seed}.pid").write_text(str(os.getpid()))
     cfg = StudyConfig.from_dict(cfg_dict)
-    cfg.validate()
     ds = Dataset(data["spec"], torch.from_numpy(data["train_images"].copy()),
                  torch.from_numpy(data["train_labels"].copy()), torch.from_numpy(data["test_images"].copy()),
                  torch.from_numpy(data["test_labels"].copy()), data["files"], data["verified"])
-    device = resolve_device(cfg.train_config_for(ref).device)
-    return run_unit(ref, seed, cfg, ds, Path(run_dir), None, device, lambda s: None)
+    return run_unit(ref, seed, cfg, ds, Path(run_dir), None, lambda s: None)
 
 
-def require_ray():
+def require_ray() -> Any:
     """The ray module, or a UsageError with the install hint."""
     try:
         import ray
@@ -58,8 +85,9 @@ def require_ray():
     return ray
 
 
-def run_units_on_ray(pending, cfg, data, run_dir: Path, on_result, log, address: str | None = None,
-                     cpus_per_unit: int = 1, gpus_per_unit: float = 0, max_retries: int = 2) -> None:
+def run_units_on_ray(pending: list[tuple[str, int]], cfg: StudyConfig, data: Any, run_dir: Path,
+                     on_result: OnResult, log: Log, address: str | None = None, cpus_per_unit: int = 1,
+                     gpus_per_unit: float = 0, max_retries: int = 2) -> None:
     ray = require_ray()
     started = False
     if not ray.is_initialized():

@@ -11,11 +11,84 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO, Any, NotRequired, TypedDict
 
 from archbench.errors import UsageError
 
-SCHEMA = "archbench.run/1"
+SCHEMA = "archbench.run/2"
+OLD_SCHEMAS = ("archbench.run/1",)  # read and upgraded on load
+
+
+# The record's schema. Base units throughout (bytes, seconds, counts, fractions).
+
+class EpochRow(TypedDict):
+    epoch: int
+    train_loss: float
+    train_acc: float
+    test_loss: float | None
+    test_acc: float | None
+    seconds: float
+    eval_seconds: float
+
+
+class TestResult(TypedDict):
+    loss: float
+    accuracy: float
+    predictions: list[int]   # per test image, in the dataset's order
+
+
+class Unit(TypedDict):
+    """One (model, seed) unit: trained, or failed with its error."""
+
+    seed: int
+    status: str                          # "ok" or "failed"
+    history: NotRequired[list[EpochRow]]
+    test: NotRequired[TestResult]
+    timings: NotRequired[dict[str, float]]   # train_seconds, wall_seconds, steps, samples_per_second
+    training: NotRequired[dict[str, Any]]    # device, formulation, cuda_graphs, resumed_from_checkpoint
+    files: NotRequired[dict[str, str]]       # format -> file name under models/
+    saved_size_bytes: NotRequired[dict[str, int]]
+    error: NotRequired[str]
+    error_type: NotRequired[str]
+    traceback: NotRequired[str]
+
+
+class ModelRecord(TypedDict):
+    measurements: dict[str, Any] | None  # see archbench.measure.measure_model
+    units: list[Unit]
+    description: NotRequired[str]
+    recipe: NotRequired[dict[str, Any]]  # the model's resolved training options
+    measurement_error: NotRequired[str]
+
+
+class RunRecord(TypedDict):
+    schema: str
+    name: str
+    config: dict[str, Any]       # archbench.config.StudyConfig.to_dict()
+    environment: dict[str, Any]  # archbench.env.environment()
+    dataset: dict[str, Any]      # archbench.data.Dataset.describe() + test_labels
+    models: dict[str, ModelRecord]
+    device: NotRequired[str]
+    determinism_check: NotRequired[dict[str, Any]]
+    merged_from: NotRequired[list[str]]
+    configs: NotRequired[dict[str, dict[str, Any]]]
+    environments: NotRequired[dict[str, dict[str, Any]]]
+
+
+def lookup(d: Any, *path: str) -> Any:
+    """``d[p0][p1]...``, or None where a key is missing: the one way to read an
+    optional nested value of a record."""
+    for p in path:
+        if not isinstance(d, dict) or p not in d:
+            return None
+        d = d[p]
+    return d
+
+
+def ok_units(entry: ModelRecord) -> list[Unit]:
+    return [u for u in entry["units"] if u["status"] == "ok"]
 
 
 def _umask() -> int:
@@ -24,7 +97,7 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write(path: str | os.PathLike, write, binary: bool = False) -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], Any], binary: bool = False) -> None:
     """Write ``path`` through ``write(file)`` into a temporary file in the same
     directory, fsync it and rename it over ``path``: readers see the old file
     or the new one, never a partial one."""
@@ -59,7 +132,7 @@ def flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def new_record(name: str, config: dict, environment: dict, dataset: dict) -> dict:
+def new_record(name: str, config: dict, environment: dict, dataset: dict) -> RunRecord:
     return {
         "schema": SCHEMA,
         "name": name,
@@ -70,17 +143,17 @@ def new_record(name: str, config: dict, environment: dict, dataset: dict) -> dic
     }
 
 
-def model_entry(record: dict, model: str) -> dict:
+def model_entry(record: RunRecord, model: str) -> ModelRecord:
     return record["models"].setdefault(model, {"measurements": None, "units": []})
 
 
-def save_record(record: dict, run_dir: str | os.PathLike) -> Path:
+def save_record(record: RunRecord, run_dir: str | os.PathLike) -> Path:
     path = Path(run_dir) / "results.json"
     atomic_write_text(path, json.dumps(record, indent=1, sort_keys=False) + "\n")
     return path
 
 
-def load_record(run_dir_or_file: str | os.PathLike) -> dict:
+def load_record(run_dir_or_file: str | os.PathLike) -> RunRecord:
     path = Path(run_dir_or_file)
     if path.is_dir():
         path = path / "results.json"
@@ -94,9 +167,95 @@ def load_record(run_dir_or_file: str | os.PathLike) -> dict:
         record = json.loads(text)
     except json.JSONDecodeError as exc:
         raise UsageError(f"{path} is not valid JSON ({exc}).") from exc
-    if not isinstance(record, dict) or record.get("schema") != SCHEMA:
+    schema = record.get("schema") if isinstance(record, dict) else None
+    if schema in OLD_SCHEMAS:
+        return upgrade_record(record)
+    if schema != SCHEMA:
         raise UsageError(
-            f"{path}: schema {record.get('schema') if isinstance(record, dict) else None!r} is not "
-            f"{SCHEMA!r}; this file was not written by this version of archbench."
+            f"{path}: schema {schema!r} is not {SCHEMA!r}; this file was not written by this version of archbench."
         )
     return record
+
+
+def upgrade_config(config: dict) -> dict:
+    """A ``archbench.run/1`` configuration (one ``train`` table for all models
+    plus ``model_train`` options over it) in today's shape: each model's own
+    resolved ``train`` table. Where the values came from was not recorded."""
+    base = config.get("train") or {}
+    over = config.get("model_train") or {}
+    out = {k: v for k, v in config.items() if k not in ("train", "model_train")}
+    out["train"] = {m: {**base, **over.get(m, {})} for m in config.get("models", [])}
+    out["sources"] = {"train": {m: {k: "stored" for k in out["train"][m]} for m in out["train"]}}
+    out["notes"] = ["recorded by archbench.run/1, which did not record where each value came from"]
+    return out
+
+
+def upgrade_record(record: dict) -> RunRecord:
+    out = dict(record)
+    out["schema"] = SCHEMA
+    out["config"] = upgrade_config(record.get("config") or {})
+    if "configs" in record:
+        out["configs"] = {k: upgrade_config(v) for k, v in record["configs"].items()}
+    return out  # type: ignore[return-value]
+
+
+def merge_records(records: list[RunRecord], name: str) -> RunRecord:
+    """One record holding every model of every run. Runs must share the
+    dataset and its test set (same name, size, labels and classes), or the
+    paired statistics would compare different things. A model name used by
+    two runs becomes ``model@run``; each model keeps its own recipe, and the
+    configuration of every source run is kept under ``configs``."""
+    if not records:
+        raise UsageError("compare needs at least one run directory.")
+    base = records[0]
+    for rec in records[1:]:
+        for k in ("name", "test_samples", "classes", "test_labels"):
+            a, b = base["dataset"].get(k), rec["dataset"].get(k)
+            if a != b:
+                shown = (f"{a!r} vs {b!r}" if k != "test_labels" else "the test labels differ")
+                raise UsageError(
+                    f"runs {base['name']!r} and {rec['name']!r} are incompatible: dataset {k} — {shown}. "
+                    "Only runs on the same dataset and test set can be compared."
+                )
+    names = [r["name"] for r in records]
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise UsageError(f"run name {dup!r} appears twice; compare distinct runs.")
+    counts: dict[str, int] = {}
+    for rec in records:
+        for m in rec["models"]:
+            counts[m] = counts.get(m, 0) + 1
+    merged: RunRecord = {
+        "schema": SCHEMA,
+        "name": name,
+        "merged_from": names,
+        "config": _merged_config(records, counts),
+        "configs": {r["name"]: r["config"] for r in records},
+        "environment": base["environment"],
+        "environments": {r["name"]: r["environment"] for r in records},
+        "dataset": base["dataset"],
+        "device": ", ".join(sorted({str(r.get("device")) for r in records})),
+        "models": {},
+    }
+    for rec in records:
+        for m, entry in rec["models"].items():
+            merged["models"][m if counts[m] == 1 else f"{m}@{rec['name']}"] = entry
+    return merged
+
+
+def _merged_config(records: list[RunRecord], counts: dict[str, int]) -> dict:
+    """The merged models' own configurations under their merged names; study
+    keys only where every run agrees (else the list of values, per run)."""
+    out: dict[str, Any] = {"models": [], "train": {}, "sources": {"train": {}}}
+    for rec in records:
+        cfg = rec["config"]
+        for m in rec["models"]:
+            key = m if counts[m] == 1 else f"{m}@{rec['name']}"
+            out["models"].append(key)
+            out["train"][key] = lookup(cfg, "train", m) or {}
+            out["sources"]["train"][key] = lookup(cfg, "sources", "train", m) or {}
+    for k in ("seeds", "dataset", "train_limit", "test_limit", "verify", "data_dir"):
+        values = [r["config"].get(k) for r in records]
+        out[k] = values[0] if all(v == values[0] for v in values) else {r["name"]: v for r, v in zip(records, values)}
+    out["notes"] = [n for r in records for n in (r["config"].get("notes") or [])]
+    return out

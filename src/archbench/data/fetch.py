@@ -16,8 +16,8 @@ import tempfile
 import urllib.error
 import urllib.request
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from archbench.data.loader import user_cache_dir, verify_file
 from archbench.data.registry import DatasetSpec, get_dataset_spec

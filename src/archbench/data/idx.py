@@ -97,11 +97,11 @@ def parse_idx(buf: bytes | memoryview, source: str = "<bytes>") -> np.ndarray:
 
 def encode_idx(arr: np.ndarray) -> bytes:
     """Serialise ``arr`` as IDX (used by tests and by tools that write datasets)."""
-    for code, (dt, _) in IDX_DTYPES.items():
-        if np.dtype(dt).newbyteorder("=") == arr.dtype.newbyteorder("="):
-            break
-    else:
+    found = [(code, dt) for code, (dt, _) in IDX_DTYPES.items()
+             if np.dtype(dt).newbyteorder("=") == arr.dtype.newbyteorder("=")]
+    if not found:
         raise ValueError(f"dtype {arr.dtype} has no IDX code")
+    code, dt = found[0]
     if arr.ndim < 1 or arr.ndim > MAX_DIMS:
         raise ValueError(f"IDX holds 1 to {MAX_DIMS} dimensions, not {arr.ndim}")
     head = struct.pack(">HBB", 0, code, arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape)

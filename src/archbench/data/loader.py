@@ -198,7 +198,7 @@ class Dataset:
             "classes": list(self.spec.classes),
         }
 
-    def subset(self, train_limit: int | None = None, test_limit: int | None = None) -> "Dataset":
+    def subset(self, train_limit: int | None = None, test_limit: int | None = None) -> Dataset:
         """The first ``train_limit`` / ``test_limit`` samples (deterministic)."""
         return Dataset(
             self.spec,

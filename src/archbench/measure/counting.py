@@ -23,7 +23,9 @@ Per-module attribution uses ``torch.utils.module_tracker.ModuleTracker``
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -132,7 +134,7 @@ def _foreach(args, out):
 
 # op name -> (category, flops(args, out)). Conventions: one FLOP per element for
 # add/sub/mul/div, a comparison, a max/ReLU select, exp, log, sqrt.
-OTHER_OPS: dict[str, tuple[str, object]] = {
+OTHER_OPS: dict[str, tuple[str, Callable[[Any, Any], float]]] = {
     # activations
     "relu": ("activation", _per_out(1)), "relu_": ("activation", _per_out(1)),
     "clamp_min": ("activation", _per_out(1)), "clamp_min_": ("activation", _per_out(1)),
@@ -225,7 +227,7 @@ class FlopCount:
             "uncounted": self.uncounted,
         }
 
-    def add(self, other: "FlopCount") -> "FlopCount":
+    def add(self, other: FlopCount) -> FlopCount:
         out = FlopCount(self.matmul_conv + other.matmul_conv)
         out.other = {k: self.other[k] + other.other[k] for k in OTHER_CATEGORIES}
         for src in (self, other):

@@ -139,7 +139,7 @@ class StepMemory:
         return d
 
 
-def _classify(snapshot: dict[int, _Entry], grad_keys: set[int], state_keys: set[int]) -> dict[str, int]:
+def _classify(snapshot: dict[int, _Entry], grad_keys: set[int | None], state_keys: set[int | None]) -> dict[str, int]:
     out = dict.fromkeys(CATEGORIES, 0)
     for key, e in snapshot.items():
         if e.tag in ("parameters", "input", "optimizer_state"):

@@ -1,5 +1,8 @@
 """Model registry and built-in models."""
 
+from archbench.models import seed as _seed  # noqa: F401  (registers mlp, cnn)
+from archbench.models import zoo as _zoo  # noqa: F401  (registers logreg, cnn_bn, resnet_small)
+from archbench.models.blocks import keras_init_
 from archbench.models.registry import (
     ModelEntry,
     check_model_io,
@@ -12,9 +15,6 @@ from archbench.models.registry import (
     register_model,
     register_spec,
 )
-from archbench.models import seed as _seed  # noqa: F401  (registers mlp, cnn)
-from archbench.models import zoo as _zoo  # noqa: F401  (registers logreg, cnn_bn, resnet_small)
-from archbench.models.seed import keras_init_
 
 __all__ = [
     "ModelEntry", "check_model_io", "create_model", "get_entry", "input_shape_of",

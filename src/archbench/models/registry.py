@@ -6,8 +6,8 @@ import importlib
 import inspect
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -63,14 +63,28 @@ def get_entry(name: str) -> ModelEntry:
 
 
 _SPECS: dict[str, dict] = {}
+_OBJECTS: dict[str, Callable[[], nn.Module]] = {}  # models given as Python objects (the API), while a call runs
 
 
 def register_spec(name: str, spec: dict) -> None:
     """Make a declarative spec (see archbench.models.spec) buildable by name."""
     from archbench.models.spec import build_from_spec
 
+    if name in _REGISTRY:
+        raise ModelError(f"spec name {name!r} is a registered model's name; give the spec another name.")
     build_from_spec(spec, f"model {name!r}")  # fail now, not mid-run
     _SPECS[name] = spec
+
+
+def register_object(name: str, factory: Callable[[], nn.Module]) -> None:
+    """Make a zero-argument factory buildable by ``name`` until unregistered."""
+    if name in _REGISTRY or name in _SPECS or name in _OBJECTS:
+        raise ModelError(f"model name {name!r} is already taken; choose another.")
+    _OBJECTS[name] = factory
+
+
+def unregister_object(name: str) -> None:
+    _OBJECTS.pop(name, None)
 
 
 def is_spec_file(ref: str) -> bool:
@@ -79,7 +93,7 @@ def is_spec_file(ref: str) -> bool:
 
 def is_reference(ref: str) -> bool:
     """True for anything that is not a registry name: module:callable, spec file, registered spec."""
-    return ":" in ref or is_spec_file(ref) or ref in _SPECS
+    return ":" in ref or is_spec_file(ref) or ref in _SPECS or ref in _OBJECTS
 
 
 def _import_callable(ref: str) -> Callable[..., nn.Module]:
@@ -87,7 +101,8 @@ def _import_callable(ref: str) -> Callable[..., nn.Module]:
     if not module_name or not attr:
         raise ModelError(f"model reference {ref!r} must look like 'package.module:function'.")
     cwd = os.getcwd()
-    if cwd not in sys.path and "" not in sys.path:
+    added = cwd not in sys.path and "" not in sys.path
+    if added:  # for this import only: the caller's sys.path is left as it was
         sys.path.insert(0, cwd)
     try:
         module = importlib.import_module(module_name)
@@ -97,6 +112,9 @@ def _import_callable(ref: str) -> Callable[..., nn.Module]:
             "imported from sys.path, which includes the working directory: run from the directory "
             "that holds it or add its parent to PYTHONPATH."
         ) from exc
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
     obj = module
     for part in attr.split("."):
         try:
@@ -121,7 +139,10 @@ def create_model(ref: str, **kwargs) -> nn.Module:
 
         spec = _SPECS[ref] if ref in _SPECS else load_spec_file(ref)[1]
         return build_from_spec(spec, f"model {ref!r}")
-    factory = _import_callable(ref) if ":" in ref else get_entry(ref).factory
+    if ref in _OBJECTS:
+        factory = _OBJECTS[ref]
+    else:
+        factory = _import_callable(ref) if ":" in ref else get_entry(ref).factory
     try:
         model = factory(**kwargs)
     except TypeError as exc:

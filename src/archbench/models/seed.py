@@ -14,17 +14,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from archbench.models.blocks import keras_init_
 from archbench.models.registry import register_model
-
-
-def keras_init_(model: nn.Module) -> nn.Module:
-    """Glorot-uniform weights and zero biases for every Linear/Conv layer."""
-    for m in model.modules():
-        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-            nn.init.xavier_uniform_(m.weight)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-    return model
 
 
 @register_model("mlp", description="seed MLP: Flatten-Dense256-Dense128-Dense10 (235,146 params)",

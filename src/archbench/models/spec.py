@@ -30,10 +30,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import NoReturn
 
 from torch import nn
 
 from archbench.errors import ModelError
+from archbench.models.blocks import Residual, keras_init_
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 FIELDS = {
@@ -54,7 +56,7 @@ class _Layer:
     def __init__(self, where: str, kind: str, d: dict):
         self.where, self.kind, self.d = where, kind, d
 
-    def fail(self, field: str | None, value, expect: str):
+    def fail(self, field: str | None, value, expect: str) -> NoReturn:
         what = f"field {field!r} = {value!r}" if field else f"value {value!r}"
         raise SpecError(f"{self.where} ({self.kind}): {what} is invalid: expected {expect}.")
 
@@ -142,7 +144,8 @@ def build_layers(layers, shape: tuple[int, ...], prefix: str = "layer") -> tuple
             shape = (c, (h - size) // stride + 1, (w - size) // stride + 1)
         elif kind == "globalavgpool":
             if len(shape) != 3:
-                raise SpecError(f"{where} (globalavgpool) needs a (channels, height, width) input but gets {_shape(shape)}.")
+                raise SpecError(f"{where} (globalavgpool) needs a (channels, height, width) input but gets "
+                                f"{_shape(shape)}.")
             mods += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
             shape = (shape[0],)
         elif kind == "flatten":
@@ -158,8 +161,6 @@ def build_layers(layers, shape: tuple[int, ...], prefix: str = "layer") -> tuple
         elif kind in ACTIVATIONS:
             mods.append(ACTIVATIONS[kind]())
         elif kind == "residual":
-            from archbench.models.zoo import Residual
-
             inner, out_shape = build_layers(d.get("layers"), shape, prefix=f"{where}.layer")
             if out_shape != shape:
                 raise SpecError(f"{where} (residual): its layers map {_shape(shape)} to {_shape(out_shape)}; "
@@ -170,8 +171,6 @@ def build_layers(layers, shape: tuple[int, ...], prefix: str = "layer") -> tuple
 
 def build_from_spec(spec: dict, source: str = "spec") -> nn.Module:
     """An ``nn.Sequential`` from a spec table (the ``[model]`` table's content)."""
-    from archbench.models.seed import keras_init_
-
     if not isinstance(spec, dict):
         raise SpecError(f"{source}: expected a table with 'layers', got {type(spec).__name__}.")
     unknown = set(spec) - {"name", "input_shape", "layers", "num_classes"}

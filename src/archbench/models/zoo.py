@@ -4,61 +4,10 @@ recipe's numbers were measured)."""
 
 from __future__ import annotations
 
-import math
-
-import torch
 from torch import nn
 
+from archbench.models.blocks import Residual, conv_bn, conv_pool_bn, fixed_dct_conv, keras_init_
 from archbench.models.registry import register_model
-from archbench.models.seed import keras_init_
-
-
-def conv_bn(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
-
-
-def conv_pool_bn(cin: int, cout: int, pool: bool = False) -> nn.Sequential:
-    """conv -> [2x2 max-pool] -> BN -> ReLU: pooling before BatchNorm lets BN
-    and ReLU (and their backward passes) run on 4x fewer elements."""
-    layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, padding=1, bias=False)]
-    if pool:
-        layers.append(nn.MaxPool2d(2))
-    return nn.Sequential(*layers, nn.BatchNorm2d(cout), nn.ReLU())
-
-
-def dct_basis(k: int) -> torch.Tensor:
-    """The k*k orthonormal 2-D DCT-II basis images, shape ``(k*k, k, k)``."""
-    rows = []
-    for u in range(k):
-        v = torch.tensor([math.cos(math.pi * (i + 0.5) * u / k) for i in range(k)], dtype=torch.float64)
-        rows.append(v / v.norm())
-    return torch.stack([torch.outer(a, b) for a in rows for b in rows]).float()
-
-
-def fixed_dct_conv(k: int = 3) -> nn.Conv2d:
-    """A frozen k x k convolution from one channel onto the 2-D DCT basis and
-    its negative (2*k*k channels): a fixed, complete set of patch features.
-    Nothing flows back through it (no weight or input gradient), which on a
-    CPU removes the most expensive backward pass of a small CNN: the weight
-    gradient of a one-channel convolution at full resolution."""
-    basis = dct_basis(k)
-    conv = nn.Conv2d(1, 2 * k * k, k, padding=k // 2, bias=False)
-    with torch.no_grad():
-        conv.weight.copy_(torch.cat([basis, -basis])[:, None])
-    conv.weight.requires_grad_(False)
-    return conv
-
-
-class Residual(nn.Module):
-    """x + body(x)."""
-
-    def __init__(self, body: nn.Module):
-        super().__init__()
-        self.body = body
-
-    def forward(self, x):
-        return x + self.body(x)
-
 
 # What the zoo recipes share: AdamW with a one-cycle schedule, label smoothing,
 # on-device crop/flip augmentation, bf16 autocast and flip test-time augmentation.
@@ -83,7 +32,8 @@ def cnn_bn() -> nn.Module:
     )
 
 
-@register_model("resnet_small", description="small residual network: stem, two residual stages (32, 64 ch), global pooling",
+@register_model("resnet_small",
+                description="small residual network: stem, two residual stages (32, 64 ch), global pooling",
                 recipe={**FAST_RECIPE, "epochs": 8, "batch_size": 256, "lr": 6e-3},
                 expected={"cpu": "92.78 % (3 seeds) in 119 s (2-core Xeon, bf16)"})
 def resnet_small() -> nn.Module:
@@ -96,7 +46,8 @@ def resnet_small() -> nn.Module:
     )
 
 
-@register_model("dct_cnn", description="fixed DCT stem (18 frozen 3x3 filters), then conv-pool-BN-ReLU, 48-96-256 channels",
+@register_model("dct_cnn",
+                description="fixed DCT stem (18 frozen 3x3 filters), then conv-pool-BN-ReLU, 48-96-256 channels",
                 recipe={**FAST_RECIPE, "epochs": 8, "batch_size": 256, "lr": 6e-3, "tta_shift": 1},
                 expected={"cpu": "94.10 % (3 seeds, 93.96-94.25) in 111 s (2-core Xeon, bf16)"})
 def dct_cnn() -> nn.Module:

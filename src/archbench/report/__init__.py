@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from archbench.records import RunRecord
 from archbench.report.analysis import analyze
 from archbench.report.document import render_html, render_markdown
 from archbench.report.markdown import TABLE_HEAD, build_blocks, comparison_rows, text_table
@@ -12,11 +13,11 @@ __all__ = ["TABLE_HEAD", "analyze", "build_blocks", "comparison_rows", "render_r
            "text_table", "write_reports"]
 
 
-def render_report_markdown(record: dict, plots=None) -> str:
+def render_report_markdown(record: RunRecord, plots=None) -> str:
     return render_markdown(build_blocks(record, analyze(record), plots))
 
 
-def write_reports(record: dict, run_dir: str | Path, plots: bool = True) -> dict[str, Path]:
+def write_reports(record: RunRecord, run_dir: str | Path, plots: bool = True) -> dict[str, Path]:
     """report.md, report.html and plots/*.png in ``run_dir``, from ``record`` alone."""
     from archbench.records import atomic_write_text
 

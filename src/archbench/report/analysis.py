@@ -5,9 +5,11 @@ from __future__ import annotations
 import itertools
 import math
 import statistics
+from typing import Any
 
 import torch
 
+from archbench.records import ModelRecord, RunRecord, lookup
 from archbench.stats import accuracy_summary, compare_pair
 
 # (key, label, kind, lower is better) — kind picks the unit renderer.
@@ -22,32 +24,24 @@ COST_AXES = (
 )
 
 
-def _get(d, *path):
-    for p in path:
-        if not isinstance(d, dict) or p not in d:
-            return None
-        d = d[p]
-    return d
-
-
-def model_costs(entry: dict) -> dict:
+def model_costs(entry: ModelRecord) -> dict[str, Any]:
     meas = entry.get("measurements") or {}
     ok = [u for u in entry.get("units", []) if u.get("status") == "ok"]
     times = [u["timings"]["train_seconds"] for u in ok]
     return {
-        "params": _get(meas, "params", "trainable"),
-        "saved_bytes": _get(meas, "saved_size_bytes", "safetensors"),
-        "flops_inference": _get(meas, "flops", "forward_per_sample"),
-        "flops_train": _get(meas, "flops", "train_per_sample"),
-        "peak_memory": _get(meas, "memory", "train_step", "peak_bytes"),
-        "latency": _get(meas, "speed", "inference_latency_batch1", "p50_seconds"),
+        "params": lookup(meas, "params", "trainable"),
+        "saved_bytes": lookup(meas, "saved_size_bytes", "safetensors"),
+        "flops_inference": lookup(meas, "flops", "forward_per_sample"),
+        "flops_train": lookup(meas, "flops", "train_per_sample"),
+        "peak_memory": lookup(meas, "memory", "train_step", "peak_bytes"),
+        "latency": lookup(meas, "speed", "inference_latency_batch1", "p50_seconds"),
         "train_time": statistics.fmean(times) if times else None,
     }
 
 
-def correctness(record: dict, model: str) -> torch.Tensor | None:
+def correctness(record: RunRecord, model: str) -> torch.Tensor | None:
     """(seeds, N) 0/1 tensor of per-sample test correctness, seeds in record order."""
-    labels = _get(record, "dataset", "test_labels")
+    labels = lookup(record, "dataset", "test_labels")
     if labels is None:
         return None
     y = torch.tensor(labels)
@@ -68,9 +62,9 @@ def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
     return sorted(front, key=lambda n: points[n][1])
 
 
-def analyze(record: dict, alpha: float = 0.05, resamples: int = 2000) -> dict:
-    n_test = _get(record, "dataset", "test_samples") or 0
-    models = {}
+def analyze(record: RunRecord, alpha: float = 0.05, resamples: int = 2000) -> dict[str, Any]:
+    n_test = lookup(record, "dataset", "test_samples") or 0
+    models: dict[str, dict[str, Any]] = {}
     for name, entry in record.get("models", {}).items():
         ok = [u for u in entry.get("units", []) if u.get("status") == "ok"]
         accs = [u["test"]["accuracy"] for u in ok]
@@ -92,7 +86,7 @@ def analyze(record: dict, alpha: float = 0.05, resamples: int = 2000) -> dict:
         if ca is not None and cb is not None:
             pairs.append(compare_pair(a, ca, b, cb, alpha, resamples))
     pareto = {}
-    for key, label, _ in COST_AXES:
+    for key, _label, _kind in COST_AXES:
         pts = {n: (models[n]["accuracy"]["mean"], models[n]["costs"][key]) for n in ranked
                if models[n]["costs"][key] is not None}
         if len(pts) >= 1:

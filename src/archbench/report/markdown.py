@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
+from archbench.records import ModelRecord, RunRecord
 from archbench.report.analysis import COST_AXES, analyze
 from archbench.report.document import Bullets, Heading, Image, Para, Pre, Table
 from archbench.report.units import fmt_bytes, fmt_count, fmt_pct, fmt_seconds, fmt_si
@@ -50,9 +52,9 @@ def _acc_cell(a: dict, failed: int) -> str:
             f"{100 * ci['high']:.2f}, n={a['n']})")
 
 
-def comparison_rows(record: dict, analysis: dict | None = None) -> list[tuple[str, ...]]:
+def comparison_rows(record: RunRecord, analysis: dict[str, Any] | None = None) -> list[tuple[str, ...]]:
     analysis = analysis or analyze(record, resamples=200)
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for name, s in analysis["models"].items():
         c = s["costs"]
         rows.append((name, _acc_cell(s["accuracy"], len(s["failed"])), fmt_count(c["params"]),
@@ -87,7 +89,7 @@ def accuracy_conclusions(an: dict) -> list:
         a = models[ranked[0]]["accuracy"]
         return [Para(f"Only **{ranked[0]}** finished: {100 * a['mean']:.2f} % "
                      f"(95 % CI {100 * a['ci']['low']:.2f}–{100 * a['ci']['high']:.2f} %).")]
-    blocks = []
+    blocks: list[Para | Bullets] = []
     top = ranked[0]
     beaten = [p for p in pairs if p["a"] == top and p["significant"]]
     rivals = [p["b"] for p in pairs if p["a"] == top and not p["significant"]]
@@ -97,7 +99,8 @@ def accuracy_conclusions(an: dict) -> list:
     else:
         blocks.append(Para(f"**{top}** has the highest mean accuracy, but is not significantly ahead of "
                            f"{', '.join(rivals)} (α = {an['alpha']}): "
-                           f"{'that difference is' if len(rivals) == 1 else 'those differences are'} within the noise."))
+                           f"{'that difference is' if len(rivals) == 1 else 'those differences are'} "
+                           "within the noise."))
     items = []
     for p in pairs:
         ci = p["difference_ci"]
@@ -141,7 +144,7 @@ def tradeoff_conclusions(an: dict) -> list:
         verdict = "significant" if p["significant"] else "not significant"
         items.append(f"**{a}** vs {b}: {', '.join(phrases)}; {fmt_pp(p['difference'])} accuracy "
                      f"(p = {fmt_p(p['mcnemar_pooled']['p_value'])}, {verdict}).")
-    blocks = [Bullets(items)] if items else []
+    blocks: list[Para | Bullets] = [Bullets(items)] if items else []
     pareto_items = []
     for key, label, _ in COST_AXES:
         front = an["pareto"].get(key)
@@ -155,10 +158,46 @@ def tradeoff_conclusions(an: dict) -> list:
     return blocks
 
 
-def build_blocks(record: dict, analysis: dict | None = None, plots: list[tuple[str, str]] | None = None) -> list:
+# Training options always shown in the recipe table (others only where some model differs from the default).
+CORE_TRAIN_KEYS = ("epochs", "batch_size", "optimizer", "lr", "schedule", "precision")
+
+
+def recipe_blocks(cfg: dict) -> list:
+    """Each model's training recipe as it was resolved, every value with its
+    source (cli, api, file, file:model, recipe, default)."""
+    from archbench.config import TRAIN_DEFAULTS
+
+    train = cfg.get("train") or {}
+    if not train:
+        return []
+    sources = (cfg.get("sources") or {}).get("train") or {}
+    models = list(train)
+    keys = [k for k in TRAIN_DEFAULTS if any(k in train[m] for m in models)
+            and (k in CORE_TRAIN_KEYS or any(train[m].get(k, TRAIN_DEFAULTS[k]) != TRAIN_DEFAULTS[k] for m in models))]
+    rows = []
+    for k in keys:
+        cells = []
+        for m in models:
+            src = (sources.get(m) or {}).get(k)
+            cells.append(f"{train[m][k]}" + (f" ({src})" if src and src != "default" else "") if k in train[m]
+                         else "–")
+        rows.append((k, *cells))
+    same = all(train[m] == train[models[0]] for m in models)
+    intro = ("Training recipe (the same for every model; in brackets where a value came from when not the "
+             "default):" if same else
+             "Training recipes differ between models; each model's own, with where each value came from "
+             "when not the default:")
+    blocks: list = [Para(intro), Table(("Option", *models), rows)]
+    notes = cfg.get("notes") or []
+    if notes:
+        blocks.append(Bullets(list(notes)))
+    return blocks
+
+
+def build_blocks(record: RunRecord, analysis: dict[str, Any] | None = None,
+                 plots: list[tuple[str, str]] | None = None) -> list:
     an = analysis or analyze(record)
     cfg = record.get("config", {})
-    tcfg = cfg.get("train", {})
     ds = record.get("dataset", {})
     blocks: list = [Heading(1, f"archbench run `{record.get('name', '?')}`")]
     runs = record.get("merged_from")
@@ -168,12 +207,8 @@ def build_blocks(record: dict, analysis: dict | None = None, plots: list[tuple[s
         Para(f"Dataset **{ds.get('name', '?')}**: {fmt_count(ds.get('train_samples'))} train / "
              f"{fmt_count(ds.get('test_samples'))} test images"
              + _verified_note(ds)
-             + f" Recipe: Adam (lr {tcfg.get('lr')}, betas {tcfg.get('beta1')}/{tcfg.get('beta2')}, eps "
-             f"{tcfg.get('eps')}), batch {tcfg.get('batch_size')}, {tcfg.get('epochs')} epochs, seeds "
-             f"{cfg.get('seeds')}, device {record.get('device', tcfg.get('device'))}."),
-        *([Para("Models with their own recipe (over the one above): " + "; ".join(
-            f"**{m}**: " + ", ".join(f"{k} {v}" for k, v in opts.items())
-            for m, opts in cfg["model_train"].items()) + ".")] if cfg.get("model_train") else []),
+             + f" Seeds {cfg.get('seeds')}, device {record.get('device', '?')}."),
+        *recipe_blocks(cfg),
         Heading(2, "Comparison"),
         Table(TABLE_HEAD, comparison_rows(record, an)),
         Para("Test accuracy: mean ± sample standard deviation over seeds, with a 95 % interval (Student t "
@@ -207,7 +242,7 @@ def build_blocks(record: dict, analysis: dict | None = None, plots: list[tuple[s
     return blocks
 
 
-def _model_section(name: str, entry: dict) -> list:
+def _model_section(name: str, entry: ModelRecord) -> list:
     meas = entry.get("measurements") or {}
     blocks: list = [Heading(3, name)]
     if entry.get("description"):
@@ -232,7 +267,8 @@ def _model_section(name: str, entry: dict) -> list:
         ]
         if "per_run" in fl:
             items.append(f"Whole run: {fmt_si(fl['per_run']['matmul_conv'], 'FLOPs')} matmul/conv + "
-                         f"{fmt_si(fl['per_run']['other'], 'FLOPs')} other over {fmt_count(fl['per_run']['steps'])} steps.")
+                         f"{fmt_si(fl['per_run']['other'], 'FLOPs')} other over "
+                         f"{fmt_count(fl['per_run']['steps'])} steps.")
         items.append(
             f"Peak training-step memory {fmt_bytes(mem['peak_bytes'])} ("
             + ", ".join(f"{k.replace('_', ' ')} {fmt_bytes(v)}" for k, v in mem["breakdown"].items()) + ")"
@@ -250,7 +286,7 @@ def _model_section(name: str, entry: dict) -> list:
                          f"{fmt_seconds(lat['p99_seconds'])}; throughput at batch 1024: "
                          f"{thr['items_per_second']:,.0f} samples/s.")
         blocks.append(Bullets(items))
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for u in entry.get("units", []):
         if u.get("status") != "ok":
             rows.append((str(u.get("seed")), "failed: " + u.get("error", "?"), "", "", ""))

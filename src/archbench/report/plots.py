@@ -1,30 +1,34 @@
-"""Report figures (matplotlib, Agg backend), written as PNG files."""
+"""Report figures, written as PNG files.
+
+Drawn through matplotlib's object API (``Figure``, no pyplot): nothing
+global changes -- not the caller's backend, not pyplot's figure list, not
+rcParams (the style applies inside ``rc_context`` only)."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from archbench.records import RunRecord
 from archbench.report.analysis import COST_AXES, correctness
 
+STYLE = {"figure.dpi": 100, "font.size": 9, "axes.grid": True, "grid.alpha": 0.3}
 
-def _plt():
-    import matplotlib
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+def _subplots(nrows: int = 1, ncols: int = 1, figsize=None, **kw):
+    from matplotlib.figure import Figure
 
-    plt.rcParams.update({"figure.dpi": 100, "font.size": 9, "axes.grid": True, "grid.alpha": 0.3})
-    return plt
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, **kw)
 
 
 def _save(fig, path: Path) -> bool:
-    import matplotlib.pyplot as plt
-
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return True
 
 
@@ -32,9 +36,8 @@ def _ok_units(entry):
     return [u for u in entry.get("units", []) if u.get("status") == "ok"]
 
 
-def learning_curves(record: dict, path: Path) -> bool:
-    plt = _plt()
-    fig, axes = plt.subplots(2, 2, figsize=(10, 6.5), sharex=True)
+def learning_curves(record: RunRecord, path: Path) -> bool:
+    fig, axes = _subplots(2, 2, figsize=(10, 6.5), sharex=True)
     panels = [("train_loss", "train loss"), ("test_loss", "test loss"), ("train_acc", "train accuracy"),
               ("test_acc", "test accuracy")]
     drawn = False
@@ -62,7 +65,7 @@ def learning_curves(record: dict, path: Path) -> bool:
     return drawn
 
 
-def confusion(record: dict, model: str, path: Path) -> bool:
+def confusion(record: RunRecord, model: str, path: Path) -> bool:
     labels = record["dataset"].get("test_labels")
     units = _ok_units(record["models"][model])
     if labels is None or not units:
@@ -75,8 +78,7 @@ def confusion(record: dict, model: str, path: Path) -> bool:
         p = torch.tensor(u["test"]["predictions"])
         cm += torch.bincount(y * k + p, minlength=k * k).reshape(k, k).double()
     rate = cm / cm.sum(1, keepdim=True).clamp(min=1)
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.8, 5.8))
+    fig, ax = _subplots(figsize=(6.8, 5.8))
     im = ax.imshow(rate.tolist(), cmap="Blues", vmin=0, vmax=1)
     for i in range(k):
         for j in range(k):
@@ -94,7 +96,7 @@ def confusion(record: dict, model: str, path: Path) -> bool:
     return _save(fig, path)
 
 
-def per_class_accuracy(record: dict, path: Path) -> bool:
+def per_class_accuracy(record: RunRecord, path: Path) -> bool:
     labels = record["dataset"].get("test_labels")
     if labels is None:
         return False
@@ -103,11 +105,12 @@ def per_class_accuracy(record: dict, path: Path) -> bool:
     names = [n for n in record["models"] if correctness(record, n) is not None]
     if not names:
         return False
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(10, 4))
+    fig, ax = _subplots(figsize=(10, 4))
     width = 0.8 / len(names)
     for i, name in enumerate(names):
-        c = correctness(record, name).double().mean(0)
+        correct = correctness(record, name)
+        assert correct is not None  # names holds only the models whose correctness is not None
+        c = correct.double().mean(0)
         acc = [c[y == k].mean().item() for k in range(len(classes))]
         ax.bar([k + i * width - 0.4 + width / 2 for k in range(len(classes))], acc, width, label=name)
     ax.set_xticks(range(len(classes)), classes, rotation=30, ha="right")
@@ -118,24 +121,24 @@ def per_class_accuracy(record: dict, path: Path) -> bool:
     return _save(fig, path)
 
 
-def accuracy_vs_cost(analysis: dict, path: Path) -> bool:
+def accuracy_vs_cost(analysis: dict[str, Any], path: Path) -> bool:
     models = analysis["models"]
     units = {"count": "", "bytes": " [bytes]", "flops": "", "seconds": " [s]"}
     axes_with_data = [(k, label + units[kind]) for k, label, kind in COST_AXES
                       if sum(models[n]["costs"][k] is not None for n in analysis["ranked"]) >= 1]
     if not axes_with_data or not analysis["ranked"]:
         return False
-    plt = _plt()
     cols = 3
     rows = (len(axes_with_data) + cols - 1) // cols
-    fig, axs = plt.subplots(rows, cols, figsize=(12, 3.4 * rows), squeeze=False)
+    fig, axs = _subplots(rows, cols, figsize=(12, 3.4 * rows), squeeze=False)
     for ax, (key, label) in zip(axs.flat, axes_with_data):
         names = [n for n in analysis["ranked"] if models[n]["costs"][key] is not None]
-        for i, n in enumerate(names):
+        for n in names:
             a = models[n]["accuracy"]
             x = models[n]["costs"][key]
-            ax.errorbar([x], [100 * a["mean"]], yerr=[[100 * (a["mean"] - a["ci"]["low"])],
-                                                     [100 * (a["ci"]["high"] - a["mean"])]],
+            # max(0, .): a Wilson interval's bound can sit a rounding error inside the mean at 0 % or 100 %.
+            ax.errorbar([x], [100 * a["mean"]], yerr=[[max(0.0, 100 * (a["mean"] - a["ci"]["low"]))],
+                                                     [max(0.0, 100 * (a["ci"]["high"] - a["mean"]))]],
                         fmt="o", color=f"C{list(models).index(n)}", capsize=3, label=n)
             ax.annotate(n, (x, 100 * a["mean"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
         front = analysis["pareto"].get(key, [])
@@ -151,7 +154,7 @@ def accuracy_vs_cost(analysis: dict, path: Path) -> bool:
     return _save(fig, path)
 
 
-def cost_breakdown(record: dict, path: Path) -> bool:
+def cost_breakdown(record: RunRecord, path: Path) -> bool:
     mem_rows, flop_rows = {}, {}
     for name, entry in record["models"].items():
         meas = entry.get("measurements") or {}
@@ -164,8 +167,7 @@ def cost_breakdown(record: dict, path: Path) -> bool:
             flop_rows[name] = {"matmul/conv": tot["matmul_conv"], **tot["other"]}
     if not mem_rows and not flop_rows:
         return False
-    plt = _plt()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 0.9 + 0.6 * max(len(mem_rows), len(flop_rows), 1) + 1.5))
+    fig, (ax1, ax2) = _subplots(1, 2, figsize=(12, 0.9 + 0.6 * max(len(mem_rows), len(flop_rows), 1) + 1.5))
     for ax, rows, unit, scale, title in ((ax1, mem_rows, "MiB", 1024**2, "Peak training-step memory by category"),
                                          (ax2, flop_rows, "MFLOPs", 1e6, "FLOPs of one training step by category")):
         names = list(rows)
@@ -188,12 +190,13 @@ def cost_breakdown(record: dict, path: Path) -> bool:
     return _save(fig, path)
 
 
-def make_plots(record: dict, analysis: dict, run_dir: Path) -> list[tuple[str, str]]:
+def make_plots(record: RunRecord, analysis: dict[str, Any], run_dir: Path) -> list[tuple[str, str]]:
     """Write every figure under ``run_dir/plots``; return (relative path, caption)."""
     out_dir = Path(run_dir) / "plots"
     out_dir.mkdir(parents=True, exist_ok=True)
     made = []
-    jobs = [("learning_curves.png", "Learning curves", lambda p: learning_curves(record, p)),
+    jobs: list[tuple[str, str, Callable[[Path], bool]]] = [
+            ("learning_curves.png", "Learning curves", lambda p: learning_curves(record, p)),
             ("accuracy_vs_cost.png", "Accuracy vs each cost, with the Pareto front",
              lambda p: accuracy_vs_cost(analysis, p)),
             ("per_class_accuracy.png", "Per-class accuracy", lambda p: per_class_accuracy(record, p)),
@@ -201,8 +204,13 @@ def make_plots(record: dict, analysis: dict, run_dir: Path) -> list[tuple[str, s
     for i, name in enumerate(record["models"]):
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
         jobs.append((f"confusion_{i}_{safe}.png", f"Confusion matrix: {name}",
-                     lambda p, n=name: confusion(record, n, p)))
+                     functools.partial(confusion, record, name)))
+    import matplotlib
+
     for fname, caption, fn in jobs:
-        if fn(out_dir / fname):
+        # matplotlib's stub types rc_context's keys as a Literal of every rcParam name, not str.
+        with matplotlib.rc_context(STYLE):  # type: ignore[arg-type]
+            drawn = fn(out_dir / fname)
+        if drawn:
             made.append((f"plots/{fname}", caption))
     return made

@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-
 
 # --- Student t -----------------------------------------------------------------
 
@@ -127,7 +127,7 @@ def accuracy_summary(accuracies: list[float], n_test: int, correct_counts: list[
     n = len(accuracies)
     if n == 0:
         return {"n": 0}
-    out = {"mean": statistics.fmean(accuracies), "std": statistics.stdev(accuracies) if n > 1 else 0.0,
+    out: dict[str, Any] = {"mean": statistics.fmean(accuracies), "std": statistics.stdev(accuracies) if n > 1 else 0.0,
            "min": min(accuracies), "max": max(accuracies), "n": n}
     if n >= 2:
         out["ci"] = t_interval(accuracies, level).to_dict()
@@ -193,7 +193,7 @@ def compare_pair(name_a: str, correct_a: torch.Tensor, name_b: str, correct_b: t
     the difference excludes 0; otherwise "no significant difference"."""
     k = min(correct_a.shape[0], correct_b.shape[0])
     ca, cb = correct_a[:k], correct_b[:k]
-    per_seed = []
+    per_seed: list[dict[str, Any]] = []
     for i in range(k):
         b, c = discordant(ca[i], cb[i])
         per_seed.append({"b": b, "c": c, "p_value": mcnemar_exact(b, c)})

@@ -1,6 +1,6 @@
 """Training and evaluation (knows nothing about measuring)."""
 
-from archbench.train.config import TrainConfig
+from archbench.config import TrainConfig
 from archbench.train.formulation import fast_cpu_view
 from archbench.train.loop import EpochStats, EvalResult, TrainResult, evaluate, resolve_device, to_input, train
 

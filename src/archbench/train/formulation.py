@@ -54,5 +54,6 @@ def fast_cpu_view(model: nn.Module) -> tuple[nn.Module, bool]:
     view = _reorder(model)
     channels_last = has_conv2d(model)
     if channels_last:
-        view = view.to(memory_format=torch.channels_last)
+        # torch's Module.to stub has no memory_format keyword, which Module.to accepts at run time.
+        view = view.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     return view, channels_last

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Protocol, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from archbench.config import TrainConfig
 from archbench.errors import TrainingError, UsageError
-from archbench.train.config import TrainConfig
+from archbench.records import EpochRow
 from archbench.train.formulation import fast_cpu_view
 from archbench.train.optim import LeanAdam, optimizer_state_tensors
 
@@ -59,8 +61,8 @@ class EpochStats:
     seconds: float  # training steps only
     eval_seconds: float
 
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
+    def to_dict(self) -> EpochRow:
+        return cast(EpochRow, dict(self.__dict__))
 
 
 @dataclass
@@ -87,7 +89,7 @@ def make_optimizer(params, cfg: TrainConfig, device: torch.device):
     """Adam with the recipe's hyper-parameters. On CPU the lean wrapper around
     the fused kernel (same updates, less Python); on CUDA torch's fused,
     capturable Adam (its state lives on the GPU, so it can be graph-captured)."""
-    kwargs = dict(betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay)
+    kwargs: dict[str, Any] = dict(betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay)
     if device.type == "cuda":
         cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
         # A tensor lr can be changed between graph replays (schedules).
@@ -175,6 +177,7 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
                         v = v.contiguous(memory_format=torch.channels_last)
                     out = model(v)
                     logits = out if len(views) == 1 else (out.float() if logits is None else logits + out.float())
+                assert logits is not None  # views is never empty: it always holds the unshifted view
                 if len(views) > 1:
                     logits = logits / len(views)
             loss_sum += F.cross_entropy(logits.float(), labels[s:s + batch_size], reduction="sum").double()
@@ -286,7 +289,17 @@ class _GraphedStep:
         pred_out.copy_(spred)
 
 
-ProgressFactory = Callable[..., object]
+class ProgressBar(Protocol):
+    """A tqdm-like progress bar."""
+
+    def update(self, n: int, /) -> object: ...
+
+    def set_postfix_str(self, s: str, /) -> object: ...
+
+    def close(self) -> object: ...
+
+
+ProgressFactory = Callable[..., ProgressBar]
 
 
 def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
@@ -308,7 +321,6 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
     state back as ``resume_from`` continues training where it stopped, with
     the same result as an uninterrupted run on CPU.
     """
-    cfg.validate()
     device = resolve_device(cfg.device)
     model.to(device)
     model.train()
@@ -360,8 +372,8 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
     # Captured only now: a CUDA graph holds the optimizer-state tensors it saw,
     # so they must be the resumed ones (load_state_dict replaces them).
     amp = torch.bfloat16 if cfg.precision == "bf16" else None
-    step_kwargs = dict(label_smoothing=cfg.label_smoothing, autocast_dtype=amp)
-    step = _Step(run_model, opt, **step_kwargs)
+    step_kwargs: dict[str, Any] = dict(label_smoothing=cfg.label_smoothing, autocast_dtype=amp)
+    step: _Step | _GraphedStep = _Step(run_model, opt, **step_kwargs)
     use_graphs = device.type == "cuda" and cfg.cuda_graphs
     if use_graphs:
         step = _GraphedStep(run_model, opt, X[:bs], Y[:bs], **step_kwargs)
@@ -401,6 +413,7 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
         t1 = time.perf_counter()
         test_loss = test_acc = None
         if Xt is not None:
+            assert Yt is not None  # test_x and test_y are passed together
             ev = evaluate(run_model, Xt, Yt, cfg.eval_batch_size, channels_last, amp, cfg.tta_flip, cfg.tta_shift)
             test_loss, test_acc = ev.loss, ev.accuracy
         eval_seconds = time.perf_counter() - t1
@@ -423,10 +436,11 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
                 "history": [h.to_dict() for h in history], "train_seconds": total_train,
             })
     if Xt is not None:
+        assert Yt is not None  # test_x and test_y are passed together
         if ev is None:  # resumed after the last epoch: evaluate the restored model
             ev = evaluate(run_model, Xt, Yt, cfg.eval_batch_size, channels_last, amp, cfg.tta_flip, cfg.tta_shift)
         final = ev
     else:
         final = EvalResult(float("nan"), float("nan"), torch.empty(0, dtype=torch.long))
     return TrainResult(history, final, total_train, steps_per_epoch * cfg.epochs, n * cfg.epochs,
-                       str(device), cfg.formulation if device.type == "cpu" else "plain", use_graphs)
+                       str(device), str(cfg.formulation) if device.type == "cpu" else "plain", use_graphs)
