@@ -162,10 +162,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--check-determinism", action="store_true",
                    help="after the run, retrain one unit with the same seed and compare the results")
 
-    rep = sub.add_parser("report", help="rebuild report.md, report.html and plots from RUN_DIR/results.json")
+    rep = sub.add_parser("report", help="rebuild the report (md, html, plots) and tables (csv, tex) from "
+                                        "RUN_DIR/results.json")
     rep.add_argument("run_dir")
+    rep.add_argument("--format", default="md,html,csv,tex",
+                     help="comma-separated: md, html, csv, tex (default: all)")
 
     sub.add_parser("models", help="list the model registry with parameter counts and FLOPs")
+
+    ix = sub.add_parser("index", help="write RUNS_DIR/index.html: every run, sortable, with a side-by-side view")
+    ix.add_argument("runs_dir", nargs="?", default="runs", help="directory holding run directories (default: runs)")
 
     cmp_ = sub.add_parser("compare", help="merge saved runs into one report")
     cmp_.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
@@ -253,7 +259,9 @@ def cmd_run(args) -> int:
         check_determinism=args.check_determinism, timing=not args.no_timing, executor=args.executor,
         executor_options=options, mlflow_uri=mlflow_uri))
     print(text_table(TABLE_HEAD, comparison_rows(record)))
-    print(f"\nwrote {run_dir / 'results.json'}, {run_dir / 'report.md'} and {run_dir / 'report.html'}")
+    print(f"\nwrote {run_dir / 'results.json'}, {run_dir / 'report.md'}, {run_dir / 'report.html'} and "
+          f"{run_dir / 'tables'}/")
+    refresh_index(run_dir.parent, _log(args.quiet))
     failed = sum(u["status"] != "ok" for e in record["models"].values() for u in e["units"])
     det = record.get("determinism_check")
     if det is not None:
@@ -271,8 +279,31 @@ def cmd_report(args) -> int:
     from archbench.report import write_reports
 
     record = load_record(args.run_dir)
-    paths = write_reports(record, args.run_dir)
-    print(f"wrote {paths['markdown']} and {paths['html']}")
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    paths = write_reports(record, args.run_dir, formats=formats)
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def refresh_index(runs_dir: Path, log) -> None:
+    """Rewrite RUNS_DIR/index.html after a run; a failure is reported, not fatal."""
+    from archbench.report.index import write_index
+
+    try:
+        log(f"updated {write_index(runs_dir)[0]}")
+    except OSError as exc:
+        log(f"could not update {runs_dir / 'index.html'}: {exc.strerror or exc}")
+
+
+def cmd_index(args) -> int:
+    from archbench.report.index import write_index
+
+    root = Path(args.runs_dir)
+    if not root.is_dir():
+        raise UsageError(f"{root} is not a directory: give the directory that holds your run directories "
+                         "(the --out of `archbench run`, default: runs).")
+    path, runs, skipped = write_index(root)
+    print(f"wrote {path} ({runs} runs" + (f"; {skipped} unreadable, listed on the page" if skipped else "") + ")")
     return 0
 
 
@@ -363,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     handler = {"run": cmd_run, "report": cmd_report, "models": cmd_models, "data": cmd_data,
-               "profile": cmd_profile, "compare": cmd_compare}[args.command]
+               "profile": cmd_profile, "compare": cmd_compare, "index": cmd_index}[args.command]
     try:
         return handler(args)
     except ArchbenchError as exc:

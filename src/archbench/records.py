@@ -70,6 +70,7 @@ class RunRecord(TypedDict):
     environment: dict[str, Any]  # archbench.env.environment()
     dataset: dict[str, Any]      # archbench.data.Dataset.describe() + test_labels
     models: dict[str, ModelRecord]
+    created: NotRequired[str]    # ISO 8601, UTC, when the run started
     device: NotRequired[str]
     determinism_check: NotRequired[dict[str, Any]]
     merged_from: NotRequired[list[str]]
@@ -133,9 +134,12 @@ def flatten(d: dict, prefix: str = "") -> dict:
 
 
 def new_record(name: str, config: dict, environment: dict, dataset: dict) -> RunRecord:
+    import datetime
+
     return {
         "schema": SCHEMA,
         "name": name,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "config": config,
         "environment": environment,
         "dataset": dataset,

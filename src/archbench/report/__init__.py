@@ -17,18 +17,41 @@ def render_report_markdown(record: RunRecord, plots=None) -> str:
     return render_markdown(build_blocks(record, analyze(record), plots))
 
 
-def write_reports(record: RunRecord, run_dir: str | Path, plots: bool = True) -> dict[str, Path]:
-    """report.md, report.html and plots/*.png in ``run_dir``, from ``record`` alone."""
+FORMATS = ("md", "html", "csv", "tex")
+
+
+def write_reports(record: RunRecord, run_dir: str | Path, plots: bool = True,
+                  formats: tuple[str, ...] | list[str] = FORMATS) -> dict[str, Path]:
+    """From ``record`` alone, in ``run_dir``: report.md and report.html with
+    plots/ (formats md, html), tables/*.csv and tables/*.tex (csv, tex).
+    Returns the paths written: "markdown", "html", and "tables" (the folder)."""
     from archbench.records import atomic_write_text
 
+    unknown = set(formats) - set(FORMATS)
+    if unknown:
+        from archbench.errors import UsageError
+
+        raise UsageError(f"unknown report format(s) {sorted(unknown)}; choose from {', '.join(FORMATS)}.")
     run_dir = Path(run_dir)
     an = analyze(record)
-    figs = []
-    if plots:
-        from archbench.report.plots import make_plots
+    written: dict[str, Path] = {}
+    if "md" in formats or "html" in formats:
+        figs = []
+        if plots:
+            from archbench.report.plots import make_plots
 
-        figs = make_plots(record, an, run_dir)
-    blocks = build_blocks(record, an, figs)
-    atomic_write_text(run_dir / "report.md", render_markdown(blocks))
-    atomic_write_text(run_dir / "report.html", render_html(blocks, f"archbench run {record.get('name', '')}", run_dir))
-    return {"markdown": run_dir / "report.md", "html": run_dir / "report.html"}
+            figs = make_plots(record, an, run_dir)
+        blocks = build_blocks(record, an, figs)
+        if "md" in formats:
+            atomic_write_text(run_dir / "report.md", render_markdown(blocks))
+            written["markdown"] = run_dir / "report.md"
+        if "html" in formats:
+            atomic_write_text(run_dir / "report.html",
+                              render_html(blocks, f"archbench run {record.get('name', '')}", run_dir))
+            written["html"] = run_dir / "report.html"
+    if "csv" in formats or "tex" in formats:
+        from archbench.report.exports import write_tables
+
+        write_tables(record, an, run_dir, [f for f in formats if f in ("csv", "tex")])
+        written["tables"] = run_dir / "tables"
+    return written

@@ -1,0 +1,197 @@
+"""Tables people can take with them: CSV (base units, the unit in each column
+name) and LaTeX (booktabs), written to ``RUN_DIR/tables/`` from the run
+record alone.
+
+Column-name suffixes say the unit: ``_frac`` a fraction (0.8812 = 88.12 %),
+``_bytes``, ``_flops``, ``_macs``, ``_s`` seconds, ``_per_s`` per second,
+``_count``. Empty cells are values that were not measured.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from archbench.records import RunRecord, atomic_write_text, lookup, ok_units
+
+Table = tuple[list[str], list[list[Any]]]  # (columns, rows)
+
+
+def comparison_table(record: RunRecord, analysis: dict[str, Any]) -> Table:
+    cols = ["model", "test_accuracy_mean_frac", "test_accuracy_std_frac", "test_accuracy_ci_low_frac",
+            "test_accuracy_ci_high_frac", "seeds_count", "failed_units_count", "params_trainable_count",
+            "saved_safetensors_bytes", "flops_inference_per_sample_flops", "flops_train_per_sample_flops",
+            "peak_train_memory_bytes", "latency_batch1_p50_s", "train_time_mean_s"]
+    rows = []
+    for name, s in analysis["models"].items():
+        a, c = s["accuracy"], s["costs"]
+        rows.append([name, a.get("mean"), a.get("std") if a.get("n") else None, lookup(a, "ci", "low"),
+                     lookup(a, "ci", "high"), a.get("n", 0), len(s["failed"]), c["params"], c["saved_bytes"],
+                     c["flops_inference"], c["flops_train"], c["peak_memory"], c["latency"], c["train_time"]])
+    return cols, rows
+
+
+def per_seed_table(record: RunRecord) -> Table:
+    cols = ["model", "seed", "status", "test_accuracy_frac", "test_loss", "epochs_count", "train_time_s",
+            "wall_time_s", "train_samples_per_s", "error"]
+    rows = []
+    for name, entry in record["models"].items():
+        for u in entry["units"]:
+            ok = u["status"] == "ok"
+            rows.append([name, u["seed"], u["status"], lookup(u, "test", "accuracy") if ok else None,
+                         lookup(u, "test", "loss") if ok else None, len(u.get("history") or []) if ok else None,
+                         lookup(u, "timings", "train_seconds"), lookup(u, "timings", "wall_seconds"),
+                         lookup(u, "timings", "samples_per_second"), u.get("error")])
+    return cols, rows
+
+
+def per_class_table(record: RunRecord) -> Table:
+    """Precision, recall and F1 per class, each the mean over the model's
+    finished seeds (computed per seed from its predictions on the test set)."""
+    cols = ["model", "class_index", "class", "precision_frac", "recall_frac", "f1_frac", "support_count",
+            "seeds_count"]
+    labels = lookup(record, "dataset", "test_labels")
+    rows: list[list[Any]] = []
+    if not labels:
+        return cols, rows
+    classes = lookup(record, "dataset", "classes") or [str(i) for i in range(max(labels) + 1)]
+    k = len(classes)
+    support = [0] * k
+    for y in labels:
+        support[y] += 1
+    for name, entry in record["models"].items():
+        per_seed = []
+        for u in ok_units(entry):
+            preds = lookup(u, "test", "predictions") or []
+            if len(preds) != len(labels):
+                continue
+            tp, fp = [0] * k, [0] * k
+            for y, p in zip(labels, preds):
+                if y == p:
+                    tp[y] += 1
+                elif 0 <= p < k:
+                    fp[p] += 1
+            stats = []
+            for c in range(k):
+                prec = tp[c] / (tp[c] + fp[c]) if tp[c] + fp[c] else 0.0
+                rec = tp[c] / support[c] if support[c] else 0.0
+                f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+                stats.append((prec, rec, f1))
+            per_seed.append(stats)
+        if not per_seed:
+            continue
+        for c in range(k):
+            rows.append([name, c, classes[c], *(statistics.fmean(s[c][i] for s in per_seed) for i in range(3)),
+                         support[c], len(per_seed)])
+    return cols, rows
+
+
+def costs_table(record: RunRecord) -> Table:
+    fields = [
+        ("params_trainable_count", ("params", "trainable")),
+        ("params_non_trainable_count", ("params", "non_trainable")),
+        ("raw_weight_bytes", ("params", "raw_weight_bytes")),
+        ("saved_safetensors_bytes", ("saved_size_bytes", "safetensors")),
+        ("saved_state_dict_bytes", ("saved_size_bytes", "state_dict")),
+        ("saved_onnx_bytes", ("saved_size_bytes", "onnx")),
+        ("forward_per_sample_macs", ("flops", "forward_macs_per_sample")),
+        ("forward_per_sample_flops", ("flops", "forward_per_sample")),
+        ("forward_other_per_sample_flops", ("flops", "forward_other_per_sample")),
+        ("train_step_batch_size_count", ("flops", "train_step_batch_size")),
+        ("train_step_flops", ("flops", "train_step")),
+        ("train_step_other_flops", ("flops", "train_step_other")),
+        ("train_per_sample_flops", ("flops", "train_per_sample")),
+        ("per_run_flops", ("flops", "per_run", "total")),
+        ("peak_train_memory_bytes", ("memory", "train_step", "peak_bytes")),
+        ("first_step_peak_memory_bytes", ("memory", "first_step", "peak_bytes")),
+        ("inference_batch1_peak_memory_bytes", ("memory", "inference_batch1", "peak_bytes")),
+        ("latency_batch1_p50_s", ("speed", "inference_latency_batch1", "p50_seconds")),
+        ("latency_batch1_p99_s", ("speed", "inference_latency_batch1", "p99_seconds")),
+        ("throughput_batch1024_per_s", ("speed", "inference_throughput_batch1024", "items_per_second")),
+        ("train_step_p50_s", ("speed", "train_step", "p50_seconds")),
+    ]
+    cols = ["model"] + [f for f, _ in fields]
+    rows = [[name] + [lookup(entry.get("measurements"), *path) for _, path in fields]
+            for name, entry in record["models"].items()]
+    return cols, rows
+
+
+def tables(record: RunRecord, analysis: dict[str, Any]) -> dict[str, Table]:
+    return {"comparison": comparison_table(record, analysis), "per_seed": per_seed_table(record),
+            "per_class": per_class_table(record), "costs": costs_table(record)}
+
+
+def _csv_cell(v: Any) -> Any:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return ""
+    if isinstance(v, float):
+        return repr(v)  # shortest text that reads back to the same float
+    return v
+
+
+def to_csv(table: Table) -> str:
+    cols, rows = table
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    w.writerows([[_csv_cell(v) for v in r] for r in rows])
+    return buf.getvalue()
+
+
+_TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def tex_escape(text: str) -> str:
+    return "".join(_TEX_ESCAPES.get(ch, ch) for ch in text)
+
+
+def _tex_cell(v: Any) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "--"
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, int):
+        return f"{v:,}".replace(",", "{,}")
+    if isinstance(v, float):
+        return f"{v:,.0f}".replace(",", "{,}") if abs(v) >= 1000 else f"{v:.4g}"
+    return tex_escape(str(v))
+
+
+def to_latex(table: Table, caption: str) -> str:
+    """A booktabs tabular (needs \\usepackage{booktabs}); numbers right-aligned."""
+    cols, rows = table
+    numeric = [all(isinstance(r[i], (int, float)) or r[i] is None for r in rows) and bool(rows)
+               for i in range(len(cols))]
+    spec = "".join("r" if n else "l" for n in numeric)
+    lines = ["% " + caption, "% generated by archbench from results.json; needs \\usepackage{booktabs}",
+             f"\\begin{{tabular}}{{{spec}}}", "\\toprule",
+             " & ".join(tex_escape(c) for c in cols) + r" \\", "\\midrule"]
+    lines += [" & ".join(_tex_cell(v) for v in r) + r" \\" for r in rows]
+    lines += ["\\bottomrule", "\\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+CAPTIONS = {"comparison": "Accuracy (mean, std, 95 % interval over seeds) and the main costs, per model",
+            "per_seed": "Every (model, seed) unit", "per_class": "Per-class precision, recall and F1 "
+            "(mean over seeds)", "costs": "Every measured cost, per model"}
+
+
+def write_tables(record: RunRecord, analysis: dict[str, Any], run_dir: str | Path,
+                 formats: Sequence[str] = ("csv", "tex")) -> list[Path]:
+    """``RUN_DIR/tables/<name>.csv`` and ``.tex``; returns the paths written."""
+    out = Path(run_dir) / "tables"
+    written = []
+    for name, table in tables(record, analysis).items():
+        if "csv" in formats:
+            atomic_write_text(out / f"{name}.csv", to_csv(table))
+            written.append(out / f"{name}.csv")
+        if "tex" in formats:
+            atomic_write_text(out / f"{name}.tex", to_latex(table, CAPTIONS[name]))
+            written.append(out / f"{name}.tex")
+    return written

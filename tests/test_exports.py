@@ -1,0 +1,181 @@
+"""Exports people can take with them: CSV/LaTeX tables and the page for all runs."""
+
+import csv
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from archbench.report import analyze, write_reports
+from archbench.report.exports import tex_escape
+from archbench.report.index import write_index
+from tests.fixed_records import fixed_record
+from tests.test_report import _chromium
+
+
+def read_csv(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def num(text):
+    return None if text == "" else float(text)
+
+
+def test_csv_tables_read_back_equal_the_record(tmp_path):
+    rec = fixed_record()
+    rec["models"]["twin"]["units"].append({"seed": 2, "status": "failed", "error": "boom, with a comma"})
+    paths = write_reports(rec, tmp_path, formats=["csv", "tex"])
+    assert paths == {"tables": tmp_path / "tables"} and not (tmp_path / "report.md").exists()
+    per_seed = read_csv(tmp_path / "tables" / "per_seed.csv")
+    units = [(m, u) for m, e in rec["models"].items() for u in e["units"]]
+    assert len(per_seed) == len(units)
+    for row, (m, u) in zip(per_seed, units):
+        assert row["model"] == m and int(row["seed"]) == u["seed"] and row["status"] == u["status"]
+        if u["status"] == "ok":
+            assert num(row["test_accuracy_frac"]) == u["test"]["accuracy"]  # exact: floats written with repr
+            assert num(row["train_time_s"]) == u["timings"]["train_seconds"]
+        else:
+            assert row["test_accuracy_frac"] == "" and row["error"] == "boom, with a comma"
+    an = analyze(rec)
+    comp = {r["model"]: r for r in read_csv(tmp_path / "tables" / "comparison.csv")}
+    for m, s in an["models"].items():
+        assert num(comp[m]["test_accuracy_mean_frac"]) == s["accuracy"]["mean"]
+        assert num(comp[m]["peak_train_memory_bytes"]) == s["costs"]["peak_memory"]
+        assert int(comp[m]["failed_units_count"]) == len(s["failed"])
+    costs = {r["model"]: r for r in read_csv(tmp_path / "tables" / "costs.csv")}
+    for m, e in rec["models"].items():
+        meas = e["measurements"]
+        assert int(costs[m]["params_trainable_count"]) == meas["params"]["trainable"]
+        assert num(costs[m]["latency_batch1_p50_s"]) == meas["speed"]["inference_latency_batch1"]["p50_seconds"]
+        assert costs[m]["saved_onnx_bytes"] == ""  # not measured in this record: empty, not 0
+
+
+def test_per_class_precision_recall_f1_against_a_confusion_matrix(tmp_path):
+    rec = fixed_record()
+    write_reports(rec, tmp_path, formats=["csv"])
+    rows = read_csv(tmp_path / "tables" / "per_class.csv")
+    y = np.array(rec["dataset"]["test_labels"])
+    k = len(rec["dataset"]["classes"])
+    for m, e in rec["models"].items():
+        cms = []
+        for u in e["units"]:
+            p = np.array(u["test"]["predictions"])
+            cm = np.zeros((k, k))
+            np.add.at(cm, (y, p), 1)
+            cms.append(cm)
+        prec = np.mean([np.diag(c) / np.maximum(c.sum(0), 1) for c in cms], 0)
+        recall = np.mean([np.diag(c) / c.sum(1) for c in cms], 0)
+        f1 = np.mean([2 * np.diag(c) / (c.sum(0) + c.sum(1)) for c in cms], 0)
+        got = [r for r in rows if r["model"] == m]
+        assert [r["class"] for r in got] == rec["dataset"]["classes"]
+        assert np.allclose([num(r["precision_frac"]) for r in got], prec, atol=1e-12)
+        assert np.allclose([num(r["recall_frac"]) for r in got], recall, atol=1e-12)
+        assert np.allclose([num(r["f1_frac"]) for r in got], f1, atol=1e-12)
+        assert [int(r["support_count"]) for r in got] == np.bincount(y, minlength=k).tolist()
+
+
+def test_latex_tables_are_booktabs_and_escaped(tmp_path):
+    rec = fixed_record()
+    rec["models"]["a_b&c%"] = rec["models"].pop("twin")
+    write_reports(rec, tmp_path, formats=["tex"])
+    tex = (tmp_path / "tables" / "comparison.tex").read_text()
+    assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex
+    assert "a\\_b\\&c\\%" in tex and "test\\_accuracy\\_mean\\_frac" in tex
+    body = tex.split("\\midrule")[1].split("\\bottomrule")[0].strip().splitlines()
+    assert len(body) == 3 and all(len(re.findall(r"(?<!\\)&", line)) == 13 for line in body)
+    assert "60{,}000" in tex  # large values with thousands separators, not 6e+04
+    assert tex_escape("50% of $x_1$ {a}") == r"50\% of \$x\_1\$ \{a\}"
+
+
+def test_report_command_takes_formats(tmp_path):
+    (tmp_path / "results.json").write_text(json.dumps(fixed_record()))
+    p = subprocess.run([sys.executable, "-m", "archbench", "report", str(tmp_path), "--format", "md,csv"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "report.md").exists() and not (tmp_path / "report.html").exists()
+    assert (tmp_path / "tables" / "costs.csv").exists() and not (tmp_path / "tables" / "costs.tex").exists()
+    p = subprocess.run([sys.executable, "-m", "archbench", "report", str(tmp_path), "--format", "pdf"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2 and "unknown report format(s) ['pdf']; choose from md, html, csv, tex" in p.stderr
+
+
+def _runs(tmp_path):
+    root = tmp_path / "runs"
+    for name, accs, created in (("r1", None, "2026-11-20T10:00:00+00:00"),
+                                ("r2", {"small": (0.7, 0.72)}, "2026-11-22T10:00:00+00:00"),
+                                ("r3", {"big": (0.95, 0.96), "small": (0.6, 0.61)}, "2026-11-21T10:00:00+00:00")):
+        rec = fixed_record(accs)
+        rec["name"], rec["created"] = name, created
+        if name == "r3":
+            rec["models"]["small"]["units"] = rec["models"]["small"]["units"][:1]  # incomplete
+        d = root / name
+        d.mkdir(parents=True)
+        (d / "results.json").write_text(json.dumps(rec))
+        write_reports(rec, d, plots=False, formats=["html"])
+    (root / "broken").mkdir()
+    (root / "broken" / "results.json").write_text("{not json")
+    (root / "notarun").mkdir()
+    return root
+
+
+def test_index_lists_every_run_with_its_data(tmp_path):
+    root = _runs(tmp_path)
+    html = write_index(root)[0].read_text()
+    data = json.loads(re.search(r'<script type="application/json" id="data">(.*?)</script>', html, re.S)[1])
+    assert [r["name"] for r in data["runs"]] == ["r1", "r2", "r3"]
+    r3 = data["runs"][2]
+    assert r3["report"] == "r3/report.html" and r3["complete"] is False and data["runs"][0]["complete"] is True
+    assert {m["name"]: m["n"] for m in r3["models"]} == {"big": 2, "small": 1}
+    assert data["skipped"] and data["skipped"][0].startswith("broken:")
+    assert "http://" not in html.replace("http://www.w3.org/2000/svg", "") and "https://" not in html
+    assert "<script src" not in html and "<link" not in html  # self-contained
+
+
+def test_index_command(tmp_path):
+    root = _runs(tmp_path)
+    p = subprocess.run([sys.executable, "-m", "archbench", "index", str(root)], capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "3 runs; 1 unreadable" in p.stdout and (root / "index.html").exists()
+    p = subprocess.run([sys.executable, "-m", "archbench", "index", str(tmp_path / "nope")], capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 2 and "is not a directory" in p.stderr
+
+
+def _chrome(*args, tmp_path, profile):
+    return subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                           f"--user-data-dir={tmp_path / profile}", *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.skipif(_chromium() is None, reason="no chromium on this machine (make test installs Debian's as root)")
+def test_index_in_headless_chromium_sorts_selects_and_plots(tmp_path):
+    root = _runs(tmp_path)
+    url = write_index(root)[0].as_uri()
+    shot = tmp_path / "index.png"
+    p = _chrome("--enable-logging=stderr", "--v=0", "--window-size=1300,1400", f"--screenshot={shot}",
+                url + "#sort=best:desc&select=r2,r3&cost=params", tmp_path=tmp_path, profile="p1")
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert shot.exists() and shot.stat().st_size > 20_000
+    errors = [line for line in p.stderr.splitlines() if "CONSOLE" in line and "ERROR" in line.upper()]
+    assert not errors, errors
+    dom = _chrome("--dump-dom", url + "#sort=best:desc&select=r2,r3&cost=params", tmp_path=tmp_path,
+                  profile="p2").stdout
+    runs_body = dom.split('<table id="runs">')[1].split("</table>")[0]
+    # Sorted by best accuracy, highest first: r3 (big 95.5 %), r1 (big 90.5 %), r2 (small 71 %).
+    assert re.findall(r'<tr data-run="(\w+)"', runs_body) == ["r3", "r1", "r2"]
+    models_body = dom.split('<table id="models">')[1].split("</table>")[0]
+    assert re.findall(r'<tr data-run="(\w+)" data-model="(\w+)"', models_body) == [
+        ("r2", "small"), ("r3", "big"), ("r3", "small")]
+    assert dom.count("<circle") == 3 and "trainable parameters (log scale)" in dom
+    assert "(incomplete)" in runs_body
+    # Another sort, by name ascending.
+    dom = _chrome("--dump-dom", url + "#sort=name:asc", tmp_path=tmp_path, profile="p3").stdout
+    body = dom.split('<table id="runs">')[1].split("</table>")[0]
+    assert re.findall(r'<tr data-run="(\w+)"', body) == ["r1", "r2", "r3"]
+    assert '<p id="none" class="muted" style="">No run selected.</p>' in dom or "No run selected." in dom
