@@ -32,7 +32,21 @@ def export_onnx(model: nn.Module, path: Path, input_shape=(1, 28, 28)) -> None:
 
 
 def _plain_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    """The state dict on the CPU, each tensor once: a tensor reachable under
+    several names (tied weights; a Keras model's parameters, listed by both
+    the model and its functional graph) is saved under its first name only,
+    as safetensors requires and as the weights take space once on disk."""
+    state: dict[str, torch.Tensor] = {}
+    seen: set[tuple] = set()
+    for k, v in model.state_dict().items():
+        if v.numel():
+            key = (v.device, v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape), tuple(v.stride()),
+                   v.dtype)
+            if key in seen:
+                continue
+            seen.add(key)
+        state[k] = v.detach().to("cpu").contiguous()
+    return state
 
 
 def save_model_files(model: nn.Module, directory: str | os.PathLike, stem: str,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import os
@@ -91,15 +92,21 @@ def is_spec_file(ref: str) -> bool:
     return ref.endswith(".toml")
 
 
+def is_keras_file(ref: str) -> bool:
+    return ref.endswith(".keras")
+
+
 def is_reference(ref: str) -> bool:
     """True for anything that is not a registry name: module:callable, spec file, registered spec."""
-    return ":" in ref or is_spec_file(ref) or ref in _SPECS or ref in _OBJECTS
+    return ":" in ref or is_spec_file(ref) or is_keras_file(ref) or ref in _SPECS or ref in _OBJECTS
 
 
 def _import_callable(ref: str) -> Callable[..., nn.Module]:
     module_name, _, attr = ref.partition(":")
     if not module_name or not attr:
         raise ModelError(f"model reference {ref!r} must look like 'package.module:function'.")
+    if "keras" not in sys.modules:  # a module that builds Keras models gets Keras on PyTorch
+        os.environ.setdefault("KERAS_BACKEND", "torch")
     cwd = os.getcwd()
     added = cwd not in sys.path and "" not in sys.path
     if added:  # for this import only: the caller's sys.path is left as it was
@@ -126,6 +133,15 @@ def _import_callable(ref: str) -> Callable[..., nn.Module]:
     return obj
 
 
+def keras_context() -> contextlib.AbstractContextManager:
+    """Seeds Keras' initialisers while a factory runs, where Keras is loaded."""
+    if "keras" not in sys.modules:
+        return contextlib.nullcontext()
+    from archbench.models.keras_models import keras_seeded
+
+    return keras_seeded()
+
+
 def create_model(ref: str, **kwargs) -> nn.Module:
     """Build a model from a registry name or a ``package.module:callable``.
 
@@ -139,14 +155,24 @@ def create_model(ref: str, **kwargs) -> nn.Module:
 
         spec = _SPECS[ref] if ref in _SPECS else load_spec_file(ref)[1]
         return build_from_spec(spec, f"model {ref!r}")
+    if is_keras_file(ref):
+        from archbench.models.keras_models import load_keras_file
+
+        return load_keras_file(ref)
     if ref in _OBJECTS:
         factory = _OBJECTS[ref]
     else:
         factory = _import_callable(ref) if ":" in ref else get_entry(ref).factory
     try:
-        model = factory(**kwargs)
+        with keras_context():  # a factory may build a Keras model: seed Keras' initialisers too
+            model = factory(**kwargs)
     except TypeError as exc:
         raise ModelError(f"model {ref!r}: calling its factory failed ({exc}); it must need no arguments.") from exc
+    if "keras" in sys.modules:
+        from archbench.models.keras_models import is_keras_model, wrap
+
+        if is_keras_model(model):
+            return wrap(model, ref)
     if not isinstance(model, nn.Module):
         raise ModelError(f"model {ref!r}: the factory returned {type(model).__name__}, not a torch.nn.Module.")
     return model
