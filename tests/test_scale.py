@@ -83,24 +83,51 @@ def test_killing_a_ray_worker_mid_sweep_loses_no_unit(tmp_path, fashion_dir):
 def test_mlflow_logging_reads_back(tmp_path, fashion_dir):
     pytest.importorskip("mlflow")
     uri = f"sqlite:///{tmp_path / 'ml.db'}"
-    p = archbench("run", "--models", "mlp", "--seeds", "0", "--train-limit", "640", "--test-limit", "200",
-                  "--epochs", "2", "--quiet", "--no-timing", "--out", str(tmp_path), "--name", "m", "--mlflow", uri)
+    p = archbench("run", "--models", "mlp,cnn", "--seeds", "0", "--train-limit", "640", "--test-limit", "200",
+                  "--epochs", "2", "--quiet", "--no-timing", "--out", str(tmp_path), "--name", "m", "--mlflow", uri,
+                  "--mlflow-experiment", "study")
     assert p.returncode == 0, p.stderr
+    assert f"mlflow ui --backend-store-uri {uri}" in p.stdout
+    import mlflow.pytorch
+    import torch
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name("archbench/m")
+    exp = client.get_experiment_by_name("study")  # one experiment for the study, not one per run
     runs = client.search_runs([exp.experiment_id])
-    assert len(runs) == 1
-    run = runs[0]
+    parents = [r for r in runs if r.data.tags.get("archbench.kind") == "study"]
+    assert len(parents) == 1 and parents[0].info.run_name == "m"
+    parent = parents[0]
+    children = {r.data.tags["archbench.model"]: r for r in runs if r.data.tags.get("mlflow.parentRunId")
+                == parent.info.run_id}
+    assert set(children) == {"mlp", "cnn"}
     rec = json.loads((tmp_path / "m" / "results.json").read_text())
     u = rec["models"]["mlp"]["units"][0]
     assert "mlflow_run_id" not in u  # MLflow's ids stay in MLflow: the record holds archbench's results
-    assert run.data.tags["archbench.model"] == "mlp" and run.data.tags["archbench.seed"] == "0"
-    assert run.data.metrics["test_accuracy"] == pytest.approx(u["test"]["accuracy"])
+    run = children["mlp"]
     assert run.data.params["model"] == "mlp" and run.data.params["train.epochs"] == "2"
+    # Each metric once, with its step: the test accuracy per epoch, its last value the final one.
+    acc = client.get_metric_history(run.info.run_id, "test_accuracy")
+    assert [m.step for m in acc] == [1, 2] and acc[-1].value == pytest.approx(u["test"]["accuracy"])
     history = client.get_metric_history(run.info.run_id, "train_loss")
-    assert [m.step for m in history] == [1, 2]
     assert [m.value for m in history] == pytest.approx([h["train_loss"] for h in u["history"]])
-    arts = {a.path for a in client.list_artifacts(run.info.run_id, "report")}
-    assert {"report/report.md", "report/report.html", "report/results.json"} <= arts
+    assert "test_acc" not in run.data.metrics
+    # The report, results and tables on the parent run.
+    arts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"report.md", "report.html", "results.json", "tables", "plots"} <= arts
+    assert "tables/comparison.csv" in {a.path for a in client.list_artifacts(parent.info.run_id, "tables")}
+    # The trained model, with its signature, reproduces the unit's test predictions.
+    mlflow.set_tracking_uri(uri)
+    try:
+        model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
+    finally:
+        mlflow.set_tracking_uri(None)
+    from archbench.data import load_dataset
+    from archbench.train import to_input
+
+    data = load_dataset("fashion-mnist", fashion_dir).subset(640, 200)
+    with torch.no_grad():
+        preds = model.eval()(to_input(data.test_images, torch.device("cpu"))).argmax(1).tolist()
+    assert preds == u["test"]["predictions"]
+    mlmodel = [f.read_text() for f in (tmp_path / "mlflow-artifacts").rglob("MLmodel")]
+    assert len(mlmodel) == 2 and all("signature:" in t and "inputs:" in t for t in mlmodel)

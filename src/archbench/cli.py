@@ -158,7 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-retries", type=_int_at_least(0, "--max-retries"), default=2,
                    help="Ray retries of a unit whose worker died (default 2)")
     r.add_argument("--mlflow", nargs="?", const="default", default=None, metavar="URI",
-                   help="log every unit to MLflow (default store: sqlite:///<out>/mlflow.db)")
+                   help="log the run to MLflow: a parent run, one nested run per unit with its model "
+                        "(default store: sqlite:///<out>/mlflow.db)")
+    r.add_argument("--mlflow-experiment", default=None, metavar="NAME",
+                   help="MLflow experiment (default: the experiment file's name, else 'archbench')")
     r.add_argument("--check-determinism", action="store_true",
                    help="after the run, retrain one unit with the same seed and compare the results")
 
@@ -257,11 +260,16 @@ def cmd_run(args) -> int:
     record, run_dir = run_study(cfg, RunOptions(
         quiet=args.quiet or args.executor == "ray", log=_log(args.quiet), resume=args.resume,
         check_determinism=args.check_determinism, timing=not args.no_timing, executor=args.executor,
-        executor_options=options, mlflow_uri=mlflow_uri))
+        executor_options=options, mlflow_uri=mlflow_uri,
+        mlflow_experiment=args.mlflow_experiment or (Path(args.experiment).stem if args.experiment else "archbench")))
     print(text_table(TABLE_HEAD, comparison_rows(record)))
     print(f"\nwrote {run_dir / 'results.json'}, {run_dir / 'report.md'}, {run_dir / 'report.html'} and "
           f"{run_dir / 'tables'}/")
     refresh_index(run_dir.parent, _log(args.quiet))
+    if mlflow_uri is not None:
+        from archbench.tracking import ui_command
+
+        print(f"logged to MLflow ({mlflow_uri}); to browse: {ui_command(mlflow_uri)}")
     failed = sum(u["status"] != "ok" for e in record["models"].values() for u in e["units"])
     det = record.get("determinism_check")
     if det is not None:

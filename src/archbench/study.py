@@ -43,6 +43,7 @@ class RunOptions:
     executor: str = "local"                 # "local" or "ray"
     executor_options: dict[str, Any] = field(default_factory=dict)
     mlflow_uri: str | None = None
+    mlflow_experiment: str = "archbench"    # the MLflow experiment (one per study)
     notebook: bool = False                  # progress bars for Jupyter (tqdm.auto)
 
 
@@ -116,8 +117,14 @@ def run_study(cfg: StudyConfig, opts: RunOptions | None = None) -> tuple[RunReco
     if opts.mlflow_uri is not None:
         from archbench.tracking import Tracker
 
-        tracker = Tracker(opts.mlflow_uri)
+        tracker = Tracker(opts.mlflow_uri, opts.mlflow_experiment)
     record, run_dir = _open_run(cfg, opts, data, device, log)
+    if tracker is not None:
+        try:
+            tracker.start(record, run_dir)
+        except Exception as exc:  # noqa: BLE001 - named, before any unit runs
+            raise UsageError(f"cannot log to MLflow at {opts.mlflow_uri}: {type(exc).__name__}: {exc}. Check the "
+                             "--mlflow URI (or leave --mlflow out).") from exc
 
     def on_result(ref: str, seed: int, unit: Unit) -> None:
         entry = record["models"][ref]
@@ -145,6 +152,8 @@ def run_study(cfg: StudyConfig, opts: RunOptions | None = None) -> tuple[RunReco
                               threads=opts.executor_options.get("cpus_per_unit"))
     except (KeyboardInterrupt, Interrupted) as exc:
         save_record(record, run_dir)
+        if tracker is not None:
+            tracker.finish(record, run_dir, "KILLED")
         where = f" {exc}" if isinstance(exc, Interrupted) else ""
         raise Interrupted(f"interrupted{where}. Finished units are saved in {run_dir / 'results.json'}; "
                           f"continue with: archbench run --resume {run_dir}") from None
@@ -153,7 +162,7 @@ def run_study(cfg: StudyConfig, opts: RunOptions | None = None) -> tuple[RunReco
         save_record(record, run_dir)
     write_reports(record, run_dir)
     if tracker is not None:
-        tracker.log_reports(record, run_dir)
+        tracker.finish(record, run_dir)
     return record, run_dir
 
 

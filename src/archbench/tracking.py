@@ -1,42 +1,58 @@
-"""Logging runs to MLflow (optional extra: ``pip install 'archbench[mlflow]'``).
+"""Logging studies to MLflow (optional extra: ``pip install 'archbench[mlflow]'``).
 
-Each finished (model, seed) unit becomes one MLflow run in the experiment
-``archbench/<run name>``: params = the unit's resolved configuration, metrics
-= its per-epoch history (step = epoch) and final measurements, tags = model,
-seed, status; after the study, the report files are attached to every unit's
-run as artifacts. The default tracking store is a local SQLite file next to
-the run directories (``sqlite:///<out>/mlflow.db``).
+As MLflow users expect it:
+
+- one MLflow experiment per study (``--mlflow-experiment``; by default the
+  experiment file's stem, e.g. ``zoo``, or ``archbench``);
+- one parent MLflow run per archbench run (named after the run directory,
+  found again on ``--resume``), holding the report, results.json, the tables
+  and the plots as artifacts;
+- one nested run per (model, seed) unit: params = the unit's resolved
+  configuration, metrics logged once each with their step (per-epoch
+  ``train_loss``, ``train_accuracy``, ``test_loss``, ``test_accuracy``,
+  ``epoch_seconds`` at step = epoch; ``train_seconds`` and the measured costs
+  once), tags = model, seed, status (and the error of a failed unit), and the
+  trained model (``mlflow.pytorch`` format with its input/output signature,
+  loadable as ``runs:/<run id>/model``).
+
+The default tracking store is a local SQLite file next to the run
+directories (``sqlite:///<out>/mlflow.db``); ``archbench run`` prints the
+command that opens the UI. MLflow's ids stay in MLflow: the run record holds
+archbench's results only. Nothing global is changed (no fluent
+``mlflow.set_tracking_uri``): everything goes through one ``MlflowClient``.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from archbench.errors import UsageError
 from archbench.records import ModelRecord, RunRecord, Unit, flatten, lookup
 
+Log = Callable[[str], None]
+
 
 def default_uri(out_dir: str | Path) -> str:
     return f"sqlite:///{Path(out_dir).resolve() / 'mlflow.db'}"
 
 
-def _client(uri: str):
+def ui_command(uri: str) -> str:
+    """The command that opens the MLflow UI on this store."""
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri} in a browser"
+    return f"mlflow ui --backend-store-uri {uri}"
+
+
+def _client(uri: str) -> Any:
     try:
         from mlflow.tracking import MlflowClient
     except ImportError:
         raise UsageError("--mlflow needs MLflow, which is not installed: pip install 'archbench[mlflow]'.") from None
     return MlflowClient(tracking_uri=uri)
-
-
-def _experiment_id(client, record: RunRecord, run_dir: Path) -> str:
-    name = f"archbench/{record['name']}"
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    artifacts = (Path(run_dir).resolve() / "mlflow-artifacts").as_uri()
-    return client.create_experiment(name, artifact_location=artifacts)
 
 
 def unit_params(record: RunRecord, model: str, seed: int) -> dict[str, str]:
@@ -49,68 +65,198 @@ def unit_params(record: RunRecord, model: str, seed: int) -> dict[str, str]:
 
 
 def unit_metrics(entry: ModelRecord, unit: Unit) -> list[tuple[str, float, int]]:
+    """(name, value, step): each metric once; per-epoch ones at step = epoch."""
     out = []
+    names = {"train_loss": "train_loss", "train_acc": "train_accuracy", "test_loss": "test_loss",
+             "test_acc": "test_accuracy", "seconds": "epoch_seconds"}
     for h in unit.get("history", []):
-        for k in ("train_loss", "train_acc", "test_loss", "test_acc", "seconds"):
+        for k, name in names.items():
             value = lookup(h, k)
             if value is not None:
-                out.append((k if k != "seconds" else "epoch_seconds", float(value), int(h["epoch"])))
+                out.append((name, float(value), int(h["epoch"])))
     if unit.get("status") == "ok":
-        out += [("test_accuracy", float(unit["test"]["accuracy"]), 0), ("test_loss", float(unit["test"]["loss"]), 0),
-                ("train_seconds", float(unit["timings"]["train_seconds"]), 0)]
+        out.append(("train_seconds", float(unit["timings"]["train_seconds"]), 0))
     meas = entry.get("measurements") or {}
     for name, path in (("params", ("params", "trainable")),
                        ("flops_forward_per_sample", ("flops", "forward_per_sample")),
                        ("flops_train_per_sample", ("flops", "train_per_sample")),
                        ("peak_train_memory_bytes", ("memory", "train_step", "peak_bytes")),
                        ("saved_size_safetensors_bytes", ("saved_size_bytes", "safetensors"))):
-        v: Any = meas
-        for p in path:
-            v = v.get(p) if isinstance(v, dict) else None
+        v = lookup(meas, *path)
         if isinstance(v, (int, float)):
             out.append((name, float(v), 0))
     return out
 
 
-class Tracker:
-    """Logs a study's units to one MLflow store. The MLflow run ids stay here
-    (the run record holds archbench's results only)."""
+def _trained_model(record: RunRecord, model: str, unit: Unit, run_dir: Path) -> Any:
+    """The unit's trained model, rebuilt from its saved weights."""
+    import torch
 
-    def __init__(self, uri: str):
+    from archbench.unit import build_model
+
+    m = build_model(model, unit["seed"])
+    state = torch.load(Path(run_dir) / "models" / unit["files"]["state_dict"], map_location="cpu",
+                       weights_only=True)
+    missing, unexpected = m.load_state_dict(state, strict=False)
+    # Names left out of the file are aliases of saved tensors (tied weights), which loading restores.
+    if unexpected:
+        raise RuntimeError(f"saved weights do not fit the model: unexpected {unexpected[:3]}")
+    return m.eval()
+
+
+class Tracker:
+    """Logs one archbench run to MLflow (see the module docstring)."""
+
+    def __init__(self, uri: str, experiment: str = "archbench"):
         self.uri = uri
+        self.experiment = experiment
         self.client = _client(uri)  # fails now, with the install hint, if MLflow is missing
+        self.parent_id: str | None = None
         self.run_ids: dict[tuple[str, int], str] = {}
 
-    def log_unit(self, record: RunRecord, model: str, unit: Unit, run_dir: Path, log=lambda s: None) -> str | None:
-        """Log one unit as an MLflow run; returns its run id (None if MLflow failed: the unit is kept)."""
+    def _experiment_id(self, out_dir: Path) -> str:
+        exp = self.client.get_experiment_by_name(self.experiment)
+        if exp is not None:
+            return str(exp.experiment_id)
+        local = self.uri.startswith(("sqlite:", "file:")) or "://" not in self.uri
+        artifacts = (out_dir.resolve() / "mlflow-artifacts").as_uri() if local else None
+        return str(self.client.create_experiment(self.experiment, artifact_location=artifacts))
+
+    def start(self, record: RunRecord, run_dir: Path) -> str:
+        """The parent run of this archbench run: found again when resuming (by
+        its run directory), else created with the study's configuration."""
+        run_dir = Path(run_dir)
+        where = str(run_dir.resolve())
+        experiments = [e.experiment_id for e in self.client.search_experiments()]
+        found = self.client.search_runs(experiments, filter_string=f"tags.`archbench.run_dir` = '{where}'",
+                                        max_results=1) if experiments else []
+        if found:
+            self.parent_id = str(found[0].info.run_id)
+            self.client.update_run(self.parent_id, status="RUNNING")
+            return self.parent_id
+        from mlflow.entities import Param
+
+        exp_id = self._experiment_id(run_dir.parent)
+        run = self.client.create_run(exp_id, run_name=record["name"], tags={
+            "archbench.run": record["name"], "archbench.run_dir": where, "archbench.kind": "study"})
+        self.parent_id = str(run.info.run_id)
+        cfg = {k: v for k, v in record["config"].items() if k in ("models", "seeds", "dataset", "train_limit",
+                                                                   "test_limit", "verify")}
+        cfg["device"] = record.get("device")
+        self.client.log_batch(self.parent_id, params=[Param(k, str(v)[:500]) for k, v in flatten(cfg).items()])
+        return self.parent_id
+
+    def log_unit(self, record: RunRecord, model: str, unit: Unit, run_dir: Path, log: Log = lambda s: None
+                 ) -> str | None:
+        """Log one unit as a nested run; returns its run id (None if MLflow
+        failed: the unit is kept in results.json all the same)."""
         try:
-            rid = self._log_unit(record, model, unit, run_dir)
+            rid = self._log_unit(record, model, unit, Path(run_dir), log)
         except Exception as exc:  # noqa: BLE001 - tracking must not lose the unit
             log(f"[{model}] seed {unit['seed']}: could not log to MLflow ({type(exc).__name__}: {exc})")
             return None
         self.run_ids[(model, unit["seed"])] = rid
         return rid
 
-    def _log_unit(self, record: RunRecord, model: str, unit: Unit, run_dir: Path) -> str:
+    def _log_unit(self, record: RunRecord, model: str, unit: Unit, run_dir: Path, log: Log) -> str:
         from mlflow.entities import Metric, Param, RunTag
 
-        exp_id = _experiment_id(self.client, record, run_dir)
+        if self.parent_id is None:
+            self.start(record, run_dir)
+        assert self.parent_id is not None
+        exp_id = self.client.get_run(self.parent_id).info.experiment_id
         run = self.client.create_run(exp_id, run_name=f"{model}-seed{unit['seed']}", tags={
-            "archbench.run": record["name"], "archbench.model": model, "archbench.seed": str(unit["seed"]),
-            "archbench.status": unit.get("status", "?")})
-        rid = run.info.run_id
+            "mlflow.parentRunId": self.parent_id, "archbench.run": record["name"], "archbench.model": model,
+            "archbench.seed": str(unit["seed"]), "archbench.status": unit.get("status", "?")})
+        rid = str(run.info.run_id)
         now = int(time.time() * 1000)
         metrics = [Metric(k, v, now, step) for k, v, step in unit_metrics(record["models"][model], unit)]
         params = [Param(k, v) for k, v in unit_params(record, model, unit["seed"]).items()]
         tags = [RunTag("archbench.error", unit["error"][:5000])] if unit.get("error") else []
         self.client.log_batch(rid, metrics=metrics, params=params, tags=tags)
+        if unit.get("status") == "ok":
+            try:
+                self._log_model(record, model, unit, run_dir, rid)
+            except Exception as exc:  # noqa: BLE001 - the metrics are logged; say why the model is not
+                log(f"[{model}] seed {unit['seed']}: MLflow run logged without its model "
+                    f"({type(exc).__name__}: {exc})")
+                self.client.set_tag(rid, "archbench.model_not_logged", f"{type(exc).__name__}: {exc}"[:5000])
         self.client.set_terminated(rid, "FINISHED" if unit.get("status") == "ok" else "FAILED")
         return rid
 
-    def log_reports(self, record: RunRecord, run_dir: Path) -> None:
-        """Attach report.md, report.html and results.json to every unit's run."""
-        files = [Path(run_dir) / f for f in ("report.md", "report.html", "results.json")]
-        for rid in self.run_ids.values():
-            for f in files:
-                if f.exists():
-                    self.client.log_artifact(rid, str(f), artifact_path="report")
+    def _log_model(self, record: RunRecord, model: str, unit: Unit, run_dir: Path, rid: str) -> None:
+        """The trained model in MLflow's pytorch format, with its signature
+        (float32 images in, logits out), as the run's ``model`` artifact."""
+        import mlflow.pytorch
+        import torch
+        from mlflow.models import infer_signature
+
+        from archbench.models import input_shape_of
+
+        m = _trained_model(record, model, unit, run_dir)
+        x = torch.zeros(1, *input_shape_of(model))
+        with torch.no_grad():
+            y = m(x)
+        signature = infer_signature(x.numpy(), y.numpy())
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "model"
+            # pickle: the nn.Module itself (any batch size; a user model's module must be importable
+            # where it is loaded). pt2 would trace one fixed batch size.
+            mlflow.pytorch.save_model(m, str(path), signature=signature, input_example=x.numpy(),
+                                      serialization_format="pickle",
+                                      pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+            self.client.log_artifacts(rid, str(path), artifact_path="model")
+
+    def finish(self, record: RunRecord, run_dir: Path, status: str = "FINISHED") -> None:
+        """Attach the report, results.json, tables and plots to the parent run and close it."""
+        if self.parent_id is None:
+            return
+        run_dir = Path(run_dir)
+        for f in ("report.md", "report.html", "results.json"):
+            if (run_dir / f).exists():
+                self.client.log_artifact(self.parent_id, str(run_dir / f))
+        for sub in ("tables", "plots"):
+            if (run_dir / sub).is_dir():
+                self.client.log_artifacts(self.parent_id, str(run_dir / sub), artifact_path=sub)
+        self.client.set_terminated(self.parent_id, status)
+
+
+def probe(uri: str, timeout: float = 5.0) -> None:
+    """Fail now, in seconds, when the tracking store cannot be used: a URI
+    MLflow does not understand, or a server that does not answer (MLflow's
+    client retries every call to an unreachable server for minutes, which
+    would be paid per unit). A UsageError names the URI and the fix."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    fix = "fix the --mlflow URI, start the tracking server, or leave --mlflow out"
+    try:
+        client = _client(uri)
+    except UsageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - MLflow's own exception types vary by version
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise UsageError(f"--mlflow {uri!r} is not a usable tracking URI ({type(exc).__name__}: {first}). Expected "
+                         f"sqlite:///path/mlflow.db, a directory, or http(s)://host:port; {fix}.") from None
+    if urllib.parse.urlsplit(uri).scheme in ("http", "https"):
+        url = uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1"
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, headers={"User-Agent": "archbench"}),
+                                   timeout=timeout).close()
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                raise UsageError(f"--mlflow {uri!r}: the server answers but is not an MLflow tracking server "
+                                 f"(HTTP 404 for {url}); {fix}.") from None
+            # Any other status (401, 403, 405, ...): a server is there; the client handles the rest.
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise UsageError(f"--mlflow {uri!r}: the tracking server does not answer within {timeout:g} s "
+                             f"({reason}); {fix}.") from None
+        return
+    try:
+        client.search_experiments(max_results=1)
+    except Exception as exc:  # noqa: BLE001 - named, before anything is written
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise UsageError(f"--mlflow {uri!r}: cannot open the tracking store ({type(exc).__name__}: {first}); "
+                         f"{fix}.") from None
