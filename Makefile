@@ -5,37 +5,46 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.archbench-installed
+TEST_STAMP := $(VENV)/.archbench-test-installed
 SYSTEM_DATA := /usr/share/datasets/fashion-mnist
 TORCH_PIN := torch==2.13.0
 # The main job: the seed study over three seeds, so the report can tell a real
 # difference from noise. Override with e.g. make run ARGS='--seeds 0'.
 ARGS ?= --seeds 0,1,2
 
-.PHONY: run test lint install data browser bench clean
+.PHONY: run test lint install install-test data browser bench clean
 
 run: install data
 	$(VENV)/bin/archbench run $(ARGS)
 
-test: install data browser lint
+test: install-test data browser lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The style gate: ruff (pyflakes, pycodestyle, imports, bugbear, pyupgrade) and mypy, configured in pyproject.toml.
-lint: install
+lint: install-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-bench: install data
+bench: install-test data
 	$(PY) benchmarks/seed_study.py $(BENCH_ARGS)
 
+# `make run` installs what the main job needs (torch, numpy, safetensors,
+# tqdm, matplotlib); `make test` adds the test extra (pytest, hypothesis,
+# SciPy, ONNX, Ray, MLflow, Keras, ruff, mypy).
 install: $(STAMP)
+install-test: $(TEST_STAMP)
 
 # PyTorch first, pinned: the CPU wheel on disk. A bare `torch` requirement
 # with nothing installed would pull a multi-GB CUDA build from the index.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_PIN)"
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e .
 	touch $(STAMP)
+
+$(TEST_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(TEST_STAMP)
 
 # Debian's dataset-fashion-mnist, installed when missing and we are root.
 data:
