@@ -2,6 +2,7 @@
 
 import time
 
+import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
@@ -152,3 +153,302 @@ def test_counter_leaves_results_unchanged():
     with OpCounter():
         y = (x @ x.t()).relu()
     assert torch.equal(y, (x @ x.t()).relu())
+
+
+# --- attention, recurrent layers, interpolation, einsum: hand-computed counts ---------------------
+
+L_TOK, F_IN, E, HEADS, FFN, HID = 6, 5, 16, 4, 24, 12
+
+
+class TokenModel(nn.Module):
+    """Embed L tokens of F features (Linear), a sequence block, a head on the
+    last token. The block's input needs a gradient, as in any real model."""
+
+    def __init__(self, kind: str, dropout: float = 0.0):
+        super().__init__()
+        self.kind = kind
+        self.embed = nn.Linear(F_IN, E)
+        out = E
+        if kind == "mha":
+            self.block = nn.MultiheadAttention(E, HEADS, batch_first=True, dropout=dropout)
+        elif kind == "encoder":
+            self.block = nn.TransformerEncoderLayer(E, HEADS, FFN, dropout=dropout, batch_first=True)
+        elif kind == "sdpa":
+            self.block = nn.Linear(E, 3 * E)
+            self.proj = nn.Linear(E, E)
+        else:
+            self.block = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[kind](E, HID, batch_first=True)
+            out = HID
+        self.head = nn.Linear(out, 10)
+
+    def forward(self, x):
+        h = self.embed(x)
+        if self.kind == "mha":
+            h = self.block(h, h, h)[0]
+        elif self.kind == "encoder":
+            h = self.block(h)
+        elif self.kind == "sdpa":
+            b = h.shape[0]
+            q, k, v = self.block(h).view(b, L_TOK, 3, HEADS, E // HEADS).permute(2, 0, 3, 1, 4)
+            h = self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, L_TOK, E))
+        else:
+            h = self.block(h)[0]
+        return self.head(h[:, -1])
+
+
+def block_macs(kind: str) -> int:
+    """Per-sample forward MACs of the sequence block, by hand."""
+    attention = 2 * L_TOK * L_TOK * E                    # Q·Kᵀ and A·V over all heads: L²·(d + dv)·H
+    projections = 4 * L_TOK * E * E                      # Q, K, V and output projections
+    if kind in ("mha", "sdpa"):
+        return projections + attention
+    if kind == "encoder":
+        return projections + attention + 2 * L_TOK * E * FFN
+    gates = {"lstm": 4, "gru": 3, "rnn": 1}[kind]
+    return L_TOK * gates * HID * (E + HID)               # input and hidden products, every time step
+
+
+def model_macs(kind: str) -> tuple[int, int, int]:
+    """(embed, block, head) forward MACs per sample."""
+    return L_TOK * F_IN * E, block_macs(kind), (HID if kind in ("lstm", "gru", "rnn") else E) * 10
+
+
+@pytest.mark.parametrize("kind", ["mha", "encoder", "sdpa", "lstm", "gru", "rnn"])
+@pytest.mark.parametrize("train_mode", [False, True])
+def test_sequence_models_forward_macs_are_exact(kind, train_mode):
+    model = TokenModel(kind)
+    c = count_forward(model, (L_TOK, F_IN), batch_size=3, train_mode=train_mode)
+    assert c.matmul_conv == 2 * 3 * sum(model_macs(kind))
+    assert not c.uncounted and not c.partial
+
+
+@pytest.mark.parametrize("kind,dropout", [("mha", 0.0), ("encoder", 0.1), ("encoder", 0.0), ("sdpa", 0.0),
+                                          ("lstm", 0.0), ("gru", 0.0), ("rnn", 0.0)])
+def test_sequence_models_training_step_macs_are_exact(kind, dropout):
+    """Backward: the embedding's weight gradient only (its input is data);
+    every other layer its weight and input gradients (2 x forward). A fused
+    attention kernel's backward also recomputes Q·Kᵀ: L²·(3d + 2dv)·H MACs
+    instead of the math path's four products, L²·(2d + 2dv)·H."""
+    b = 4
+    embed, block, head = model_macs(kind)
+    step = count_train_step(TokenModel(kind, dropout), (L_TOK, F_IN), batch_size=b)
+    backward = embed + 2 * block + 2 * head
+    # MultiheadAttention with need_weights (its default) and dropout run the math path (bmm);
+    # without dropout nn.TransformerEncoderLayer and F.scaled_dot_product_attention run the fused kernel.
+    if (kind == "encoder" and dropout == 0.0) or kind == "sdpa":
+        backward += L_TOK * L_TOK * E  # (3d + 2dv) - (2d + 2dv) = d per (query, key) pair and head
+    if kind in ("gru", "rnn"):
+        # On CPU these run as per-step matrix products under autograd: the zero initial
+        # state needs no gradient, so the first step's hidden-state product is not transposed.
+        backward -= {"gru": 3, "rnn": 1}[kind] * HID * HID
+    assert step["forward"].matmul_conv == 2 * b * (embed + block + head)
+    assert step["backward"].matmul_conv == 2 * b * backward
+    assert not step["total"].uncounted
+
+
+def test_fused_attention_kernel_counts_by_hand():
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    b, h, lq, lk, d = 2, 3, 5, 7, 8
+    q, k, v = (torch.rand(b, h, n, d, requires_grad=True) for n in (lq, lk, lk))
+    pairs = b * h * lq * lk
+    with OpCounter() as fwd:
+        out = F.scaled_dot_product_attention(q, k, v)
+    with OpCounter() as bwd:
+        out.sum().backward()
+    assert "_scaled_dot_product_flash_attention_for_cpu" in fwd.count.by_op
+    assert fwd.count.matmul_conv == 2 * pairs * (d + d)
+    assert bwd.count.matmul_conv == 2 * pairs * (3 * d + 2 * d)
+    assert fwd.count.other["loss"] == 5 * pairs and fwd.count.other["elementwise"] == pairs
+    with sdpa_kernel(SDPBackend.MATH), OpCounter() as math_fwd:
+        F.scaled_dot_product_attention(q, k, v)
+    assert math_fwd.count.matmul_conv == fwd.count.matmul_conv  # the same products, as bmm
+
+
+def test_attention_fast_paths_are_counted_in_eval_mode():
+    model = TokenModel("encoder").eval()
+    with torch.no_grad(), OpCounter() as c:
+        model(torch.rand(2, L_TOK, F_IN))
+    assert "_transformer_encoder_layer_fwd" in c.count.by_op
+    n = 2 * L_TOK
+    assert c.count.other["normalization"] == 2 * 7 * n * E        # two layer norms
+    assert c.count.other["activation"] == n * FFN                  # ReLU
+    mha = TokenModel("mha").eval()
+    with torch.no_grad(), OpCounter() as c:
+        mha(torch.rand(2, L_TOK, F_IN))
+    assert "_native_multi_head_attention" in c.count.by_op
+    assert c.count.other["loss"] == 5 * 2 * HEADS * L_TOK * L_TOK  # softmax over every score
+
+
+def test_nested_encoder_counts_each_sequence_length():
+    """With a padding mask nn.TransformerEncoder runs nested tensors: attention
+    costs Σ L_i² per head, the rest Σ L_i tokens."""
+    import warnings
+
+    layer = nn.TransformerEncoderLayer(E, HEADS, FFN, batch_first=True)
+    enc = nn.TransformerEncoder(layer, 1, enable_nested_tensor=True).eval()
+    x = torch.rand(2, 5, E)
+    mask = torch.tensor([[False] * 5, [False] * 3 + [True] * 2])
+    with warnings.catch_warnings(), torch.no_grad(), OpCounter() as c:
+        warnings.simplefilter("ignore")
+        enc(x, src_key_padding_mask=mask)
+    tokens, squares = 5 + 3, 5 * 5 + 3 * 3
+    assert c.count.matmul_conv == 2 * (4 * tokens * E * E + 2 * squares * E + 2 * tokens * E * FFN)
+
+
+def test_layer_table_attributes_fused_attention():
+    model = TokenModel("encoder")
+    rows = layer_table(model, (L_TOK, F_IN))
+    total = count_forward(model, (L_TOK, F_IN))
+    assert sum(r["matmul_conv_flops"] for r in rows) == total.matmul_conv == 2 * sum(model_macs("encoder"))
+
+
+def _args(op, *args, **kwargs):
+    from archbench.measure.counting import _Args
+
+    return _Args(op, args, kwargs)
+
+
+def test_recurrent_kernels_of_other_backends_by_hand():
+    """The formulas for ops this CPU does not run (cuDNN, whole-layer ops,
+    CUDA's fused cells), on arguments laid out as their schemas say."""
+    from archbench.measure.counting import FUSED_OPS, RNN_CELL_FLOPS
+
+    aten = torch.ops.aten
+    t, b, i, h = 7, 3, 5, 6
+    x = torch.zeros(t, b, i)
+    w = [torch.zeros(4 * h, i), torch.zeros(4 * h, h), torch.zeros(4 * h), torch.zeros(4 * h),   # layer 0
+         torch.zeros(4 * h, h), torch.zeros(4 * h, h), torch.zeros(4 * h), torch.zeros(4 * h)]   # layer 1
+    hx, cx = torch.zeros(2, b, h), torch.zeros(2, b, h)
+    layer0, layer1 = t * b * 4 * h * (i + h), t * b * 4 * h * (h + h)
+    whole = _args(aten.lstm.input, x, [hx, cx], w, True, 2, 0.0, True, False, False)
+    mm, other = FUSED_OPS["lstm"](whole)
+    assert mm == 2 * (layer0 + layer1)
+    assert other["activation"] == 2 * t * b * h * RNN_CELL_FLOPS["lstm"]["activation"]
+    cudnn = _args(aten._cudnn_rnn.default, x, w, 4, None, hx, cx, 2, h, 0, 2, False, 0.0, True, False, [], None)
+    assert FUSED_OPS["_cudnn_rnn"](cudnn)[0] == 2 * (layer0 + layer1)
+
+    def backward(mask):
+        a = _args(aten._cudnn_rnn_backward.default, x, w, 4, torch.zeros(1), hx, cx, x, None, None, None, 2, h, 0,
+                  2, False, 0.0, True, False, [], None, torch.zeros(1), mask)
+        return FUSED_OPS["_cudnn_rnn_backward"](a)[0]
+
+    # Data gradients: every layer's recurrence, layer 1's input product, layer 0's only if the input wants one.
+    assert backward([True, True, True, True]) == 2 * 2 * (layer0 + layer1)
+    assert backward([False, True, True, True]) == 2 * (2 * (layer0 + layer1) - t * b * 4 * h * i)
+    assert backward([False, True, True, False]) == 2 * (layer0 + layer1 - t * b * 4 * h * i)
+    gates = torch.zeros(b, 4 * h)
+    mm, other = FUSED_OPS["_thnn_fused_lstm_cell"](_args(aten._thnn_fused_lstm_cell.default, gates, gates,
+                                                         torch.zeros(b, h), torch.zeros(4 * h), torch.zeros(4 * h)))
+    assert mm == 0 and other["bias"] == 2 * 4 * b * h and other["activation"] == 19 * b * h
+    gru = _args(aten.gru.input, x, hx, [t_[: 3 * h] for t_ in w], True, 2, 0.0, True, False, False)
+    assert FUSED_OPS["gru"](gru)[0] == 2 * t * b * 3 * h * ((i + h) + (h + h))
+
+
+def test_cuda_attention_kernels_by_hand():
+    """The flash/efficient kernels' own layout is (batch, length, heads, dim);
+    with cumulative sequence lengths the batch is packed."""
+    from archbench.measure.counting import FUSED_OPS
+
+    aten = torch.ops.aten
+    b, h, lq, lk, d = 2, 3, 4, 6, 8
+    q, k = torch.zeros(b, lq, h, d), torch.zeros(b, lk, h, d)
+    a = _args(aten._flash_attention_forward.default, q, k, k, None, None, lq, lk, 0.0, False, False)
+    assert FUSED_OPS["_flash_attention_forward"](a)[0] == 2 * b * h * lq * lk * 2 * d
+    packed_q, packed_k = torch.zeros(3 + 4, h, d), torch.zeros(5 + 2, h, d)
+    a = _args(aten._flash_attention_forward.default, packed_q, packed_k, packed_k, torch.tensor([0, 3, 7]),
+              torch.tensor([0, 5, 7]), 4, 5, 0.0, False, False)
+    assert FUSED_OPS["_flash_attention_forward"](a)[0] == 2 * h * (3 * 5 + 4 * 2) * 2 * d
+    qs = torch.zeros(b, h, lq, d)
+    ks = torch.zeros(b, h, lk, d)
+    a = _args(aten._scaled_dot_product_efficient_attention_backward.default, qs, qs, ks, ks, None, qs, qs,
+              torch.zeros(1), torch.zeros(1), 0.0, [True] * 4)
+    assert FUSED_OPS["_scaled_dot_product_efficient_attention_backward"](a)[0] == 2 * b * h * lq * lk * 5 * d
+
+
+@pytest.mark.parametrize("mode,taps", [("linear", 2), ("bilinear", 4), ("bicubic", 16), ("trilinear", 8)])
+def test_interpolation_counts_by_hand(mode, taps):
+    dims = {"linear": 1, "bilinear": 2, "bicubic": 2, "trilinear": 3}[mode]
+    x = torch.rand(2, 3, *([4] * dims), requires_grad=True)
+    with OpCounter() as fwd:
+        y = F.interpolate(x, scale_factor=2, mode=mode)
+    with OpCounter() as bwd:
+        y.backward(torch.ones_like(y))
+    assert fwd.count.other["interpolation"] == (2 * taps - 1) * y.numel()
+    assert bwd.count.other["interpolation"] == 2 * taps * y.numel()
+    assert not fwd.count.uncounted and not bwd.count.uncounted
+
+
+def test_nearest_upsampling_copies_and_its_backward_sums():
+    x = torch.rand(1, 2, 3, 3, requires_grad=True)
+    with OpCounter() as fwd:
+        y = F.interpolate(x, scale_factor=2, mode="nearest")
+    with OpCounter() as bwd:
+        y.backward(torch.ones_like(y))
+    assert fwd.count.total == 0 and fwd.count.data_movement == {"upsample_nearest2d": 1}
+    assert bwd.count.other["interpolation"] == y.numel()
+
+
+@pytest.mark.parametrize("spec,shapes,macs", [
+    ("ij,jk->ik", [(3, 4), (4, 5)], 3 * 4 * 5),
+    ("bij,bjk->bik", [(2, 3, 4), (2, 4, 5)], 2 * 3 * 4 * 5),
+    ("bhqd,bhkd->bhqk", [(2, 3, 5, 8), (2, 3, 7, 8)], 2 * 3 * 5 * 7 * 8),
+    ("i,i->", [(6,), (6,)], 6),
+])
+def test_einsum_counts_the_products_it_lowers_to(spec, shapes, macs):
+    xs = [torch.rand(*s) for s in shapes]
+    with OpCounter() as c:
+        torch.einsum(spec, *xs)
+    assert c.count.matmul_conv == 2 * macs
+    assert not c.count.uncounted
+
+
+def test_small_conventions_fixed():
+    bn = nn.BatchNorm2d(3).eval()
+    x = torch.rand(2, 3, 4, 4, requires_grad=True)
+    with OpCounter() as c:  # eval mode with gradients on: native_batch_norm(training=False)
+        bn(x)
+    assert c.count.other["normalization"] == 4 * x.numel()
+    with OpCounter() as c:
+        torch.rand(5).clamp_max_(0.5)
+        torch.rand(5).clamp_min(0.5)
+    assert c.count.other["activation"] == 10
+
+
+def test_partial_flops_are_marked_in_the_table_and_the_report():
+    from archbench.report import comparison_rows, render_report_markdown
+    from tests.fixed_records import fixed_record
+
+    record = fixed_record()
+    name = next(iter(record["models"]))
+    fl = record["models"][name]["measurements"]["flops"]
+    fl["forward_uncounted_ops"] = {"cumsum": 1}
+    fl["uncounted_ops"] = {"cumsum": 2}
+    fl["partial"] = {"forward": True, "train_step": True}
+    rows = {r[0]: r for r in comparison_rows(record)}
+    assert rows[name][4].endswith("(partial)") and rows[name][5].endswith("(partial)")
+    assert all("partial" not in cell for other, r in rows.items() if other != name for cell in r)
+    text = render_report_markdown(record)
+    assert "partial: these ops ran and are not counted (no formula): `cumsum` ×1" in text
+    assert "`cumsum` ×2" in text
+
+
+def test_profile_marks_partial_flops():
+    from archbench.measure import measure_model
+    from archbench.report.profile import render_profile
+
+    class Odd(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(784, 10)
+
+        def forward(self, x):
+            return self.lin(torch.cumsum(x.flatten(1), 1))
+
+    meas = measure_model(Odd(), batch_size=8, timing=False)
+    assert meas["flops"]["partial"] == {"forward": True, "train_step": True}
+    assert meas["flops"]["forward_uncounted_ops"] == {"cumsum": 1}
+    text = render_profile({"model": "odd", "input_shape": [1, 28, 28], "batch_size": 8, "device": "cpu",
+                           "layers": layer_table(Odd()), "measurements": meas})
+    assert "PARTIAL: the inference FLOPs miss ops with no formula: cumsum ×1" in text
+    assert "7,840 (partial)" in text

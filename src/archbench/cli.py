@@ -327,8 +327,10 @@ def cmd_models(args) -> int:
         m = create_model(name)
         recipe = ", ".join(f"{k}={v}" for k, v in (e.recipe or {}).items()) or "seed recipe"
         expected = "; ".join(f"{k}: {v}" for k, v in (e.expected or {}).items()) or "n/a"
-        rows.append((name, fmt_count(count_parameters(m)["trainable"]),
-                     fmt_count(count_forward(m, e.input_shape).matmul_conv), expected, e.description))
+        fwd = count_forward(m, e.input_shape)
+        flops = fmt_count(fwd.matmul_conv) + (" (partial: " + ", ".join(sorted(fwd.uncounted)) + " uncounted)"
+                                              if fwd.partial else "")
+        rows.append((name, fmt_count(count_parameters(m)["trainable"]), flops, expected, e.description))
         rows.append(("", "", "", "", "  recipe: " + recipe))
     print(text_table(("Model", "Params", "FLOPs/sample", "Expected (measured)", "Description"), rows))
     return 0

@@ -7,7 +7,7 @@ import json
 import math
 from typing import Any
 
-from archbench.records import ModelRecord, RunRecord
+from archbench.records import ModelRecord, RunRecord, lookup
 from archbench.report.analysis import COST_AXES, analyze
 from archbench.report.document import Bullets, Heading, Image, Para, Pre, Table
 from archbench.report.units import fmt_bytes, fmt_count, fmt_pct, fmt_seconds, fmt_si
@@ -52,14 +52,30 @@ def _acc_cell(a: dict, failed: int) -> str:
             f"{100 * ci['high']:.2f}, n={a['n']})")
 
 
+def flops_partial(entry: ModelRecord | dict) -> dict[str, bool]:
+    """Which FLOP figures of a model miss ops that have no formula
+    ({"forward": ..., "train_step": ...}); a record written before this
+    was recorded derives it from its lists of uncounted ops."""
+    fl = lookup(entry, "measurements", "flops") or {}
+    stored = fl.get("partial") or {}
+    return {"forward": bool(stored.get("forward", fl.get("forward_uncounted_ops"))),
+            "train_step": bool(stored.get("train_step", fl.get("uncounted_ops")))}
+
+
+def _flops_cell(value: Any, partial: bool) -> str:
+    return fmt_si(value, "FLOPs") + (" (partial)" if partial and value is not None else "")
+
+
 def comparison_rows(record: RunRecord, analysis: dict[str, Any] | None = None) -> list[tuple[str, ...]]:
     analysis = analysis or analyze(record, resamples=200)
     rows: list[tuple[str, ...]] = []
     for name, s in analysis["models"].items():
         c = s["costs"]
+        partial = flops_partial(record["models"].get(name) or {})
         rows.append((name, _acc_cell(s["accuracy"], len(s["failed"])), fmt_count(c["params"]),
-                     fmt_bytes(c["saved_bytes"]), fmt_si(c["flops_inference"], "FLOPs"),
-                     fmt_si(c["flops_train"], "FLOPs"), fmt_bytes(c["peak_memory"]), fmt_seconds(c["train_time"])))
+                     fmt_bytes(c["saved_bytes"]), _flops_cell(c["flops_inference"], partial["forward"]),
+                     _flops_cell(c["flops_train"], partial["train_step"]), fmt_bytes(c["peak_memory"]),
+                     fmt_seconds(c["train_time"])))
     return rows
 
 
@@ -242,6 +258,12 @@ def build_blocks(record: RunRecord, analysis: dict[str, Any] | None = None,
     return blocks
 
 
+def _uncounted_text(ops: dict | None) -> str:
+    """What a partial FLOP figure leaves out: the ops with no formula."""
+    listed = ", ".join(f"`{k}` ×{v}" for k, v in sorted((ops or {}).items()))
+    return f"these ops ran and are not counted (no formula): {listed or 'not recorded'}"
+
+
 def _model_section(name: str, entry: ModelRecord) -> list:
     meas = entry.get("measurements") or {}
     blocks: list = [Heading(3, name)]
@@ -250,6 +272,7 @@ def _model_section(name: str, entry: ModelRecord) -> list:
     if meas:
         fl, mem, p = meas["flops"], meas["memory"]["train_step"], meas["params"]
         sizes = meas["saved_size_bytes"]
+        partial = flops_partial(entry)
         items = [
             f"Parameters: {fmt_count(p['trainable'])} trainable, {fmt_count(p['non_trainable'])} non-trainable; "
             f"raw weights {fmt_bytes(p['raw_weight_bytes'])}.",
@@ -259,11 +282,14 @@ def _model_section(name: str, entry: ModelRecord) -> list:
             f"Inference: {fmt_count(fl['forward_macs_per_sample'])} MACs = {fmt_count(fl['forward_per_sample'])} "
             f"matmul/conv FLOPs per sample"
             + (f", plus {fmt_count(fl['forward_other_per_sample'])} other FLOPs (bias, activations, pooling)"
-               if "forward_other_per_sample" in fl else "") + ".",
+               if "forward_other_per_sample" in fl else "")
+            + (" — partial: " + _uncounted_text(fl.get("forward_uncounted_ops") or fl.get("uncounted_ops"))
+               if partial["forward"] else "") + ".",
             f"Training step (batch {fl['train_step_batch_size']}): {fmt_count(fl['train_step'])} matmul/conv FLOPs "
             f"(forward {fmt_count(fl['train_step_forward'])}, backward {fmt_count(fl['train_step_backward'])})"
             + (f", plus {fmt_count(fl['train_step_other'])} other FLOPs including the Adam update"
-               if "train_step_other" in fl else "") + ".",
+               if "train_step_other" in fl else "")
+            + (" — partial: " + _uncounted_text(fl.get("uncounted_ops")) if partial["train_step"] else "") + ".",
         ]
         if "per_run" in fl:
             items.append(f"Whole run: {fmt_si(fl['per_run']['matmul_conv'], 'FLOPs')} matmul/conv + "

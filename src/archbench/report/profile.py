@@ -14,8 +14,11 @@ def render_profile(rec: dict) -> str:
     rows = [(r["layer"], r["type"], str(r["output_shape"][1:] if r["output_shape"] else ""), fmt_count(r["params"]),
              fmt_count(r["macs"]), fmt_count(r["matmul_conv_flops"]), fmt_count(r["other_flops"]))
             for r in rec["layers"]]
-    rows.append(("total", "", "", fmt_count(p["total"]), fmt_count(fl["forward_macs_per_sample"]),
-                 fmt_count(fl["forward_per_sample"]), fmt_count(fl["forward_other_per_sample"])))
+    partial = fl.get("partial") or {}
+    mark = lambda key: " (partial)" if partial.get(key) else ""  # noqa: E731
+    rows.append(("total", "", "", fmt_count(p["total"]), fmt_count(fl["forward_macs_per_sample"]) + mark("forward"),
+                 fmt_count(fl["forward_per_sample"]) + mark("forward"),
+                 fmt_count(fl["forward_other_per_sample"]) + mark("forward")))
     lines.append("Inference, per sample (batch 1, eval mode):")
     lines.append(text_table(("Layer", "Type", "Output", "Params", "MACs", "FLOPs matmul/conv", "FLOPs other"), rows))
     ph = fl["train_step_phases"]
@@ -26,6 +29,11 @@ def render_profile(rec: dict) -> str:
         srows.append((name, fmt_count(d["matmul_conv"]), fmt_count(d["other_total"]), fmt_count(d["total"]),
                       ", ".join(f"{k} {fmt_si(v)}" for k, v in d["other"].items() if v)))
     lines.append(text_table(("phase", "matmul/conv", "other", "all", "other by category"), srows))
+    for key, what in (("forward", "inference"), ("train_step", "training-step")):
+        ops = fl.get("forward_uncounted_ops" if key == "forward" else "uncounted_ops") or {}
+        if partial.get(key):
+            lines.append(f"PARTIAL: the {what} FLOPs miss ops with no formula: "
+                         + ", ".join(f"{k} ×{v}" for k, v in ops.items()))
     lines.append(f"per sample: {fmt_si(fl['train_per_sample'], 'FLOPs')} matmul/conv")
     if "per_epoch" in fl:
         ep = fl["per_epoch"]
