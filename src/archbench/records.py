@@ -53,6 +53,8 @@ class Unit(TypedDict):
     error: NotRequired[str]
     error_type: NotRequired[str]
     traceback: NotRequired[str]
+    host: NotRequired[dict[str, Any]]        # cpu, usable_cpus, torch_threads, torch_interop_threads,
+    #                                          load_start, load_end ([1, 5, 15]-minute load averages)
 
 
 class ModelRecord(TypedDict):

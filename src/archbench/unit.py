@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from archbench.config import StudyConfig
+from archbench.env import host_snapshot, unit_host
 from archbench.errors import ArchbenchError, Interrupted
 from archbench.measure import measure_model, save_model_files
 from archbench.models import create_model, get_entry, input_shape_of, is_reference
@@ -40,7 +41,8 @@ def build_model(ref: str, seed: int) -> torch.nn.Module:
     return create_model(ref)
 
 
-def _unit_record(seed: int, result: TrainResult, t0: float, files: dict, resumed: bool) -> Unit:
+def _unit_record(seed: int, result: TrainResult, t0: float, files: dict, resumed: bool,
+                 host_start: dict | None = None) -> Unit:
     return {
         "seed": seed, "status": "ok",
         "history": [h.to_dict() for h in result.history],
@@ -56,13 +58,14 @@ def _unit_record(seed: int, result: TrainResult, t0: float, files: dict, resumed
                      "cuda_graphs": result.cuda_graphs, "resumed_from_checkpoint": resumed},
         "files": {fmt: d["path"] for fmt, d in files.items()},
         "saved_size_bytes": {fmt: d["bytes"] for fmt, d in files.items()},
+        "host": unit_host(host_start),  # CPU, cores, threads, load at start and end: what the timings ran on
     }
 
 
 def run_unit(ref: str, seed: int, cfg: StudyConfig, data: Any, run_dir: Path, progress: Any, log: Log) -> Unit:
     """Train, save and describe one (model, seed) unit. Failures come back as
     a unit with status "failed" (Ctrl-C is re-raised)."""
-    t0 = time.perf_counter()
+    t0, host0 = time.perf_counter(), host_snapshot()
     ckpt = run_dir / "checkpoints" / f"{safe_name(ref)}-seed{seed}.pt"
     try:
         # Loaded on the CPU: RNG states must stay there; weights are copied to the device.
@@ -72,7 +75,7 @@ def run_unit(ref: str, seed: int, cfg: StudyConfig, data: Any, run_dir: Path, pr
                        cfg.train_config_for(ref), seed=seed, progress=progress,
                        checkpoint=lambda state: _save_checkpoint(ckpt, state), resume_from=resume)
         files = save_model_files(model, run_dir / "models", f"{safe_name(ref)}-seed{seed}")
-        unit = _unit_record(seed, result, t0, files, resume is not None)
+        unit = _unit_record(seed, result, t0, files, resume is not None, host0)
         ckpt.unlink(missing_ok=True)
         log(f"[{ref}] seed {seed}: test accuracy {100 * result.test.accuracy:.2f} %, "
             f"train {result.train_seconds:.2f} s" + (" (resumed from a checkpoint)" if resume is not None else ""))
