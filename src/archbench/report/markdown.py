@@ -1,5 +1,11 @@
 """The report's content, built from a run record alone, as document blocks
-(rendered to report.md and report.html by archbench.report.document)."""
+(rendered to report.md and report.html by archbench.report.document).
+
+Every sentence is generated from :func:`archbench.report.analysis.analyze`;
+a claim is printed only where the analysis allows it (an accuracy verdict
+under the rule of docs/statistics.md, a cost ranking under like-for-like
+conditions, a time ranking beyond the measured spread on an unloaded host).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,17 @@ import math
 from typing import Any
 
 from archbench.records import ModelRecord, RunRecord, lookup
-from archbench.report.analysis import COST_AXES, analyze
+from archbench.report.analysis import (
+    CONDITION_WORDS,
+    COST_AXES,
+    MEASURED_OPTIMIZER,
+    MEASURED_PRECISION,
+    TIME_AXES,
+    analyze,
+    source_run,
+    time_cheapest,
+    time_order,
+)
 from archbench.report.document import Bullets, Heading, Image, Para, Pre, Table
 from archbench.report.units import fmt_bytes, fmt_count, fmt_pct, fmt_seconds, fmt_si
 
@@ -26,6 +42,9 @@ AXIS_WORDS = {  # noun phrase for ratios: "4.1× fewer parameters"
     "latency": ("higher", "lower", "inference latency"),
     "train_time": ("more", "less", "train time"),
 }
+AXIS_LABEL = {key: label for key, label, _ in COST_AXES}
+AXIS_KIND = {key: kind for key, _, kind in COST_AXES}
+MORE_SEEDS = "0,1,2,3,4"
 
 
 def _verified_note(ds: dict) -> str:
@@ -42,9 +61,21 @@ def fmt_pp(x: float) -> str:
     return f"{100 * x:+.2f} pp"
 
 
+def _names(names: list[str]) -> str:
+    """a, b and c"""
+    if not names:
+        return "none"
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _in_order(an: dict, names) -> list[str]:
+    """``names`` in the record's model order."""
+    return [n for n in an["models"] if n in set(names)]
+
+
 def _acc_cell(a: dict, failed: int) -> str:
     if not a.get("n"):
-        return "failed" if failed else "n/a"
+        return "failed" if failed else "no finished unit"
     ci = a["ci"]
     if a["n"] == 1:
         return f"{100 * a['mean']:.2f} % (95 % CI {100 * ci['low']:.2f}–{100 * ci['high']:.2f}, 1 run)"
@@ -67,7 +98,7 @@ def _flops_cell(value: Any, partial: bool) -> str:
 
 
 def comparison_rows(record: RunRecord, analysis: dict[str, Any] | None = None) -> list[tuple[str, ...]]:
-    analysis = analysis or analyze(record, resamples=200)
+    analysis = analysis or analyze(record)
     rows: list[tuple[str, ...]] = []
     for name, s in analysis["models"].items():
         c = s["costs"]
@@ -97,88 +128,409 @@ def _ratio_phrase(key: str, a: float, b: float) -> str | None:
     return f"{r:.2f}× {more} {noun}" if r > 1 else f"{1 / r:.2f}× {less} {noun}"
 
 
-def accuracy_conclusions(an: dict) -> list:
+# --- accuracy -------------------------------------------------------------------------
+
+def seeds_command(record: RunRecord, names: list[str]) -> str:
+    """The `archbench run` command that trains ``names`` over 5 seeds, with
+    the study options this run was given (what measures training variance)."""
+    from archbench.config import TRAIN_KEYS
+
+    cfg = record.get("config") or {}
+    order = list(record.get("models", {}))
+    names = sorted(names, key=lambda n: order.index(n) if n in order else len(order))
+    refs = list(dict.fromkeys(n.rsplit("@", 1)[0] if source_run(record, n) and "@" in n else n for n in names))
+    parts = ["archbench", "run", "--models", ",".join(refs), "--seeds", MORE_SEEDS]
+    ds = cfg.get("dataset")
+    if isinstance(ds, str) and ds != "fashion-mnist":
+        parts += ["--dataset", ds]
+    for key in ("train_limit", "test_limit"):
+        if isinstance(cfg.get(key), int):
+            parts += ["--" + key.replace("_", "-"), str(cfg[key])]
+    train = cfg.get("train") or {}
+    sources = lookup(cfg, "sources", "train") or {}
+    for key in TRAIN_KEYS:
+        given = {str((train.get(n) or {}).get(key)) for n in names
+                 if (sources.get(n) or {}).get(key) in ("cli", "api", "file", "file:model")}
+        values = {str((train.get(n) or {}).get(key)) for n in names}
+        if given and len(values) == 1:
+            v = next(iter(values))
+            flag = "--" + key.replace("_", "-")
+            if v in ("True", "False"):
+                parts.append(flag if v == "True" else "--no-" + key.replace("_", "-"))
+            else:
+                parts += [flag, v]
+    return "`" + " ".join(parts) + "`"
+
+
+def _pair_detail(p: dict, n_test: int) -> str:
+    ci = p["difference_ci"]
+    a, b = p["a"], p["b"]
+    out = f"{fmt_pp(p['difference'])} (95 % CI {fmt_pp(ci['low'])} to {fmt_pp(ci['high'])}"
+    if p["scope"] == "seeds and test images":
+        out += (f"; p = {fmt_p(p['p_value'])}, {p['df']:.1f} df); standard error {100 * p['se']:.2f} pp, of which "
+                f"training randomness {100 * p['se_training']:.2f} pp ({p['seeds_a']} + {p['seeds_b']} seeds) and "
+                f"test-set sampling {100 * p['se_test_images']:.2f} pp ({fmt_count(n_test)} images)")
+    else:
+        out += f"; p = {fmt_p(p['p_value'])}, {p['test']})"
+    poi = p.get("probability_of_improvement")
+    if poi:
+        out += f"; probability of improvement of {a} over {b} {poi['value']:.2f} ({poi['pairs']} seed pairs)"
+    seeds = [f"seed {s['seed']}: {fmt_pp(s['difference'])}, p = {fmt_p(s['p_value'])} "
+             f"({fmt_count(s['b'])} vs {fmt_count(s['c'])})" for s in p["mcnemar_per_seed"]]
+    out += _recipe_note(p)
+    if seeds:
+        out += (f". Exact McNemar per seed (images only {a} vs only {b} got right): " + "; ".join(seeds))
+    return out + "."
+
+
+def accuracy_conclusions(an: dict, record: RunRecord) -> list:
     ranked, models, pairs = an["ranked"], an["models"], an["pairs"]
+    n_test = lookup(record, "dataset", "test_samples") or 0
+    blocks: list[Para | Bullets] = [Para("Rule: " + an["rule"])]
+    no_data = [n for n in models if not models[n]["accuracy"]["n"]]
     if not ranked:
-        return [Para("No model finished a unit, so nothing can be concluded about accuracy.")]
+        return blocks + [Para("No model finished a unit, so nothing can be concluded about accuracy.")]
     if len(ranked) == 1:
         a = models[ranked[0]]["accuracy"]
-        return [Para(f"Only **{ranked[0]}** finished: {100 * a['mean']:.2f} % "
-                     f"(95 % CI {100 * a['ci']['low']:.2f}–{100 * a['ci']['high']:.2f} %).")]
-    blocks: list[Para | Bullets] = []
+        return blocks + [Para(f"Only **{ranked[0]}** finished a unit: {100 * a['mean']:.2f} % "
+                              f"(95 % CI {100 * a['ci']['low']:.2f}–{100 * a['ci']['high']:.2f} %); "
+                              "there is nothing to compare it with.")]
     top = ranked[0]
-    beaten = [p for p in pairs if p["a"] == top and p["significant"]]
-    rivals = [p["b"] for p in pairs if p["a"] == top and not p["significant"]]
+    among = f" of the {len(ranked)} models with finished units" if no_data else ""
+    top_pairs = [p for p in pairs if top in (p["a"], p["b"])]
+    beaten = [p for p in top_pairs if p["winner"] == top and not p["unmeasured"]]
+    one_seed = [p for p in top_pairs if p["unmeasured"]]
     if len(beaten) == len(ranked) - 1:
-        blocks.append(Para(f"**{top}** is the most accurate, significantly ahead of every other model "
-                           f"(α = {an['alpha']})."))
+        blocks.append(Para(f"**{top}** is the most accurate{among}, ahead of "
+                           f"{'every other model' if len(ranked) > 2 else ranked[1]} beyond both training "
+                           f"randomness and test-set noise (α = {an['alpha']})."))
+    elif one_seed:
+        blocks.append(Para(f"**{top}** has the highest accuracy{among}, but with one seed for "
+                           f"{_names(_in_order(an, {u for p in one_seed for u in p['unmeasured']}))} training "
+                           "variance is "
+                           "unmeasured: the comparisons below cover test-set noise only and say nothing certain "
+                           "about the architectures. " + seeds_command(record, ranked) + " measures it."))
     else:
-        blocks.append(Para(f"**{top}** has the highest mean accuracy, but is not significantly ahead of "
-                           f"{', '.join(rivals)} (α = {an['alpha']}): "
-                           f"{'that difference is' if len(rivals) == 1 else 'those differences are'} "
-                           "within the noise."))
+        rivals = [p["b"] if p["a"] == top else p["a"] for p in top_pairs if not p["significant"]]
+        blocks.append(Para(f"**{top}** has the highest mean accuracy{among}, but is not significantly ahead of "
+                           f"{_names(rivals)} (α = {an['alpha']}): "
+                           f"{'that difference is' if len(rivals) == 1 else 'those differences are'} within the "
+                           "noise of training randomness and test-set sampling."))
     items = []
     for p in pairs:
-        ci = p["difference_ci"]
-        mc = p["mcnemar_pooled"]
-        detail = (f"{fmt_pp(p['difference'])} (95 % CI {fmt_pp(ci['low'])} to {fmt_pp(ci['high'])}); exact McNemar "
-                  f"p = {fmt_p(mc['p_value'])} on {fmt_count(mc['b'])} vs {fmt_count(mc['c'])} test images that only "
-                  f"one of them got right, pooled over {p['pairs']} seed pair{'s' if p['pairs'] != 1 else ''}")
-        if p["significant"]:
-            items.append(f"**{p['winner']}** is more accurate than {p['b'] if p['winner'] == p['a'] else p['a']}: "
-                         + detail + ".")
+        other = (p["b"] if p["winner"] == p["a"] else p["a"]) if p["winner"] else None
+        if p["winner"] and p["unmeasured"]:
+            items.append(f"On these trained models, **{p['winner']}** scored higher than {other} on the test set "
+                         f"(training variance of {_names(p['unmeasured'])} unmeasured): " + _pair_detail(p, n_test))
+        elif p["winner"]:
+            items.append(f"**{p['winner']}** is more accurate than {other}: " + _pair_detail(p, n_test))
         else:
-            items.append(f"{p['a']} vs {p['b']}: no significant difference — " + detail + ".")
+            items.append(f"{p['a']} vs {p['b']}: no significant difference — " + _pair_detail(p, n_test))
     if items:
         blocks.append(Bullets(items))
+    missing = (an["incomplete"] or {}).get("no_data") or no_data
+    if missing:
+        blocks.append(Para(f"No claim is made about {_names(missing)}: no finished unit."))
     return blocks
 
 
+# --- costs ----------------------------------------------------------------------------
+
+def _cond_listing(an: dict, names: list[str], key: str) -> str:
+    return ", ".join(f"{n} {an['models'][n]['conditions'].get(key)}" for n in names)
+
+
+def _measured_under(an: dict, axis: dict) -> str:
+    """The conditions an axis was measured under, or which of them differ."""
+    names = list(axis["values"])
+    if not names:
+        return ""
+    c0 = an["models"][names[0]]["conditions"]
+    key = axis["key"]
+    differ = [f"{CONDITION_WORDS[k]} differ ({_cond_listing(an, names, k)})" for k in axis["differs"]]
+    if key in ("flops_train",):
+        same = "" if differ else f"one training step at batch {c0['batch_size']}, divided by the batch size"
+        if differ:
+            differ.append("matmul/conv FLOPs per sample do not depend on the batch size")
+    elif key == "peak_memory":
+        same_keys = [k for k in ("memory_precision", "memory_optimizer") if k not in axis["differs"]]
+        same = "" if "batch_size" in axis["differs"] else f"one training step at batch {c0['batch_size']}"
+        if same_keys:
+            same += ("; " if same else "") + ", ".join(str(c0[k]) for k in same_keys) + " for every model"
+    elif key == "latency":
+        same = "" if differ else (f"batch 1, {c0['measure_threads']} threads" if c0.get("measure_threads")
+                                  else "batch 1")
+    elif key == "train_time":
+        same = "" if differ else (f"{c0['epochs']} epoch{'s' if c0['epochs'] != 1 else ''} of "
+                                  f"{c0['samples_per_epoch']} images, batch "
+                                  f"{c0['batch_size']}, {c0['precision']}, {c0['optimizer']}, {c0['device']}"
+                                  + (f", {c0['threads']} threads" if c0.get("threads") else ""))
+    else:
+        return ""
+    return "; ".join(x for x in [same, *differ] if x)
+
+
+def _recipe_mismatch(an: dict, names: list[str]) -> str:
+    """Models whose recipe trains otherwise than the memory/FLOP measurement steps."""
+    odd = [f"{n} trains in {c['precision']} with {c['optimizer']}" for n in names
+           if not (c := an["models"][n]["conditions"]).get("measures_recipe")
+           and ((c.get("precision") or MEASURED_PRECISION) != MEASURED_PRECISION
+                or (c.get("optimizer") or MEASURED_OPTIMIZER).lower() != MEASURED_OPTIMIZER.lower())]
+    return ("; " + ", ".join(odd) + ", which this measurement does not reflect") if odd else ""
+
+
+def _time_range(axis: dict, n: str) -> str:
+    """The measured range of model n on a time axis, per training sample where the axis compares so."""
+    s = axis["spreads"][n]
+    if not s or s.get("low") is None:
+        return "no spread"
+    k = axis["per_sample"][n] / s["value"] if "per_sample" in axis else 1.0
+    return f"{fmt_seconds(s['low'] * k)}–{fmt_seconds(s['high'] * k)}"
+
+
+def _load_words(load: dict) -> str:
+    return (f"1-minute load average {load['max_load']:.2f} on {load['cores']} usable cores at {load['when']}: "
+            "other work competed for the cores")
+
+
+def time_verdict_text(an: dict, axis: dict) -> str:
+    """The cheapest model on a time axis, or why none is named."""
+    names = list(axis["values"])
+    if axis["reason"] == "loaded":
+        return "no winner on time: the machine was loaded (" + _load_words(axis["load"]) + ")"
+    if axis["reason"] == "conditions":
+        return "no winner: measured under different conditions"
+    if axis["reason"] == "no spread":
+        return ("no winner: a single timing shows no spread to compare the difference with ("
+                + ", ".join(f"{n} {axis['spreads'][n]['source']}" for n in names) + ")")
+    ranges = ", ".join(f"{n} {_time_range(axis, n)}" for n in names)
+    basis = " per training sample" if "per_sample" in axis else ""
+    load = axis.get("load") or {}
+    caveat = "" if load.get("recorded") else "; host load not recorded"
+    cheapest, beaten = time_cheapest(axis)
+    if not beaten:
+        return f"no winner: the measured ranges overlap ({ranges}){caveat}"
+    vals = axis["per_sample"] if "per_sample" in axis else axis["values"]
+    others = [f"{n}: {_ratio_phrase(axis['key'], vals[n], vals[by])}{basis} than {by}" for n, by in beaten.items()]
+    group = ", ".join(f"**{n}**" for n in cheapest) + (" (their ranges overlap)" if len(cheapest) > 1 else "")
+    return (f"cheapest: {group}{basis}, beyond the measured spread (ranges{basis} {ranges}){caveat}; "
+            + "; ".join(others))
+
+
 def cost_conclusions(an: dict) -> list:
-    models = an["models"]
     items = []
     for key, label, kind in COST_AXES:
-        vals = {n: s["costs"][key] for n, s in models.items() if s["costs"][key] is not None}
+        axis = an["time_axes"][key] if key in TIME_AXES else an["axes"][key]
+        vals = axis["values"]
         if len(vals) < 2:
             continue
-        low = min(vals.values())
-        best = [n for n, v in vals.items() if v <= low * 1.005]
-        others = [f"{n}: {_ratio_phrase(key, v, low)}" for n, v in vals.items() if n not in best]
         listing = ", ".join(f"{n} {KIND_FMT[kind](v)}" for n, v in vals.items())
-        cheapest = ", ".join(f"**{n}**" for n in best) + (" (tied)" if len(best) > 1 else "")
-        items.append(f"**{label[0].upper() + label[1:]}**: {listing} — cheapest: {cheapest}"
-                     + (f"; {'; '.join(others)}" if others else "") + ".")
+        cond = _measured_under(an, axis)
+        head = f"**{label[0].upper() + label[1:]}**" + (f" ({cond})" if cond else "") + f": {listing}"
+        if key == "peak_memory":
+            head += _recipe_mismatch(an, list(vals)) if not axis["differs"] else ""
+        if key in TIME_AXES:
+            items.append(head + " — " + time_verdict_text(an, axis) + ".")
+        elif key == "peak_memory" and axis["reason"] == "batch sizes differ":
+            per = {n: v for n, v in axis["per_sample"].items() if v}
+            text = head + " — not like for like, so no cheapest peak is named"
+            if len(per) >= 2:
+                ps = min(per, key=lambda n: per[n]["per_sample_bytes"])
+                fx = min(per, key=lambda n: per[n]["fixed_bytes"])
+                text += ("; per sample (what grows with the batch, ÷ batch): "
+                         + ", ".join(f"{n} {fmt_bytes(v['per_sample_bytes'])}" for n, v in per.items())
+                         + f" — least: **{ps}**; fixed (parameters, gradients, optimizer state): "
+                         + ", ".join(f"{n} {fmt_bytes(v['fixed_bytes'])}" for n, v in per.items())
+                         + f" — least: **{fx}**")
+            items.append(text + _recipe_mismatch(an, list(vals)) + ".")
+        else:
+            low = min(vals.values())
+            best = [n for n, v in vals.items() if v <= low * 1.005]
+            others = [f"{n}: {_ratio_phrase(key, v, low)}" for n, v in vals.items() if n not in best]
+            cheapest = ", ".join(f"**{n}**" for n in best) + (" (tied)" if len(best) > 1 else "")
+            items.append(f"{head} — cheapest: {cheapest}" + (f"; {'; '.join(others)}" if others else "") + ".")
     return [Bullets(items)] if items else [Para("Fewer than two models have measurements to compare.")]
 
 
+def _pair_cost_phrases(an: dict, a: str, b: str) -> list[str]:
+    """How a compares with b on every axis where a comparison is allowed."""
+    models, out = an["models"], []
+    for key, _, _ in COST_AXES:
+        if key in TIME_AXES:
+            axis = an["time_axes"][key]
+            if a in axis["values"] and b in axis["values"] and time_order(axis, a, b) is not None:
+                out.append(_ratio_phrase(key, models[a]["costs"][key], models[b]["costs"][key]) or "")
+            continue
+        axis = an["axes"][key]
+        if key == "peak_memory" and axis["reason"] == "batch sizes differ":
+            continue
+        ph = _ratio_phrase(key, models[a]["costs"][key], models[b]["costs"][key])
+        if ph:
+            out.append(ph)
+    return [p for p in out if p]
+
+
 def tradeoff_conclusions(an: dict) -> list:
-    models, items = an["models"], []
+    items = []
     for p in an["pairs"]:
         a, b = p["a"], p["b"]
-        phrases = [ph for key, _, _ in COST_AXES
-                   if (ph := _ratio_phrase(key, models[a]["costs"][key], models[b]["costs"][key]))]
-        verdict = "significant" if p["significant"] else "not significant"
-        items.append(f"**{a}** vs {b}: {', '.join(phrases)}; {fmt_pp(p['difference'])} accuracy "
-                     f"(p = {fmt_p(p['mcnemar_pooled']['p_value'])}, {verdict}).")
+        phrases = _pair_cost_phrases(an, a, b)
+        verdict = ("test-set noise only" if p["unmeasured"] else "significant") if p["significant"] \
+            else "not significant"
+        items.append(f"**{a}** vs {b}: {', '.join(phrases) or 'no cost compared'}; {fmt_pp(p['difference'])} "
+                     f"accuracy (p = {fmt_p(p['p_value'])}, {verdict}).")
     blocks: list[Para | Bullets] = [Bullets(items)] if items else []
+    if any(key in TIME_AXES and key not in an["pareto"] for key, _, _ in COST_AXES) and an["pairs"]:
+        blocks.append(Para("Time costs appear above only where the difference exceeds the measured spread."))
     pareto_items = []
     for key, label, _ in COST_AXES:
         front = an["pareto"].get(key)
         if front:
-            dominated = [n for n in an["ranked"] if n not in front]
+            dominated = [n for n in an["ranked"] if n not in front and n in an["axes"][key]["values"]]
             pareto_items.append(f"accuracy vs {label}: **{', '.join(front)}**"
                                 + (f" (dominated: {', '.join(dominated)})" if dominated else ""))
-    if pareto_items:
+    if pareto_items and len(an["ranked"]) > 1:
         blocks += [Para("Pareto-optimal models (no other model is both at least as accurate and at most as "
-                        "costly, by mean accuracy):"), Bullets(pareto_items)]
+                        "costly, by mean accuracy; time and memory axes only where comparable):"),
+                   Bullets(pareto_items)]
     return blocks
 
+
+# --- the bottom line --------------------------------------------------------------------
+
+def _recipe_note(pair: dict) -> str:
+    if not pair.get("recipe_differs"):
+        return ""
+    return (f"; their training recipes differ ({', '.join(k.replace('_', ' ') for k in pair['recipe_differs'])}), "
+            "so this compares each model with its own recipe")
+
+
+def _accuracy_sentence(an: dict, record: RunRecord) -> str:
+    ranked, models = an["ranked"], an["models"]
+    if not ranked:
+        return "No model finished a unit, so nothing is known about accuracy."
+    if len(ranked) == 1:
+        a = models[ranked[0]]["accuracy"]
+        return (f"Only **{ranked[0]}** finished: {100 * a['mean']:.2f} % test accuracy "
+                f"(95 % CI {100 * a['ci']['low']:.2f}–{100 * a['ci']['high']:.2f} %).")
+    top, second = ranked[0], ranked[1]
+    pair = next(p for p in an["pairs"] if {p["a"], p["b"]} == {top, second})
+    ci = pair["difference_ci"]
+    poi = pair["probability_of_improvement"]
+    gap = (f"{fmt_pp(pair['difference'])} over {second} (95 % CI {fmt_pp(ci['low'])} to {fmt_pp(ci['high'])}"
+           + (f"; probability of improvement {poi['value']:.2f} over {poi['pairs']} seed pairs" if poi else "")
+           + ")")
+    n_test = fmt_count(lookup(record, "dataset", "test_samples"))
+    if pair["unmeasured"]:
+        return (f"With one seed for {_names(pair['unmeasured'])}, **{top}** scored {gap} on these {n_test} test "
+                "images" + (f" ({'exact McNemar ' if pair['test'].startswith('exact McNemar') else ''}"
+                            f"p = {fmt_p(pair['p_value'])})" if pair["significant"] else ", within test-set noise")
+                + ", but training variance is unmeasured, so which architecture is more accurate is not "
+                  "established.")
+    lead = "the most accurate" if len(ranked) > 2 else "more accurate"
+    recipe = _recipe_note(pair)
+    if all(p["winner"] == top for p in an["pairs"] if top in (p["a"], p["b"])):
+        return (f"**{top}** is {lead}: {gap}, with training randomness ({pair['seeds_a']} and "
+                f"{pair['seeds_b']} seeds) and test-set sampling ({n_test} images) included{recipe}.")
+    who = "No single model is shown the most accurate" if len(ranked) > 2 else \
+        "Neither model is shown more accurate"
+    return (f"{who}: **{top}** leads by {gap}, within the noise of {pair['seeds_a']} and {pair['seeds_b']} "
+            f"seeds and {n_test} test images{recipe}.")
+
+
+def _undecided_reason(axis: dict) -> str:
+    return {"loaded": "the machine was loaded", "batch sizes differ": "batch sizes differ",
+            "conditions": "measured under different conditions",
+            "no spread": "no spread measured"}.get(axis["reason"], "the measured ranges overlap")
+
+
+def _cheaper_sentence(an: dict) -> str | None:
+    names = [n for n in an["models"] if any(v is not None for v in an["models"][n]["costs"].values())]
+    if len(names) < 2:
+        return None
+    by_winner: dict[tuple[str, ...], list[str]] = {}
+    undecided: dict[str, list[str]] = {}
+    for key, label, _ in COST_AXES:
+        axis = an["time_axes"][key] if key in TIME_AXES else an["axes"][key]
+        vals = axis["values"]
+        if len(vals) < 2:
+            continue
+        w: list[str] = []
+        if key in TIME_AXES:
+            cheapest, beaten = time_cheapest(axis)
+            w = cheapest if beaten and axis["comparable"] else []
+        elif axis["comparable"]:
+            low = min(vals.values())
+            w = [n for n, v in vals.items() if v <= low * 1.005]
+            if len(w) == len(vals):
+                continue  # all the same: nothing to say in one line
+        if w:
+            by_winner.setdefault(tuple(w), []).append(label)
+        else:
+            undecided.setdefault(_undecided_reason(axis), []).append(label)
+    parts = [_names([f"**{n}**" for n in w]) + (" (tied)" if len(w) > 1 else "") + f" in {_names(labels)}"
+             for w, labels in by_winner.items()]
+    text = ("Cheapest: " + "; ".join(parts)) if parts else "No model is cheapest on any single cost"
+    if undecided:
+        text += "; no winner on " + "; ".join(f"{_names(labels)} ({why})" for why, labels in undecided.items())
+    return text + "."
+
+
+def _tradeoff_sentence(an: dict) -> str | None:
+    ranked = an["ranked"]
+    if len(ranked) < 2:
+        return None
+    top, second = ranked[0], ranked[1]
+    pair = next(p for p in an["pairs"] if {p["a"], p["b"]} == {top, second})
+    phrases = _pair_cost_phrases(an, top, second)
+    costlier = [ph for ph in phrases if any(ph.split("× ", 1)[-1].startswith(AXIS_WORDS[k][0] + " ")
+                                            for k in AXIS_WORDS)]
+    cheaper = [ph for ph in phrases if ph not in costlier and not ph.startswith("the same")]
+    if pair["winner"] == top and not pair["unmeasured"]:
+        if not costlier:
+            return (f"Trade-off: none against {second} — **{top}** is more accurate and costs no more on any axis "
+                    "compared.")
+        return (f"Trade-off: **{top}**'s {fmt_pp(pair['difference'])} over {second} costs {_names(costlier)}"
+                + (f", with {_names(cheaper)}" if cheaper else "") + ".")
+    if not phrases:
+        return None
+    if not costlier and not cheaper:
+        return (f"Trade-off: none — {top} and {second} cost the same on every axis compared, and their accuracy "
+                "difference is not established.")
+    return (f"Trade-off: {top} has {_names(costlier + cheaper)} than {second}, for an accuracy difference that is "
+            "not established.")
+
+
+def _caveat_sentence(an: dict, record: RunRecord) -> str | None:
+    notes = []
+    inc = an["incomplete"]
+    if inc:
+        notes.append(f"the run is incomplete ({inc['finished']} of {inc['expected']} units finished"
+                     + (f"; no data for {_names(inc['no_data'])}" if inc["no_data"] else "") + ")")
+    one = _in_order(an, {u for p in an["pairs"] for u in p["unmeasured"]})
+    if one:
+        notes.append(f"one seed for {_names(one)} leaves training variance unmeasured "
+                     f"({seeds_command(record, an['ranked'])} measures it)")
+    if an["host"].get("loaded"):
+        notes.append("the machine was loaded, so no time winner is called")
+    return ("Caveat: " + "; ".join(notes) + ".") if notes else None
+
+
+def bottom_line(an: dict, record: RunRecord) -> list[str]:
+    """2-4 sentences answering the seed notebook's questions: which model is
+    more accurate, which is cheaper, the trade-off (and the caveat that limits them)."""
+    sentences = [_accuracy_sentence(an, record), _cheaper_sentence(an), _tradeoff_sentence(an),
+                 _caveat_sentence(an, record)]
+    return [s for s in sentences if s][:4]
+
+
+# --- provenance --------------------------------------------------------------------------
 
 # Training options always shown in the recipe table (others only where some model differs from the default).
 CORE_TRAIN_KEYS = ("epochs", "batch_size", "optimizer", "lr", "schedule", "precision")
 
 
-def recipe_blocks(cfg: dict) -> list:
+def recipe_blocks(cfg: dict, record: RunRecord | None = None) -> list:
     """Each model's training recipe as it was resolved, every value with its
     source (cli, api, file, file:model, recipe, default)."""
     from archbench.config import TRAIN_DEFAULTS
@@ -191,6 +543,13 @@ def recipe_blocks(cfg: dict) -> list:
     keys = [k for k in TRAIN_DEFAULTS if any(k in train[m] for m in models)
             and (k in CORE_TRAIN_KEYS or any(train[m].get(k, TRAIN_DEFAULTS[k]) != TRAIN_DEFAULTS[k] for m in models))]
     rows = []
+    if record is not None and record.get("merged_from"):
+        rows.append(("run", *[source_run(record, m) or "?" for m in models]))
+    for k in ("train_limit", "test_limit"):
+        if record is not None and record.get("merged_from"):
+            vals = [lookup(record, "configs", source_run(record, m) or "", k) for m in models]
+            if any(v is not None for v in vals) and len({str(v) for v in vals}) > 1:
+                rows.append((k, *[str(v) if v is not None else "all" for v in vals]))
     for k in keys:
         cells = []
         for m in models:
@@ -210,21 +569,103 @@ def recipe_blocks(cfg: dict) -> list:
     return blocks
 
 
+def incomplete_banner(an: dict) -> list:
+    inc = an["incomplete"]
+    if not inc:
+        return []
+    parts = [f"**Incomplete run**: {inc['finished']} of {inc['expected']} (model, seed) units finished."]
+    if inc["no_data"]:
+        parts.append(f"No finished unit for {_names(inc['no_data'])}: nothing is concluded about "
+                     f"{'its' if len(inc['no_data']) == 1 else 'their'} accuracy or train time.")
+    if inc["partial"]:
+        parts.append("Missing seeds: " + "; ".join(f"{n} ({', '.join(str(s) for s in seeds)})"
+                                                   for n, seeds in inc["partial"].items()) + ".")
+    if inc["failed"]:
+        parts.append("Failed units are listed under Failed units.")
+    if any(n not in inc["failed"] for n in [*inc["no_data"], *inc["partial"]]):
+        parts.append("`archbench run --resume RUN_DIR` finishes an interrupted run.")
+    return [Para(" ".join(parts))]
+
+
+def conditions_table(an: dict) -> list:
+    rows: list[tuple[str, ...]] = []
+    for n, s in an["models"].items():
+        c = s["conditions"]
+        if not any(v is not None for v in s["costs"].values()):
+            continue
+        mem = f"batch {c['batch_size']}, {c['memory_precision']}, {c['memory_optimizer']}"
+        lat = "batch 1" + (f", {c['measure_threads']} threads" if c.get("measure_threads") else "")
+        train = (f"{c['epochs']} × {c['samples_per_epoch']} images, batch {c['recipe_batch_size']}, "
+                 f"{c['precision']}, {c['optimizer']}, {c['formulation']}, {c['device']}"
+                 + (f", {c['threads']} threads" if c.get("threads") else "")) if c.get("samples_per_epoch") \
+            else "not trained"
+        rows.append((n, mem, lat, train))
+    if not rows:
+        return []
+    return [Para("Conditions each cost was measured under (costs compare like for like only where these agree):"),
+            Table(("Model", "Memory, training FLOPs", "Latency", "Train time"), rows)]
+
+
+def timing_blocks(an: dict, record: RunRecord) -> list:
+    host = an["host"]
+    env = record.get("environment") or {}
+    if not host.get("recorded"):
+        return [Para("Host load was not recorded in this record (made before archbench recorded it), so whether "
+                     "other work competed with the timings is unknown.")]
+    units = [(n, u) for n, e in record.get("models", {}).items() for u in e.get("units", []) if u.get("host")]
+    envs = record.get("environments") or {"": env}
+    cpus = sorted({u["host"]["cpu"] for _, u in units} | {e["cpu"] for e in envs.values() if e.get("cpu")})
+    cores = sorted({u["host"]["usable_cpus"] for _, u in units}
+                   | {e["usable_cpus"] for e in envs.values() if e.get("usable_cpus")})
+    threads = sorted({u["host"]["torch_threads"] for _, u in units})
+    loads = [x for _, u in units for x in (u["host"].get("load_start") or [None])[:1]
+             + (u["host"].get("load_end") or [None])[:1] if x is not None]
+    starts = [f"{e['load_average'][0]:.2f}" + (f" ({r})" if r else "") for r, e in envs.items()
+              if e.get("load_average")]
+    text = (f"Timings ran on {', '.join(cpus)} with {', '.join(str(c) for c in cores)} usable cores"
+            + (f"; units trained with {', '.join(str(t) for t in threads)} PyTorch "
+               f"thread{'s' if threads != [1] else ''}" if threads else "")
+            + ("; 1-minute load average " if starts or loads else "")
+            + "; ".join(([f"at the run's start {', '.join(starts)}"] if starts else [])
+                        + ([f"at the units' starts and ends {min(loads):.2f} to {max(loads):.2f}"] if loads else []))
+            + ". ")
+    if host["loaded"]:
+        text += ("The machine was loaded (" + _load_words(host) + "), so the timings are inflated by an unknown "
+                 "amount and no model is called cheaper in time.")
+    else:
+        text += ("The 1-minute load average never exceeded the usable cores when sampled (no sign of other work "
+                 "competing for them).")
+    return [Para(text)]
+
+
 def build_blocks(record: RunRecord, analysis: dict[str, Any] | None = None,
                  plots: list[tuple[str, str]] | None = None) -> list:
     an = analysis or analyze(record)
     cfg = record.get("config", {})
     ds = record.get("dataset", {})
-    blocks: list = [Heading(1, f"archbench run `{record.get('name', '?')}`")]
+    blocks: list = [Heading(1, f"archbench run `{record.get('name', '?')}`"), *incomplete_banner(an),
+                    Heading(2, "Bottom line"), Para(" ".join(bottom_line(an, record)))]
     runs = record.get("merged_from")
     if runs:
-        blocks.append(Para("Merged from runs: " + ", ".join(f"`{r}`" for r in runs) + "."))
+        blocks.append(Para("Merged from runs: " + "; ".join(
+            f"`{r}` ({', '.join(m for m in record.get('models', {}) if source_run(record, m) == r) or 'no models'})"
+            for r in runs) + ". Each model keeps its own run's recipe, seeds and environment."))
+    seeds = cfg.get("seeds")
+    seeds_text = (f"Seeds {seeds}" if isinstance(seeds, list) else
+                  "Seeds per run: " + "; ".join(f"{r} {v}" for r, v in (seeds or {}).items()))
+    per_epoch = {n: s["conditions"]["samples_per_epoch"] for n, s in an["models"].items()
+                 if s["conditions"].get("samples_per_epoch")}
+    if runs and len(set(per_epoch.values())) > 1:
+        train_text = ("train images per epoch differ by run (" + ", ".join(f"{n} {v}" for n, v in per_epoch.items())
+                      + "); ")
+    else:
+        train_text = f"{fmt_count(ds.get('train_samples'))} train / "
     blocks += [
-        Para(f"Dataset **{ds.get('name', '?')}**: {fmt_count(ds.get('train_samples'))} train / "
-             f"{fmt_count(ds.get('test_samples'))} test images"
+        Para(f"Dataset **{ds.get('name', '?')}**: {train_text}{fmt_count(ds.get('test_samples'))} test images"
+             + (", the same for every run" if runs else "")
              + _verified_note(ds)
-             + f" Seeds {cfg.get('seeds')}, device {record.get('device', '?')}."),
-        *recipe_blocks(cfg),
+             + f" {seeds_text}, device {record.get('device', '?')}."),
+        *recipe_blocks(cfg, record),
         Heading(2, "Comparison"),
         Table(TABLE_HEAD, comparison_rows(record, an)),
         Para("Test accuracy: mean ± sample standard deviation over seeds, with a 95 % interval (Student t "
@@ -232,10 +673,12 @@ def build_blocks(record: RunRecord, analysis: dict[str, Any] | None = None,
              "matrix-multiply and convolution arithmetic (1 multiply-accumulate = 2 FLOPs); training FLOPs are "
              "one forward + backward step divided by the batch size. Peak training memory is measured over "
              "one steady-state step. Train time covers the training steps only."),
+        *conditions_table(an),
         Heading(2, "Which model is more accurate?"),
-        *accuracy_conclusions(an),
+        *accuracy_conclusions(an, record),
         Heading(2, "Which model is cheaper?"),
         *cost_conclusions(an),
+        *timing_blocks(an, record),
         Heading(2, "The trade-off"),
         *tradeoff_conclusions(an),
     ]
@@ -251,11 +694,23 @@ def build_blocks(record: RunRecord, analysis: dict[str, Any] | None = None,
     for name, entry in record.get("models", {}).items():
         blocks += _model_section(name, entry)
     env = record.get("environment", {})
-    blocks += [Heading(2, "Environment"),
-               Para(", ".join(f"{k}: {v}" for k, v in env.items() if v is not None)),
-               Heading(2, "Configuration"),
-               Pre(json.dumps(cfg, indent=1, sort_keys=True))]
+    blocks.append(Heading(2, "Environment"))
+    envs = record.get("environments") or {}
+    blocks += [Para(f"Run `{run}`: " + _env_text(e)) for run, e in envs.items()] if envs else [Para(_env_text(env))]
+    blocks += [Heading(2, "Configuration"), Pre(json.dumps(cfg, indent=1, sort_keys=True))]
+    for run, c in (record.get("configs") or {}).items():
+        blocks += [Heading(3, f"Configuration of run `{run}`"), Pre(json.dumps(c, indent=1, sort_keys=True))]
     return blocks
+
+
+def _env_text(env: dict) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in env.items() if v is not None)
+
+
+def _load_cell(h: dict | None) -> str:
+    if not h or not h.get("load_start") or not h.get("load_end"):
+        return "n/a"
+    return f"{h['load_start'][0]:.2f} → {h['load_end'][0]:.2f} ({h['usable_cpus']} cores)"
 
 
 def _uncounted_text(ops: dict | None) -> str:
@@ -296,7 +751,10 @@ def _model_section(name: str, entry: ModelRecord) -> list:
                          f"{fmt_si(fl['per_run']['other'], 'FLOPs')} other over "
                          f"{fmt_count(fl['per_run']['steps'])} steps.")
         items.append(
-            f"Peak training-step memory {fmt_bytes(mem['peak_bytes'])} ("
+            f"Peak training-step memory at batch {fl['train_step_batch_size']} ("
+            + (f"{str(meas['step'].get('precision'))}, {str(meas['step'].get('optimizer')).split(' (')[0]}"
+               if meas.get("step") else f"{MEASURED_PRECISION}, {MEASURED_OPTIMIZER}")
+            + f") {fmt_bytes(mem['peak_bytes'])} ("
             + ", ".join(f"{k.replace('_', ' ')} {fmt_bytes(v)}" for k, v in mem["breakdown"].items()) + ")"
             + (f"; first step {fmt_bytes(meas['memory']['first_step']['peak_bytes'])}"
                if "first_step" in meas["memory"] else "")
@@ -308,17 +766,26 @@ def _model_section(name: str, entry: ModelRecord) -> list:
         if "speed" in meas:
             lat = meas["speed"]["inference_latency_batch1"]
             thr = meas["speed"]["inference_throughput_batch1024"]
-            items.append(f"Inference latency at batch 1: p50 {fmt_seconds(lat['p50_seconds'])}, p99 "
+            spread = (f" (min {fmt_seconds(lat['min_seconds'])}, p90 {fmt_seconds(lat['p90_seconds'])}, "
+                      f"{fmt_count(lat['calls'])} calls)" if all(k in lat for k in ("min_seconds", "p90_seconds",
+                                                                                      "calls")) else "")
+            items.append(f"Inference latency at batch 1: p50 {fmt_seconds(lat['p50_seconds'])}{spread}, p99 "
                          f"{fmt_seconds(lat['p99_seconds'])}; throughput at batch 1024: "
                          f"{thr['items_per_second']:,.0f} samples/s.")
         blocks.append(Bullets(items))
     rows: list[tuple[str, ...]] = []
     for u in entry.get("units", []):
         if u.get("status") != "ok":
-            rows.append((str(u.get("seed")), "failed: " + u.get("error", "?"), "", "", ""))
+            rows.append((str(u.get("seed")), "failed: " + u.get("error", "?"), "", "", "", "", "", ""))
             continue
+        epochs = [h["seconds"] for h in u.get("history") or []]
         rows.append((str(u["seed"]), fmt_pct(u["test"]["accuracy"]), f"{u['test']['loss']:.4f}",
-                     fmt_seconds(u["timings"]["train_seconds"]), f"{u['timings']['samples_per_second']:,.0f}"))
+                     fmt_seconds(u["timings"]["train_seconds"]),
+                     (fmt_seconds(epochs[0]) if len(set(epochs)) == 1 else
+                      f"{fmt_seconds(min(epochs))}–{fmt_seconds(max(epochs))}") if epochs else "n/a",
+                     f"{u['timings']['samples_per_second']:,.0f}",
+                     str(lookup(u, "host", "torch_threads") or "n/a"), _load_cell(u.get("host"))))
     if rows:
-        blocks.append(Table(("Seed", "Test accuracy", "Test loss", "Train time", "Samples/s"), rows))
+        blocks.append(Table(("Seed", "Test accuracy", "Test loss", "Train time", "Epoch times", "Samples/s",
+                             "Threads", "Load (1 min, start → end)"), rows))
     return blocks

@@ -1,8 +1,14 @@
-"""Report figures, written as PNG files.
+"""Report figures, written as PNG (inlined into report.html) and SVG beside it.
 
 Drawn through matplotlib's object API (``Figure``, no pyplot): nothing
 global changes -- not the caller's backend, not pyplot's figure list, not
-rcParams (the style applies inside ``rc_context`` only)."""
+rcParams (the style applies inside ``rc_context`` only).
+
+Readable as the tables: axes in the tables' units (%, KiB/MiB, µs/ms/s,
+k/M/G FLOPs), integer epoch ticks, one colour per model that is the same in
+every plot of a run, constrained layout and a tight bounding box so no label
+is clipped.
+"""
 
 from __future__ import annotations
 
@@ -14,62 +20,121 @@ from typing import Any
 import torch
 
 from archbench.records import RunRecord
-from archbench.report.analysis import COST_AXES, correctness
+from archbench.report.analysis import COST_AXES, TIME_AXES, correctness, time_spread
 
-STYLE = {"figure.dpi": 100, "font.size": 9, "axes.grid": True, "grid.alpha": 0.3}
+STYLE = {"figure.dpi": 100, "font.size": 9, "axes.grid": True, "grid.alpha": 0.3, "svg.hashsalt": "archbench",
+         "svg.fonttype": "none"}
+# Category colours (memory and FLOP breakdowns) come from another palette than the models'.
+CATEGORY_COLORS = ("#8dd3c7", "#ffffb3", "#bebada", "#fb8072", "#80b1d3", "#fdb462", "#b3de69", "#fccde5",
+                   "#d9d9d9", "#bc80bd", "#ccebc5", "#ffed6f")
 
 
-def _subplots(nrows: int = 1, ncols: int = 1, figsize=None, **kw):
+def model_colors(record: RunRecord) -> dict[str, Any]:
+    """One colour per model, by its position in the record: the same model
+    has the same colour in every plot of a run."""
+    from matplotlib import colormaps
+
+    names = list(record.get("models", {}))
+    cmap = colormaps["tab10" if len(names) <= 10 else "tab20"]
+    return {n: cmap(i % cmap.N) for i, n in enumerate(names)}
+
+
+def _figure(nrows: int = 1, ncols: int = 1, figsize=None, **kw):
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=figsize)
+    fig = Figure(figsize=figsize, layout="constrained")
     return fig, fig.subplots(nrows, ncols, **kw)
 
 
-def _save(fig, path: Path) -> bool:
-    fig.tight_layout()
-    fig.savefig(path)
-    return True
+def save_figure(fig, png: Path) -> list[Path]:
+    """PNG and SVG of ``fig``, with a tight bounding box (nothing clipped)."""
+    svg = png.with_suffix(".svg")
+    for path in (png, svg):
+        fig.savefig(path, bbox_inches="tight", pad_inches=0.1,
+                    metadata={"Date": None} if path.suffix == ".svg" else None)
+    return [png, svg]
+
+
+# --- units --------------------------------------------------------------------------------
+
+def scale_for(kind: str, values: list[float]) -> tuple[float, str]:
+    """(divisor, unit) that render ``values`` as the tables do."""
+    top = max((abs(v) for v in values if v is not None), default=0.0)
+    if kind == "bytes":
+        for unit, size in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+            if top >= size:
+                return float(size), unit
+        return 1.0, "B"
+    if kind == "seconds":
+        if top < 1e-3:
+            return 1e-6, "µs"
+        if top < 1:
+            return 1e-3, "ms"
+        if top < 120:
+            return 1.0, "s"
+        return 60.0, "min"
+    if kind == "flops":
+        for prefix, factor in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+            if top >= factor:
+                return factor, f"{prefix}FLOPs"
+        return 1.0, "FLOPs"
+    return 1.0, ""
+
+
+def _plain_ticks(axis) -> None:
+    """Tick labels as plain numbers (3, 10, 30), not 10^k, on a log axis."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    fmt = FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 100 else f"{v:g}")
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(fmt)
+    axis.set_minor_formatter(NullFormatter())
 
 
 def _ok_units(entry):
     return [u for u in entry.get("units", []) if u.get("status") == "ok"]
 
 
-def learning_curves(record: RunRecord, path: Path) -> bool:
-    fig, axes = _subplots(2, 2, figsize=(10, 6.5), sharex=True)
-    panels = [("train_loss", "train loss"), ("test_loss", "test loss"), ("train_acc", "train accuracy"),
-              ("test_acc", "test accuracy")]
+# --- figures ------------------------------------------------------------------------------
+
+def learning_curves(record: RunRecord):
+    from matplotlib.ticker import MaxNLocator
+
+    colors = model_colors(record)
+    fig, axes = _figure(2, 2, figsize=(10, 6.5), sharex=True)
+    panels = [("train_loss", "train loss", 1.0), ("test_loss", "test loss", 1.0),
+              ("train_acc", "train accuracy (%)", 100.0), ("test_acc", "test accuracy (%)", 100.0)]
     drawn = False
-    for i, (name, entry) in enumerate(record["models"].items()):
+    for name, entry in record["models"].items():
         units = _ok_units(entry)
         if not units:
             continue
-        color = f"C{i}"
-        for ax, (key, title) in zip(axes.flat, panels):
-            epochs = [h["epoch"] for h in units[0]["history"]]
+        epochs = [h["epoch"] for h in units[0]["history"]]
+        same = [u for u in units if len(u["history"]) == len(epochs)]
+        for ax, (key, title, scale) in zip(axes.flat, panels):
             vals = torch.tensor([[h[key] if h[key] is not None else float("nan") for h in u["history"]]
-                                 for u in units if len(u["history"]) == len(epochs)], dtype=torch.float64)
-            mean = vals.mean(0).tolist()
-            ax.plot(epochs, mean, color=color, marker="o", ms=3, label=f"{name} (n={vals.shape[0]})")
+                                 for u in same], dtype=torch.float64) * scale
+            ax.plot(epochs, vals.mean(0).tolist(), color=colors[name], marker="o", ms=3,
+                    label=f"{name} (n={vals.shape[0]})")
             if vals.shape[0] > 1:
-                ax.fill_between(epochs, vals.min(0).values.tolist(), vals.max(0).values.tolist(), color=color,
-                                alpha=0.2)
+                ax.fill_between(epochs, vals.min(0).values.tolist(), vals.max(0).values.tolist(),
+                                color=colors[name], alpha=0.2)
             ax.set_title(title)
             drawn = True
+    for ax in axes.flat:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in axes[1]:
         ax.set_xlabel("epoch")
     axes[0, 0].legend()
     fig.suptitle("Learning curves (mean over seeds; band = min–max)")
-    _save(fig, path)
-    return drawn
+    return fig if drawn else None
 
 
-def confusion(record: RunRecord, model: str, path: Path) -> bool:
+def confusion(record: RunRecord, model: str):
     labels = record["dataset"].get("test_labels")
     units = _ok_units(record["models"][model])
     if labels is None or not units:
-        return False
+        return None
     classes = record["dataset"].get("classes") or [str(i) for i in range(10)]
     k = len(classes)
     y = torch.tensor(labels)
@@ -78,7 +143,7 @@ def confusion(record: RunRecord, model: str, path: Path) -> bool:
         p = torch.tensor(u["test"]["predictions"])
         cm += torch.bincount(y * k + p, minlength=k * k).reshape(k, k).double()
     rate = cm / cm.sum(1, keepdim=True).clamp(min=1)
-    fig, ax = _subplots(figsize=(6.8, 5.8))
+    fig, ax = _figure(figsize=(6.8, 5.8))
     im = ax.imshow(rate.tolist(), cmap="Blues", vmin=0, vmax=1)
     for i in range(k):
         for j in range(k):
@@ -91,126 +156,149 @@ def confusion(record: RunRecord, model: str, path: Path) -> bool:
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.grid(False)
-    fig.colorbar(im, ax=ax, label="fraction of the true class")
-    ax.set_title(f"{model}: confusion matrix (% of each true class, {len(units)} seed(s) pooled)")
-    return _save(fig, path)
+    cbar = fig.colorbar(im, ax=ax, label="% of the true class")
+    cbar.set_ticks([0, 0.25, 0.5, 0.75, 1.0], labels=["0", "25", "50", "75", "100"])
+    ax.set_title(f"{model}: confusion matrix\n(% of each true class, {len(units)} seed(s) pooled)")
+    return fig
 
 
-def per_class_accuracy(record: RunRecord, path: Path) -> bool:
+def per_class_accuracy(record: RunRecord):
     labels = record["dataset"].get("test_labels")
     if labels is None:
-        return False
+        return None
+    colors = model_colors(record)
     classes = record["dataset"].get("classes") or [str(i) for i in range(10)]
     y = torch.tensor(labels)
     names = [n for n in record["models"] if correctness(record, n) is not None]
     if not names:
-        return False
-    fig, ax = _subplots(figsize=(10, 4))
+        return None
+    fig, ax = _figure(figsize=(10, 4))
     width = 0.8 / len(names)
     for i, name in enumerate(names):
         correct = correctness(record, name)
         assert correct is not None  # names holds only the models whose correctness is not None
         c = correct.double().mean(0)
-        acc = [c[y == k].mean().item() for k in range(len(classes))]
-        ax.bar([k + i * width - 0.4 + width / 2 for k in range(len(classes))], acc, width, label=name)
+        acc = [100 * c[y == k].mean().item() for k in range(len(classes))]
+        ax.bar([k + i * width - 0.4 + width / 2 for k in range(len(classes))], acc, width, label=name,
+               color=colors[name])
     ax.set_xticks(range(len(classes)), classes, rotation=30, ha="right")
-    ax.set_ylabel("test accuracy (mean over seeds)")
-    ax.set_ylim(0, 1)
-    ax.legend()
+    ax.set_ylabel("test accuracy, % (mean over seeds)")
+    ax.set_ylim(0, 100)
+    ax.legend(loc="lower left", fontsize=8)
     ax.set_title("Per-class test accuracy")
-    return _save(fig, path)
+    return fig
 
 
-def accuracy_vs_cost(analysis: dict[str, Any], path: Path) -> bool:
+def accuracy_vs_cost(record: RunRecord, analysis: dict[str, Any]):
     models = analysis["models"]
-    units = {"count": "", "bytes": " [bytes]", "flops": "", "seconds": " [s]"}
-    axes_with_data = [(k, label + units[kind]) for k, label, kind in COST_AXES
-                      if sum(models[n]["costs"][k] is not None for n in analysis["ranked"]) >= 1]
+    colors = model_colors(record)
+    axes_with_data = [(k, label, kind) for k, label, kind in COST_AXES
+                      if any(models[n]["costs"][k] is not None for n in analysis["ranked"])]
     if not axes_with_data or not analysis["ranked"]:
-        return False
+        return None
     cols = 3
     rows = (len(axes_with_data) + cols - 1) // cols
-    fig, axs = _subplots(rows, cols, figsize=(12, 3.4 * rows), squeeze=False)
-    for ax, (key, label) in zip(axs.flat, axes_with_data):
+    fig, axs = _figure(rows, cols, figsize=(12, 3.6 * rows), squeeze=False)
+    for ax, (key, label, kind) in zip(axs.flat, axes_with_data):
         names = [n for n in analysis["ranked"] if models[n]["costs"][key] is not None]
+        spreads = {n: time_spread(record["models"][n], key) for n in names} if key in TIME_AXES else {}
+        div, unit = scale_for(kind, [models[n]["costs"][key] for n in names]
+                              + [s["high"] for s in spreads.values() if s and s.get("high")])
         for n in names:
             a = models[n]["accuracy"]
-            x = models[n]["costs"][key]
+            x = models[n]["costs"][key] / div
+            s = spreads.get(n)
+            xerr = ([[max(0.0, x - s["low"] / div)], [max(0.0, s["high"] / div - x)]]
+                    if s and s.get("low") is not None else None)
             # max(0, .): a Wilson interval's bound can sit a rounding error inside the mean at 0 % or 100 %.
-            ax.errorbar([x], [100 * a["mean"]], yerr=[[max(0.0, 100 * (a["mean"] - a["ci"]["low"]))],
-                                                     [max(0.0, 100 * (a["ci"]["high"] - a["mean"]))]],
-                        fmt="o", color=f"C{list(models).index(n)}", capsize=3, label=n)
+            ax.errorbar([x], [100 * a["mean"]], xerr=xerr,
+                        yerr=[[max(0.0, 100 * (a["mean"] - a["ci"]["low"]))],
+                              [max(0.0, 100 * (a["ci"]["high"] - a["mean"]))]],
+                        fmt="o", color=colors[n], capsize=3, label=n)
             ax.annotate(n, (x, 100 * a["mean"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
         front = analysis["pareto"].get(key, [])
         if len(front) > 1:
-            ax.plot([models[n]["costs"][key] for n in front], [100 * models[n]["accuracy"]["mean"] for n in front],
-                    "k--", lw=1, label="Pareto front")
+            ax.plot([models[n]["costs"][key] / div for n in front],
+                    [100 * models[n]["accuracy"]["mean"] for n in front], "k--", lw=1, label="Pareto front")
         ax.set_xscale("log")
-        ax.set_xlabel(label + " (log scale)")
+        _plain_ticks(ax.xaxis)
+        ax.set_xlabel(f"{label}" + (f" ({unit}, log scale)" if unit else " (log scale)"))
         ax.set_ylabel("test accuracy, %")
+        ax.margins(x=0.15)
     for ax in list(axs.flat)[len(axes_with_data):]:
         ax.axis("off")
-    fig.suptitle("Accuracy vs cost (error bars: 95 % CI; dashed: Pareto front)")
-    return _save(fig, path)
+    fig.suptitle("Accuracy vs cost (error bars: 95 % CI of accuracy; for times, the measured range; "
+                 "dashed: Pareto front where the costs compare like for like)")
+    return fig
 
 
-def cost_breakdown(record: RunRecord, path: Path) -> bool:
+def cost_breakdown(record: RunRecord):
     mem_rows, flop_rows = {}, {}
     for name, entry in record["models"].items():
         meas = entry.get("measurements") or {}
         bd = ((meas.get("memory") or {}).get("train_step") or {}).get("breakdown")
+        batch = (meas.get("flops") or {}).get("train_step_batch_size")
+        label = f"{name} (batch {batch})" if batch else name
         if bd:
-            mem_rows[name] = bd
+            mem_rows[label] = bd
         phases = (meas.get("flops") or {}).get("train_step_phases")
         if phases:
             tot = phases["total"]
-            flop_rows[name] = {"matmul/conv": tot["matmul_conv"], **tot["other"]}
+            flop_rows[label] = {"matmul/conv": tot["matmul_conv"], **tot["other"]}
     if not mem_rows and not flop_rows:
-        return False
-    fig, (ax1, ax2) = _subplots(1, 2, figsize=(12, 0.9 + 0.6 * max(len(mem_rows), len(flop_rows), 1) + 1.5))
-    for ax, rows, unit, scale, title in ((ax1, mem_rows, "MiB", 1024**2, "Peak training-step memory by category"),
-                                         (ax2, flop_rows, "MFLOPs", 1e6, "FLOPs of one training step by category")):
+        return None
+    fig, (ax1, ax2) = _figure(1, 2, figsize=(12, 0.9 + 0.6 * max(len(mem_rows), len(flop_rows), 1) + 1.5))
+    for ax, rows, kind, title in ((ax1, mem_rows, "bytes", "Peak training-step memory by category"),
+                                  (ax2, flop_rows, "flops", "FLOPs of one training step by category")):
         names = list(rows)
         if not names:
             ax.text(0.5, 0.5, "not measured in this record", ha="center", va="center", transform=ax.transAxes)
             ax.set_title(title)
             ax.axis("off")
             continue
-        cats = []
+        div, unit = scale_for(kind, [sum(r.values()) for r in rows.values()])
+        cats: list[str] = []
         for r in rows.values():
             cats += [c for c, v in r.items() if v and c not in cats]
         left = [0.0] * len(names)
         for j, cat in enumerate(cats):
-            vals = [rows[n].get(cat, 0) / scale for n in names]
-            ax.barh(names, vals, left=left, label=cat.replace("_", " "), color=f"C{j}")
+            vals = [rows[n].get(cat, 0) / div for n in names]
+            ax.barh(names, vals, left=left, label=cat.replace("_", " "),
+                    color=CATEGORY_COLORS[j % len(CATEGORY_COLORS)], edgecolor="#555555", linewidth=0.4)
             left = [a + b for a, b in zip(left, vals)]
         ax.set_xlabel(unit)
         ax.set_title(title)
         ax.legend(fontsize=7, loc="lower right")
-    return _save(fig, path)
+    return fig
 
 
 def make_plots(record: RunRecord, analysis: dict[str, Any], run_dir: Path) -> list[tuple[str, str]]:
-    """Write every figure under ``run_dir/plots``; return (relative path, caption)."""
+    """Write every figure under ``run_dir/plots`` (PNG and SVG); return (relative PNG path, caption)."""
+    import matplotlib
+
     out_dir = Path(run_dir) / "plots"
     out_dir.mkdir(parents=True, exist_ok=True)
     made = []
-    jobs: list[tuple[str, str, Callable[[Path], bool]]] = [
-            ("learning_curves.png", "Learning curves", lambda p: learning_curves(record, p)),
-            ("accuracy_vs_cost.png", "Accuracy vs each cost, with the Pareto front",
-             lambda p: accuracy_vs_cost(analysis, p)),
-            ("per_class_accuracy.png", "Per-class accuracy", lambda p: per_class_accuracy(record, p)),
-            ("cost_breakdown.png", "Cost breakdown: memory and FLOP categories", lambda p: cost_breakdown(record, p))]
+    for fname, caption, build in plot_jobs(record, analysis):
+        # matplotlib's stub types rc_context's keys as a Literal of every rcParam name, not str.
+        with matplotlib.rc_context(STYLE):  # type: ignore[arg-type]
+            fig = build()
+            if fig is not None:
+                save_figure(fig, out_dir / fname)
+                made.append((f"plots/{fname}", caption))
+    return made
+
+
+def plot_jobs(record: RunRecord, analysis: dict[str, Any]) -> list[tuple[str, str, Callable[[], Any]]]:
+    """(file name, caption, a function drawing the Figure or None) for every figure of a report."""
+    jobs: list[tuple[str, str, Callable[[], Any]]] = [
+        ("learning_curves.png", "Learning curves", lambda: learning_curves(record)),
+        ("accuracy_vs_cost.png", "Accuracy vs each cost, with the Pareto front",
+         lambda: accuracy_vs_cost(record, analysis)),
+        ("per_class_accuracy.png", "Per-class accuracy", lambda: per_class_accuracy(record)),
+        ("cost_breakdown.png", "Cost breakdown: memory and FLOP categories", lambda: cost_breakdown(record))]
     for i, name in enumerate(record["models"]):
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
         jobs.append((f"confusion_{i}_{safe}.png", f"Confusion matrix: {name}",
                      functools.partial(confusion, record, name)))
-    import matplotlib
-
-    for fname, caption, fn in jobs:
-        # matplotlib's stub types rc_context's keys as a Literal of every rcParam name, not str.
-        with matplotlib.rc_context(STYLE):  # type: ignore[arg-type]
-            drawn = fn(out_dir / fname)
-        if drawn:
-            made.append((f"plots/{fname}", caption))
-    return made
+    return jobs

@@ -1,8 +1,11 @@
 """Statistics for accuracy as a distribution: intervals over seeds, binomial
-intervals of one run, exact McNemar tests and paired bootstrap intervals.
+intervals of one run, exact McNemar tests, and the pairwise verdict, whose
+uncertainty includes both training randomness (seeds) and test-set sampling
+(images): see :func:`crossed_difference` and docs/statistics.md.
 
-Pure Python (plus torch for the bootstrap); no SciPy needed at run time. The
-tests check these against SciPy and textbook values.
+Pure Python plus torch; no SciPy needed at run time. The tests check these
+against SciPy, textbook values and a simulation with known truth
+(:mod:`archbench.stats.simulate`).
 """
 
 from __future__ import annotations
@@ -60,6 +63,16 @@ def t_cdf(t: float, df: float) -> float:
     x = df / (df + t * t)
     tail = 0.5 * betainc(df / 2, 0.5, x)
     return 1 - tail if t > 0 else tail
+
+
+def t_two_sided_p(t: float, df: float) -> float:
+    """P(|T| >= |t|) for Student's t with ``df`` degrees of freedom, computed
+    as I_{df/(df+t^2)}(df/2, 1/2) so that tiny p-values keep their digits."""
+    if math.isnan(t):
+        return math.nan
+    if math.isinf(t):
+        return 0.0
+    return min(1.0, betainc(df / 2, 0.5, df / (df + t * t)))
 
 
 def t_quantile(p: float, df: float) -> float:
@@ -164,49 +177,188 @@ def discordant(correct_a: torch.Tensor, correct_b: torch.Tensor) -> tuple[int, i
     return int((a & ~b).sum()), int((~a & b).sum())
 
 
-def bootstrap_diff_interval(correct_a: torch.Tensor, correct_b: torch.Tensor, resamples: int = 2000,
-                            level: float = 0.95, seed: int = 0) -> Interval:
-    """Percentile bootstrap interval of accuracy(A) − accuracy(B), resampling
-    test samples (paired). ``correct_*`` are (seeds, N) 0/1 tensors, seeds
-    paired by position; the statistic is the mean difference over seeds."""
-    d = (correct_a.double() - correct_b.double()).mean(0)  # per test sample
-    n = d.numel()
-    gen = torch.Generator().manual_seed(seed)
-    stats = []
-    for start in range(0, resamples, 250):
-        k = min(250, resamples - start)
-        idx = torch.randint(0, n, (k, n), generator=gen)
-        stats.append(d[idx].mean(1))
-    s = torch.cat(stats).sort().values
-    lo = s[int(math.floor((1 - level) / 2 * (resamples - 1)))].item()
-    hi = s[int(math.ceil((1 - (1 - level) / 2) * (resamples - 1)))].item()
-    return Interval(lo, hi, f"paired bootstrap over test samples, {resamples} resamples", level)
+
+def probability_of_improvement(acc_a: list[float], acc_b: list[float]) -> float:
+    """P(A > B) over every (seed of A, seed of B) pair, ties counting one
+    half: the Mann-Whitney U statistic divided by the number of pairs, the
+    "probability of improvement" of rliable (Agarwal et al., 2021)."""
+    if not acc_a or not acc_b:
+        raise ValueError("probability_of_improvement needs at least one accuracy per model")
+    wins = sum((x > y) + 0.5 * (x == y) for x in acc_a for y in acc_b)
+    return wins / (len(acc_a) * len(acc_b))
+
+
+# --- the verdict: training randomness and test-set sampling together -------------------
+
+@dataclass(frozen=True)
+class Components:
+    """Per study (leading dimension S) moments of one model's (S, K, N) 0/1
+    correctness: per-seed accuracy, per-image mean over seeds, and the
+    two-way (seed x image) residual mean square."""
+
+    acc: torch.Tensor        # (S, K) accuracy of each seed
+    per_image: torch.Tensor  # (S, N) mean correctness of each image over the seeds
+    ms_residual: torch.Tensor  # (S,) two-way ANOVA residual mean square (0 when K = 1)
+
+
+def components(correct: torch.Tensor) -> Components:
+    """Moments of a (S, K, N) (or (K, N)) 0/1 tensor. The residual mean square
+    of the seed x image table, SS_res / ((K-1)(N-1)) with SS_res = SS_total -
+    SS_seeds - SS_images, estimates the variance of an image's correctness
+    from seed to seed beyond the seeds' overall accuracies (Searle, Casella &
+    McCulloch 1992, ch. 4)."""
+    c = correct.unsqueeze(0) if correct.dim() == 2 else correct
+    _, k, n = c.shape
+    f64 = torch.float64
+    acc, per_image = c.sum(2, dtype=f64) / n, c.sum(1, dtype=f64) / k
+    grand = acc.mean(1)
+    if k < 2:
+        return Components(acc, per_image, torch.zeros_like(grand))
+    # sum of squares: for 0/1 values c² = c, so it is the sum itself.
+    sum_sq = acc.sum(1) * n if c.dtype == torch.bool or not bool(((c != 0) & (c != 1)).any()) \
+        else (c.double() ** 2).sum((1, 2))
+    ss_total = sum_sq - k * n * grand**2
+    ss_seeds = n * ((acc - grand[:, None]) ** 2).sum(1)
+    ss_images = k * ((per_image - grand[:, None]) ** 2).sum(1)
+    ms = (ss_total - ss_seeds - ss_images).clamp(min=0) / ((k - 1) * (n - 1))
+    return Components(acc, per_image, ms)
+
+
+def crossed_difference(correct_a: torch.Tensor, correct_b: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The mean accuracy difference of A and B and its variance over both
+    sources of randomness, for each of S studies at once.
+
+    ``correct_a`` is (S, K_A, N) or (K_A, N), ``correct_b`` (S, K_B, N) or
+    (K_B, N): 0/1 per seed and test image, the same N images for both models.
+    Seeds of A and of B are independent trainings (they need not pair).
+
+    Model (crossed random effects): correctness = model mean + seed effect +
+    image effect + residual. The difference D = mean(A) - mean(B) has
+
+        Var(D) = s²_A / K_A + s²_B / K_B + V_img / N
+
+    where s²_X is the sample variance of model X's per-seed accuracies
+    (training randomness, plus its own per-seed test noise) and V_img, the
+    variance over images of the per-image difference that every seed shares,
+    is estimated by  var_i(mean_A_i - mean_B_i) - MS_A / K_A - MS_B / K_B
+    (the residual mean squares remove the seed-to-seed part already counted
+    in s²; floored at 0). A model with one seed contributes no training
+    variance (it cannot be measured). Degrees of freedom: Welch-Satterthwaite
+    over the three parts (K_A - 1, K_B - 1, N - 1); when a model has exactly
+    2 seeds, the seed parts' Welch df alone (conservative: simulation showed
+    Satterthwaite's df too liberal there).
+
+    Returns tensors of shape (S,): difference, var_train_a, var_train_b,
+    var_images, se, df (the one the verdict uses), df_satterthwaite,
+    df_seeds, t.
+    """
+    ca, cb = (x.unsqueeze(0) if x.dim() == 2 else x for x in (correct_a, correct_b))
+    if ca.shape[-1] != cb.shape[-1] or ca.shape[0] != cb.shape[0]:
+        raise ValueError(f"correctness shapes {tuple(correct_a.shape)} and {tuple(correct_b.shape)} do not pair: "
+                         "the same studies and test images are needed")
+    ka, kb, n = ca.shape[1], cb.shape[1], ca.shape[2]
+    A, B = components(ca), components(cb)
+    diff = A.acc.mean(1) - B.acc.mean(1)
+    zero = torch.zeros_like(diff)
+    va = A.acc.var(1) / ka if ka >= 2 else zero
+    vb = B.acc.var(1) / kb if kb >= 2 else zero
+    m = A.per_image - B.per_image
+    v_img = (m.var(1) - A.ms_residual / ka - B.ms_residual / kb).clamp(min=0) / n
+    var = va + vb + v_img
+    den_seeds = zero.clone()
+    if ka >= 2:
+        den_seeds = den_seeds + va**2 / (ka - 1)
+    if kb >= 2:
+        den_seeds = den_seeds + vb**2 / (kb - 1)
+    den = den_seeds + v_img**2 / (n - 1)
+    images_df = torch.full_like(var, float(n - 1))
+    df_satterthwaite = torch.where(den > 0, var**2 / den.clamp(min=1e-300), images_df)
+    # The seed parts' own Welch df: never more than Satterthwaite's (the image part only adds df).
+    df_seeds = torch.where(den_seeds > 0, (va + vb) ** 2 / den_seeds.clamp(min=1e-300), df_satterthwaite)
+    # With 2 seeds a variance has 1 df, often far too small by chance, and then Satterthwaite's df shoots up
+    # exactly when the variance is underestimated (simulated false-positive rate 6.5 %): use the seed parts'
+    # df there (docs/statistics.md).
+    df = df_seeds if 2 in (ka, kb) else df_satterthwaite
+    se = var.sqrt()
+    t = torch.where(se > 0, diff / se.clamp(min=1e-300),
+                    torch.where(diff == 0, zero, torch.sign(diff) * math.inf))
+    return {"difference": diff, "var_train_a": va, "var_train_b": vb, "var_images": v_img, "se": se,
+            "df": df, "df_satterthwaite": df_satterthwaite, "df_seeds": df_seeds, "t": t}
+
+
+def crossed_p_values(stats: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Two-sided p-values of :func:`crossed_difference`'s t statistics."""
+    return torch.tensor([t_two_sided_p(t, df) for t, df in zip(stats["t"].tolist(), stats["df"].tolist())],
+                        dtype=torch.float64)
+
+
+def verdict_rule(alpha: float = 0.05) -> str:
+    """The accuracy verdict rule, in words (printed in every report)."""
+    level = f"{100 * (1 - alpha):g} %"
+    return (f"A model is called more accurate than another when the {level} interval of their mean accuracy "
+            f"difference excludes 0 (two-sided p below {alpha:g}). With at least 2 seeds per model the interval's "
+            "standard error adds the spread of each model's per-seed accuracies (training randomness: "
+            "initialisation, data order) to the spread over test images of the per-image difference "
+            "(test-set sampling), with Welch-Satterthwaite degrees of freedom (with 2 seeds, the seeds' own, "
+            "which is conservative). With one seed, only the test images vary (exact McNemar test): the verdict "
+            "is then about these trained models, not the architectures.")
 
 
 def compare_pair(name_a: str, correct_a: torch.Tensor, name_b: str, correct_b: torch.Tensor,
-                 alpha: float = 0.05, resamples: int = 2000) -> dict:
-    """Paired comparison of two models on the same test set. ``correct_*`` are
-    (seeds, N) 0/1 tensors; seed k of A is paired with seed k of B.
+                 alpha: float = 0.05, seeds_a: list[int] | None = None, seeds_b: list[int] | None = None) -> dict:
+    """Compare two models on the same test set. ``correct_*`` are (seeds, N)
+    0/1 tensors; ``seeds_*`` name their rows (for the per-seed McNemar
+    tests, which pair equal seeds, or rows by position when no seed is shared).
 
-    Verdict rule: A (or B) is more accurate when the exact McNemar test on the
-    pooled discordant counts gives p < alpha *and* the bootstrap interval of
-    the difference excludes 0; otherwise "no significant difference"."""
-    k = min(correct_a.shape[0], correct_b.shape[0])
-    ca, cb = correct_a[:k], correct_b[:k]
+    Verdict rule (:func:`verdict_rule`): with >= 2 seeds for both models, the
+    crossed-variance t test of :func:`crossed_difference`; otherwise the test
+    covers test-set noise only (exact McNemar for one seed each), ``scope``
+    says so and ``unmeasured`` names the models whose training variance is
+    unknown."""
+    ka, kb = correct_a.shape[0], correct_b.shape[0]
+    seeds_a = list(range(ka)) if seeds_a is None else list(seeds_a)
+    seeds_b = list(range(kb)) if seeds_b is None else list(seeds_b)
+    st = {k: float(v[0]) for k, v in crossed_difference(correct_a, correct_b).items()}
+    shared = [s for s in seeds_a if s in seeds_b]
+    pairs = [(s, seeds_a.index(s), seeds_b.index(s)) for s in shared] if shared else \
+        [(None, i, i) for i in range(min(ka, kb))]
     per_seed: list[dict[str, Any]] = []
-    for i in range(k):
-        b, c = discordant(ca[i], cb[i])
-        per_seed.append({"b": b, "c": c, "p_value": mcnemar_exact(b, c)})
-    B, C = sum(s["b"] for s in per_seed), sum(s["c"] for s in per_seed)
-    p = mcnemar_exact(B, C)
-    diff = (ca.double().mean() - cb.double().mean()).item()
-    ci = bootstrap_diff_interval(ca, cb, resamples)
-    significant = p < alpha and (ci.low > 0 or ci.high < 0)
-    verdict = (f"{name_a} more accurate" if diff > 0 else f"{name_b} more accurate") if significant \
-        else f"no significant difference at alpha = {alpha}"
+    for seed, i, j in pairs:
+        b, c = discordant(correct_a[i], correct_b[j])
+        per_seed.append({"seed": seed if seed is not None else f"{seeds_a[i]}/{seeds_b[j]}",
+                         "b": b, "c": c, "p_value": mcnemar_exact(b, c),
+                         "difference": (b - c) / correct_a.shape[1]})
+    unmeasured = [n for n, k in ((name_a, ka), (name_b, kb)) if k < 2]
+    level = 1 - alpha
+    if ka == 1 and kb == 1:
+        test = "exact McNemar (test images only)"
+        p = per_seed[0]["p_value"]
+    else:
+        measured = [n for n, k in ((name_a, ka), (name_b, kb)) if k >= 2]
+        test = ("t test, crossed seed x image variance, Welch-Satterthwaite df" if not unmeasured else
+                "t test over test images and the seeds of " + ", ".join(measured))
+        p = t_two_sided_p(st["t"], st["df"])
+    half = t_quantile(1 - alpha / 2, st["df"]) * st["se"] if st["se"] > 0 else 0.0
+    ci = Interval(st["difference"] - half, st["difference"] + half,
+                  "Wald over test images" if ka == 1 and kb == 1 else "Student t, Satterthwaite df", level)
+    diff = st["difference"]
+    significant = p < alpha and diff != 0
+    winner = (name_a if diff > 0 else name_b) if significant else None
+    acc_a, acc_b = correct_a.double().mean(1).tolist(), correct_b.double().mean(1).tolist()
+    poi = ({"value": probability_of_improvement(acc_a, acc_b), "pairs": ka * kb}
+           if ka >= 2 and kb >= 2 else None)
     return {
-        "a": name_a, "b": name_b, "pairs": k, "difference": diff, "difference_ci": ci.to_dict(),
-        "mcnemar_pooled": {"b": B, "c": C, "p_value": p}, "mcnemar_per_seed": per_seed,
-        "alpha": alpha, "significant": significant, "verdict": verdict,
-        "winner": (name_a if diff > 0 else name_b) if significant else None,
+        "a": name_a, "b": name_b, "seeds_a": ka, "seeds_b": kb,
+        "difference": diff, "difference_ci": ci.to_dict(), "p_value": p, "test": test,
+        "se": st["se"], "df": st["df"],
+        "se_training": math.sqrt(st["var_train_a"] + st["var_train_b"]),
+        "se_test_images": math.sqrt(st["var_images"]),
+        "scope": "test images only" if unmeasured else "seeds and test images",
+        "unmeasured": unmeasured,
+        "mcnemar_per_seed": per_seed,
+        "probability_of_improvement": poi,
+        "alpha": alpha, "significant": significant, "winner": winner,
+        "verdict": (f"{winner} more accurate" + (" on these trained models (test-set noise only)"
+                                                 if unmeasured else "")) if winner
+        else f"no significant difference at alpha = {alpha}",
     }
