@@ -301,6 +301,38 @@ def test_incomplete_run_has_a_banner_and_no_claims_about_models_without_data():
     assert all({p["a"], p["b"]} <= {"mlp", "cnn"} for p in an["pairs"])
 
 
+# --- compare: provenance and never overwriting a run ------------------------------------------
+
+def _saved(tmp_path, rec):
+    d = tmp_path / rec["name"]
+    d.mkdir()
+    (d / "results.json").write_text(json.dumps(rec))
+    return str(d)
+
+
+def test_compare_refuses_to_overwrite_an_existing_run(tmp_path, capsys):
+    from archbench.cli import main
+
+    a, b = fixed_record(), fixed_record()
+    b["name"] = "other"
+    dirs = [_saved(tmp_path, a), _saved(tmp_path, b)]
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "results.json").write_text("{}")
+    assert main(["compare", *dirs, "--out", str(existing)]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {existing} already exists and holds a run (results.json)" in err and "--force" in err
+    assert (existing / "results.json").read_text() == "{}"
+    assert main(["compare", *dirs, "--out", dirs[0], "--force"]) == 2
+    assert "is one of the runs being compared" in capsys.readouterr().err
+    assert json.loads((tmp_path / "fixed" / "results.json").read_text())["name"] == "fixed"
+    assert main(["compare", *dirs, "--out", str(existing), "--force"]) == 0
+    assert json.loads((existing / "results.json").read_text())["merged_from"] == ["fixed", "other"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["compare", *dirs, "--out", str(empty)]) == 0
+
+
 # --- plots -----------------------------------------------------------------------------------
 
 def _figures(rec):

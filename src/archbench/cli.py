@@ -178,7 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     cmp_ = sub.add_parser("compare", help="merge saved runs into one report")
     cmp_.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    cmp_.add_argument("--out", default=None, help="output directory (default: runs/compare-<timestamp>)")
+    cmp_.add_argument("--out", default=None, help="output directory (default: runs/compare-<timestamp>); "
+                      "must not exist yet or be empty")
+    cmp_.add_argument("--force", action="store_true",
+                      help="write into an --out that already holds files (replacing its results.json and reports)")
 
     pr = sub.add_parser("profile", help="measure one model's costs (no training): layers, FLOPs, memory, size, speed")
     pr.add_argument("model", help="registry name or package.module:function")
@@ -336,6 +339,21 @@ def cmd_models(args) -> int:
     return 0
 
 
+def _check_compare_out(out: Path, run_dirs: list[str], force: bool) -> None:
+    """compare never overwrites a run: an --out that is one of the compared
+    runs is refused, and one that already holds files needs --force."""
+    sources = {(Path(d) if Path(d).is_dir() else Path(d).parent).resolve() for d in run_dirs}
+    if out.resolve() in sources:
+        raise UsageError(f"--out {out} is one of the runs being compared: writing there would replace that run's "
+                         "results.json. Choose another --out.")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a directory. Choose another --out.")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        what = "holds a run (results.json)" if (out / "results.json").exists() else "is not empty"
+        raise UsageError(f"--out {out} already exists and {what}; compare does not overwrite it. Choose another "
+                         "--out, or add --force to replace its results.json and reports.")
+
+
 def cmd_compare(args) -> int:
     from archbench.records import load_record, merge_records, save_record
     from archbench.report import TABLE_HEAD, comparison_rows, text_table, write_reports
@@ -343,6 +361,7 @@ def cmd_compare(args) -> int:
 
     records = [load_record(d) for d in args.run_dirs]
     out = Path(args.out) if args.out else Path("runs") / f"compare-{default_run_name()}"
+    _check_compare_out(out, args.run_dirs, args.force)
     merged = merge_records(records, out.name)
     out.mkdir(parents=True, exist_ok=True)
     save_record(merged, out)
