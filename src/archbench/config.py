@@ -275,6 +275,7 @@ def _name_convert(v: Any) -> str | None:
 
 
 DEFAULT_MODELS = ("mlp", "cnn")
+MAX_REPEATS = 10_000  # seeds 0..N-1 are made as a list: a larger N is a typo (and would not fit in memory)
 STUDY_CHECKS: dict[str, _Check] = {
     "models": _Check("a non-empty list of model names, module:function references or spec files", _models_convert),
     "seeds": _Check("a non-empty list of distinct integers >= 0, e.g. [0, 1, 2]", _seeds_convert),
@@ -422,7 +423,7 @@ def load_experiment(path: str | os.PathLike) -> ExperimentFile:
         raise UsageError(f"{where}: give either 'seeds' or 'repeats', not both.")
     study: dict[str, Any] = {}
     if "repeats" in data:
-        n = check_value("repeats", data["repeats"], _int_check(1), f"{where}: ")
+        n = check_value("repeats", data["repeats"], _int_check(1, MAX_REPEATS), f"{where}: ")
         study["seeds"] = list(range(n))
     for k in STUDY_DEFAULTS:
         if k in data and k != "models":

@@ -54,8 +54,14 @@ def read_toml(path, what: str, error: type[ArchbenchError] = UsageError) -> dict
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise error(f"{what} {str(path)!r} does not exist.") from None
+    except IsADirectoryError:
+        raise error(f"{what} {str(path)!r} is a directory; give the path of a TOML file.") from None
+    except OSError as exc:
+        raise error(f"cannot read {what} {str(path)!r}: {exc.strerror or exc}; check its permissions.") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise error(f"{what} {str(path)!r} is not valid TOML: {exc}.") from exc
+    except RecursionError:
+        raise error(f"{what} {str(path)!r} nests arrays or tables too deeply to read; flatten it.") from None
 
 
 class Interrupted(ArchbenchError):

@@ -3,19 +3,23 @@
 A run directory holds ``results.json`` (this record), ``report.md`` and
 ``models/``. The record is rewritten atomically (temporary file, fsync,
 rename) after every finished (model, seed) unit, so it is always valid JSON
-and an interrupted run loses at most the unit in progress.
+and an interrupted run loses at most the unit in progress. It is strict JSON:
+a non-finite float (NaN, infinity) is written as null, never as the bare
+``NaN`` that strict parsers reject.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, NotRequired, TypedDict
 
-from archbench.errors import UsageError
+from archbench.errors import EXIT_RUNTIME, ArchbenchError, UsageError
 
 SCHEMA = "archbench.run/2"
 OLD_SCHEMAS = ("archbench.run/1",)  # read and upgraded on load
@@ -94,10 +98,48 @@ def ok_units(entry: ModelRecord) -> list[Unit]:
     return [u for u in entry["units"] if u["status"] == "ok"]
 
 
+class OutputError(ArchbenchError):
+    """A file archbench must write cannot be written (disk full, quota, a
+    file-size limit, an I/O error)."""
+
+    exit_code = EXIT_RUNTIME
+
+
+# errno values that mean "this place cannot be written to at all" (choose another):
+# a usage error. Anything else (a full disk, a quota, EIO) is a runtime failure.
+_UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.EEXIST,
+               errno.ENAMETOOLONG, errno.ENOENT, errno.ELOOP}
+
+
+def write_error(exc: OSError, what: str, fix: str) -> ArchbenchError:
+    """The named error for an OSError while writing ``what``: a UsageError
+    where the place is unwritable (a read-only or immutable directory, a
+    regular file where a directory belongs), an :class:`OutputError` where the
+    write itself failed (no space left, a quota)."""
+    reason = exc.strerror or str(exc)
+    cls = UsageError if exc.errno in _UNWRITABLE else OutputError
+    where = f" ({exc.filename})" if exc.filename and str(exc.filename) not in what else ""
+    return cls(f"cannot write {what}{where}: {reason}. {fix}")
+
+
 def _umask() -> int:
-    mask = os.umask(0)
+    """The process umask, read without changing it where Linux shows it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o22)
     os.umask(mask)
     return mask
+
+
+def file_mode() -> int:
+    """The mode a new file gets from open(): 0o666 less the umask (mkstemp
+    and some writers use 0o600 instead; chmod to this before renaming)."""
+    return 0o666 & ~_umask()
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], Any], binary: bool = False) -> None:
@@ -112,7 +154,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], Any], binar
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -153,10 +195,64 @@ def model_entry(record: RunRecord, model: str) -> ModelRecord:
     return record["models"].setdefault(model, {"measurements": None, "units": []})
 
 
+def finite(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, +-infinity) replaced by None,
+    so that it serialises as strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        if obj and all(type(v) is int for v in obj):  # predictions, labels: nothing to map
+            return obj
+        return [finite(v) for v in obj]
+    return obj
+
+
+def dumps_strict(obj: Any, **kwargs: Any) -> str:
+    """JSON that strict parsers accept: non-finite floats become null."""
+    return json.dumps(finite(obj), allow_nan=False, **kwargs)
+
+
 def save_record(record: RunRecord, run_dir: str | os.PathLike) -> Path:
+    """Write ``results.json`` atomically, as strict JSON. An OSError becomes
+    a named error (see :func:`write_error`)."""
     path = Path(run_dir) / "results.json"
-    atomic_write_text(path, json.dumps(record, indent=1, sort_keys=False) + "\n")
+    text = dumps_strict(record, indent=1, sort_keys=False) + "\n"
+    try:
+        atomic_write_text(path, text)
+    except OSError as exc:
+        raise write_error(exc, str(path), "Make room (or make the directory writable); finished units are "
+                          f"kept in the last results.json written, and `archbench run --resume {path.parent}` "
+                          "continues the run.") from exc
     return path
+
+
+def _finite_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_units(record: dict) -> None:
+    """An "ok" unit must have a finite test loss and accuracy. Records written
+    before that was enforced may hold NaN (an empty test split, infinite
+    logits) or, after a strict rewrite, null: such a unit is read as failed,
+    saying why, so that statistics never see a NaN."""
+    models = record.get("models")
+    if not isinstance(models, dict):
+        return
+    for entry in models.values():
+        for u in (entry.get("units") or []) if isinstance(entry, dict) else []:
+            if not isinstance(u, dict) or u.get("status") != "ok":
+                continue
+            test = u.get("test")
+            test = test if isinstance(test, dict) else {}
+            bad = {k: test.get(k) for k in ("loss", "accuracy") if not _finite_number(test.get(k))}
+            if bad:
+                u["status"] = "failed"
+                u["error_type"] = "TrainingError"
+                u["error"] = ("the recorded evaluation is not finite (" + ", ".join(f"test {k} {v}" for k, v in
+                                                                                     bad.items())
+                              + "); this unit cannot be compared. Retrain it in a new run.")
 
 
 def load_record(run_dir_or_file: str | os.PathLike) -> RunRecord:
@@ -167,19 +263,25 @@ def load_record(run_dir_or_file: str | os.PathLike) -> RunRecord:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UsageError(f"{path} does not exist: expected a run directory made by `archbench run`.") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}): it is damaged or not a "
+                         "results.json written by archbench.") from None
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror or exc}.") from exc
     try:
         record = json.loads(text)
     except json.JSONDecodeError as exc:
         raise UsageError(f"{path} is not valid JSON ({exc}).") from exc
+    except RecursionError:
+        raise UsageError(f"{path} nests its values too deeply to be a results.json written by archbench.") from None
     schema = record.get("schema") if isinstance(record, dict) else None
     if schema in OLD_SCHEMAS:
-        return upgrade_record(record)
-    if schema != SCHEMA:
+        record = upgrade_record(record)
+    elif schema != SCHEMA:
         raise UsageError(
             f"{path}: schema {schema!r} is not {SCHEMA!r}; this file was not written by this version of archbench."
         )
+    _check_units(record)
     return record
 
 

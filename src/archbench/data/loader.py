@@ -11,21 +11,23 @@ Search order for a dataset's directory:
 
 Each file may be raw IDX or ``.gz``. The SHA-256 of the decompressed payload
 is checked against the registry, so Debian's recompressed copies verify.
+Decompression is bounded by the size the payload must have (the registry's
+size when verifying, else the size the IDX header declares): a ``.gz`` that
+inflates to more (a decompression bomb) is refused after that many bytes.
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import os
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from archbench.data.idx import parse_idx
+from archbench.data.idx import IDX_DTYPES, MAX_DIMS, parse_idx
 from archbench.data.registry import ROLES, DataFile, DatasetSpec, get_dataset_spec
 from archbench.errors import DataError
 
@@ -108,17 +110,94 @@ def read_raw(path: Path) -> bytes:
         raise DataError(f"cannot read {path}: {exc.strerror or exc}. Check its permissions.") from exc
 
 
-def decompress(raw: bytes, path: Path) -> bytes:
-    """``raw`` itself, or its gunzipped bytes when it is gzip."""
-    if path.suffix == ".gz" or raw[:2] == b"\x1f\x8b":
+def is_gzip(raw: bytes, path: Path | str) -> bool:
+    return str(path).endswith(".gz") or raw[:2] == b"\x1f\x8b"
+
+
+def _not_gzip(source: str, why: object) -> DataError:
+    return DataError(f"{source}: not a valid gzip file ({why}); it is corrupt or truncated. "
+                     "Delete it and fetch it again (`archbench data fetch`).")
+
+
+def gunzip(raw: bytes, limit: int | None, source: str, why: str = "the most this file can hold") -> bytes:
+    """The decompressed bytes of a gzip file (every member, as
+    :func:`gzip.decompress`), never more than ``limit`` bytes of output: a
+    file that would inflate further is refused as soon as it has (``why``
+    says where the limit comes from)."""
+    out: list[bytes] = []
+    total = 0
+    data = raw
+    while True:
+        d = zlib.decompressobj(wbits=31)  # gzip header and trailer, CRC-32 and size checked
         try:
-            return gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:
+            chunk = d.decompress(data, 0 if limit is None else limit + 1 - total)
+        except zlib.error as exc:
+            raise _not_gzip(source, exc) from exc
+        total += len(chunk)
+        if limit is not None and total > limit:
             raise DataError(
-                f"{path}: not a valid gzip file ({exc}); it is corrupt or truncated. "
-                "Delete it and fetch it again (`archbench data fetch`)."
-            ) from exc
+                f"{source}: decompresses to more than {limit:,} bytes, {why}; it is not the expected file (or "
+                "it is a decompression bomb). Delete it and fetch it again (`archbench data fetch`)."
+            )
+        if not d.eof:
+            raise _not_gzip(source, "compressed data ends before the end-of-stream marker")
+        out.append(chunk)
+        data = d.unused_data.lstrip(b"\0")  # gzip.decompress also ignores trailing zero padding
+        if not data:
+            return b"".join(out)
+        if data[:2] != b"\x1f\x8b":
+            raise _not_gzip(source, "trailing bytes after the last gzip member")
+
+
+def declared_size(raw: bytes, source: str) -> int | None:
+    """The file size an IDX header inside ``raw`` (a gzip file) declares, or
+    None when the first bytes are not an IDX header (the parser then says why)."""
+    try:
+        head = zlib.decompressobj(wbits=31).decompress(raw, 4 + 4 * MAX_DIMS)
+    except zlib.error as exc:
+        raise _not_gzip(source, exc) from exc
+    if len(head) < 4 or head[:2] != b"\0\0" or head[2] not in IDX_DTYPES or not 1 <= head[3] <= MAX_DIMS:
+        return None
+    ndim = head[3]
+    if len(head) < 4 + 4 * ndim:
+        return None
+    count = 1
+    for i in range(ndim):
+        count *= int.from_bytes(head[4 + 4 * i:8 + 4 * i], "big")
+    return 4 + 4 * ndim + count * np.dtype(IDX_DTYPES[head[2]][0]).itemsize
+
+
+def decompress(raw: bytes, path: Path, limit: tuple[int, str] | None = None) -> bytes:
+    """``raw`` itself, or its gunzipped bytes when it is gzip (at most
+    ``limit[0]`` bytes; ``limit[1]`` says why, see :func:`payload_limit`)."""
+    if is_gzip(raw, path):
+        return gunzip(raw, None, str(path)) if limit is None else gunzip(raw, limit[0], str(path), limit[1])
     return raw
+
+
+def payload_limit(raw: bytes, path: Path, f: DataFile, verify: bool) -> tuple[int, str]:
+    """The most bytes ``path``'s payload may decompress to, and why: the
+    registry's size when verifying (the payload must be exactly that), else
+    what its IDX header declares (a header declaring more than this machine's
+    memory is refused before anything is inflated)."""
+    published = (f.nbytes, f"the size of the published {f.name}")
+    if verify or not is_gzip(raw, path):
+        return published
+    declared = declared_size(raw, str(path))
+    if declared is None:
+        return published
+    memory = _physical_memory()
+    if memory is not None and declared > memory:
+        raise DataError(f"{path}: its IDX header declares {declared:,} bytes of data, more than this machine's "
+                        f"memory ({memory:,} bytes); the file is damaged or not an IDX file.")
+    return declared, "the size its IDX header declares"
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def check_size(payload: bytes, expected_nbytes: int | None, source: str) -> None:
@@ -133,15 +212,16 @@ PAYLOAD_SHA256 = "payload SHA-256"
 UPSTREAM_GZ_MD5 = "upstream .gz MD5"
 
 
-def verify_file(raw: bytes, payload: bytes, f: DataFile, source: str) -> str:
+def verify_file(raw: bytes, payload: bytes, f: DataFile, source: str, sha256: str | None = None) -> str:
     """Check one file against the registry; return how it was verified.
 
     The payload's SHA-256 (when the registry knows it) verifies any copy, raw
     or recompressed. Otherwise only the upstream mirrors' MD5 of the ``.gz``
-    bytes is known, which verifies an unmodified download and nothing else."""
+    bytes is known, which verifies an unmodified download and nothing else.
+    ``sha256``: the payload's digest where the caller has it already."""
     check_size(payload, f.nbytes, source)
     if f.sha256:
-        digest = hashlib.sha256(payload).hexdigest()
+        digest = sha256 or hashlib.sha256(payload).hexdigest()
         if digest != f.sha256:
             raise DataError(
                 f"{source}: SHA-256 of the decompressed payload is {digest}, expected {f.sha256}. "
@@ -180,6 +260,8 @@ class Dataset:
     files: dict[str, str]
     verified: bool
     verification: str | None = None  # how: PAYLOAD_SHA256 / UPSTREAM_GZ_MD5 (mixed: joined with " + ")
+    # SHA-256 of each decompressed payload, by role: the data's identity (a resumed run checks it)
+    sha256: dict[str, str] = field(default_factory=dict)
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -192,6 +274,7 @@ class Dataset:
             "verified_sha256": self.verified and self.verification == PAYLOAD_SHA256,
             "verified": self.verified,
             "verification": self.verification if self.verified else "not verified (--no-verify)",
+            "payload_sha256": dict(self.sha256),
             "train_samples": int(self.train_labels.numel()),
             "test_samples": int(self.test_labels.numel()),
             "image_shape": list(self.spec.image_shape),
@@ -204,7 +287,7 @@ class Dataset:
             self.spec,
             self.train_images[:train_limit], self.train_labels[:train_limit],
             self.test_images[:test_limit], self.test_labels[:test_limit],
-            self.files, self.verified, self.verification,
+            self.files, self.verified, self.verification, self.sha256,
         )
 
 
@@ -230,18 +313,22 @@ def _check_labels(arr: np.ndarray, spec: DatasetSpec, source: str) -> None:
             )
 
 
-def load_arrays(paths: dict[str, Path], spec: DatasetSpec,
-                verify: bool = True) -> tuple[dict[str, np.ndarray], set[str]]:
+def load_arrays(paths: dict[str, Path], spec: DatasetSpec, verify: bool = True,
+                digests: dict[str, str] | None = None) -> tuple[dict[str, np.ndarray], set[str]]:
     """Read, verify and parse the four files; return the arrays and the
-    verification methods used (empty without ``verify``)."""
+    verification methods used (empty without ``verify``). ``digests``, when
+    given, receives each payload's SHA-256 by role."""
     arrays: dict[str, np.ndarray] = {}
     methods: set[str] = set()
     for role in ROLES:
         path = paths[role]
         raw = read_raw(path)
-        payload = decompress(raw, path)
+        payload = decompress(raw, path, payload_limit(raw, path, spec.file(role), verify))
+        digest = hashlib.sha256(payload).hexdigest()
+        if digests is not None:
+            digests[role] = digest
         if verify:
-            methods.add(verify_file(raw, payload, spec.file(role), str(path)))
+            methods.add(verify_file(raw, payload, spec.file(role), str(path), sha256=digest))
         arr = parse_idx(payload, str(path))
         (_check_images if role.endswith("images") else _check_labels)(arr, spec, str(path))
         arrays[role] = arr
@@ -262,7 +349,8 @@ def load_dataset(
 ) -> Dataset:
     spec = get_dataset_spec(name) if isinstance(name, str) else name
     paths = locate(spec, data_dir)
-    arrays, methods = load_arrays(paths, spec, verify=verify)
+    digests: dict[str, str] = {}
+    arrays, methods = load_arrays(paths, spec, verify=verify, digests=digests)
     return Dataset(
         spec,
         torch.from_numpy(arrays["train_images"]),
@@ -272,4 +360,5 @@ def load_dataset(
         {role: str(p) for role, p in paths.items()},
         verify,
         " + ".join(sorted(methods)) or None,
+        digests,
     )

@@ -57,30 +57,36 @@ def save_model_files(model: nn.Module, directory: str | os.PathLike, stem: str,
     ``safetensors``: the safetensors file of the state dict; ``state_dict``:
     ``torch.save(model.state_dict())`` as ``.pt``; ``onnx``: the eval-mode
     graph with its weights (needs the optional ``onnx`` package). Files are written to a
-    temporary name and renamed, so a crash never leaves a partial file.
+    temporary name and renamed, so a crash never leaves a partial file (a failed
+    write removes its temporary file; a killed one's is removed by the next
+    run or resume). They get the mode the umask gives, whatever the writer
+    used (safetensors writes 0600).
     """
+    from archbench.records import file_mode
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = _plain_state(model)
     out: dict[str, dict] = {}
     for fmt in formats:
-        if fmt == "safetensors":
-            from safetensors.torch import save_file
-
-            path = directory / f"{stem}.safetensors"
-            tmp = path.with_suffix(".safetensors.tmp")
-            save_file(state, str(tmp))
-        elif fmt == "state_dict":
-            path = directory / f"{stem}.pt"
-            tmp = path.with_suffix(".pt.tmp")
-            torch.save(state, tmp)
-        elif fmt == "onnx":
-            path = directory / f"{stem}.onnx"
-            tmp = path.with_suffix(".onnx.tmp")
-            export_onnx(model, tmp, input_shape)
-        else:
+        if fmt not in ("safetensors", "state_dict", "onnx"):
             raise ValueError(f"unknown format {fmt!r}; known: safetensors, state_dict, onnx")
-        os.replace(tmp, path)
+        path = directory / f"{stem}.{'pt' if fmt == 'state_dict' else fmt}"
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            if fmt == "safetensors":
+                from safetensors.torch import save_file
+
+                save_file(state, str(tmp))
+            elif fmt == "state_dict":
+                torch.save(state, tmp)
+            else:
+                export_onnx(model, tmp, input_shape)
+            os.chmod(tmp, file_mode())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         out[fmt] = {"path": path.name, "bytes": path.stat().st_size}
     return out
 

@@ -119,6 +119,11 @@ def _import_callable(ref: str) -> Callable[..., nn.Module]:
             "imported from sys.path, which includes the working directory: run from the directory "
             "that holds it or add its parent to PYTHONPATH."
         ) from exc
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - user code: a SyntaxError, a sys.exit(), anything
+        raise ModelError(
+            f"model reference {ref!r}: importing module {module_name!r} raised {_describe(exc)}. Fix the "
+            f"module (`python -c 'import {module_name}'` shows the traceback)."
+        ) from exc
     finally:
         if added and cwd in sys.path:
             sys.path.remove(cwd)
@@ -168,6 +173,9 @@ def create_model(ref: str, **kwargs) -> nn.Module:
             model = factory(**kwargs)
     except TypeError as exc:
         raise ModelError(f"model {ref!r}: calling its factory failed ({exc}); it must need no arguments.") from exc
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - user code: whatever it raises is reported with context
+        raise ModelError(f"model {ref!r}: building it failed: its factory raised {_describe(exc)}"
+                         + _allocation_hint(exc, factory, kwargs) + ".") from exc
     if "keras" in sys.modules:
         from archbench.models.keras_models import is_keras_model, wrap
 
@@ -176,6 +184,36 @@ def create_model(ref: str, **kwargs) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise ModelError(f"model {ref!r}: the factory returned {type(model).__name__}, not a torch.nn.Module.")
     return model
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return f"SystemExit({exc.code!r}) (sys.exit() called)"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _is_allocation_failure(exc: BaseException) -> bool:
+    return isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and "allocate" in str(exc))
+
+
+def _allocation_hint(exc: BaseException, factory: Callable[..., nn.Module], kwargs: dict) -> str:
+    """For a factory that failed to allocate its weights: its largest layers,
+    found by building it again on the meta device (which allocates nothing)."""
+    if not _is_allocation_failure(exc):
+        return ""
+    try:
+        with torch.device("meta"):
+            model = factory(**kwargs)
+        layers = sorted(((sum(p.numel() for p in m.parameters(recurse=False)), name, m)
+                         for name, m in model.named_modules()), key=lambda t: -t[0])
+    except (Exception, SystemExit):  # noqa: BLE001 - only a hint
+        return ""
+    big = [(n, name, m) for n, name, m in layers[:2] if n]
+    if not big:
+        return ""
+    return "; its largest layer" + ("s: " if len(big) > 1 else ": ") + ", ".join(
+        f"{name or 'the model'} ({type(m).__name__}, {n:,} parameters = {4 * n:,} bytes as float32)"
+        for n, name, m in big) + ". Make it smaller"
 
 
 def input_shape_of(ref: str) -> tuple[int, ...]:
@@ -199,10 +237,10 @@ def check_model_io(model: nn.Module, ref: str, input_shape=(1, 28, 28), num_clas
     try:
         with torch.no_grad():
             out = model(torch.zeros(2, *input_shape))
-    except Exception as exc:  # noqa: BLE001 - any failure of user code is reported with context
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure of user code is reported with context
         raise ModelError(
             f"model {ref!r} fails on a float batch of shape (2, {', '.join(map(str, input_shape))}): "
-            f"{type(exc).__name__}: {exc}"
+            f"{_describe(exc)}"
         ) from exc
     finally:
         model.train(was_training)

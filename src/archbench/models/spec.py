@@ -22,13 +22,17 @@ Layer types and their fields (defaults in brackets):
 - ``residual``: layers (a list as above, mapping its input shape to itself)
 
 Shapes are inferred layer by layer; every error names the layer index, the
-field, the bad value and what is allowed, before anything trains. Kernels are
-Glorot-uniform and biases zero, as Keras initialises them.
+field, the bad value and what is allowed, before anything trains. A layer
+whose weights would not fit in this machine's memory is refused with its
+size in bytes before anything is allocated. Kernels are Glorot-uniform and
+biases zero, as Keras initialises them.
 """
 
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
@@ -69,6 +73,29 @@ class _Layer:
         return v
 
 
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _weights(layer: _Layer, params: int, cls: Callable[..., nn.Module], *args, **kwargs) -> nn.Module:
+    """``cls(*args, **kwargs)``: a layer of ``params`` float32 parameters,
+    refusing one that cannot fit in memory (named, with its bytes) before
+    allocating it."""
+    nbytes = 4 * params
+    memory = _physical_memory()
+    if memory is not None and nbytes > memory:
+        raise SpecError(f"{layer.where} ({layer.kind}): {params:,} parameters = {nbytes:,} bytes as float32, more "
+                        f"than this machine's memory ({memory:,} bytes); make the layer smaller.")
+    try:
+        return cls(*args, **kwargs)
+    except (RuntimeError, MemoryError, OverflowError, ValueError) as exc:
+        raise SpecError(f"{layer.where} ({layer.kind}): cannot allocate its {params:,} parameters ({nbytes:,} "
+                        f"bytes as float32): {type(exc).__name__}: {exc}; make the layer smaller.") from exc
+
+
 def _activation(layer: _Layer):
     a = layer.d.get("activation")
     if a is None or a in ("none", "linear"):
@@ -106,7 +133,9 @@ def build_layers(layers, shape: tuple[int, ...], prefix: str = "layer") -> tuple
                 raise SpecError(f"{where} (dense) needs a flat input but gets shape {_shape(shape)}: "
                                 "add { type = \"flatten\" } before it.")
             units = layer.int_field("units")
-            mods.append(nn.Linear(shape[0], units, bias=bool(d.get("bias", True))))
+            bias = bool(d.get("bias", True))
+            mods.append(_weights(layer, shape[0] * units + units * bias,
+                                 nn.Linear, shape[0], units, bias=bias))
             mods += _activation(layer)
             shape = (units,)
         elif kind == "conv2d":
@@ -129,7 +158,9 @@ def build_layers(layers, shape: tuple[int, ...], prefix: str = "layer") -> tuple
             if k > h + 2 * p or k > w + 2 * p:
                 raise SpecError(f"{where} (conv2d): kernel {k}x{k} is larger than its input {h}x{w}"
                                 + (f" padded by {p}" if p else "") + f" (input shape {_shape(shape)}).")
-            mods.append(nn.Conv2d(c, filters, k, stride, p, bias=bool(d.get("bias", True))))
+            bias = bool(d.get("bias", True))
+            mods.append(_weights(layer, c * filters * k * k + filters * bias,
+                                 nn.Conv2d, c, filters, k, stride, p, bias=bias))
             mods += _activation(layer)
             shape = (filters, (h + 2 * p - k) // stride + 1, (w + 2 * p - k) // stride + 1)
         elif kind in ("maxpool", "avgpool"):
@@ -198,4 +229,11 @@ def load_spec_file(path: str | Path) -> tuple[str, dict]:
     data = read_toml(path, "model spec", SpecError)
     if "model" not in data:
         raise SpecError(f"model spec {str(path)!r} has no [model] table.")
-    return str(data["model"].get("name", path.stem)), data["model"]
+    model = data["model"]
+    if not isinstance(model, dict):
+        raise SpecError(f"model spec {str(path)!r}: model = {model!r} is invalid: expected a [model] table with "
+                        "'layers'.")
+    name = model.get("name", path.stem)
+    if not isinstance(name, str) or not name:
+        raise SpecError(f"model spec {str(path)!r}: name = {name!r} is invalid: expected a non-empty string.")
+    return name, model

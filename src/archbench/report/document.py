@@ -1,5 +1,12 @@
 """A tiny document model, rendered to Markdown and to one self-contained HTML
-page, so both reports say exactly the same thing."""
+page, so both reports say exactly the same thing.
+
+Texts come from run records: model names and error messages are anybody's
+strings. Both renderers escape them: the HTML one with html.escape, the
+Markdown one by turning ``<``, ``>`` and ``&`` outside code spans into
+entities (Markdown viewers pass raw HTML through), with code spans found as
+CommonMark finds them, table cells kept on one line and fences longer than
+any backtick run of the text they hold."""
 
 from __future__ import annotations
 
@@ -43,24 +50,86 @@ class Pre:
     text: str
 
 
+_ENTITIES = {"<": "&lt;", ">": "&gt;", "&": "&amp;"}
+_PUNCT = set("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
+
+
+def md_text(text: str) -> str:
+    """``text`` for Markdown with no raw HTML: ``<``, ``>`` and ``&`` outside
+    code spans become entities. Code spans (a run of n backticks closed by the
+    next run of exactly n, as in CommonMark) are left as they are: their
+    content is shown literally. A backslash-escaped character stays escaped."""
+    out: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "\\" and i + 1 < n and text[i + 1] in _PUNCT:
+            nxt = text[i + 1]
+            out.append(_ENTITIES[nxt] if nxt in _ENTITIES else "\\" + nxt)  # \< is a literal <: so is &lt;
+            i += 2
+        elif c == "`":
+            j = i
+            while j < n and text[j] == "`":
+                j += 1
+            run = j - i
+            k = j
+            close = -1
+            while k < n:  # the next run of exactly `run` backticks closes the span
+                if text[k] == "`":
+                    m = k
+                    while m < n and text[m] == "`":
+                        m += 1
+                    if m - k == run:
+                        close = k
+                        break
+                    k = m
+                else:
+                    k += 1
+            if close < 0:  # no closing run: the backticks are literal
+                out.append(text[i:j])
+                i = j
+            else:
+                out.append(text[i:close + run])
+                i = close + run
+        else:
+            out.append(_ENTITIES.get(c, c))
+            i += 1
+    return "".join(out)
+
+
+def _md_line(text: str) -> str:
+    """One line of Markdown text (headings, table cells)."""
+    return md_text(" ".join(str(text).split("\n")))
+
+
+def _fence(text: str) -> str:
+    longest, run = 0, 0
+    for c in text:
+        run = run + 1 if c == "`" else 0
+        longest = max(longest, run)
+    return "`" * max(3, longest + 1)
+
+
 def render_markdown(blocks) -> str:
     out: list[str] = []
     for b in blocks:
         if isinstance(b, Heading):
-            out += ["#" * b.level + " " + b.text, ""]
+            out += ["#" * b.level + " " + _md_line(b.text), ""]
         elif isinstance(b, Para):
-            out += [b.text, ""]
+            out += [md_text(b.text), ""]
         elif isinstance(b, Bullets):
-            out += [f"- {i}" for i in b.items] + [""]
+            out += ["- " + md_text(i).replace("\n", "\n  ") for i in b.items] + [""]
         elif isinstance(b, Table):
-            out.append("| " + " | ".join(b.head) + " |")
+            out.append("| " + " | ".join(_md_line(h).replace("|", "/") for h in b.head) + " |")
             out.append("|" + "|".join("---" for _ in b.head) + "|")
-            out += ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in b.rows]
+            out += ["| " + " | ".join(_md_line(c).replace("|", "/") for c in r) + " |" for r in b.rows]
             out.append("")
         elif isinstance(b, Image):
-            out += [f"![{b.alt}]({b.path})", ""]
+            alt = _md_line(b.alt).replace("[", "\\[").replace("]", "\\]")
+            out += [f"![{alt}]({b.path.replace(' ', '%20').replace(')', '%29').replace('(', '%28')})", ""]
         elif isinstance(b, Pre):
-            out += ["```", b.text, "```", ""]
+            fence = _fence(b.text)
+            out += [fence, b.text, fence, ""]
     return "\n".join(out).rstrip() + "\n"
 
 

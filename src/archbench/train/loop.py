@@ -289,6 +289,12 @@ class _GraphedStep:
         pred_out.copy_(spred)
 
 
+def _non_finite_evaluation(loss: float, epoch: int) -> TrainingError:
+    return TrainingError(f"evaluation loss became {loss} after epoch {epoch}: the model's outputs on the test "
+                         "split are not finite (inf or nan logits), so its accuracy cannot be trusted. Check the "
+                         "model's last layers (an unbounded output, a division), or lower the learning rate.")
+
+
 class ProgressBar(Protocol):
     """A tqdm-like progress bar."""
 
@@ -416,6 +422,10 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
             assert Yt is not None  # test_x and test_y are passed together
             ev = evaluate(run_model, Xt, Yt, cfg.eval_batch_size, channels_last, amp, cfg.tta_flip, cfg.tta_shift)
             test_loss, test_acc = ev.loss, ev.accuracy
+            if Yt.numel() and not math.isfinite(test_loss):
+                if bar is not None:
+                    bar.close()
+                raise _non_finite_evaluation(test_loss, epoch)
         eval_seconds = time.perf_counter() - t1
         stats = EpochStats(epoch, train_loss, train_acc, test_loss, test_acc, seconds, eval_seconds)
         history.append(stats)
@@ -439,6 +449,8 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
         assert Yt is not None  # test_x and test_y are passed together
         if ev is None:  # resumed after the last epoch: evaluate the restored model
             ev = evaluate(run_model, Xt, Yt, cfg.eval_batch_size, channels_last, amp, cfg.tta_flip, cfg.tta_shift)
+            if Yt.numel() and not math.isfinite(ev.loss):
+                raise _non_finite_evaluation(ev.loss, cfg.epochs)
         final = ev
     else:
         final = EvalResult(float("nan"), float("nan"), torch.empty(0, dtype=torch.long))
