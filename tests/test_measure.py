@@ -118,10 +118,12 @@ def test_step_memory_breakdown_of_the_mlp_by_hand():
     param_bytes = 235_146 * 4
     assert r.breakdown["parameters"] == param_bytes
     assert r.breakdown["optimizer_state"] == 2 * param_bytes + 6 * 4  # m, v + 6 step counters
-    assert r.breakdown["input"] == 64 * 784 * 4 + 64 * 8
-    # Saved for backward: both ReLU outputs and the log-softmax output; plus two
-    # float32 scalars: the loss and nll_loss's total weight.
-    assert r.activations_saved_bytes == 64 * (256 + 128 + 10) * 4 + 2 * 4
+    # The batch and its labels, and the step's loss slot, prediction slot and batch indices.
+    assert r.breakdown["input"] == 64 * 784 * 4 + 64 * 8 + 4 + 64 * 8 + 64 * 8
+    # Saved for backward: both ReLU outputs and the log-softmax output; the logits
+    # (the step keeps them for its predictions); two float32 scalars: the loss and
+    # nll_loss's total weight.
+    assert r.activations_saved_bytes == 64 * (256 + 128 + 10 + 10) * 4 + 2 * 4
     # During the optimizer step, parameters, gradients, m, v and the input are all alive.
     assert r.breakdown["gradients"] == param_bytes
     assert r.peak_bytes >= 4 * param_bytes + r.breakdown["input"]
@@ -174,11 +176,15 @@ def test_step_peak_agrees_with_the_profiler_memory_timeline(name):
 
 
 def test_first_step_allocates_adam_state_inside_the_step():
-    steady = measure_step_memory(create_model("mlp"))
-    first = measure_step_memory(create_model("mlp"), first_step=True)
+    """torch.optim.Adam (the plain reference step) creates its state lazily,
+    inside the first step; archbench's lean Adam creates it up front."""
+    steady = measure_step_memory(create_model("mlp"), reference=True)
+    first = measure_step_memory(create_model("mlp"), first_step=True, reference=True)
     assert steady.before_step_bytes - first.before_step_bytes == steady.breakdown["optimizer_state"]
     assert first.breakdown["optimizer_state"] == steady.breakdown["optimizer_state"]  # allocated by then
-    assert first.before_step_bytes == 235_146 * 4 + 64 * 784 * 4 + 64 * 8  # params + input only
+    assert first.before_step_bytes == 235_146 * 4 + 4 + 64 * 8 + 64 * 8  # params + the step's slots only
+    lean = measure_step_memory(create_model("mlp"), first_step=True)
+    assert lean.before_step_bytes == steady.before_step_bytes
 
 
 def test_inference_memory_at_batch_one():

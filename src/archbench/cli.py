@@ -185,11 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("profile", help="measure one model's costs (no training): layers, FLOPs, memory, size, speed")
     pr.add_argument("model", help="registry name or package.module:function")
-    pr.add_argument("--batch-size", type=_int_at_least(1, "--batch-size"), default=64)
+    pr.add_argument("--batch-size", type=_int_at_least(1, "--batch-size"), default=None,
+                    help="training batch size (default: the model's recipe, 64 for the seed recipe)")
     pr.add_argument("--device", type=_train_flag_type("device", "--device"), default="auto")
     pr.add_argument("--train-samples", type=_int_at_least(1, "--train-samples"), default=60000,
                     help="samples per epoch for the per-epoch/per-run FLOPs (default 60000)")
-    pr.add_argument("--epochs", type=_int_at_least(1, "--epochs"), default=5)
+    pr.add_argument("--epochs", type=_int_at_least(1, "--epochs"), default=None,
+                    help="epochs for the per-run FLOPs (default: the model's recipe)")
     pr.add_argument("--no-timing", action="store_true", help="skip latency/throughput/step-time measurements")
     pr.add_argument("--json", action="store_true", help="print the measurements as JSON")
 
@@ -374,20 +376,25 @@ def cmd_compare(args) -> int:
 def cmd_profile(args) -> int:
     import json
 
+    from archbench.config import resolve
     from archbench.measure import layer_table, measure_model
     from archbench.models import check_model_io, create_model, input_shape_of
     from archbench.report.profile import render_profile
     from archbench.train import resolve_device
 
+    # The model's own recipe (zoo models train in bf16 with AdamW at batch 256, ...), as `run` would train it.
+    given = {"models": [args.model], "device": args.device}
+    given.update({k: v for k, v in (("batch_size", args.batch_size), ("epochs", args.epochs)) if v is not None})
+    tcfg = resolve(given).train_config_for(args.model)
     device = resolve_device(args.device)
     shape = input_shape_of(args.model)
     model = create_model(args.model)
     check_model_io(model, args.model, shape)
     record = {
-        "model": args.model, "batch_size": args.batch_size, "device": str(device),
+        "model": args.model, "batch_size": tcfg.batch_size, "device": str(device), "recipe": tcfg.to_dict(),
         "input_shape": list(shape), "layers": layer_table(model, shape),
-        "measurements": measure_model(model, shape, args.batch_size, device, args.train_samples, args.epochs,
-                                      timing=not args.no_timing),
+        "measurements": measure_model(model, shape, device=device, cfg=tcfg, train_samples=args.train_samples,
+                                      epochs=tcfg.epochs, timing=not args.no_timing),
     }
     if args.json:
         print(json.dumps(record, indent=1))

@@ -99,7 +99,8 @@ def measure_entry(entry: ModelRecord, ref: str, cfg: StudyConfig, train_samples:
     tcfg = cfg.train_config_for(ref)
     entry["recipe"] = tcfg.to_dict()
     try:
-        entry["measurements"] = measure_model(model, input_shape_of(ref), tcfg.batch_size, device=device,
+        # The costs of the step this unit trains (its whole recipe), and of a plain PyTorch reference step.
+        entry["measurements"] = measure_model(model, input_shape_of(ref), device=device, cfg=tcfg,
                                               train_samples=train_samples, epochs=tcfg.epochs, timing=timing)
         entry.pop("measurement_error", None)
     except Exception as exc:  # noqa: BLE001 - recorded; training still runs

@@ -6,6 +6,9 @@ from __future__ import annotations
 import math
 import tempfile
 
+import torch
+
+from archbench.config import TrainConfig
 from archbench.measure.counting import FlopCount, OpCounter
 from archbench.measure.memory import (
     LiveTensorTracker,
@@ -17,13 +20,20 @@ from archbench.measure.memory import (
     profiler_step_peak,
 )
 from archbench.measure.params import count_parameters
-from archbench.measure.profile import count_forward, count_train_step, epoch_flops, layer_table
+from archbench.measure.profile import (
+    count_forward,
+    count_inference,
+    count_step,
+    count_train_step,
+    epoch_flops,
+    layer_table,
+)
 from archbench.measure.size import measure_saved_sizes, onnx_available, save_model_files
 from archbench.measure.timing import inference_latency, time_calls, train_step_time
 
 __all__ = [
     "FlopCount", "LiveTensorTracker", "OpCounter", "StepMemory", "analytic_adam_estimate",
-    "count_forward", "count_parameters", "count_train_step", "epoch_flops",
+    "count_forward", "count_inference", "count_parameters", "count_step", "count_train_step", "epoch_flops",
     "inference_latency", "layer_table", "measure_inference_memory", "measure_model",
     "measure_saved_sizes", "measure_step_memory", "onnx_available", "process_peak_rss_bytes",
     "profiler_step_peak", "save_model_files", "time_calls", "train_step_time",
@@ -42,26 +52,13 @@ def analytic_activation_bytes(model, input_shape, batch_size: int) -> int:
     return 4 * batch_size * sum(math.prod(r["output_shape"][1:]) for r in rows if r["output_shape"])
 
 
-def measure_model(model, input_shape=(1, 28, 28), batch_size: int = 64, device=None,
-                  train_samples: int | None = None, epochs: int | None = None,
-                  timing: bool = True, latency_seconds: float = 1.0) -> dict:
-    """Every cost of ``model`` as one JSON-ready dict, in base units (bytes,
-    seconds, counts). ``train_samples``/``epochs`` add per-epoch and per-run
-    FLOPs; ``timing`` adds latency, throughput and step time."""
-    params = count_parameters(model)
-    fwd = count_forward(model, input_shape, batch_size=1)
-    step = count_train_step(model, input_shape, batch_size=batch_size)
+def _flops_record(c: FlopCount) -> dict:
+    return {"matmul_conv": c.matmul_conv, "other": dict(c.other), "other_total": c.other_total, "total": c.total}
+
+
+def _step_flops(step: dict[str, FlopCount], batch_size: int) -> dict:
     total = step["total"]
-    flops = {
-        "convention": "1 MAC = 2 FLOPs. matmul_conv: exact multiply-accumulates of matrix products and "
-                      "convolutions; other: bias adds, activations, pooling comparisons, normalisation, "
-                      "softmax/loss, element-wise, reductions and the optimizer update, by the per-element "
-                      "conventions of docs/measurement.md",
-        "forward_per_sample": fwd.matmul_conv,
-        "forward_macs_per_sample": fwd.matmul_conv // 2,
-        "forward_other_per_sample": fwd.other_total,
-        "forward_other_by_category": dict(fwd.other),
-        "forward_by_op": {k: v["flops"] for k, v in fwd.by_op.items()},
+    return {
         "train_step_batch_size": batch_size,
         "train_step": total.matmul_conv,
         "train_step_forward": step["forward"].matmul_conv,
@@ -70,38 +67,134 @@ def measure_model(model, input_shape=(1, 28, 28), batch_size: int = 64, device=N
         "train_step_phases": {k: _phase(v) for k, v in step.items()},
         "train_per_sample": total.matmul_conv / batch_size,
         "uncounted_ops": total.uncounted,
-        "forward_uncounted_ops": fwd.uncounted,
         "data_movement_ops": total.data_movement,
+    }
+
+
+def _per_sample_memory(make_step, batch_size: int, peak: int) -> dict | None:
+    """Activation bytes per sample and fixed bytes, from the steady-state
+    peaks at the batch size and at half of it: peak(B) = fixed + B x per_sample."""
+    half = batch_size // 2
+    if half < 2:
+        return None
+    from archbench.measure.memory import step_peak
+
+    low = step_peak(make_step(half))
+    per = (peak - low) / (batch_size - half)
+    return {"batch_sizes": [half, batch_size], "peak_bytes": [low, peak], "per_sample_bytes": per,
+            "fixed_bytes": peak - per * batch_size,
+            "note": "steady-state step peak = fixed_bytes + batch size x per_sample_bytes (a line through "
+                    "the two measured points)"}
+
+
+def measure_model(model, input_shape=(1, 28, 28), batch_size: int | None = None, device=None,
+                  train_samples: int | None = None, epochs: int | None = None,
+                  timing: bool = True, latency_seconds: float = 1.0, cfg: TrainConfig | None = None,
+                  reference: bool = True, num_classes: int = 10) -> dict:
+    """Every cost of ``model`` as one JSON-ready dict, in base units (bytes,
+    seconds, counts).
+
+    The costs are those of the step the unit trains under ``cfg`` (its
+    optimizer, precision, formulation, batch size, loss and augmentation:
+    archbench.measure.step; default: the default recipe) and of its
+    evaluation (the recipe's test-time views). ``batch_size`` overrides the
+    recipe's; ``train_samples`` caps it, as training does, and with
+    ``epochs`` adds per-epoch and per-run FLOPs. With ``reference`` (default)
+    ``"reference"`` holds the same costs for a plain PyTorch step of the model
+    as written (torch.optim.Adam, fp32). ``timing`` adds latency, throughput
+    and step times."""
+    from archbench.measure.memory import step_memory
+    from archbench.measure.step import inference_pass, reference_step, trained_step
+
+    cfg = cfg or TrainConfig(batch_size=batch_size or 64)
+    bs = batch_size or cfg.batch_size
+    if train_samples:
+        bs = min(bs, train_samples)
+    p = next(model.parameters(), None)
+    dev = torch.device(device) if device is not None else (p.device if p is not None else torch.device("cpu"))
+
+    def trained(b: int = bs):
+        return trained_step(model, cfg, input_shape, dev, b, num_classes)
+
+    def plain():
+        return reference_step(model, cfg, input_shape, dev, bs, num_classes)
+
+    params = count_parameters(model)
+    first = trained()  # builds the step: a model it cannot train fails here, by name
+    inference = inference_pass(model, cfg, input_shape, dev, 1)
+    fwd = count_inference(inference)
+    one_view = count_forward(model, input_shape, batch_size=1)
+    step = count_step(first)
+    total = step["total"]
+    views = len(inference.views)
+    flops = {
+        "convention": "1 MAC = 2 FLOPs. matmul_conv: exact multiply-accumulates of matrix products and "
+                      "convolutions; other: bias adds, activations, pooling comparisons, normalisation, "
+                      "softmax/loss, element-wise, reductions and the optimizer update, by the per-element "
+                      "conventions of docs/measurement.md. Inference: the evaluation's prediction of one "
+                      "sample over every test-time view; training: the step this unit trains",
+        "inference_views": views,
+        "forward_per_sample": fwd.matmul_conv,
+        "forward_macs_per_sample": fwd.matmul_conv // 2,
+        "forward_other_per_sample": fwd.other_total,
+        "forward_other_by_category": dict(fwd.other),
+        "forward_by_op": {k: v["flops"] for k, v in fwd.by_op.items()},
+        "forward_one_view_per_sample": one_view.matmul_conv,
+        "forward_one_view_other_per_sample": one_view.other_total,
+        **_step_flops(step, bs),
+        "forward_uncounted_ops": fwd.uncounted,
         # A figure with uncounted ops is a lower bound: reports mark it "partial".
         "partial": {"forward": fwd.partial, "train_step": total.partial},
     }
     if train_samples:
-        ep = epoch_flops(model, input_shape, batch_size, train_samples, {batch_size: total})
+        ep = epoch_flops(model, input_shape, bs, train_samples, {bs: total}, cfg=cfg, device=dev)
         flops["per_epoch"] = ep
         if epochs:
             flops["per_run"] = {k: v * epochs for k, v in ep.items()}
-    act_estimate = analytic_activation_bytes(model, input_shape, batch_size)
-    input_bytes = batch_size * math.prod(input_shape) * 4
+    act_estimate = analytic_activation_bytes(model, input_shape, bs)
+    input_bytes = bs * math.prod(input_shape) * 4
+    steady = step_memory(trained)
     memory = {
-        "convention": "peak bytes of live tensor storage during one training step (Adam) at the configured "
-                      "batch size, tracked at every op boundary; kernel-internal scratch not included",
-        "train_step": measure_step_memory(model, input_shape, batch_size, device=device).to_dict(),
-        "first_step": measure_step_memory(model, input_shape, batch_size, device=device,
-                                          first_step=True).to_dict(),
-        "inference_batch1": measure_inference_memory(model, input_shape, 1, device=device),
+        "convention": "peak bytes the allocator holds during one step of the trained recipe at its batch size "
+                      "(CPU: the profiler's allocation events; CUDA: the caching allocator), measured with no "
+                      "tracker attached; the breakdown is a dispatch-level tracker's, from a second run of the same "
+                      "step, and 'scratch' is what no op returned (kernel workspaces)",
+        "train_step": steady.to_dict(),
+        "first_step": step_memory(trained, first_step=True).to_dict(),
+        "per_sample": _per_sample_memory(trained, bs, steady.peak_bytes),
+        "inference_batch1": measure_inference_memory(model, input_shape, 1, device=dev, cfg=cfg),
+        # The evaluation batch: its first pass (a warm-up would double the cost of a large batch).
+        "inference_eval_batch": measure_inference_memory(model, input_shape, cfg.eval_batch_size, device=dev,
+                                                         cfg=cfg, warmup=0),
         "estimate": analytic_adam_estimate(params["param_bytes"], input_bytes, act_estimate),
         "estimate_activation_bytes": act_estimate,
     }
     with tempfile.TemporaryDirectory() as tmp:
         sizes = measure_saved_sizes(model, tmp, input_shape)
-    out = {"params": params, "flops": flops, "memory": memory, "saved_size_bytes": sizes}
+    out = {"params": params, "step": first.description, "inference": inference.description,
+           "flops": flops, "memory": memory, "saved_size_bytes": sizes}
     if timing:
         out["speed"] = {
-            "inference_latency_batch1": inference_latency(model, input_shape, 1, device,
-                                                          min_seconds=latency_seconds),
-            "inference_throughput_batch1024": inference_latency(model, input_shape, 1024, device,
-                                                                min_calls=20, min_seconds=latency_seconds),
-            "train_step": train_step_time(model, input_shape, batch_size, device, min_seconds=latency_seconds),
+            "inference_latency_batch1": inference_latency(model, input_shape, 1, dev, min_seconds=latency_seconds,
+                                                          cfg=cfg),
+            "inference_throughput_batch1024": inference_latency(model, input_shape, 1024, dev, min_calls=3,
+                                                                min_seconds=latency_seconds, cfg=cfg, warmup=1),
+            "train_step": train_step_time(model, input_shape, bs, dev, min_calls=10, min_seconds=latency_seconds,
+                                          cfg=cfg),
         }
+    if reference:
+        ref = plain()
+        ref_flops = count_step(ref)
+        out["reference"] = {
+            "step": ref.description,
+            "flops": {**_step_flops(ref_flops, bs),
+                      "partial": {"train_step": ref_flops["total"].partial}},
+            "memory": {"train_step": step_memory(plain).to_dict(),
+                       "first_step": step_memory(plain, first_step=True).to_dict()},
+        }
+        if timing:
+            out["reference"]["speed"] = {"train_step": train_step_time(model, input_shape, bs, dev, min_calls=10,
+                                                                       min_seconds=latency_seconds, cfg=cfg,
+                                                                       reference=True)}
     out["memory"]["process_peak_rss_bytes"] = process_peak_rss_bytes()
     return out

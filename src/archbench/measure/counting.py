@@ -179,6 +179,7 @@ OTHER_OPS: dict[str, tuple[str, Callable[[Any, Any], float]]] = {
     "_adaptive_avg_pool2d": ("pooling", lambda a, o: _numel(a[0])),
     "_adaptive_avg_pool2d_backward": ("pooling", _per_out(1)),
     "adaptive_max_pool2d": ("pooling", lambda a, o: _numel(a[0])),
+    "adaptive_max_pool2d_backward": ("pooling", _per_in(1)),
     # normalisation (per element: statistics 3, normalise 2, affine 2; with
     # running statistics (eval mode) only normalise and affine: 4)
     "native_batch_norm": ("normalization", _batch_norm(5)),
@@ -250,6 +251,9 @@ DATA_MOVEMENT = frozenset((
     "slice_backward", "expand_as", "view_as", "repeat", "flip", "roll", "squeeze_", "unsqueeze_",
     "upsample_nearest1d", "upsample_nearest2d", "upsample_nearest3d", "_upsample_nearest_exact1d",
     "_upsample_nearest_exact2d", "_upsample_nearest_exact3d",
+    # boolean logic: not floating point
+    "bitwise_not", "bitwise_and", "bitwise_or", "bitwise_xor", "logical_not", "logical_and", "logical_or",
+    "logical_xor",
 ))
 
 
@@ -576,6 +580,11 @@ class OpCounter(TorchDispatchMode):
         super().__init__()
         self.count = FlopCount()
         self.tracker = module_tracker
+        self.phases: dict[str, FlopCount] = {}
+
+    def set_phase(self, name: str) -> None:
+        """Count from now on into ``phases[name]`` (also ``.count``)."""
+        self.count = self.phases.setdefault(name, FlopCount())
 
     def _module(self) -> str:
         """The innermost running module's qualified name as in

@@ -1,35 +1,39 @@
-"""Peak memory of one training step, measured, with its breakdown.
+"""Peak memory of a training step and of inference, measured, with its breakdown.
 
-On every device, a dispatch-level tracker watches the storage of every tensor
-that every aten op returns (forward, backward and optimizer alike) and keeps a
-weak reference to it: a storage counts from the op that created it until the
-last reference to it (a Python variable, an autograd saved tensor, a
-``.grad``) is gone. The peak is the largest sum of live bytes seen at any op
-boundary, including the tensors that existed before the step (parameters,
-optimizer state, the input batch). Scratch memory *inside* a kernel (e.g. a
-oneDNN workspace) is not visible at op boundaries and is not counted.
+**The peak is the allocator's.** The step runs once with nothing watching its
+ops; the allocator reports every allocation and free -- on CPU through the
+profiler's memory events (``torch.profiler``, ``profile_memory=True``), on
+CUDA as the caching allocator's peak. The peak is the bytes alive before the
+step (parameters, buffers, optimizer state, the step's output slots) plus the
+largest excursion above them: it includes memory that kernels allocate and
+free inside one op (oneDNN scratch, im2col buffers, cuBLAS workspaces).
 
-On CUDA the caching allocator's own peak (``torch.cuda.max_memory_allocated``)
-is recorded beside it.
-
-Categories at the peak: parameters, gradients, optimizer state, input batch,
-activations (created by the forward pass), temporaries (created by backward or
-the optimizer and neither a gradient nor optimizer state).
+**The breakdown is the tracker's.** The same step runs again under a
+dispatch-level tracker that watches the storage of every tensor every aten op
+returns (forward, backward and optimizer alike) and keeps a weak reference to
+it: a storage counts from the op that created it until the last reference to
+it (a variable, an autograd saved tensor, a ``.grad``) is gone. At the
+tracker's peak its live storages are sorted into parameters (trainable and
+frozen), buffers, gradients, optimizer state, input (the batch, labels and the
+step's loss/prediction slots), activations (created by the forward pass) and
+temporaries (created by backward or the optimizer and neither a gradient nor
+optimizer state). ``scratch`` is the allocator's peak minus the tracker's: the
+memory no op returned. The tracker's own overhead (and any change it causes in
+which kernels run) stays out of the reported peak.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-CATEGORIES = ("parameters", "gradients", "optimizer_state", "input", "activations", "temporaries")
+CATEGORIES = ("parameters", "buffers", "gradients", "optimizer_state", "input", "activations", "temporaries",
+              "scratch")
 
 
 @dataclass
@@ -124,11 +128,21 @@ def _storage_bytes(tensors) -> int:
 
 @dataclass
 class StepMemory:
+    """One step's memory. ``peak_bytes`` is the allocator's peak over a step
+    run without the tracker (CPU: the profiler's allocation events; CUDA: the
+    caching allocator's peak); ``breakdown`` the tracker's categories at its
+    own peak (a second run of the same step), plus ``scratch``: what the
+    allocator saw beyond the tensors ops returned (kernel workspaces, memory
+    an op allocates and frees inside itself), so the categories sum to the
+    peak."""
+
     peak_bytes: int
     breakdown: dict[str, int]
     before_step_bytes: int
     after_forward_bytes: int
     activations_saved_bytes: int
+    tracked_peak_bytes: int = 0
+    measured_by: str = ""
     cuda_allocator_peak_bytes: int | None = None
     cuda_allocator_before_bytes: int | None = None
     extra: dict = field(default_factory=dict)
@@ -142,12 +156,14 @@ class StepMemory:
 def _classify(snapshot: dict[int, _Entry], grad_keys: set[int | None], state_keys: set[int | None]) -> dict[str, int]:
     out = dict.fromkeys(CATEGORIES, 0)
     for key, e in snapshot.items():
-        if e.tag in ("parameters", "input", "optimizer_state"):
+        if e.tag in CATEGORIES:
             cat = e.tag
         elif key in grad_keys:
             cat = "gradients"
         elif key in state_keys:
             cat = "optimizer_state"
+        elif e.phase == "data":
+            cat = "input"
         elif e.phase == "forward":
             cat = "activations"
         else:
@@ -156,113 +172,131 @@ def _classify(snapshot: dict[int, _Entry], grad_keys: set[int | None], state_key
     return out
 
 
-def measure_step_memory(model: nn.Module, input_shape=(1, 28, 28), batch_size: int = 64,
-                        make_optimizer=None, warmup_steps: int = 1, device=None,
-                        first_step: bool = False) -> StepMemory:
-    """Measure one training step's peak memory on a deep copy of ``model``.
+MEASURED_BY = {"cpu": "the CPU allocator's allocation events (torch.profiler, profile_memory=True)",
+               "cuda": "the CUDA caching allocator's peak (torch.cuda.max_memory_allocated)"}
 
-    Steady state (default): one warm-up step runs first, so Adam's state
-    exists, as in every step after the first. ``first_step=True`` measures
-    the very first step with ``torch.optim.Adam``, which allocates its state
-    lazily inside that step, as most PyTorch training code does.
-    ``make_optimizer(params)`` overrides the optimizer (default: archbench's
-    Adam, lr 1e-3). Inputs are random values (memory does not depend on them).
-    """
-    from archbench.train.optim import LeanAdam, optimizer_state_tensors
 
-    m = copy.deepcopy(model).train()
-    dev = torch.device(device) if device is not None else next(m.parameters()).device
-    m.to(dev)
-    params = [p for p in m.parameters() if p.requires_grad]
-    if first_step:
-        warmup_steps = 0
-        if make_optimizer is None:
-            def make_optimizer(ps):
-                return torch.optim.Adam(ps, lr=1e-3, fused=True)
-    opt = make_optimizer(params) if make_optimizer else LeanAdam(params, lr=1e-3)
-    gen = torch.Generator(device="cpu").manual_seed(0)
-    x = torch.rand(batch_size, *input_shape, generator=gen).to(dev)
-    y = torch.randint(0, 10, (batch_size,), generator=gen).to(dev)
+def allocator_peak(run, base_bytes: int, device: torch.device) -> int:
+    """``base_bytes`` (what exists before) plus the largest excursion of the
+    allocator's live bytes while ``run()`` runs, with nothing else watching
+    (no dispatch mode: the peak is not perturbed by a tracker)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        run()
+        torch.cuda.synchronize(device)
+        return base_bytes + int(torch.cuda.max_memory_allocated(device)) - before
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
 
-    def step(tracker: LiveTensorTracker | None = None):
-        opt.zero_grad(set_to_none=True)
-        if tracker is not None:
-            tracker.phase = "forward"
-        loss = F.cross_entropy(m(x), y)
-        after_fwd = saved = 0
-        if tracker is not None:
-            tracker.sweep()
-            after_fwd = tracker.live_bytes
-            # What the forward pass leaves alive for backward (plus logits and loss).
-            saved = sum(e.nbytes for e in tracker.entries.values() if e.phase == "forward" and e.tag is None)
-            tracker.phase = "backward"
-        loss.backward()
-        if tracker is not None:
-            tracker.phase = "optimizer"
-        opt.step()
-        return after_fwd, saved
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        run()
+    events = [e for e in prof.profiler.kineto_results.events()
+              if e.name() == "[memory]" and e.device_type() == DeviceType.CPU]
+    live = peak = 0
+    for e in sorted(events, key=lambda e: e.start_ns()):
+        live += e.nbytes()
+        peak = max(peak, live)
+    return base_bytes + peak
 
-    for _ in range(warmup_steps):
+
+def _device_of(step) -> torch.device:
+    return step.pool_x.device if hasattr(step, "pool_x") else step.x.device
+
+
+def step_peak(step, warmup: int = 1) -> int:
+    """The allocator's peak over one run of ``step`` (a MeasuredStep), after
+    ``warmup`` runs, gradients cleared as every step starts."""
+    for _ in range(warmup):
         step()
-    cuda = dev.type == "cuda"
-    if cuda:
-        torch.cuda.synchronize(dev)
-        torch.cuda.reset_peak_memory_stats(dev)
-        cuda_before = torch.cuda.memory_allocated(dev)
-    opt.zero_grad(set_to_none=True)
+    step.zero_grad()
+    return allocator_peak(step, _storage_bytes(t for t, _ in step.tensors_before()), _device_of(step))
+
+
+def step_memory(make_step, first_step: bool = False) -> StepMemory:
+    """Peak memory of one step made by ``make_step()`` (a MeasuredStep), with
+    its breakdown. Steady state (default): after one warm-up step, as every
+    step but the first; ``first_step``: the very first step (an optimizer
+    that creates its state lazily does it inside this one)."""
+    step = make_step()
+    dev = _device_of(step)
+    if not first_step:
+        step()
+    step.zero_grad()
+    before = _storage_bytes(t for t, _ in step.tensors_before())
+    peak = allocator_peak(step, before, dev)
+    if first_step:
+        step = make_step()  # the first step again, for the tracker
+    step.zero_grad()
     tracker = LiveTensorTracker()
-    for p in params:
-        tracker.register(p, "parameters")
-    for b in m.buffers():
-        tracker.register(b, "parameters")
-    for t in optimizer_state_tensors(opt):
-        tracker.register(t, "optimizer_state")
-    tracker.register(x, "input")
-    tracker.register(y, "input")
-    before = tracker.live_bytes
-    tracker.peak_bytes = before
+    for t, tag in step.tensors_before():
+        tracker.register(t, tag)
+    tracker.peak_bytes = tracker.live_bytes
     tracker.peak_snapshot = dict(tracker.entries)
-    with tracker:
-        after_fwd, saved = step(tracker)
-    if cuda:
+    marks: dict[str, int] = {}
+
+    def on_phase(name: str) -> None:
+        if name == "backward":
+            tracker.sweep()
+            marks["after_forward"] = tracker.live_bytes
+            # What the forward pass leaves alive for backward (plus logits and loss).
+            marks["saved"] = sum(e.nbytes for e in tracker.entries.values() if e.phase == "forward" and e.tag is None)
+        tracker.phase = name
+
+    step.on_phase = on_phase
+    try:
+        with tracker:
+            step()
+    finally:
+        step.on_phase = None
+    if dev.type == "cuda":
         torch.cuda.synchronize(dev)
-    grad_keys = {tracker.key_of(p.grad) for p in params if p.grad is not None}
+    opt = step.setup.opt
+    from archbench.train.optim import optimizer_state_tensors
+
+    grad_keys = {tracker.key_of(p.grad) for p in step.model.parameters() if p.grad is not None}
     state_keys = {tracker.key_of(t) for t in optimizer_state_tensors(opt)}
     breakdown = _classify(tracker.peak_snapshot, grad_keys, state_keys)
-    result = StepMemory(
-        peak_bytes=tracker.peak_bytes,
-        breakdown=breakdown,
-        before_step_bytes=before,
-        after_forward_bytes=after_fwd,
-        activations_saved_bytes=saved,
+    breakdown["scratch"] = max(0, peak - tracker.peak_bytes)
+    return StepMemory(
+        peak_bytes=peak, breakdown=breakdown, before_step_bytes=before,
+        after_forward_bytes=marks.get("after_forward", 0), activations_saved_bytes=marks.get("saved", 0),
+        tracked_peak_bytes=tracker.peak_bytes, measured_by=MEASURED_BY["cuda" if dev.type == "cuda" else "cpu"],
+        cuda_allocator_peak_bytes=peak if dev.type == "cuda" else None,
     )
-    if cuda:
-        result.cuda_allocator_peak_bytes = int(torch.cuda.max_memory_allocated(dev))
-        result.cuda_allocator_before_bytes = int(cuda_before)
-    return result
+
+
+def measure_step_memory(model: nn.Module, input_shape=(1, 28, 28), batch_size: int | None = None, device=None,
+                        first_step: bool = False, cfg=None, reference: bool = False,
+                        num_classes: int = 10) -> StepMemory:
+    """Peak memory of one training step on a deep copy of ``model``: the step
+    ``cfg`` trains (default: the default recipe at ``batch_size``, 64 if
+    neither says), or with ``reference`` the plain PyTorch step
+    (archbench.measure.step). Inputs are random (memory does not depend on them)."""
+    from archbench.config import TrainConfig
+    from archbench.measure.step import reference_step, trained_step
+
+    cfg = cfg or TrainConfig(batch_size=batch_size or 64)
+    build = reference_step if reference else trained_step
+    return step_memory(lambda: build(model, cfg, input_shape, device, batch_size, num_classes), first_step)
 
 
 def measure_inference_memory(model: nn.Module, input_shape=(1, 28, 28), batch_size: int = 1,
-                             device=None) -> dict:
-    """Peak live tensor bytes of one eval-mode forward pass under no_grad
-    (parameters and input included), on a deep copy."""
-    m = copy.deepcopy(model).eval()
-    dev = torch.device(device) if device is not None else next(m.parameters()).device
-    m.to(dev)
-    x = torch.rand(batch_size, *input_shape, device=dev)
-    tracker = LiveTensorTracker()
-    for p in m.parameters():
-        tracker.register(p, "parameters")
-    for b in m.buffers():
-        tracker.register(b, "parameters")
-    tracker.register(x, "input")
-    before = tracker.live_bytes
-    tracker.peak_bytes = before
-    tracker.peak_snapshot = dict(tracker.entries)
-    with torch.no_grad(), tracker:
-        m(x)
-    return {"batch_size": batch_size, "peak_bytes": tracker.peak_bytes, "weights_and_input_bytes": before,
-            "activations_peak_bytes": tracker.peak_bytes - before}
+                             device=None, cfg=None, warmup: int = 1) -> dict:
+    """Peak bytes of one evaluation pass (eval mode, no_grad, the recipe's
+    test-time views and precision) at ``batch_size``, as the allocator sees
+    it, weights and input included, on a deep copy, after ``warmup`` passes
+    (lazily built kernels and caches)."""
+    from archbench.measure.step import inference_pass
+
+    inf = inference_pass(model, cfg, input_shape, device, batch_size)
+    for _ in range(warmup):
+        inf()
+    before = _storage_bytes(t for t, _ in inf.tensors_before())
+    peak = allocator_peak(inf, before, inf.x.device)
+    return {"batch_size": batch_size, "views": len(inf.views), "peak_bytes": peak, "weights_and_input_bytes": before,
+            "activations_peak_bytes": peak - before}
 
 
 def process_peak_rss_bytes() -> int | None:
@@ -277,31 +311,30 @@ def process_peak_rss_bytes() -> int | None:
         return None
 
 
-def profiler_step_peak(model: nn.Module, input_shape=(1, 28, 28), batch_size: int = 64) -> int:
+def profiler_step_peak(model: nn.Module, input_shape=(1, 28, 28), batch_size: int | None = None, cfg=None,
+                       reference: bool = False, device=None) -> int:
     """An independent measurement of the steady-state step peak on CPU:
     PyTorch profiler's memory timeline (every allocation and free the CPU
-    allocator reports) over the same step ``measure_step_memory`` measures.
-    Uses the profiler's private timeline API; for cross-checks and tests."""
+    allocator reports, each tensor categorised by the profiler) over the same
+    step ``measure_step_memory`` measures. The data pool the batch is gathered
+    from (the dataset's stand-in) is left out, as there. Uses the profiler's
+    private timeline API; for cross-checks and tests."""
     from torch.profiler import ProfilerActivity, profile
     from torch.profiler._memory_profiler import MemoryProfileTimeline
 
-    from archbench.train.optim import LeanAdam
+    from archbench.config import TrainConfig
+    from archbench.measure.step import reference_step, trained_step
 
-    m = copy.deepcopy(model).train().cpu()
-    opt = LeanAdam([p for p in m.parameters() if p.requires_grad], lr=1e-3)
-    gen = torch.Generator(device="cpu").manual_seed(0)
-    x = torch.rand(batch_size, *input_shape, generator=gen)
-    y = torch.randint(0, 10, (batch_size,), generator=gen)
-    opt.zero_grad()
-    F.cross_entropy(m(x), y).backward()
-    opt.step()
-    opt.zero_grad()
+    cfg = cfg or TrainConfig(batch_size=batch_size or 64)
+    step = (reference_step if reference else trained_step)(model, cfg, input_shape, device, batch_size)
+    step()
+    step.zero_grad()
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
                  with_stack=True) as prof:
-        F.cross_entropy(m(x), y).backward()
-        opt.step()
+        step()
     _, sizes = MemoryProfileTimeline(prof._memory_profile())._coalesce_timeline("cpu")
-    return int(max(sum(row) for row in sizes))
+    pool = _storage_bytes([step.pool_x, step.pool_y])
+    return int(max(sum(row) for row in sizes)) - pool
 
 
 def analytic_adam_estimate(param_bytes: int, input_bytes: int = 0, activation_bytes: int = 0) -> dict:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.module_tracker import ModuleTracker
 
@@ -31,28 +30,50 @@ def count_forward(model: nn.Module, input_shape=(1, 28, 28), batch_size: int = 1
     return counter.count
 
 
-def count_train_step(model: nn.Module, input_shape=(1, 28, 28), batch_size: int = 64,
-                     num_classes: int = 10) -> dict[str, FlopCount]:
-    """Counts of one training step — forward with the cross-entropy loss,
-    backward, and the Adam update — separately and in total."""
-    from archbench.train.optim import LeanAdam
-
-    m = copy.deepcopy(model).train()
-    dev = _device_of(m)
-    gen = torch.Generator().manual_seed(0)
-    x = torch.rand(batch_size, *input_shape, generator=gen).to(dev)
-    y = torch.randint(0, num_classes, (batch_size,), generator=gen).to(dev)
-    opt = LeanAdam([p for p in m.parameters() if p.requires_grad], lr=1e-3)
-    with ModuleTracker() as mt:
-        with OpCounter(mt) as fwd:
-            loss = F.cross_entropy(m(x), y)
-        with OpCounter(mt) as bwd:
-            loss.backward()
-    with OpCounter() as upd:
-        opt.step()
-    out = {"forward": fwd.count, "backward": bwd.count, "optimizer": upd.count}
-    out["total"] = fwd.count.add(bwd.count).add(upd.count)
+def count_step(step, warmup: int = 1) -> dict[str, FlopCount]:
+    """Counts of one run of a :class:`archbench.measure.step.MeasuredStep`
+    (after ``warmup`` uncounted steps, so lazily created optimizer state
+    exists), by phase -- data (gather, augmentation), forward (with the loss),
+    backward, optimizer, bookkeeping (the loss and predictions the loop keeps)
+    -- and in total."""
+    for _ in range(warmup):
+        step()
+    step.zero_grad()
+    with ModuleTracker() as mt, OpCounter(mt) as counter:
+        step.on_phase = counter.set_phase
+        try:
+            step()
+        finally:
+            step.on_phase = None
+    out = {name: counter.phases.get(name, FlopCount())
+           for name in ("data", "forward", "backward", "optimizer", "bookkeeping")}
+    total = FlopCount()
+    for c in out.values():
+        total = total.add(c)
+    out["total"] = total
     return out
+
+
+def count_inference(inference) -> FlopCount:
+    """Counts of one :class:`archbench.measure.step.Inference` pass (every
+    test-time view)."""
+    with ModuleTracker() as mt, OpCounter(mt) as counter:
+        inference()
+    return counter.count
+
+
+def count_train_step(model: nn.Module, input_shape=(1, 28, 28), batch_size: int = 64,
+                     num_classes: int = 10, cfg=None, device=None, reference: bool = False) -> dict[str, FlopCount]:
+    """Counts of one training step -- forward with the loss, backward, the
+    optimizer update, and the loop's data and bookkeeping ops -- separately
+    and in total: the step ``cfg`` trains (default: the default recipe), or
+    with ``reference`` the plain PyTorch step."""
+    from archbench.config import TrainConfig
+    from archbench.measure.step import reference_step, trained_step
+
+    cfg = cfg or TrainConfig(batch_size=batch_size)
+    build = reference_step if reference else trained_step
+    return count_step(build(model, cfg, input_shape, device, batch_size, num_classes))
 
 
 def layer_table(model: nn.Module, input_shape=(1, 28, 28)) -> list[dict]:
@@ -98,19 +119,20 @@ def layer_table(model: nn.Module, input_shape=(1, 28, 28)) -> list[dict]:
 
 
 def epoch_flops(model: nn.Module, input_shape, batch_size: int, samples: int,
-                step_cache: dict | None = None) -> dict:
+                step_cache: dict | None = None, cfg=None, device=None) -> dict:
     """Exact FLOPs of one epoch over ``samples`` images: the full steps plus
     the last partial one (whose optimizer update costs as much as a full one)."""
     full, rest = divmod(samples, batch_size)
-    step = (step_cache or {}).get(batch_size) or count_train_step(model, input_shape, batch_size)["total"]
+    step = (step_cache or {}).get(batch_size) or count_train_step(model, input_shape, batch_size, cfg=cfg,
+                                                                  device=device)["total"]
     total_mm, total_other = full * step.matmul_conv, full * step.other_total
     if rest:
-        last = count_train_step(model, input_shape, rest)["total"]
+        last = count_train_step(model, input_shape, rest, cfg=cfg, device=device)["total"]
         total_mm += last.matmul_conv
         total_other += last.other_total
     return {"steps": full + (1 if rest else 0), "matmul_conv": total_mm, "other": total_other,
             "total": total_mm + total_other}
 
 
-__all__ = ["count_forward", "count_train_step", "epoch_flops", "layer_table"]
+__all__ = ["count_forward", "count_inference", "count_step", "count_train_step", "epoch_flops", "layer_table"]
 

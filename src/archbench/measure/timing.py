@@ -7,14 +7,12 @@ sample covers the kernels' execution, not just their launch.
 
 from __future__ import annotations
 
-import copy
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -35,14 +33,24 @@ class Timing:
         return statistics.median(self.samples)
 
     def to_dict(self, per_call_items: int = 1) -> dict:
+        """Summary with the median, and each tail percentile only where the
+        samples support it: p90 from 100 samples on, p99 from 1,000 (a p99
+        of fewer samples is a guess at the maximum; ``max_seconds`` is kept)."""
+        n = len(self.samples)
         return {
-            "calls": len(self.samples),
-            "p50_seconds": self.percentile(50), "p90_seconds": self.percentile(90),
-            "p99_seconds": self.percentile(99), "mean_seconds": statistics.fmean(self.samples),
-            "min_seconds": min(self.samples),
+            "calls": n,
+            "p50_seconds": self.percentile(50),
+            "p90_seconds": self.percentile(90) if n >= MIN_SAMPLES[90] else None,
+            "p99_seconds": self.percentile(99) if n >= MIN_SAMPLES[99] else None,
+            "mean_seconds": statistics.fmean(self.samples),
+            "min_seconds": min(self.samples), "max_seconds": max(self.samples),
             "items_per_call": per_call_items,
             "items_per_second": per_call_items / self.median,
         }
+
+
+# A percentile q is reported only from 10 / (1 - q/100) samples on: ten samples beyond it.
+MIN_SAMPLES = {90: 100, 99: 1000}
 
 
 def time_calls(fn: Callable[[], object], warmup: int = 10, min_calls: int = 200, min_seconds: float = 1.0,
@@ -67,47 +75,31 @@ def time_calls(fn: Callable[[], object], warmup: int = 10, min_calls: int = 200,
     return Timing(samples)
 
 
-def _prepared(model: nn.Module, input_shape, batch_size: int, device, formulation: str, training: bool):
-    """(copy of the model, the module to run, a random input batch, device):
-    on CPU the ``fast`` formulation (same maths) with a channels-last input."""
-    from archbench.train.formulation import fast_cpu_view
-
-    p = next(model.parameters(), None)
-    dev = torch.device(device) if device is not None else (p.device if p is not None else torch.device("cpu"))
-    m = copy.deepcopy(model).to(dev).train(training)
-    run, channels_last = (fast_cpu_view(m) if formulation == "fast" and dev.type == "cpu" else (m, False))
-    x = torch.rand(batch_size, *input_shape, device=dev)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return m, run, x, dev
-
-
 def inference_latency(model: nn.Module, input_shape=(1, 28, 28), batch_size: int = 1, device=None,
-                      min_calls: int = 200, min_seconds: float = 1.0, formulation: str = "fast") -> dict:
-    """Latency of one eval-mode forward pass under ``torch.no_grad`` at
-    ``batch_size`` (default 1): the input already on the device, output not
-    copied back. On CPU the ``fast`` formulation (same maths) is timed, as
-    archbench evaluates."""
-    _, run, x, dev = _prepared(model, input_shape, batch_size, device, formulation, training=False)
-    with torch.no_grad():
-        t = time_calls(lambda: run(x), min_calls=min_calls, min_seconds=min_seconds, device=dev)
-    return t.to_dict(per_call_items=batch_size)
+                      min_calls: int = 200, min_seconds: float = 1.0, cfg=None, warmup: int = 10) -> dict:
+    """Latency of the evaluation's prediction at ``batch_size`` (default 1):
+    eval mode, ``no_grad``, the recipe's test-time views (their logits
+    averaged), precision and formulation (archbench.measure.step), the input
+    already on the device, output not copied back."""
+    from archbench.measure.step import inference_pass
+
+    inf = inference_pass(model, cfg, input_shape, device, batch_size)
+    t = time_calls(inf, warmup=warmup, min_calls=min_calls, min_seconds=min_seconds, device=inf.x.device)
+    return {**t.to_dict(per_call_items=batch_size), "views": len(inf.views)}
 
 
-def train_step_time(model: nn.Module, input_shape=(1, 28, 28), batch_size: int = 64, device=None,
-                    formulation: str = "fast", min_calls: int = 50, min_seconds: float = 1.0) -> dict:
-    """Time of one training step as archbench trains (forward, cross-entropy,
-    backward, Adam update) on a copy, with a fixed random batch already on the
-    device (no data loading)."""
-    from archbench.train.optim import LeanAdam
+def train_step_time(model: nn.Module, input_shape=(1, 28, 28), batch_size: int | None = None, device=None,
+                    min_calls: int = 50, min_seconds: float = 1.0, cfg=None, reference: bool = False) -> dict:
+    """Time of one training step as the unit trains it (gather, augmentation,
+    forward, loss, backward, optimizer update, the loop's bookkeeping; the
+    step ``cfg`` trains, default recipe if None) or with ``reference`` the plain
+    PyTorch step, on a copy, with a fixed random batch already on the device
+    (no data loading)."""
+    from archbench.config import TrainConfig
+    from archbench.measure.step import reference_step, trained_step
 
-    m, run, x, dev = _prepared(model, input_shape, batch_size, device, formulation, training=True)
-    y = torch.randint(0, 10, (batch_size,), device=dev)
-    opt = LeanAdam([p for p in m.parameters() if p.requires_grad], lr=1e-3)
-
-    def step():
-        opt.zero_grad()
-        F.cross_entropy(run(x), y).backward()
-        opt.step()
-
-    return time_calls(step, warmup=5, min_calls=min_calls, min_seconds=min_seconds, device=dev).to_dict(batch_size)
+    cfg = cfg or TrainConfig(batch_size=batch_size or 64)
+    step = (reference_step if reference else trained_step)(model, cfg, input_shape, device, batch_size)
+    dev = step.pool_x.device
+    return time_calls(step, warmup=5, min_calls=min_calls, min_seconds=min_seconds,
+                      device=dev).to_dict(step.batch_size)

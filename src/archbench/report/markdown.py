@@ -719,6 +719,56 @@ def _uncounted_text(ops: dict | None) -> str:
     return f"these ops ran and are not counted (no formula): {listed or 'not recorded'}"
 
 
+def _views_text(d: dict) -> str:
+    """ " (10 test-time views)" where evaluation averages several views."""
+    views = d.get("inference_views", d.get("views", 1))
+    return f" ({views} test-time views, their logits averaged)" if views and views > 1 else ""
+
+
+def _step_text(desc: dict | None, batch_size: int) -> str:
+    """Which step a cost is of (the trained step's recipe, or a record made
+    before the step was recorded: archbench's fp32 lean-Adam step)."""
+    if not desc:
+        return f"batch {batch_size}, fp32, Adam"
+    return (f"batch {desc['batch_size']}, {desc['precision']}, {desc['optimizer'].split(' (')[0]}, "
+            f"{desc['formulation'].split(' (')[0]} formulation, {desc['loss']}, augmentation: {desc['augmentation']}")
+
+
+def _latency_text(t: dict) -> str:
+    """The median, and p90/p99 only where enough samples support them (else the maximum)."""
+    parts = [f"p50 {fmt_seconds(t['p50_seconds'])}"]
+    parts += [f"{q} {fmt_seconds(t[q + '_seconds'])}" for q in ("p90", "p99") if t.get(q + "_seconds") is not None]
+    if t.get("p99_seconds") is None and t.get("max_seconds") is not None:
+        parts.append(f"max {fmt_seconds(t['max_seconds'])}")
+    return ", ".join(parts) + (f" ({fmt_count(t['calls'])} calls)" if "calls" in t else "")
+
+
+def _memory_detail(mem: dict) -> list[str]:
+    out = []
+    ps = mem.get("per_sample")
+    if ps:
+        out.append(f"Training-step memory grows by {fmt_bytes(ps['per_sample_bytes'])} per sample over a fixed "
+                   f"{fmt_bytes(ps['fixed_bytes'])} (from the peaks at batch {ps['batch_sizes'][0]} and "
+                   f"{ps['batch_sizes'][1]}: extrapolate to other batch sizes).")
+    inf = [(mem[k]["batch_size"], mem[k]["peak_bytes"]) for k in ("inference_batch1", "inference_eval_batch")
+           if mem.get(k)]
+    if inf:
+        out.append("Inference peak memory: " + ", ".join(f"{fmt_bytes(b)} at batch {n}" for n, b in inf) + ".")
+    return out
+
+
+def _reference_text(ref: dict) -> str:
+    """The plain-PyTorch reference step, to relate archbench's numbers to one's own loop."""
+    fl, mem = ref["flops"], ref["memory"]["train_step"]
+    text = (f"Plain PyTorch reference step (the model as written, torch.optim.Adam in its default "
+            f"implementation, fp32, batch {fl['train_step_batch_size']}; not what was trained): "
+            f"{fmt_count(fl['train_step'])} matmul/conv + {fmt_count(fl['train_step_other'])} other FLOPs, peak "
+            f"memory {fmt_bytes(mem['peak_bytes'])}")
+    if lookup(ref, "speed", "train_step"):
+        text += f", step time {_latency_text(ref['speed']['train_step'])}"
+    return text + "."
+
+
 def _model_section(name: str, entry: ModelRecord) -> list:
     meas = entry.get("measurements") or {}
     blocks: list = [Heading(3, name)]
@@ -734,13 +784,14 @@ def _model_section(name: str, entry: ModelRecord) -> list:
             "Saved files: " + ", ".join(f"{k} {fmt_bytes(v)} ({fmt_count(v)} B)" for k, v in sizes.items()
                                         if isinstance(v, int))
             + (f"; ONNX not measured: {sizes['onnx_note']}" if sizes.get("onnx_note") else "") + ".",
-            f"Inference: {fmt_count(fl['forward_macs_per_sample'])} MACs = {fmt_count(fl['forward_per_sample'])} "
-            f"matmul/conv FLOPs per sample"
+            f"Inference{_views_text(fl)}: {fmt_count(fl['forward_macs_per_sample'])} MACs = "
+            f"{fmt_count(fl['forward_per_sample'])} matmul/conv FLOPs per sample"
             + (f", plus {fmt_count(fl['forward_other_per_sample'])} other FLOPs (bias, activations, pooling)"
                if "forward_other_per_sample" in fl else "")
             + (" — partial: " + _uncounted_text(fl.get("forward_uncounted_ops") or fl.get("uncounted_ops"))
                if partial["forward"] else "") + ".",
-            f"Training step (batch {fl['train_step_batch_size']}): {fmt_count(fl['train_step'])} matmul/conv FLOPs "
+            f"Training step ({_step_text(meas.get('step'), fl['train_step_batch_size'])}): "
+            f"{fmt_count(fl['train_step'])} matmul/conv FLOPs "
             f"(forward {fmt_count(fl['train_step_forward'])}, backward {fmt_count(fl['train_step_backward'])})"
             + (f", plus {fmt_count(fl['train_step_other'])} other FLOPs including the Adam update"
                if "train_step_other" in fl else "")
@@ -763,15 +814,14 @@ def _model_section(name: str, entry: ModelRecord) -> list:
         if mem.get("cuda_allocator_peak_bytes") is not None:
             items.append(f"CUDA allocator peak during the step: {fmt_bytes(mem['cuda_allocator_peak_bytes'])} "
                          "(includes cuBLAS/cuDNN workspaces).")
+        items += _memory_detail(meas["memory"])
+        if meas.get("reference"):
+            items.append(_reference_text(meas["reference"]))
         if "speed" in meas:
             lat = meas["speed"]["inference_latency_batch1"]
             thr = meas["speed"]["inference_throughput_batch1024"]
-            spread = (f" (min {fmt_seconds(lat['min_seconds'])}, p90 {fmt_seconds(lat['p90_seconds'])}, "
-                      f"{fmt_count(lat['calls'])} calls)" if all(k in lat for k in ("min_seconds", "p90_seconds",
-                                                                                      "calls")) else "")
-            items.append(f"Inference latency at batch 1: p50 {fmt_seconds(lat['p50_seconds'])}{spread}, p99 "
-                         f"{fmt_seconds(lat['p99_seconds'])}; throughput at batch 1024: "
-                         f"{thr['items_per_second']:,.0f} samples/s.")
+            items.append(f"Inference latency at batch 1{_views_text(lat)}: {_latency_text(lat)}; throughput at "
+                         f"batch 1024: {thr['items_per_second']:,.0f} samples/s.")
         blocks.append(Bullets(items))
     rows: list[tuple[str, ...]] = []
     for u in entry.get("units", []):

@@ -6,29 +6,74 @@ from archbench.report.markdown import text_table
 from archbench.report.units import fmt_bytes, fmt_count, fmt_seconds, fmt_si
 
 
+def step_words(desc: dict | None) -> str:
+    """One line saying which step a cost is of: optimizer, precision,
+    formulation, batch size, loss, augmentation."""
+    if not desc:
+        return "the default recipe's step (fp32, Adam)"
+    return (f"{desc.get('optimizer')}, {desc.get('precision')}, {desc.get('formulation')} formulation, batch "
+            f"{desc.get('batch_size')}, {desc.get('loss')}, augmentation: {desc.get('augmentation')}")
+
+
+def tail_latency(t: dict) -> str:
+    """p90/p99 where the samples support them; otherwise the maximum, with the sample count."""
+    parts = [f"p50 {fmt_seconds(t['p50_seconds'])}"]
+    for q in ("p90", "p99"):
+        if t.get(f"{q}_seconds") is not None:
+            parts.append(f"{q} {fmt_seconds(t[f'{q}_seconds'])}")
+    if t.get("p99_seconds") is None and t.get("max_seconds") is not None:
+        parts.append(f"max {fmt_seconds(t['max_seconds'])} (p99 needs ≥ 1,000 samples)")
+    return ", ".join(parts) + f" ({fmt_count(t['calls'])} calls)"
+
+
+def _phase_rows(ph: dict) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = []
+    for name in ("data", "forward", "backward", "optimizer", "bookkeeping", "total"):
+        d = ph.get(name)
+        if d is None or (name in ("data", "bookkeeping") and not d["total"]):
+            continue
+        rows.append((name, fmt_count(d["matmul_conv"]), fmt_count(d["other_total"]), fmt_count(d["total"]),
+                     ", ".join(f"{k} {fmt_si(v)}" for k, v in d["other"].items() if v)))
+    return rows
+
+
+def _memory_line(label: str, st: dict) -> str:
+    return (f"  {label}: {fmt_bytes(st['peak_bytes'])} = "
+            + " + ".join(f"{k.replace('_', ' ')} {fmt_bytes(v)}" for k, v in st["breakdown"].items() if v))
+
+
 def render_profile(rec: dict) -> str:
     meas = rec["measurements"]
     fl, mem, p = meas["flops"], meas["memory"], meas["params"]
     lines = [f"archbench profile {rec['model']}  (input {tuple(rec['input_shape'])}, training batch "
-             f"{rec['batch_size']}, device {rec['device']})", ""]
+             f"{rec['batch_size']}, device {rec['device']})"]
+    if meas.get("step"):
+        lines.append("Costs are those of the step this model trains: " + step_words(meas["step"]) + ".")
+    if rec.get("host"):
+        h = rec["host"]
+        lines.append(f"Host: {h.get('cpu') or 'CPU unknown'}, {h.get('torch_threads')} torch threads, "
+                     f"{h.get('usable_cpus')} usable cores, load {h.get('load')}")
+    lines.append("")
     rows = [(r["layer"], r["type"], str(r["output_shape"][1:] if r["output_shape"] else ""), fmt_count(r["params"]),
              fmt_count(r["macs"]), fmt_count(r["matmul_conv_flops"]), fmt_count(r["other_flops"]))
             for r in rec["layers"]]
     partial = fl.get("partial") or {}
-    mark = lambda key: " (partial)" if partial.get(key) else ""  # noqa: E731
-    rows.append(("total", "", "", fmt_count(p["total"]), fmt_count(fl["forward_macs_per_sample"]) + mark("forward"),
-                 fmt_count(fl["forward_per_sample"]) + mark("forward"),
-                 fmt_count(fl["forward_other_per_sample"]) + mark("forward")))
-    lines.append("Inference, per sample (batch 1, eval mode):")
+    mark = " (partial)" if partial.get("forward") else ""
+    one = fl.get("forward_one_view_per_sample", fl["forward_per_sample"])
+    one_other = fl.get("forward_one_view_other_per_sample", fl["forward_other_per_sample"])
+    rows.append(("total", "", "", fmt_count(p["total"]), fmt_count(one // 2) + mark, fmt_count(one) + mark,
+                 fmt_count(one_other) + mark))
+    lines.append("The model as written, one sample (batch 1, eval mode):")
     lines.append(text_table(("Layer", "Type", "Output", "Params", "MACs", "FLOPs matmul/conv", "FLOPs other"), rows))
-    ph = fl["train_step_phases"]
+    views = fl.get("inference_views", 1)
+    lines.append(f"Inference as evaluated ({views} test-time view{'s' if views != 1 else ''}"
+                 + (f", {meas['inference']['precision']}, {meas['inference']['formulation']} formulation"
+                    if meas.get("inference") else "")
+                 + f"): {fmt_count(fl['forward_macs_per_sample'])} MACs = {fmt_count(fl['forward_per_sample'])} "
+                 f"matmul/conv FLOPs + {fmt_count(fl['forward_other_per_sample'])} other per sample{mark}")
     lines += ["", f"Training step at batch {fl['train_step_batch_size']} (FLOPs):"]
-    srows = []
-    for name in ("forward", "backward", "optimizer", "total"):
-        d = ph[name]
-        srows.append((name, fmt_count(d["matmul_conv"]), fmt_count(d["other_total"]), fmt_count(d["total"]),
-                      ", ".join(f"{k} {fmt_si(v)}" for k, v in d["other"].items() if v)))
-    lines.append(text_table(("phase", "matmul/conv", "other", "all", "other by category"), srows))
+    lines.append(text_table(("phase", "matmul/conv", "other", "all", "other by category"),
+                            _phase_rows(fl["train_step_phases"])))
     for key, what in (("forward", "inference"), ("train_step", "training-step")):
         ops = fl.get("forward_uncounted_ops" if key == "forward" else "uncounted_ops") or {}
         if partial.get(key):
@@ -45,30 +90,47 @@ def render_profile(rec: dict) -> str:
                  + "; data movement (0 FLOPs): "
                  + (", ".join(f"{k} ×{v}" for k, v in (fl.get("data_movement_ops") or {}).items()) or "none"))
     st, first = mem["train_step"], mem["first_step"]
-    lines += ["", "Memory (measured; bytes of live tensors at op boundaries):",
-              f"  training step, steady state: {fmt_bytes(st['peak_bytes'])} = "
-              + " + ".join(f"{k.replace('_', ' ')} {fmt_bytes(v)}" for k, v in st["breakdown"].items()),
-              f"  training step, first (Adam state allocated inside it): {fmt_bytes(first['peak_bytes'])}",
-              f"  saved for backward after the forward pass: {fmt_bytes(st['activations_saved_bytes'])}",
-              f"  inference at batch 1: {fmt_bytes(mem['inference_batch1']['peak_bytes'])}",
-              f"  estimate (4 × params + input + every layer's output): {fmt_bytes(mem['estimate']['total_bytes'])}"
-              f" — shown beside the measurement, not instead of it"]
-    if st.get("cuda_allocator_peak_bytes") is not None:
-        lines.append(f"  CUDA allocator peak during the step: {fmt_bytes(st['cuda_allocator_peak_bytes'])} "
-                     "(includes library workspaces)")
+    lines += ["", "Memory (measured: the allocator's peak; breakdown by a tensor tracker, scratch = what no op "
+                  "returned):",
+              _memory_line("training step, steady state", st),
+              f"  training step, first: {fmt_bytes(first['peak_bytes'])}",
+              f"  saved for backward after the forward pass: {fmt_bytes(st['activations_saved_bytes'])}"]
+    if st.get("tracked_peak_bytes"):
+        lines.append(f"  tracker's peak at op boundaries: {fmt_bytes(st['tracked_peak_bytes'])}"
+                     + (f"; measured by {st['measured_by']}" if st.get("measured_by") else ""))
+    ps = mem.get("per_sample")
+    if ps:
+        lines.append(f"  per sample: {fmt_bytes(ps['per_sample_bytes'])} + fixed {fmt_bytes(ps['fixed_bytes'])} "
+                     f"(from batches {ps['batch_sizes'][0]} and {ps['batch_sizes'][1]})")
+    lines.append(f"  inference at batch 1: {fmt_bytes(mem['inference_batch1']['peak_bytes'])}")
+    if mem.get("inference_eval_batch"):
+        ie = mem["inference_eval_batch"]
+        lines.append(f"  inference at the evaluation batch ({ie['batch_size']}): {fmt_bytes(ie['peak_bytes'])}")
+    lines.append(f"  estimate (4 × params + input + every layer's output): {fmt_bytes(mem['estimate']['total_bytes'])}"
+                 " — shown beside the measurement, not instead of it")
     if mem.get("process_peak_rss_bytes"):
         lines.append(f"  process peak RSS: {fmt_bytes(mem['process_peak_rss_bytes'])}")
+    ref = meas.get("reference")
+    if ref:
+        rf = ref["flops"]
+        lines += ["", "Plain PyTorch reference step (" + step_words(ref.get("step")) + "):",
+                  f"  {fmt_count(rf['train_step'])} matmul/conv + {fmt_count(rf['train_step_other'])} other FLOPs; "
+                  + _memory_line("peak", ref["memory"]["train_step"]).strip()
+                  + f"; first step {fmt_bytes(ref['memory']['first_step']['peak_bytes'])}"]
+        if ref.get("speed"):
+            lines.append(f"  step time: {tail_latency(ref['speed']['train_step'])}")
     sz = meas["saved_size_bytes"]
     lines += ["", "Size: raw weights " + fmt_bytes(p["raw_weight_bytes"]) + "; files: "
               + ", ".join(f"{k} {fmt_bytes(v)}" for k, v in sz.items() if isinstance(v, int))
               + (f"; onnx: {sz['onnx_note']}" if sz.get("onnx_note") else "")]
+    if sz.get("onnx_path"):
+        lines.append(f"ONNX file kept: {sz['onnx_path']}")
     if "speed" in meas:
         sp = meas["speed"]
         lat, thr, ts = sp["inference_latency_batch1"], sp["inference_throughput_batch1024"], sp["train_step"]
         lines += ["", "Speed:",
-                  f"  inference latency, batch 1: p50 {fmt_seconds(lat['p50_seconds'])}, p90 "
-                  f"{fmt_seconds(lat['p90_seconds'])}, p99 {fmt_seconds(lat['p99_seconds'])} ({lat['calls']} calls)",
+                  f"  inference latency, batch 1 ({lat.get('views', 1)} view(s)): {tail_latency(lat)}",
                   f"  inference throughput, batch 1024: {thr['items_per_second']:,.0f} samples/s",
-                  f"  training step, batch {ts['items_per_call']}: p50 {fmt_seconds(ts['p50_seconds'])} "
+                  f"  training step, batch {ts['items_per_call']}: {tail_latency(ts)} "
                   f"({ts['items_per_second']:,.0f} samples/s)"]
     return "\n".join(lines)

@@ -151,6 +151,26 @@ def tta_views(tta_flip: bool, tta_shift: int) -> list[tuple[int, int, bool]]:
     return [(dy, dx, m) for dy, dx in offsets for m in ((False, True) if tta_flip else (False,))]
 
 
+def predict(model: nn.Module, xb: torch.Tensor, views: list[tuple[int, int, bool]], channels_last: bool = False,
+            autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The logits evaluation uses for a batch: the model's outputs on every
+    test-time view (:func:`tta_views`) averaged (call in eval mode under
+    ``no_grad``). :func:`evaluate` and archbench.measure's inference costs run this."""
+    with torch.autocast(xb.device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+        logits = None
+        for dy, dx, mirrored in views:
+            v = shift(xb, dy, dx)
+            v = v.flip(3) if mirrored else v
+            if channels_last:
+                v = v.contiguous(memory_format=torch.channels_last)
+            out = model(v)
+            logits = out if len(views) == 1 else (out.float() if logits is None else logits + out.float())
+        assert logits is not None  # views is never empty: it always holds the unshifted view
+        if len(views) > 1:
+            logits = logits / len(views)
+    return logits
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000,
              channels_last: bool = False, autocast_dtype: torch.dtype | None = None,
@@ -166,20 +186,7 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
         loss_sum = torch.zeros((), device=images.device, dtype=torch.float64)
         preds = []
         for s in range(0, images.shape[0], batch_size):
-            xb = images[s:s + batch_size]
-            with torch.autocast(xb.device.type, dtype=autocast_dtype or torch.bfloat16,
-                                enabled=autocast_dtype is not None):
-                logits = None
-                for dy, dx, mirrored in views:
-                    v = shift(xb, dy, dx)
-                    v = v.flip(3) if mirrored else v
-                    if channels_last:
-                        v = v.contiguous(memory_format=torch.channels_last)
-                    out = model(v)
-                    logits = out if len(views) == 1 else (out.float() if logits is None else logits + out.float())
-                assert logits is not None  # views is never empty: it always holds the unshifted view
-                if len(views) > 1:
-                    logits = logits / len(views)
+            logits = predict(model, images[s:s + batch_size], views, channels_last, autocast_dtype)
             loss_sum += F.cross_entropy(logits.float(), labels[s:s + batch_size], reduction="sum").double()
             preds.append(logits.argmax(1))
         pred = torch.cat(preds).cpu() if preds else torch.empty(0, dtype=torch.long)
@@ -200,11 +207,17 @@ class _Step:
                  autocast_dtype: torch.dtype | None = None):
         self.model, self.opt, self.zero_grad = model, opt, zero_grad
         self.label_smoothing, self.autocast_dtype = label_smoothing, autocast_dtype
+        # archbench.measure's hook, told each phase as it starts (forward, backward,
+        # optimizer, bookkeeping); None while training.
+        self.on_phase: Callable[[str], object] | None = None
 
     def __call__(self, xb, yb, loss_out, pred_out):
+        phase = self.on_phase
         if self.zero_grad:
             # None, not zeros: backward then writes gradients instead of adding to zeros.
             self.opt.zero_grad(set_to_none=True)
+        if phase is not None:
+            phase("forward")
         if self.autocast_dtype is None:  # the fp32 hot path: no autocast bookkeeping per step
             logits = self.model(xb)
             loss = F.cross_entropy(logits, yb, label_smoothing=self.label_smoothing)
@@ -212,11 +225,48 @@ class _Step:
             with torch.autocast(xb.device.type, dtype=self.autocast_dtype, cache_enabled=False):
                 logits = self.model(xb)
                 loss = F.cross_entropy(logits.float(), yb, label_smoothing=self.label_smoothing)
+        if phase is not None:
+            phase("backward")
         loss.backward()
+        if phase is not None:
+            phase("optimizer")
         self.opt.step()
+        if phase is not None:
+            phase("bookkeeping")
         with torch.no_grad():
             loss_out.copy_(loss.detach())
             torch.argmax(logits.detach(), 1, out=pred_out)
+
+
+@dataclass
+class StepSetup:
+    """What one training step runs, built from the recipe by :func:`build_step`:
+    the module that runs (the fast CPU view, or the model itself), whether
+    inputs are channels-last, the optimizer, the step object and the autocast
+    dtype. The training loop and archbench.measure both build their step here."""
+
+    run_model: nn.Module
+    channels_last: bool
+    opt: Any
+    step: _Step
+    autocast_dtype: torch.dtype | None
+
+
+def build_step(model: nn.Module, cfg: TrainConfig, device: torch.device) -> StepSetup:
+    """The training step of ``model`` (already on ``device``) under ``cfg``:
+    formulation, optimizer (:func:`make_optimizer`), precision and loss."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise UsageError(f"the model {type(model).__name__} has no trainable parameters (every parameter has "
+                         "requires_grad=False, or it has none), so there is nothing to train. Unfreeze at least "
+                         "one layer (param.requires_grad_(True)).")
+    run_model, channels_last = model, False
+    if cfg.formulation == "fast" and device.type == "cpu":
+        run_model, channels_last = fast_cpu_view(model)
+    opt = make_optimizer(params, cfg, device)
+    amp = torch.bfloat16 if cfg.precision == "bf16" else None
+    step = _Step(run_model, opt, label_smoothing=cfg.label_smoothing, autocast_dtype=amp)
+    return StepSetup(run_model, channels_last, opt, step, amp)
 
 
 class _GraphedStep:
@@ -330,9 +380,8 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
     device = resolve_device(cfg.device)
     model.to(device)
     model.train()
-    run_model, channels_last = model, False
-    if cfg.formulation == "fast" and device.type == "cpu":
-        run_model, channels_last = fast_cpu_view(model)
+    setup = build_step(model, cfg, device)
+    run_model, channels_last = setup.run_model, setup.channels_last
     X = to_input(train_x, device)
     if channels_last:
         X = X.contiguous(memory_format=torch.channels_last)
@@ -342,7 +391,7 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
     n = X.shape[0]
     if n == 0:
         raise UsageError("the training set is empty (check --train-limit).")
-    opt = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg, device)
+    opt = setup.opt
     bs = min(cfg.batch_size, n)
     steps_per_epoch = math.ceil(n / bs)
     step_loss = torch.zeros(steps_per_epoch, device=device)
@@ -377,9 +426,9 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
         first_epoch = resume_from["epoch"] + 1
     # Captured only now: a CUDA graph holds the optimizer-state tensors it saw,
     # so they must be the resumed ones (load_state_dict replaces them).
-    amp = torch.bfloat16 if cfg.precision == "bf16" else None
+    amp = setup.autocast_dtype
     step_kwargs: dict[str, Any] = dict(label_smoothing=cfg.label_smoothing, autocast_dtype=amp)
-    step: _Step | _GraphedStep = _Step(run_model, opt, **step_kwargs)
+    step: _Step | _GraphedStep = setup.step
     use_graphs = device.type == "cuda" and cfg.cuda_graphs
     if use_graphs:
         step = _GraphedStep(run_model, opt, X[:bs], Y[:bs], **step_kwargs)
