@@ -1,7 +1,9 @@
 import gzip
 import hashlib
 import http.server
+import json
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -80,10 +82,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_error(404, "Not Found")
             return
         self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
+        if self.path not in self.server.no_length:  # else the body ends when the connection closes (HTTP/1.0)
+            self.send_header("Content-Length", str(len(body)))
         self.send_header("Content-Type", "application/octet-stream")
         self.end_headers()
-        self.wfile.write(body)
+        delay = self.server.slow.get(self.path)
+        if delay is None:
+            self.wfile.write(body)
+            return
+        for i in range(0, len(body), 4096):  # a slow mirror: 4 KiB, then a pause
+            try:
+                self.wfile.write(body[i:i + 4096])
+                self.wfile.flush()
+            except OSError:
+                return
+            time.sleep(delay)
 
     def log_message(self, *args):
         pass
@@ -91,9 +104,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def http_server():
-    """A real HTTP server on 127.0.0.1; set ``server.routes[path] = bytes``."""
+    """A real HTTP server on 127.0.0.1; set ``server.routes[path] = bytes``
+    (``server.slow[path] = seconds`` pauses after every 4 KiB; a path in
+    ``server.no_length`` is served without a Content-Length)."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.daemon_threads = True
     server.routes = {}
+    server.slow = {}
+    server.no_length = set()
     server.requests = []
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -101,3 +119,64 @@ def http_server():
     yield server
     server.shutdown()
     server.server_close()
+
+
+def write_synthetic_fashion(d: Path, n_train: int = 96, n_test: int = 40, seed: int = 0) -> Path:
+    """Synthetic IDX files under Fashion-MNIST's names (use --no-verify):
+    two separable classes, a bright top half or a bright bottom half."""
+    rng = np.random.default_rng(seed)
+    d.mkdir(parents=True, exist_ok=True)
+
+    def images(n):
+        y = rng.integers(0, 2, n).astype(np.uint8)
+        x = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+        for i, c in enumerate(y):
+            x[i, :14] += 150 * (1 - c)
+            x[i, 14:] += 150 * c
+        return x, y
+
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        x, y = images(n)
+        (d / f"{split}-images-idx3-ubyte.gz").write_bytes(gzip.compress(encode_idx(x), mtime=0))
+        (d / f"{split}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(encode_idx(y), mtime=0))
+    return d
+
+
+@pytest.fixture
+def synthetic_fashion(tmp_path, monkeypatch):
+    """A small synthetic dataset under Fashion-MNIST's file names, run with
+    --no-verify; the working directory is the test's tmp_path."""
+    d = write_synthetic_fashion(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    return d
+
+
+def _refuse_constant(name):
+    raise ValueError(f"{name} is not JSON (a strict parser rejects it)")
+
+
+def strict_json(text: str):
+    """json.loads that rejects NaN, Infinity and -Infinity, as strict parsers do."""
+    return json.loads(text, parse_constant=_refuse_constant)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def every_results_json_is_strict(tmp_path_factory):
+    """After the session: every results.json written under the tests' temporary
+    directories that is JSON at all is strict JSON (no bare NaN/Infinity).
+    Files a test writes on purpose with NaN live under a folder named 'handmade'."""
+    yield
+    bad = []
+    for path in Path(tmp_path_factory.getbasetemp()).rglob("results.json"):
+        if "handmade" in path.parts or not path.is_file():
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+            json.loads(text)
+        except (OSError, ValueError):
+            continue  # not JSON at all: a test of broken input, not something archbench wrote
+        try:
+            strict_json(text)
+        except ValueError as exc:
+            bad.append(f"{path}: {exc}")
+    assert not bad, "results.json that strict JSON parsers reject:\n" + "\n".join(bad)

@@ -109,7 +109,11 @@ def test_user_model_from_working_directory(tmp_path, fashion_dir):
     assert p.returncode == 0, p.stderr
     rec = json.loads((tmp_path / "runs" / "u" / "results.json").read_text())
     assert rec["models"]["mymodels:linear"]["measurements"]["params"]["trainable"] == 7850
-    assert (tmp_path / "runs" / "u" / "models" / "mymodels_linear-seed0.safetensors").exists()
+    from archbench.unit import safe_name
+
+    stem = safe_name("mymodels:linear")
+    assert stem.startswith("mymodels_linear-") and stem != safe_name("mymodels_linear")  # ':' is not a file name
+    assert (tmp_path / "runs" / "u" / "models" / f"{stem}-seed0.safetensors").exists()
 
 
 def test_profile_prints_layers_and_json_record():

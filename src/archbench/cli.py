@@ -5,7 +5,8 @@
     archbench models
     archbench data fetch [--dest DIR] | archbench data info
 
-Exit codes: 0 ok, 2 usage/config, 3 data, 4 runtime failure, 130 interrupted.
+Exit codes: 0 ok, 2 usage/config, 3 data, 4 runtime failure, 130 interrupted
+(Ctrl-C or SIGTERM: finished units are saved, the run can be resumed).
 """
 
 from __future__ import annotations
@@ -16,15 +17,20 @@ from pathlib import Path
 
 from archbench.errors import EXIT_RUNTIME, EXIT_USAGE, ArchbenchError, UsageError
 
+EXIT_INTERRUPTED = 130
+MAX_THREADS = 4096  # --cpus-per-unit sets torch's thread count: more is a typo, not a machine
 
-def _int_at_least(lo: int, what: str):
+
+def _int_at_least(lo: int, what: str, hi: int | None = None):
+    expect = f"an integer >= {lo}" if hi is None else f"an integer from {lo} to {hi}"
+
     def parse(text: str) -> int:
         try:
             v = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} must be an integer >= {lo}, got {text!r}") from None
-        if v < lo:
-            raise argparse.ArgumentTypeError(f"{what} must be an integer >= {lo}, got {v}")
+            raise argparse.ArgumentTypeError(f"{what} must be {expect}, got {text!r}") from None
+        if v < lo or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"{what} must be {expect}, got {v}")
         return v
 
     return parse
@@ -114,6 +120,7 @@ def _add_train_options(r: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from archbench import __version__
+    from archbench.config import MAX_REPEATS
 
     p = argparse.ArgumentParser(prog="archbench", description=__doc__.split("\n")[0])
     p.add_argument("--version", action="version", version=f"archbench {__version__}")
@@ -127,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--models", type=_models, default=S,
                    help="comma-separated registry names, package.module:function or spec files (default: mlp,cnn)")
     r.add_argument("--seeds", type=_seeds, default=S, help="comma-separated seeds (default: 0)")
-    r.add_argument("--repeats", type=_int_at_least(1, "--repeats"), default=S,
+    r.add_argument("--repeats", type=_int_at_least(1, "--repeats", MAX_REPEATS), default=S,
                    help="shorthand for --seeds 0,1,...,N-1")
     r.add_argument("--dataset", default=S,
                    help="registered IDX dataset to train and test on: fashion-mnist, mnist or kmnist "
@@ -151,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--executor", choices=("local", "ray"), default="local",
                    help="local: units run in this process (default); ray: one Ray task per unit")
     r.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
-    r.add_argument("--cpus-per-unit", type=_int_at_least(1, "--cpus-per-unit"), default=None,
+    r.add_argument("--cpus-per-unit", type=_int_at_least(1, "--cpus-per-unit", MAX_THREADS), default=None,
                    help="CPU threads per unit (Ray: its CPU request; default 1 on Ray, all cores locally)")
     r.add_argument("--gpus-per-unit", type=_non_negative_float("--gpus-per-unit"), default=0.0,
                    help="GPUs per Ray task (default 0)")
@@ -243,18 +250,31 @@ def cmd_run(args) -> int:
     if args.experiment and args.resume:
         raise UsageError("give an experiment file or --resume RUN_DIR, not both (a run stores its configuration).")
     if args.resume:
+        # Where the data is may change (it is compared by checksums, not by path); what the study is may not.
+        data_dir = explicit.pop("data_dir", None)
         cfg = resume_config(load_record(args.resume)["config"], explicit, where=args.resume)
+        if data_dir is not None:
+            import dataclasses
+
+            from archbench.config import STUDY_CHECKS, check_value
+
+            cfg = dataclasses.replace(cfg, data_dir=check_value("data_dir", data_dir, STUDY_CHECKS["data_dir"]))
     else:
         experiment = load_experiment(args.experiment) if args.experiment else None
         cfg = resolve(explicit, experiment=experiment, source=Source.CLI)
     mlflow_uri = None
     if args.mlflow is not None:
-        from archbench.tracking import _client, default_uri
+        from archbench.records import write_error
+        from archbench.tracking import default_uri, probe
 
         parent = Path(args.resume).parent if args.resume else Path(cfg.out)
         mlflow_uri = default_uri(parent) if args.mlflow == "default" else args.mlflow
-        parent.mkdir(parents=True, exist_ok=True)
-        _client(mlflow_uri)  # fails now, with the install hint, if MLflow is missing
+        if args.mlflow == "default":
+            try:
+                parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise write_error(exc, f"the MLflow store's directory {parent}", "Choose another --out.") from exc
+        probe(mlflow_uri)  # fails now, in seconds, if MLflow is missing, the URI unusable or the server down
     options: dict = {"cpus_per_unit": args.cpus_per_unit}
     if args.executor == "ray":
         from archbench.executors import require_ray
@@ -288,12 +308,19 @@ def cmd_run(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from archbench.records import load_record
+    from archbench.records import load_record, write_error
     from archbench.report import write_reports
 
     record = load_record(args.run_dir)
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():  # given results.json itself: the report goes next to it
+        run_dir = run_dir.parent
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
-    paths = write_reports(record, args.run_dir, formats=formats)
+    try:
+        paths = write_reports(record, run_dir, formats=formats)
+    except OSError as exc:
+        raise write_error(exc, f"the report into {run_dir}", "Copy results.json into a writable directory and "
+                          "run `archbench report` there.") from exc
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 
@@ -377,6 +404,7 @@ def cmd_profile(args) -> int:
     import json
 
     from archbench.config import resolve
+    from archbench.env import host_snapshot, unit_host
     from archbench.measure import layer_table, measure_model
     from archbench.models import check_model_io, create_model, input_shape_of
     from archbench.report.profile import render_profile
@@ -390,12 +418,16 @@ def cmd_profile(args) -> int:
     shape = input_shape_of(args.model)
     model = create_model(args.model)
     check_model_io(model, args.model, shape)
+    from archbench.unit import safe_name
+
+    host0 = host_snapshot()
     record = {
         "model": args.model, "batch_size": tcfg.batch_size, "device": str(device), "recipe": tcfg.to_dict(),
         "input_shape": list(shape), "layers": layer_table(model, shape),
         "measurements": measure_model(model, shape, device=device, cfg=tcfg, train_samples=args.train_samples,
                                       epochs=tcfg.epochs, timing=not args.no_timing),
     }
+    record["host"] = unit_host(host0)  # CPU, cores, threads, load at start and end: what the timings ran on
     if args.json:
         print(json.dumps(record, indent=1))
     else:
@@ -424,21 +456,36 @@ def cmd_data(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; returns the exit code (argparse's own exits for
+    --help, --version and bad usage included)."""
+    from archbench.signals import stop_on_signals, stop_requested
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help/--version (0) or a usage error (2), already printed
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
     handler = {"run": cmd_run, "report": cmd_report, "models": cmd_models, "data": cmd_data,
                "profile": cmd_profile, "compare": cmd_compare, "index": cmd_index}[args.command]
-    try:
-        return handler(args)
-    except ArchbenchError as exc:
-        if args.debug:
-            raise
-        print(f"archbench: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("\narchbench: interrupted; finished units are saved in the run directory's results.json.",
-              file=sys.stderr)
-        return 130
+    interrupted = ("\narchbench: interrupted; finished units are saved in the run directory's results.json "
+                   "(archbench run --resume RUN_DIR continues).")
+    # SIGTERM stops a run as Ctrl-C does; a stop request is honoured even if its
+    # KeyboardInterrupt was swallowed on the way (archbench.signals).
+    with stop_on_signals(sigterm=True):
+        try:
+            code = handler(args)
+        except ArchbenchError as exc:
+            if args.debug:
+                raise
+            print(f"archbench: error: {exc}", file=sys.stderr)
+            return exc.exit_code
+        except KeyboardInterrupt:
+            print(interrupted, file=sys.stderr)
+            return EXIT_INTERRUPTED
+        if stop_requested() is not None:
+            print(interrupted, file=sys.stderr)
+            return EXIT_INTERRUPTED
+        return code

@@ -47,8 +47,9 @@ def run_units_locally(pending: list[tuple[str, int]], cfg: StudyConfig, data: An
         for ref, seed in pending:
             log(f"[{ref}] seed {seed}: training {cfg.train_config_for(ref).epochs} epochs on "
                 f"{len(data.train_labels):,} images ({device})")
-            on_result(ref, seed, run_unit(ref, seed, cfg, data, run_dir, progress, log))
-            ref = seed = None
+            unit = run_unit(ref, seed, cfg, data, run_dir, progress, log)
+            done, ref, seed = (ref, seed), None, None
+            on_result(*done, unit)
     except KeyboardInterrupt:
         where = f"during {ref} seed {seed} (its last finished epoch is checkpointed)" if ref is not None else ""
         raise Interrupted(where) from None

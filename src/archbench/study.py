@@ -4,15 +4,31 @@ Each finished unit is written into ``results.json`` atomically before the
 next one starts; a unit that fails (NaN loss, an exception) is recorded with
 its error and the study goes on. Units run through an executor (this process,
 or Ray); each runs :func:`archbench.unit.run_unit`.
+
+A run directory belongs to one process at a time: ``<run_dir>/.lock`` is
+locked (``flock``) from before results.json is created or read until the
+study ends, and names its owner's pid, so a second run or resume of the same
+directory is refused instead of racing the first. Everything that can be
+checked is checked before the directory is touched (the data's splits, every
+model's input shape and output, a final training batch of one sample); a new
+run that fails before any unit finished removes what it wrote, so the same
+``--name`` can be used again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import errno
+import fcntl
+import os
+import shutil
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import torch
@@ -20,13 +36,23 @@ import torch
 from archbench.config import StudyConfig, config_differences
 from archbench.data import load_dataset
 from archbench.env import environment
-from archbench.errors import Interrupted, UsageError
+from archbench.errors import DataError, Interrupted, UsageError
 from archbench.executors import run_units_locally, run_units_on_ray
 from archbench.models import check_model_io, create_model, input_shape_of
-from archbench.records import RunRecord, Unit, load_record, model_entry, new_record, save_record
+from archbench.records import (
+    OutputError,
+    RunRecord,
+    Unit,
+    load_record,
+    model_entry,
+    new_record,
+    save_record,
+    write_error,
+)
 from archbench.report import write_reports
+from archbench.signals import check_stop, stop_on_signals
 from archbench.train import resolve_device, train
-from archbench.unit import build_model, measure_entry
+from archbench.unit import build_model, measure_entry, safe_name
 
 Log = Callable[[str], None]
 
@@ -70,30 +96,236 @@ def progress_factory(quiet: bool, notebook: bool = False) -> Callable[..., Any] 
     return make
 
 
-def _open_run(cfg: StudyConfig, opts: RunOptions, data: Any, device: torch.device, log: Log
-              ) -> tuple[RunRecord, Path]:
-    """The run directory and its record: a new one, or the one to resume."""
+class RunDirLock:
+    """An exclusive lock on a run directory: ``<run_dir>/.lock``, locked with
+    ``flock`` and holding the owner's pid. The kernel drops the lock when its
+    process dies (even by kill -9), so a lock file left behind never blocks
+    anyone; the owner removes the file when it is done."""
+
+    NAME = ".lock"
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / self.NAME
+        self.fd: int | None = None
+
+    def __enter__(self) -> RunDirLock:
+        for _ in range(50):
+            fd = self._open()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise write_error(exc, f"the lock file {self.path}", "Choose another --out.") from exc
+                raise UsageError(
+                    f"run directory {self.run_dir} is in use by another archbench process ({self._owner()}; "
+                    f"lock file {self.path}). Wait for it to finish (or stop it), or choose another --name."
+                ) from None
+            # The owner before us removes the file when done: the file we locked must still be the one there.
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+                self.fd = fd
+                return self
+            os.close(fd)
+        raise UsageError(f"could not lock {self.path}: other processes keep replacing it.")
+
+    def _open(self) -> int:
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise write_error(exc, f"run directory {self.run_dir}",
+                              "The --out directory must be a writable directory (or a path where one can be "
+                              "created); choose another --out.") from exc
+
+    def _owner(self) -> str:
+        for _ in range(20):  # the owner writes its pid right after locking
+            try:
+                pid = self.path.read_text().strip()
+            except OSError:
+                pid = ""
+            if pid.isdigit():
+                return f"pid {pid}"
+            time.sleep(0.01)
+        return "pid unknown"
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+            os.close(self.fd)
+            self.fd = None
+
+
+def check_data(data: Any) -> None:
+    """Both splits must hold images (an empty split is a data problem, found
+    before anything is written)."""
+    for split, labels in (("training", data.train_labels), ("test", data.test_labels)):
+        if labels.numel() == 0:
+            role = "train" if split == "training" else "test"
+            files = ", ".join(p for r, p in data.files.items() if r.startswith(role))
+            raise DataError(f"the {split} split of {data.spec.name} is empty (0 images in {files}): there is "
+                            f"nothing to {'train on' if split == 'training' else 'evaluate'}. Check the files "
+                            "(their IDX headers say 0 images), or point --data-dir at the complete dataset.")
+
+
+def check_models(cfg: StudyConfig, data: Any) -> None:
+    """Every model must build, take the dataset's images, map a batch to
+    logits, and survive the smallest training batch it will see; distinct
+    models must have distinct file names. All before anything is written."""
+    stems: dict[str, str] = {}
+    for ref in cfg.models:
+        stem = safe_name(ref)
+        if stem in stems:
+            raise UsageError(f"models {stems[stem]!r} and {ref!r} would share the file name {stem!r}; "
+                             "rename one.")
+        stems[stem] = ref
+    image_shape = tuple(data.spec.image_shape)
+    for ref in cfg.models:
+        shape = tuple(input_shape_of(ref))
+        if shape != image_shape:
+            raise UsageError(f"model {ref!r} takes inputs of shape {shape} (its input_shape), but {data.spec.name}'s "
+                             f"images have shape {image_shape}; set input_shape = {list(image_shape)} in its spec "
+                             "(or leave it out), or train it on a dataset with that shape.")
+        model = create_model(ref)
+        check_model_io(model, ref, shape, data.spec.num_classes)
+        _check_smallest_batch(model, ref, cfg.train_config_for(ref).batch_size, len(data.train_labels), shape)
+
+
+def _check_smallest_batch(model: torch.nn.Module, ref: str, batch_size: int, n: int, shape: tuple) -> None:
+    """Every epoch keeps its last partial batch (the seed recipe). Where that
+    batch holds a single sample, a model that cannot train on one (BatchNorm
+    needs two values per channel) is refused now, saying how to avoid it.
+    Nothing else changes: a run without such a batch never gets here."""
+    bs = min(batch_size, n)
+    smallest = n % bs or bs
+    if smallest != 1:
+        return
+    model.train()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *shape))
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - user code: reported with the way out
+        batches = (f"{n:,} = {n // bs:,} x {bs} + 1" if n > bs else f"batch size {bs}")
+        raise UsageError(
+            f"model {ref!r} cannot train on a batch of one sample ({type(exc).__name__}: {exc}), and its training "
+            f"would end every epoch with one ({n:,} training images, {batches}). Change --train-limit (e.g. to "
+            f"{n - 1 if n > bs else 2}) or --batch-size so that no batch holds a single image."
+        ) from exc
+
+
+def remove_leftovers(run_dir: Path, log: Log) -> None:
+    """Temporary files of writes that a kill -9 cut short (results.json,
+    epoch checkpoints, model files): the lock says no one else writes here."""
+    removed = 0
+    for sub in ("", "checkpoints", "models", "plots", "tables"):
+        d = run_dir / sub
+        if not d.is_dir():
+            continue
+        for tmp in d.glob("*.tmp"):
+            if tmp.is_file():
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                    removed += 1
+    if removed:
+        log(f"{run_dir}: removed {removed} temporary file(s) left by an interrupted write")
+
+
+def _same_data(record: RunRecord, data: Any, run_dir: Path) -> None:
+    """A resumed run must train on the data it started with: compared by
+    identity (each payload's SHA-256, where the record has them; else the
+    sizes and the test labels), not by where the files are."""
+    stored = record.get("dataset") or {}
+    now = data.describe()
+    diffs = []
+    a, b = stored.get("payload_sha256") or {}, now.get("payload_sha256") or {}
+    if a:
+        diffs += [f"{role}: SHA-256 {a.get(role)} when the run started, now {b.get(role)} ({data.files.get(role)})"
+                  for role in sorted(set(a) | set(b)) if a.get(role) != b.get(role)]
+    for k in ("name", "train_samples", "test_samples"):
+        if stored.get(k) is not None and stored.get(k) != now.get(k):
+            diffs.append(f"{k}: {stored.get(k)!r} when the run started, now {now.get(k)!r}")
+    if stored.get("test_labels") is not None and stored["test_labels"] != data.test_labels.tolist():
+        diffs.append("the test labels differ")
+    if diffs:
+        raise DataError(f"cannot resume {run_dir}: the data differs from the data it started with ("
+                        + "; ".join(diffs) + "). Resume with the original files (--data-dir DIR where they are "
+                        "now), or start a new run.")
+
+
+class _DiscardIfFailed:
+    """On leaving a new run's block with an error before any unit finished,
+    remove what the run wrote: a run directory holding a results.json with no
+    units would only block the same --name. Kept: an interrupted run, and one
+    that a full disk stopped (its error says to resume it once there is room)."""
+
+    def __init__(self, run_dir: Path, created: bool, record: RunRecord):
+        self.run_dir, self.created, self.record = run_dir, created, record
+
+    def __enter__(self) -> _DiscardIfFailed:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is None or issubclass(exc_type, (KeyboardInterrupt, Interrupted)):
+            return
+        if issubclass(exc_type, OutputError) and (self.run_dir / "results.json").exists():
+            return
+        if any(u.get("status") == "ok" for e in self.record["models"].values() for u in e.get("units", [])):
+            return
+        if self.created:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+            return
+        for name in ("results.json", "report.md", "report.html"):
+            with contextlib.suppress(OSError):
+                (self.run_dir / name).unlink()
+
+
+def _open_run(cfg: StudyConfig, opts: RunOptions, data: Any, device: torch.device, log: Log,
+              stack: contextlib.ExitStack) -> tuple[RunRecord, Path]:
+    """The run directory, locked for this process until ``stack`` closes, and
+    its record: a new one, or the one to resume."""
     if opts.resume is not None:
         run_dir = Path(opts.resume)
+        if not (run_dir / "results.json").is_file():
+            load_record(run_dir)  # the named error: no run here
+        stack.enter_context(RunDirLock(run_dir))
         record = load_record(run_dir)
-        diffs = config_differences(record["config"], cfg.to_dict())
+        stored, new = dict(record["config"]), cfg.to_dict()
+        moved = stored.get("data_dir") != new.get("data_dir")
+        diffs = config_differences({**stored, "data_dir": None}, {**new, "data_dir": None})
         if diffs:
             raise UsageError(f"cannot resume {run_dir}: the configuration differs from the stored one ("
                              + "; ".join(diffs) + "). Resume with the stored options, or start a new run "
                              "with --name.")
+        _same_data(record, data, run_dir)
+        if moved:  # the same data (checked above), found somewhere else
+            log(f"{run_dir}: the data is now read from {new.get('data_dir')} (same files as when the run started)")
+            record["config"]["data_dir"] = new.get("data_dir")
+            record["dataset"]["files"] = dict(data.files)
+        remove_leftovers(run_dir, log)
         log(f"resuming {run_dir}: " + ", ".join(
             f"{m} {sum(u['status'] == 'ok' for u in e['units'])}/{len(cfg.seeds)} done"
             for m, e in record["models"].items()))
         return record, run_dir
     run_dir = Path(cfg.out) / (cfg.name or default_run_name())
+    created = not run_dir.exists()
+    stack.enter_context(RunDirLock(run_dir))
     if (run_dir / "results.json").exists():
         raise UsageError(f"run directory {run_dir} already holds results.json; choose another --name, "
                          f"or continue it with --resume {run_dir}.")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(run_dir, log)
     described = data.describe()
     described["test_labels"] = data.test_labels.tolist()  # paired statistics need them
     record = new_record(run_dir.name, cfg.to_dict(), environment(), described)
     record["device"] = str(device)
+    stack.enter_context(_DiscardIfFailed(run_dir, created, record))
     save_record(record, run_dir)
     return record, run_dir
 
@@ -104,21 +336,26 @@ def run_study(cfg: StudyConfig, opts: RunOptions | None = None) -> tuple[RunReco
     With ``opts.resume`` (a run directory), finished units are kept and the
     rest run (from their last epoch checkpoint, if any); ``cfg`` must be the
     configuration stored there. Ctrl-C saves what finished and raises
-    :class:`Interrupted` with the command that resumes.
+    :class:`Interrupted` with the command that resumes (also when the
+    KeyboardInterrupt itself was swallowed on its way: see archbench.signals).
     """
-    opts = opts or RunOptions()
+    with stop_on_signals(sigterm=False), contextlib.ExitStack() as stack:
+        return _run_study(cfg, opts or RunOptions(), stack)
+
+
+def _run_study(cfg: StudyConfig, opts: RunOptions, stack: contextlib.ExitStack) -> tuple[RunRecord, Path]:
     log: Log = opts.log or (lambda s: None)
     device = resolve_device(cfg.device)
     data = load_dataset(cfg.dataset, cfg.data_dir, verify=cfg.verify).subset(cfg.train_limit, cfg.test_limit)
+    check_data(data)
     # Every model must build and map a batch to logits before anything is written.
-    for ref in cfg.models:
-        check_model_io(create_model(ref), ref, input_shape_of(ref), data.spec.num_classes)
+    check_models(cfg, data)
     tracker = None
     if opts.mlflow_uri is not None:
         from archbench.tracking import Tracker
 
         tracker = Tracker(opts.mlflow_uri, opts.mlflow_experiment)
-    record, run_dir = _open_run(cfg, opts, data, device, log)
+    record, run_dir = _open_run(cfg, opts, data, device, log, stack)
     if tracker is not None:
         try:
             tracker.start(record, run_dir)
@@ -135,6 +372,7 @@ def run_study(cfg: StudyConfig, opts: RunOptions | None = None) -> tuple[RunReco
         if tracker is not None:
             tracker.log_unit(record, ref, unit, run_dir, log)
         save_record(record, run_dir)
+        check_stop()  # a Ctrl-C swallowed during the unit (in a __del__, say) stops the run here
 
     try:
         for ref in cfg.models:
@@ -150,6 +388,9 @@ def run_study(cfg: StudyConfig, opts: RunOptions | None = None) -> tuple[RunReco
             run_units_locally(pending, cfg, data, run_dir, on_result, log,
                               progress_factory(opts.quiet, opts.notebook), device,
                               threads=opts.executor_options.get("cpus_per_unit"))
+        check_stop()
+        with contextlib.suppress(OSError):  # every unit is done: the epoch checkpoints' folder is empty
+            (run_dir / "checkpoints").rmdir()
     except (KeyboardInterrupt, Interrupted) as exc:
         save_record(record, run_dir)
         if tracker is not None:
@@ -160,7 +401,11 @@ def run_study(cfg: StudyConfig, opts: RunOptions | None = None) -> tuple[RunReco
     if opts.check_determinism:
         record["determinism_check"] = determinism_check(record, cfg, data, device, log)
         save_record(record, run_dir)
-    write_reports(record, run_dir)
+    try:
+        write_reports(record, run_dir)
+    except OSError as exc:
+        raise write_error(exc, f"the report in {run_dir}", "The results are saved in results.json; once the "
+                          f"directory is writable again, `archbench report {run_dir}` rebuilds the report.") from exc
     if tracker is not None:
         tracker.finish(record, run_dir)
     return record, run_dir

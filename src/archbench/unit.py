@@ -2,11 +2,16 @@
 
 Every executor (local, Ray) calls :func:`run_unit`; executors only schedule.
 A unit checkpoints every epoch into ``checkpoints/`` and resumes from the
-checkpoint an interrupted run left; its weights go to ``models/``.
+checkpoint an interrupted run left; its weights go to ``models/``, under a
+file name that is the model's name where that is a safe, short file name and
+otherwise its safe characters plus a hash of the whole name (so ``net 1`` and
+``net_1`` never share files, and a 300-character name still fits).
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import re
 import time
 import traceback
@@ -18,17 +23,75 @@ import torch
 
 from archbench.config import StudyConfig
 from archbench.env import host_snapshot, unit_host
-from archbench.errors import ArchbenchError, Interrupted
+from archbench.errors import ArchbenchError, Interrupted, TrainingError
 from archbench.measure import measure_model, save_model_files
 from archbench.models import create_model, get_entry, input_shape_of, is_reference
-from archbench.records import ModelRecord, Unit, atomic_write
+from archbench.records import ModelRecord, OutputError, Unit, atomic_write, write_error
+from archbench.signals import check_stop, stop_requested
 from archbench.train import TrainResult, train
 
 Log = Callable[[str], None]
 
 
+MAX_STEM = 100
+
+
 def safe_name(model: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", model)
+    """The file-name stem of ``model``'s files, distinct for distinct names:
+    the name itself when it is made of ``A-Za-z0-9_.-`` only, does not start
+    with a dot and has at most 100 characters; else its safe characters
+    (shortened to 80) and 12 hex digits of the SHA-256 of the whole name."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", model)
+    if safe == model and len(model) <= MAX_STEM and not model.startswith("."):
+        return model
+    digest = hashlib.sha256(model.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{safe.lstrip('.')[:80]}-{digest}"
+
+
+# Fatal for the whole run, not for one model: no other unit could save its files either.
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+def _disk_full(exc: BaseException) -> OSError | None:
+    """The OSError (no space, quota, file size limit, read-only) behind
+    ``exc``: torch.save reports it as a RuntimeError whose context it is."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in _FULL:
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
+CHECKPOINT_KEYS = ("epoch", "model", "optimizer", "generator", "torch_rng", "history", "train_seconds")
+
+
+def load_checkpoint(path: Path, model: torch.nn.Module, ref: str, seed: int) -> dict | None:
+    """The epoch checkpoint an interrupted run left for this unit (None if
+    there is none). One that cannot be read, or that does not fit the model,
+    is a TrainingError naming the file and the fix."""
+    if not path.exists():
+        return None
+    fix = (f"Delete it to restart this unit from epoch 1 (rm '{path}'), then resume the run "
+           f"(archbench run --resume {path.parent.parent}).")
+    try:
+        # Loaded on the CPU: RNG states must stay there; weights are copied to the device.
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - any damage: truncated, garbage, another format
+        if stop_requested():
+            raise KeyboardInterrupt from None
+        raise TrainingError(f"the checkpoint {path} of {ref} seed {seed} cannot be read ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else ''}): it is damaged. {fix}") from None
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise TrainingError(f"the checkpoint {path} of {ref} seed {seed} lacks {', '.join(missing)}: it is not an "
+                            f"archbench epoch checkpoint. {fix}")
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in state["model"].items()} if isinstance(state["model"], dict) else {}
+    if want != have:
+        raise TrainingError(f"the checkpoint {path} of {ref} seed {seed} does not fit the model (its weights have "
+                            f"other names or shapes: was the model changed since?). {fix}")
+    return state
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
@@ -67,25 +130,41 @@ def run_unit(ref: str, seed: int, cfg: StudyConfig, data: Any, run_dir: Path, pr
     a unit with status "failed" (Ctrl-C is re-raised)."""
     t0, host0 = time.perf_counter(), host_snapshot()
     ckpt = run_dir / "checkpoints" / f"{safe_name(ref)}-seed{seed}.pt"
+
+    def save_checkpoint(state: dict) -> None:
+        _save_checkpoint(ckpt, state)
+        check_stop()  # a Ctrl-C swallowed during the epoch stops the unit here, its epoch saved
+
     try:
-        # Loaded on the CPU: RNG states must stay there; weights are copied to the device.
-        resume = torch.load(ckpt, map_location="cpu", weights_only=True) if ckpt.exists() else None
         model = build_model(ref, seed)
+        resume = load_checkpoint(ckpt, model, ref, seed)
         result = train(model, data.train_images, data.train_labels, data.test_images, data.test_labels,
                        cfg.train_config_for(ref), seed=seed, progress=progress,
-                       checkpoint=lambda state: _save_checkpoint(ckpt, state), resume_from=resume)
+                       checkpoint=save_checkpoint, resume_from=resume)
+        check_stop()
         files = save_model_files(model, run_dir / "models", f"{safe_name(ref)}-seed{seed}")
         unit = _unit_record(seed, result, t0, files, resume is not None, host0)
         ckpt.unlink(missing_ok=True)
         log(f"[{ref}] seed {seed}: test accuracy {100 * result.test.accuracy:.2f} %, "
             f"train {result.train_seconds:.2f} s" + (" (resumed from a checkpoint)" if resume is not None else ""))
         return unit
-    except (KeyboardInterrupt, Interrupted):
+    except (KeyboardInterrupt, Interrupted, OutputError):
         raise
     except ArchbenchError as exc:
+        if stop_requested():
+            raise KeyboardInterrupt from None
         return {"seed": seed, "status": "failed", "error": str(exc), "error_type": type(exc).__name__}
-    except Exception as exc:  # noqa: BLE001 - a failing model must not sink the run
-        return {"seed": seed, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - a failing model must not sink the run
+        # A Ctrl-C that torch turned into a RuntimeError (raised inside torch.save, say) is still a Ctrl-C.
+        if stop_requested():
+            raise KeyboardInterrupt from None
+        full = _disk_full(exc)
+        if full is not None:
+            raise write_error(full, f"the files of {ref} seed {seed} in {run_dir}",
+                              f"Make room, then continue with: archbench run --resume {run_dir}") from exc
+        what = f"SystemExit({exc.code!r}) (sys.exit() called)" if isinstance(exc, SystemExit) else \
+            f"{type(exc).__name__}: {exc}"
+        return {"seed": seed, "status": "failed", "error": what,
                 "error_type": type(exc).__name__, "traceback": traceback.format_exc()}
 
 
@@ -100,9 +179,13 @@ def measure_entry(entry: ModelRecord, ref: str, cfg: StudyConfig, train_samples:
     entry["recipe"] = tcfg.to_dict()
     try:
         # The costs of the step this unit trains (its whole recipe), and of a plain PyTorch reference step.
+        # Saved sizes of files named as the units' (a .pt file's bytes include its name).
         entry["measurements"] = measure_model(model, input_shape_of(ref), device=device, cfg=tcfg,
-                                              train_samples=train_samples, epochs=tcfg.epochs, timing=timing)
+                                              train_samples=train_samples, epochs=tcfg.epochs, timing=timing,
+                                              files_stem=f"{safe_name(ref)}-seed{cfg.seeds[0]}")
         entry.pop("measurement_error", None)
-    except Exception as exc:  # noqa: BLE001 - recorded; training still runs
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - recorded; training still runs
+        if stop_requested():
+            raise KeyboardInterrupt from None
         entry["measurement_error"] = f"{type(exc).__name__}: {exc}"
         log(f"[{ref}] measuring FAILED — {entry['measurement_error']}")

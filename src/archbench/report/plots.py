@@ -298,7 +298,8 @@ def plot_jobs(record: RunRecord, analysis: dict[str, Any]) -> list[tuple[str, st
         ("per_class_accuracy.png", "Per-class accuracy", lambda: per_class_accuracy(record)),
         ("cost_breakdown.png", "Cost breakdown: memory and FLOP categories", lambda: cost_breakdown(record))]
     for i, name in enumerate(record["models"]):
-        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+        # Short (a file name has at most 255 bytes); unique by i.
+        safe = "".join(ch if ch.isascii() and (ch.isalnum() or ch in "-_.") else "_" for ch in name)[:80]
         jobs.append((f"confusion_{i}_{safe}.png", f"Confusion matrix: {name}",
                      functools.partial(confusion, record, name)))
     return jobs
