@@ -230,3 +230,38 @@ def test_tied_parameters_are_measured_and_trained(tmp_path):
     before = model.a.weight.detach().clone()
     loop.train(model, x, y, None, None, TrainConfig(epochs=1, batch_size=4, device="cpu"), seed=0)
     assert model.a.weight is model.b.weight and not torch.equal(model.a.weight, before)
+
+
+def test_saved_sizes_are_those_of_the_runs_files(tmp_path):
+    from archbench.measure import save_model_files
+
+    model = create_model("mlp")
+    meas = measure_model(model, timing=False, reference=False, files_stem="mlp-seed0")
+    written = save_model_files(model, tmp_path, "mlp-seed0")
+    assert meas["saved_size_bytes"]["state_dict"] == written["state_dict"]["bytes"]  # the name is in a .pt
+    assert measure_model(model, timing=False, reference=False)["saved_size_bytes"]["state_dict"] != \
+        written["state_dict"]["bytes"]
+
+
+def test_profile_keeps_its_files_and_records_the_host(tmp_path, capsys):
+    import json
+
+    from archbench.cli import main
+
+    assert main(["profile", "mlp", "--json", "--no-timing", "--out", str(tmp_path)]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    files = rec["measurements"]["saved_size_bytes"]["files"]
+    for fmt, path in files.items():
+        assert path.startswith(str(tmp_path)) and (tmp_path / path.rsplit("/", 1)[1]).stat().st_size == \
+            rec["measurements"]["saved_size_bytes"][fmt]
+    assert {"cpu", "usable_cpus", "torch_threads", "load_start", "load_end"} <= set(rec["host"])
+
+
+def test_tail_percentiles_need_enough_samples():
+    from archbench.measure.timing import Timing
+
+    few = Timing([0.001 * i for i in range(1, 51)]).to_dict()
+    assert few["calls"] == 50 and few["p90_seconds"] is None and few["p99_seconds"] is None
+    assert few["max_seconds"] == 0.05
+    many = Timing([0.001 * i for i in range(1, 1001)]).to_dict()
+    assert many["p99_seconds"] == pytest.approx(0.99001) and many["p90_seconds"] is not None

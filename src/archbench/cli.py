@@ -201,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="epochs for the per-run FLOPs (default: the model's recipe)")
     pr.add_argument("--no-timing", action="store_true", help="skip latency/throughput/step-time measurements")
     pr.add_argument("--json", action="store_true", help="print the measurements as JSON")
+    pr.add_argument("--out", default=None, metavar="DIR",
+                    help="keep the files whose sizes are measured (safetensors, .pt, ONNX) in DIR")
 
     d = sub.add_parser("data", help="dataset commands")
     dsub = d.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
@@ -425,7 +427,8 @@ def cmd_profile(args) -> int:
         "model": args.model, "batch_size": tcfg.batch_size, "device": str(device), "recipe": tcfg.to_dict(),
         "input_shape": list(shape), "layers": layer_table(model, shape),
         "measurements": measure_model(model, shape, device=device, cfg=tcfg, train_samples=args.train_samples,
-                                      epochs=tcfg.epochs, timing=not args.no_timing),
+                                      epochs=tcfg.epochs, timing=not args.no_timing, files_dir=args.out,
+                                      files_stem=safe_name(args.model)),
     }
     record["host"] = unit_host(host0)  # CPU, cores, threads, load at start and end: what the timings ran on
     if args.json:

@@ -90,7 +90,7 @@ def _per_sample_memory(make_step, batch_size: int, peak: int) -> dict | None:
 def measure_model(model, input_shape=(1, 28, 28), batch_size: int | None = None, device=None,
                   train_samples: int | None = None, epochs: int | None = None,
                   timing: bool = True, latency_seconds: float = 1.0, cfg: TrainConfig | None = None,
-                  reference: bool = True, num_classes: int = 10) -> dict:
+                  reference: bool = True, num_classes: int = 10, files_dir=None, files_stem: str = "model") -> dict:
     """Every cost of ``model`` as one JSON-ready dict, in base units (bytes,
     seconds, counts).
 
@@ -102,7 +102,10 @@ def measure_model(model, input_shape=(1, 28, 28), batch_size: int | None = None,
     ``epochs`` adds per-epoch and per-run FLOPs. With ``reference`` (default)
     ``"reference"`` holds the same costs for a plain PyTorch step of the model
     as written (torch.optim.Adam, fp32). ``timing`` adds latency, throughput
-    and step times."""
+    and step times. The saved sizes are those of files written as
+    ``files_dir/files_stem.*`` and kept there (ONNX included when the onnx
+    package is installed); without ``files_dir``, in a temporary directory
+    (the stem is part of a ``.pt`` file's bytes: pass the run's own)."""
     from archbench.measure.memory import step_memory
     from archbench.measure.step import inference_pass, reference_step, trained_step
 
@@ -169,8 +172,12 @@ def measure_model(model, input_shape=(1, 28, 28), batch_size: int | None = None,
         "estimate": analytic_adam_estimate(params["param_bytes"], input_bytes, act_estimate),
         "estimate_activation_bytes": act_estimate,
     }
-    with tempfile.TemporaryDirectory() as tmp:
-        sizes = measure_saved_sizes(model, tmp, input_shape)
+    if files_dir is not None:
+        sizes = measure_saved_sizes(model, files_dir, input_shape, stem=files_stem)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            sizes = measure_saved_sizes(model, tmp, input_shape, stem=files_stem)
+            sizes.pop("files", None)
     out = {"params": params, "step": first.description, "inference": inference.description,
            "flops": flops, "memory": memory, "saved_size_bytes": sizes}
     if timing:

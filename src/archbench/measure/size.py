@@ -92,14 +92,16 @@ def save_model_files(model: nn.Module, directory: str | os.PathLike, stem: str,
 
 
 def measure_saved_sizes(model: nn.Module, directory: str | os.PathLike, input_shape=(1, 28, 28),
-                        onnx: bool | None = None) -> dict[str, int | None]:
-    """Bytes per format of a model written into ``directory`` (files kept).
-    ONNX is included when ``onnx`` is importable (or ``onnx=True``); when it
-    is not, ``"onnx"`` maps to None and the reason is in ``"onnx_note"``."""
+                        onnx: bool | None = None, stem: str = "model") -> dict:
+    """Bytes per format of a model written into ``directory`` as ``stem.*``
+    (files kept; their paths under ``"files"``). ONNX is included when
+    ``onnx`` is importable (or ``onnx=True``); when it is not, ``"onnx"`` maps
+    to None and the reason is in ``"onnx_note"``."""
     want_onnx = onnx_available() if onnx is None else onnx
     formats = ("safetensors", "state_dict") + (("onnx",) if want_onnx else ())
-    out: dict = {fmt: d["bytes"] for fmt, d in save_model_files(model, directory, "model", formats,
-                                                                 input_shape).items()}
+    written = save_model_files(model, directory, stem, formats, input_shape)
+    out: dict = {fmt: d["bytes"] for fmt, d in written.items()}
+    out["files"] = {fmt: str(Path(directory) / d["path"]) for fmt, d in written.items()}
     if not want_onnx:
         out["onnx"] = None
         out["onnx_note"] = "onnx not installed (pip install archbench[onnx])"

@@ -730,13 +730,21 @@ def _step_text(desc: dict | None, batch_size: int) -> str:
     before the step was recorded: archbench's fp32 lean-Adam step)."""
     if not desc:
         return f"batch {batch_size}, fp32, Adam"
-    return (f"batch {desc['batch_size']}, {desc['precision']}, {desc['optimizer'].split(' (')[0]}, "
-            f"{desc['formulation'].split(' (')[0]} formulation, {desc['loss']}, augmentation: {desc['augmentation']}")
+    parts = [f"batch {desc.get('batch_size', batch_size)}", str(desc.get("precision", "fp32")),
+             str(desc.get("optimizer", "Adam")).split(" (")[0]]
+    if desc.get("formulation"):
+        parts.append(str(desc["formulation"]).split(" (")[0] + " formulation")
+    parts += [str(desc[k]) for k in ("loss",) if desc.get(k)]
+    if desc.get("augmentation"):
+        parts.append(f"augmentation: {desc['augmentation']}")
+    return ", ".join(parts)
 
 
 def _latency_text(t: dict) -> str:
     """The median, and p90/p99 only where enough samples support them (else the maximum)."""
     parts = [f"p50 {fmt_seconds(t['p50_seconds'])}"]
+    if t.get("min_seconds") is not None:
+        parts[0] += f" (min {fmt_seconds(t['min_seconds'])})"
     parts += [f"{q} {fmt_seconds(t[q + '_seconds'])}" for q in ("p90", "p99") if t.get(q + "_seconds") is not None]
     if t.get("p99_seconds") is None and t.get("max_seconds") is not None:
         parts.append(f"max {fmt_seconds(t['max_seconds'])}")

@@ -51,8 +51,9 @@ def render_profile(rec: dict) -> str:
         lines.append("Costs are those of the step this model trains: " + step_words(meas["step"]) + ".")
     if rec.get("host"):
         h = rec["host"]
-        lines.append(f"Host: {h.get('cpu') or 'CPU unknown'}, {h.get('torch_threads')} torch threads, "
-                     f"{h.get('usable_cpus')} usable cores, load {h.get('load')}")
+        load = " → ".join(f"{x[0]:.2f}" for x in (h.get("load_start"), h.get("load_end")) if x)
+        lines.append(f"Host: {h.get('cpu') or 'CPU unknown'}, {h.get('torch_threads')} torch threads on "
+                     f"{h.get('usable_cpus')} usable cores; 1-minute load {load or 'unknown'} (start → end)")
     lines.append("")
     rows = [(r["layer"], r["type"], str(r["output_shape"][1:] if r["output_shape"] else ""), fmt_count(r["params"]),
              fmt_count(r["macs"]), fmt_count(r["matmul_conv_flops"]), fmt_count(r["other_flops"]))
@@ -123,8 +124,8 @@ def render_profile(rec: dict) -> str:
     lines += ["", "Size: raw weights " + fmt_bytes(p["raw_weight_bytes"]) + "; files: "
               + ", ".join(f"{k} {fmt_bytes(v)}" for k, v in sz.items() if isinstance(v, int))
               + (f"; onnx: {sz['onnx_note']}" if sz.get("onnx_note") else "")]
-    if sz.get("onnx_path"):
-        lines.append(f"ONNX file kept: {sz['onnx_path']}")
+    if sz.get("files"):
+        lines.append("Files kept: " + ", ".join(sz["files"].values()))
     if "speed" in meas:
         sp = meas["speed"]
         lat, thr, ts = sp["inference_latency_batch1"], sp["inference_throughput_batch1024"], sp["train_step"]
