@@ -27,6 +27,7 @@ def small_run(tmp_path_factory, fashion_dir):
 
 def test_run_writes_record_report_and_weights(small_run):
     run_dir, p = small_run
+    assert "USDT" not in p.stderr  # the profiler's backend logs nothing into the user's terminal
     rec = json.loads((run_dir / "results.json").read_text())
     assert rec["schema"] == "archbench.run/2"
     assert rec["config"]["models"] == ["mlp", "cnn"] and rec["config"]["seeds"] == [0, 1]

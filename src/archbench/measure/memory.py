@@ -24,6 +24,9 @@ which kernels run) stays out of the reported peak.
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -43,6 +46,24 @@ class _Entry:
     phase: str
     tag: str | None = None
 
+
+
+@contextlib.contextmanager
+def quiet_profiler() -> Iterator[None]:
+    """Kineto (the profiler's backend) prints a "USDT: ... profiler_start/stop"
+    line to stderr around every profile, which would fill a user's terminal
+    while costs are measured. Its log level is read from KINETO_LOG_LEVEL when
+    a profile starts: raised above its highest level (USDT = 5) inside the
+    block, the caller's value restored after."""
+    before = os.environ.get("KINETO_LOG_LEVEL")
+    os.environ["KINETO_LOG_LEVEL"] = "6"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("KINETO_LOG_LEVEL", None)
+        else:
+            os.environ["KINETO_LOG_LEVEL"] = before
 
 def _storage(t: torch.Tensor):
     try:
@@ -190,7 +211,7 @@ def allocator_peak(run, base_bytes: int, device: torch.device) -> int:
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with quiet_profiler(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         run()
     events = [e for e in prof.profiler.kineto_results.events()
               if e.name() == "[memory]" and e.device_type() == DeviceType.CPU]
@@ -329,8 +350,8 @@ def profiler_step_peak(model: nn.Module, input_shape=(1, 28, 28), batch_size: in
     step = (reference_step if reference else trained_step)(model, cfg, input_shape, device, batch_size)
     step()
     step.zero_grad()
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
-                 with_stack=True) as prof:
+    with quiet_profiler(), profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
+                                   with_stack=True) as prof:
         step()
     _, sizes = MemoryProfileTimeline(prof._memory_profile())._coalesce_timeline("cpu")
     pool = _storage_bytes([step.pool_x, step.pool_y])

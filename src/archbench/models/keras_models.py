@@ -89,7 +89,7 @@ class KerasModule(nn.Module):
         self.keras_input_shape = tuple(int(d) for d in shape)
         last = model.layers[-1] if model.layers else None
         self.softmax_folded = getattr(last, "activation", None) is keras.activations.softmax
-        if self.softmax_folded:
+        if self.softmax_folded and last is not None:
             last.activation = keras.activations.linear
 
     def adapt(self, x: torch.Tensor) -> torch.Tensor:
