@@ -41,6 +41,8 @@ def test_run_writes_record_report_and_weights(small_run):
         for u in entry["units"]:
             assert u["status"] == "ok" and len(u["history"]) == 2
             assert len(u["test"]["predictions"]) == 300
+            # The trained model in every format, ONNX included (the test extra installs onnx).
+            assert set(u["files"]) == {"safetensors", "state_dict", "onnx"} and "onnx_note" not in u
             for fmt, f in u["files"].items():
                 assert (run_dir / "models" / f).stat().st_size == u["saved_size_bytes"][fmt]
     table = p.stdout

@@ -54,6 +54,7 @@ class Unit(TypedDict):
     training: NotRequired[dict[str, Any]]    # device, formulation, cuda_graphs, resumed_from_checkpoint
     files: NotRequired[dict[str, str]]       # format -> file name under models/
     saved_size_bytes: NotRequired[dict[str, int]]
+    onnx_note: NotRequired[str]              # why the unit has no .onnx file
     error: NotRequired[str]
     error_type: NotRequired[str]
     traceback: NotRequired[str]

@@ -125,6 +125,24 @@ def _unit_record(seed: int, result: TrainResult, t0: float, files: dict, resumed
     }
 
 
+def _save_onnx(model: torch.nn.Module, ref: str, run_dir: Path, stem: str, files: dict) -> str | None:
+    """The trained model as ONNX beside its weights, when the optional onnx
+    package is installed; a model ONNX cannot export keeps its unit (the
+    reason is returned, to be recorded)."""
+    from archbench.measure.size import onnx_available
+
+    if not onnx_available():
+        return "onnx not installed (pip install archbench[onnx])"
+    try:
+        files.update(save_model_files(model, run_dir / "models", stem, formats=("onnx",),
+                                      input_shape=input_shape_of(ref)))
+    except (KeyboardInterrupt, OutputError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - the trained weights are saved; ONNX is an extra format
+        return f"ONNX export failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]
+    return None
+
+
 def run_unit(ref: str, seed: int, cfg: StudyConfig, data: Any, run_dir: Path, progress: Any, log: Log) -> Unit:
     """Train, save and describe one (model, seed) unit. Failures come back as
     a unit with status "failed" (Ctrl-C is re-raised)."""
@@ -143,7 +161,10 @@ def run_unit(ref: str, seed: int, cfg: StudyConfig, data: Any, run_dir: Path, pr
                        checkpoint=save_checkpoint, resume_from=resume)
         check_stop()
         files = save_model_files(model, run_dir / "models", f"{safe_name(ref)}-seed{seed}")
+        onnx_note = _save_onnx(model, ref, run_dir, f"{safe_name(ref)}-seed{seed}", files)
         unit = _unit_record(seed, result, t0, files, resume is not None, host0)
+        if onnx_note:
+            unit["onnx_note"] = onnx_note
         ckpt.unlink(missing_ok=True)
         log(f"[{ref}] seed {seed}: test accuracy {100 * result.test.accuracy:.2f} %, "
             f"train {result.train_seconds:.2f} s" + (" (resumed from a checkpoint)" if resume is not None else ""))
