@@ -179,3 +179,18 @@ def test_index_in_headless_chromium_sorts_selects_and_plots(tmp_path):
     body = dom.split('<table id="runs">')[1].split("</table>")[0]
     assert re.findall(r'<tr data-run="(\w+)"', body) == ["r1", "r2", "r3"]
     assert '<p id="none" class="muted" style="">No run selected.</p>' in dom or "No run selected." in dom
+
+
+def test_plots_are_png_at_150_dpi_and_svg(tmp_path):
+    import struct
+
+    write_reports(fixed_record(), tmp_path, formats=["md"])
+    pngs = sorted((tmp_path / "plots").glob("*.png"))
+    assert len(pngs) >= 4
+    for png in pngs:
+        data = png.read_bytes()
+        i = data.index(b"pHYs")
+        ppm_x, ppm_y, unit = struct.unpack(">IIB", data[i + 4:i + 13])
+        assert unit == 1 and round(ppm_x * 0.0254) >= 150 and round(ppm_y * 0.0254) >= 150
+        svg = png.with_suffix(".svg")
+        assert svg.exists() and svg.read_text().lstrip().startswith("<?xml") and "<svg" in svg.read_text()
