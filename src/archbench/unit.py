@@ -139,6 +139,12 @@ def _save_onnx(model: torch.nn.Module, ref: str, run_dir: Path, stem: str, files
     except (KeyboardInterrupt, OutputError):
         raise
     except Exception as exc:  # noqa: BLE001 - the trained weights are saved; ONNX is an extra format
+        if stop_requested():  # a Ctrl-C the exporter turned into an error is still a Ctrl-C
+            raise KeyboardInterrupt from None
+        full = _disk_full(exc)
+        if full is not None:
+            raise write_error(full, f"the ONNX file of {stem} in {run_dir}",
+                              f"Make room, then continue with: archbench run --resume {run_dir}") from exc
         return f"ONNX export failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]
     return None
 
