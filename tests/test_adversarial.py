@@ -636,6 +636,24 @@ def test_out_that_is_a_file_or_unwritable(data, tmp_path, capsys):
     assert not list(ro.iterdir())
 
 
+def test_a_new_run_that_fails_before_any_unit_finished_leaves_nothing(data, tmp_path, capsys, no_plots,
+                                                                      monkeypatch):
+    """It used to leave a results.json without units, which blocked the same --name."""
+    import archbench.study as study
+
+    def unwritable_report(record, run_dir, *a, **k):
+        raise PermissionError(errno.EACCES, "Permission denied", str(Path(run_dir) / "report.md"))
+
+    real = study.write_reports
+    monkeypatch.setattr(study, "write_reports", unwritable_report)
+    rc, _, err = cli(capsys, *run_args(data, tmp_path / "runs", "x", "--models", "advmodels:html_error"))
+    assert rc == 2 and "cannot write the report in" in err and "Permission denied" in err
+    assert not (tmp_path / "runs" / "x").exists()
+    monkeypatch.setattr(study, "write_reports", real)
+    rc, _, err = cli(capsys, *run_args(data, tmp_path / "runs", "x", "--models", "logreg"))  # the same --name
+    assert rc == 0, err
+
+
 @pytest.fixture
 def tmpfs(tmp_path):
     """A 1 MiB tmpfs (root only): a disk that fills up."""
