@@ -279,6 +279,10 @@ def test_cli_runs_end_to_end_on_synthetic_data(synthetic_fashion, tmp_path, caps
         assert [len(u["history"]) for u in rec["models"][m]["units"]] == [2, 2]
     report = (tmp_path / "runs" / "syn" / "report.md").read_text()
     assert "| epochs | 2 (cli) | 2 (cli) |" in report
+    assert report.count("Time to result: measuring the costs took") == 2  # one per model
+    u = rec["models"]["cnn"]["units"][0]
+    assert u["test"]["views"] == 1 and 0 < u["timings"]["eval_seconds"] < u["timings"]["wall_seconds"]
+    assert rec["models"]["cnn"]["measure_seconds"] > 0
 
 
 def test_api_equals_cli(synthetic_fashion, tmp_path, capsys):

@@ -105,3 +105,23 @@ def test_tta_flip_changes_only_evaluation(fashion):
                              fashion.test_images[:300], fashion.test_labels[:300], cfg, seed=0))
     assert results[0].history[0].train_loss == results[1].history[0].train_loss
     assert results[0].test.loss != results[1].test.loss
+
+
+def test_learning_curve_uses_one_view_and_the_final_test_all_views(fashion):
+    """Test-time augmentation costs views x the evaluation: the per-epoch curve
+    is evaluated on one view, the final test on every view."""
+    from archbench.train import to_input
+
+    x, y = fashion.test_images[:300], fashion.test_labels[:300]
+    for flip, pixels, views in ((False, 0, 1), (True, 1, 10)):
+        torch.manual_seed(0)
+        model = create_model("mlp")
+        cfg = TrainConfig(epochs=2, device="cpu", tta_flip=flip, tta_shift=pixels)
+        r = train(model, fashion.train_images[:512], fashion.train_labels[:512], x, y, cfg, seed=0)
+        xt = to_input(x, torch.device("cpu"))
+        one = evaluate(model, xt, y)
+        all_views = evaluate(model, xt, y, tta_flip=flip, tta_shift=pixels)
+        assert r.test_views == views
+        assert r.history[-1].test_loss == one.loss  # the curve: one view
+        assert r.test.loss == all_views.loss and r.test.predictions.tolist() == all_views.predictions.tolist()
+        assert (r.final_eval_seconds > 0) == (views > 1)  # no second evaluation without test-time views

@@ -41,6 +41,7 @@ class TestResult(TypedDict):
     loss: float
     accuracy: float
     predictions: list[int]   # per test image, in the dataset's order
+    views: NotRequired[int]  # test-time views averaged (1 = plain); the per-epoch curve uses one
 
 
 class Unit(TypedDict):
@@ -50,7 +51,7 @@ class Unit(TypedDict):
     status: str                          # "ok" or "failed"
     history: NotRequired[list[EpochRow]]
     test: NotRequired[TestResult]
-    timings: NotRequired[dict[str, float]]   # train_seconds, wall_seconds, steps, samples_per_second
+    timings: NotRequired[dict[str, float]]   # train_seconds, eval_seconds, wall_seconds, steps, samples_per_second
     training: NotRequired[dict[str, Any]]    # device, formulation, cuda_graphs, resumed_from_checkpoint
     files: NotRequired[dict[str, str]]       # format -> file name under models/
     saved_size_bytes: NotRequired[dict[str, int]]
@@ -67,6 +68,7 @@ class ModelRecord(TypedDict):
     units: list[Unit]
     description: NotRequired[str]
     recipe: NotRequired[dict[str, Any]]  # the model's resolved training options
+    measure_seconds: NotRequired[float]  # wall time of measuring the costs (part of the time to result)
     measurement_error: NotRequired[str]
 
 

@@ -110,9 +110,11 @@ def _unit_record(seed: int, result: TrainResult, t0: float, files: dict, resumed
         "seed": seed, "status": "ok",
         "history": [h.to_dict() for h in result.history],
         "test": {"loss": result.test.loss, "accuracy": result.test.accuracy,
-                 "predictions": result.test.predictions.tolist()},
+                 "predictions": result.test.predictions.tolist(), "views": result.test_views},
         "timings": {
             "train_seconds": result.train_seconds,
+            # evaluation: the per-epoch curve (one view each) and the final test's test-time views
+            "eval_seconds": sum(h.eval_seconds for h in result.history) + result.final_eval_seconds,
             "wall_seconds": time.perf_counter() - t0,
             "steps": result.steps,
             "samples_per_second": result.samples_seen / result.train_seconds,
@@ -199,6 +201,7 @@ def measure_entry(entry: ModelRecord, ref: str, cfg: StudyConfig, train_samples:
                   timing: bool, log: Log) -> None:
     """Fill a model entry's description, recipe and measured costs (or
     ``measurement_error``: training still runs when measuring fails)."""
+    t0 = time.perf_counter()
     model = build_model(ref, cfg.seeds[0])
     entry["description"] = get_entry(ref).description if not is_reference(ref) else f"user model {ref}"
     log(f"[{ref}] measuring costs (params, FLOPs, memory, saved size" + (", latency)" if timing else ")"))
@@ -216,3 +219,4 @@ def measure_entry(entry: ModelRecord, ref: str, cfg: StudyConfig, train_samples:
             raise KeyboardInterrupt from None
         entry["measurement_error"] = f"{type(exc).__name__}: {exc}"
         log(f"[{ref}] measuring FAILED — {entry['measurement_error']}")
+    entry["measure_seconds"] = time.perf_counter() - t0

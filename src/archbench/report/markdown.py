@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from typing import Any
 
 from archbench.records import ModelRecord, RunRecord, lookup
@@ -846,4 +847,22 @@ def _model_section(name: str, entry: ModelRecord) -> list:
     if rows:
         blocks.append(Table(("Seed", "Test accuracy", "Test loss", "Train time", "Epoch times", "Samples/s",
                              "Threads", "Load (1 min, start → end)"), rows))
+    blocks += _time_to_result(entry)
     return blocks
+
+
+def _time_to_result(entry: ModelRecord) -> list:
+    """The wall time from nothing to this model's results, beside its training time."""
+    ok = [u for u in entry.get("units", []) if u.get("status") == "ok"]
+    measure = entry.get("measure_seconds")
+    if not ok or measure is None or any(lookup(u, "timings", "eval_seconds") is None for u in ok):
+        return []
+    walls = [u["timings"]["wall_seconds"] for u in ok]
+    train = [u["timings"]["train_seconds"] for u in ok]
+    ev = [u["timings"]["eval_seconds"] for u in ok]
+    views = lookup(ok[0], "test", "views") or 1
+    return [Para(f"Time to result: measuring the costs took {fmt_seconds(measure)}; each unit took "
+                 f"{fmt_seconds(statistics.fmean(walls))} on average from start to saved files, of which training "
+                 f"{fmt_seconds(statistics.fmean(train))} and evaluation {fmt_seconds(statistics.fmean(ev))} (the "
+                 "per-epoch learning curve on one view" + (f", the final test on {views} test-time views"
+                                                            if views > 1 else "") + ").")]

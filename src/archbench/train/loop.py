@@ -82,6 +82,8 @@ class TrainResult:
     device: str
     formulation: str
     cuda_graphs: bool
+    test_views: int = 1               # views averaged by the final test (the per-epoch curve uses one)
+    final_eval_seconds: float = 0.0   # the final test's own evaluation, when it is not the last epoch's
     extra: dict = field(default_factory=dict)
 
 
@@ -469,7 +471,9 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
         test_loss = test_acc = None
         if Xt is not None:
             assert Yt is not None  # test_x and test_y are passed together
-            ev = evaluate(run_model, Xt, Yt, cfg.eval_batch_size, channels_last, amp, cfg.tta_flip, cfg.tta_shift)
+            # The learning curve is evaluated on one view; test-time augmentation
+            # (many views, many times the cost) is for the final test only.
+            ev = evaluate(run_model, Xt, Yt, cfg.eval_batch_size, channels_last, amp)
             test_loss, test_acc = ev.loss, ev.accuracy
             if Yt.numel() and not math.isfinite(test_loss):
                 if bar is not None:
@@ -494,14 +498,19 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
                 "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                 "history": [h.to_dict() for h in history], "train_seconds": total_train,
             })
+    views = len(tta_views(cfg.tta_flip, cfg.tta_shift))
+    final_seconds = 0.0
     if Xt is not None:
         assert Yt is not None  # test_x and test_y are passed together
-        if ev is None:  # resumed after the last epoch: evaluate the restored model
+        if ev is None or views > 1:  # resumed after the last epoch, or the final test's views
+            t1 = time.perf_counter()
             ev = evaluate(run_model, Xt, Yt, cfg.eval_batch_size, channels_last, amp, cfg.tta_flip, cfg.tta_shift)
+            final_seconds = time.perf_counter() - t1
             if Yt.numel() and not math.isfinite(ev.loss):
                 raise _non_finite_evaluation(ev.loss, cfg.epochs)
         final = ev
     else:
         final = EvalResult(float("nan"), float("nan"), torch.empty(0, dtype=torch.long))
     return TrainResult(history, final, total_train, steps_per_epoch * cfg.epochs, n * cfg.epochs,
-                       str(device), str(cfg.formulation) if device.type == "cpu" else "plain", use_graphs)
+                       str(device), str(cfg.formulation) if device.type == "cpu" else "plain", use_graphs,
+                       test_views=views, final_eval_seconds=final_seconds)
