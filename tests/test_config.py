@@ -2,11 +2,9 @@
 --resume, experiment files, the API equal to the CLI, no import loops."""
 
 import ast
-import gzip
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -22,7 +20,6 @@ from archbench.config import (
     resolve,
     resume_config,
 )
-from archbench.data import encode_idx
 from archbench.errors import ModelError, UsageError
 from archbench.models.registry import recipe_of
 
@@ -242,30 +239,8 @@ def test_building_blocks_register_nothing():
 
 
 # ---------------------------------------------------------------- the CLI end to end, and the API equal to it
-
-@pytest.fixture
-def synthetic_fashion(tmp_path, monkeypatch):
-    """Synthetic IDX files under Fashion-MNIST's names (run with --no-verify),
-    so the CLI path is tested where Debian's package is absent."""
-    rng = np.random.default_rng(0)
-    d = tmp_path / "data"
-    d.mkdir()
-    # Two separable classes: a bright top half or a bright bottom half.
-    def images(n):
-        y = rng.integers(0, 2, n).astype(np.uint8)
-        x = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
-        for i, c in enumerate(y):
-            x[i, :14] += 150 * (1 - c)
-            x[i, 14:] += 150 * c
-        return x, y
-
-    for split, n in (("train", 96), ("t10k", 40)):
-        x, y = images(n)
-        (d / f"{split}-images-idx3-ubyte.gz").write_bytes(gzip.compress(encode_idx(x)))
-        (d / f"{split}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(encode_idx(y)))
-    monkeypatch.chdir(tmp_path)
-    return d
-
+# (synthetic_fashion, from conftest.py: synthetic IDX files under Fashion-MNIST's names, run with --no-verify,
+# so the CLI path is tested where Debian's package is absent)
 
 def test_cli_runs_end_to_end_on_synthetic_data(synthetic_fashion, tmp_path, capsys):
     rc = main(["run", "--data-dir", str(synthetic_fashion), "--no-verify", "--models", "mlp,cnn", "--seeds", "0,1",

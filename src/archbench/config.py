@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -517,7 +517,6 @@ def resolve(explicit: Mapping[str, Any] | None = None, *, experiment: Experiment
     from archbench.models.registry import recipe_of
 
     explicit = dict(explicit or {})
-    where = ""
     unknown = set(explicit) - set(STUDY_DEFAULTS) - set(TRAIN_KEYS)
     if unknown:
         raise UsageError(f"unknown option(s) {sorted(unknown)}; known: "
@@ -527,17 +526,16 @@ def resolve(explicit: Mapping[str, Any] | None = None, *, experiment: Experiment
     sources: dict[str, Any] = {}
     for k in STUDY_DEFAULTS:
         if k in explicit:
-            study[k], sources[k] = check_value(k, explicit[k], STUDY_CHECKS[k], where), source
+            study[k], sources[k] = check_value(k, explicit[k], STUDY_CHECKS[k]), source
         elif k in file_study:
             study[k], sources[k] = file_study[k], Source.FILE
         else:
             study[k], sources[k] = STUDY_DEFAULTS[k], Source.DEFAULT
-    given_train = {k: check_value(k, v, TRAIN_CHECKS[k], where) for k, v in explicit.items() if k in TRAIN_KEYS}
+    given_train = {k: check_value(k, v, TRAIN_CHECKS[k]) for k, v in explicit.items() if k in TRAIN_KEYS}
     file_train = experiment.train if experiment else {}
     per_model_file = experiment.per_model if experiment else {}
     specs = dict(experiment.specs) if experiment else {}
-    _register_specs(specs)
-    models = _name_models(study["models"], specs, where)
+    models = _name_models(study["models"], specs, "")  # adds the specs of spec files named on the CLI
     _register_specs(specs)
     dataset = get_dataset_spec(study["dataset"])  # raises with the list of known datasets
     for m, table in per_model_file.items():
@@ -625,10 +623,3 @@ def config_differences(stored: Mapping[str, Any], new: Mapping[str, Any]) -> lis
     a = flatten({k: v for k, v in stored.items() if k not in ("sources", "notes")})
     b = flatten({k: v for k, v in new.items() if k not in ("sources", "notes")})
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-
-
-def default_for(key: str) -> Any:
-    """The default of a study or training key (for help texts)."""
-    if key in TRAIN_DEFAULTS:
-        return TRAIN_DEFAULTS[key]
-    return STUDY_DEFAULTS.get(key, MISSING)
