@@ -13,15 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from archbench.measure import count_forward, count_train_step, epoch_flops, layer_table, time_calls
 from archbench.measure.counting import ADAM_FLOPS_PER_ELEMENT, OpCounter
 from archbench.models import create_model
-
-
-class Residual(nn.Module):
-    def __init__(self, body):
-        super().__init__()
-        self.body = body
-
-    def forward(self, x):
-        return x + self.body(x)
+from archbench.models.blocks import Residual
 
 
 def conv_out(n, k, s, p, d):

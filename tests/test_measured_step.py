@@ -21,20 +21,12 @@ from archbench.measure import (
 from archbench.measure.memory import step_peak
 from archbench.measure.step import inference_pass, reference_step, trained_step
 from archbench.models import create_model
+from archbench.models.blocks import Residual
 from archbench.train.optim import LeanAdam
 from tests.test_counting import F_IN, L_TOK, TokenModel
 
 ZOO = TrainConfig(batch_size=32, optimizer="adamw", weight_decay=5e-4, label_smoothing=0.1, augment_crop=2,
                   augment_flip=True, precision="bf16", tta_flip=True, tta_shift=1)
-
-
-class Residual(nn.Module):
-    def __init__(self, body):
-        super().__init__()
-        self.body = body
-
-    def forward(self, x):
-        return x + self.body(x)
 
 
 def depthwise():
