@@ -76,13 +76,13 @@ def unit_metrics(entry: ModelRecord, unit: Unit) -> list[tuple[str, float, int]]
                 out.append((name, float(value), int(h["epoch"])))
     if unit.get("status") == "ok":
         out.append(("train_seconds", float(unit["timings"]["train_seconds"]), 0))
-    meas = entry.get("measurements") or {}
-    for name, path in (("params", ("params", "trainable")),
-                       ("flops_forward_per_sample", ("flops", "forward_per_sample")),
-                       ("flops_train_per_sample", ("flops", "train_per_sample")),
-                       ("peak_train_memory_bytes", ("memory", "train_step", "peak_bytes")),
-                       ("saved_size_safetensors_bytes", ("saved_size_bytes", "safetensors"))):
-        v = lookup(meas, *path)
+    from archbench.report.analysis import model_costs
+
+    costs = model_costs(entry)  # the same values the report's cost table shows
+    for name, key in (("params", "params"), ("flops_forward_per_sample", "flops_inference"),
+                      ("flops_train_per_sample", "flops_train"), ("peak_train_memory_bytes", "peak_memory"),
+                      ("saved_size_safetensors_bytes", "saved_bytes")):
+        v = costs[key]
         if isinstance(v, (int, float)):
             out.append((name, float(v), 0))
     return out
@@ -97,10 +97,15 @@ def _trained_model(record: RunRecord, model: str, unit: Unit, run_dir: Path) -> 
     m = build_model(model, unit["seed"])
     state = torch.load(Path(run_dir) / "models" / unit["files"]["state_dict"], map_location="cpu",
                        weights_only=True)
-    missing, unexpected = m.load_state_dict(state, strict=False)
-    # Names left out of the file are aliases of saved tensors (tied weights), which loading restores.
-    if unexpected:
-        raise RuntimeError(f"saved weights do not fit the model: unexpected {unexpected[:3]}")
+    # The file holds each tensor once (tied weights under their first name): exactly the
+    # names save_model_files keeps for this model; the aliases are restored through them.
+    from archbench.measure.size import _plain_state
+
+    expected = set(_plain_state(m))
+    if set(state) != expected:
+        raise RuntimeError(f"saved weights do not fit the model: missing {sorted(expected - set(state))[:3]}, "
+                           f"unexpected {sorted(set(state) - expected)[:3]}")
+    m.load_state_dict(state, strict=False)
     return m.eval()
 
 
