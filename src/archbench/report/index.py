@@ -109,7 +109,8 @@ the address (its part after #), so it can be bookmarked.</p>
 <th class="l">Select</th>
 <th class="sortable l" data-key="name">Run</th><th class="sortable l" data-key="created">Date (UTC)</th>
 <th class="sortable l" data-key="dataset">Dataset</th><th class="sortable" data-key="nmodels">Models</th>
-<th class="sortable" data-key="best">Mean test accuracy per model (sorts by the best)</th><th class="sortable l" data-key="device">Device</th>
+<th class="sortable" data-key="best">Mean test accuracy per model (sorts by the best)</th>
+<th class="sortable l" data-key="device">Device</th>
 </tr></thead><tbody></tbody></table>
 <p id="skipped" class="warn"></p>
 <h2>Selected runs, side by side</h2>
