@@ -16,7 +16,8 @@ def test_loads_gz_and_raw_and_checks_values(tiny, tmp_path):
         d = write_files(tmp_path / f"d{gz}", arrays, gz=gz)
         ds = load_dataset(spec, d)
         assert ds.train_images.dtype == torch.uint8 and ds.train_labels.dtype == torch.int64
-        np.testing.assert_array_equal(ds.train_images.numpy(), arrays["train_images"])
+        assert ds.train_images.shape == (40, 1, 28, 28)  # (N, C, H, W): a channel axis on the IDX (N, H, W)
+        np.testing.assert_array_equal(ds.train_images.numpy()[:, 0], arrays["train_images"])
         np.testing.assert_array_equal(ds.test_labels.numpy(), arrays["test_labels"])
         assert ds.verified
 
@@ -100,13 +101,13 @@ def test_corrupt_gzip_and_truncated_payload(tiny, tmp_path):
 def test_subset_takes_first_samples(tiny, tmp_path):
     arrays, spec = tiny
     ds = load_dataset(spec, write_files(tmp_path / "d", arrays)).subset(7, 5)
-    assert ds.train_images.shape == (7, 28, 28) and ds.test_labels.shape == (5,)
+    assert ds.train_images.shape == (7, 1, 28, 28) and ds.test_labels.shape == (5,)
     np.testing.assert_array_equal(ds.train_labels.numpy(), arrays["train_labels"][:7])
 
 
 def test_real_fashion_mnist_verifies(fashion):
     assert fashion.verified
-    assert fashion.train_images.shape == (60000, 28, 28) and fashion.test_images.shape == (10000, 28, 28)
+    assert fashion.train_images.shape == (60000, 1, 28, 28) and fashion.test_images.shape == (10000, 1, 28, 28)
     # Fashion-MNIST is balanced: 6,000 train and 1,000 test images per class.
     assert torch.bincount(fashion.train_labels).tolist() == [6000] * 10
     assert torch.bincount(fashion.test_labels).tolist() == [1000] * 10

@@ -26,6 +26,15 @@ class DataFile:
 
 @dataclass(frozen=True)
 class DatasetSpec:
+    """What archbench knows about a dataset: for registry datasets its files,
+    checksums and mirrors; for a dataset loaded from a path (``.npz``, CIFAR
+    batches, an image folder) or from scikit-learn (``digits``) a spec made
+    at load time, with ``files=()``.
+
+    ``image_shape`` is ``(C, H, W)``. ``mirror_symmetric`` is ``True`` or
+    ``False`` where known and ``None`` where unknown (an ``.npz`` or a folder
+    of images says nothing about it): treat ``None`` as "do not flip"."""
+
     name: str
     files: tuple[DataFile, ...]
     classes: tuple[str, ...]
@@ -36,7 +45,8 @@ class DatasetSpec:
     description: str = ""
     # Do the classes keep their identity in a mirror image? (Clothes do; digits
     # and characters do not, so flip augmentation/TTA would teach the wrong thing.)
-    mirror_symmetric: bool = True
+    # None: unknown (user data); callers must not flip unless told to.
+    mirror_symmetric: bool | None = True
     extra: dict = field(default_factory=dict)
 
     def file(self, role: str) -> DataFile:

@@ -1,0 +1,179 @@
+"""Facts about image/label arrays that every source shares: checks with
+named errors, content digests, class counts and channel statistics.
+
+Conventions (the data card states them too):
+
+* images are ``uint8`` arrays of shape ``(N, C, H, W)``, C-order; labels are
+  ``int64`` of shape ``(N,)``, values ``0 .. K-1``;
+* an array's digest is the SHA-256 of ``"<role>|<dtype>|<shape>\\n"``
+  followed by its C-order bytes in that canonical form (images as uint8
+  NCHW, labels as little-endian int64), so the same pixels give the same
+  digest whatever file layout they came from (NHW, NHWC, pickled rows);
+* channel statistics are exact: a 256-bin histogram per channel, from which
+  the sum and the sum of squares are integers; mean and (population, ddof=0)
+  standard deviation are of ``x / 255``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from archbench.errors import DataError
+
+# Images processed at a time by chunked passes (hashing, statistics, copies): bounded memory on memmaps.
+CHUNK_BYTES = 16 << 20
+
+LABEL_DTYPE = np.dtype("<i8")
+
+
+def rows_per_chunk(row_bytes: int) -> int:
+    """How many images of ``row_bytes`` bytes make one chunk (at least 1)."""
+    return max(1, CHUNK_BYTES // max(1, row_bytes))
+
+
+class ArrayDigest:
+    """Incremental SHA-256 of one array in canonical form (see module doc)."""
+
+    def __init__(self, role: str, dtype: np.dtype, shape: Sequence[int]):
+        self._h = hashlib.sha256(f"{role}|{np.dtype(dtype).str}|{tuple(int(d) for d in shape)}\n".encode())
+
+    def update(self, chunk: np.ndarray) -> None:
+        self._h.update(np.ascontiguousarray(chunk).data)
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
+
+
+def digest_array(role: str, arr: np.ndarray | torch.Tensor) -> str:
+    """The canonical digest of ``arr`` (read in chunks: fine on a memmap)."""
+    a = arr.numpy() if isinstance(arr, torch.Tensor) else arr
+    if a.dtype.kind in "iu" and a.ndim == 1:
+        a = a.astype(LABEL_DTYPE, copy=False)
+    d = ArrayDigest(role, a.dtype, a.shape)
+    step = rows_per_chunk(int(np.prod(a.shape[1:], dtype=np.int64)) * a.itemsize)
+    for i in range(0, len(a), step):
+        d.update(a[i:i + step])
+    if len(a) == 0:
+        d.update(a)
+    return d.hexdigest()
+
+
+def identity_sha256(digests: dict[str, str], classes: Sequence[str], image_shape: Sequence[int],
+                    operations: Sequence[dict]) -> str:
+    """One SHA-256 naming the data actually used: over the per-role digests
+    (of the files' payloads, or of the arrays), the class names, the image
+    shape and the operations applied after loading (subset, validation
+    split), as canonical JSON."""
+    doc = {"sha256": dict(sorted(digests.items())), "classes": list(classes),
+           "image_shape": [int(d) for d in image_shape], "operations": list(operations)}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def class_counts(labels: torch.Tensor | np.ndarray, num_classes: int) -> list[int]:
+    """Images per class, ``0 .. num_classes-1``."""
+    lab = labels.numpy() if isinstance(labels, torch.Tensor) else labels
+    return np.bincount(lab.astype(np.int64, copy=False), minlength=num_classes)[:num_classes].tolist()
+
+
+def balance(counts: Sequence[int]) -> float | None:
+    """Smallest class count over the largest (1.0 balanced, 0.0 a class is
+    missing); None for an empty split."""
+    return None if not counts or max(counts) == 0 else min(counts) / max(counts)
+
+
+def channel_histograms(images: np.ndarray | torch.Tensor) -> np.ndarray:
+    """``(C, 256)`` int64: how many pixels of each channel take each value."""
+    a = images.numpy() if isinstance(images, torch.Tensor) else images
+    channels = a.shape[1]
+    hist = np.zeros((channels, 256), dtype=np.int64)
+    step = rows_per_chunk(int(np.prod(a.shape[1:], dtype=np.int64)))
+    for i in range(0, len(a), step):
+        chunk = a[i:i + step]
+        for c in range(channels):
+            hist[c] += np.bincount(chunk[:, c].ravel(), minlength=256)
+    return hist
+
+
+def channel_stats(images: np.ndarray | torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and population std of ``images / 255``, exact up to
+    the final float division (integer sums from a histogram)."""
+    values = np.arange(256, dtype=np.int64)
+    means, stds = [], []
+    for h in channel_histograms(images):
+        n = int(h.sum())
+        if n == 0:
+            means.append(float("nan"))
+            stds.append(float("nan"))
+            continue
+        s = int((h * values).sum())
+        q = int((h * values * values).sum())
+        # var(x) = (n*q - s^2) / n^2, exact in integers; then scale by 255^2.
+        means.append(s / (n * 255))
+        stds.append(float(np.sqrt((n * q - s * s) / (n * n))) / 255)
+    return means, stds
+
+
+def check_labels(labels: np.ndarray, where: str, field: str, num_classes: int | None, fix: str = "") -> np.ndarray:
+    """``labels`` as int64 ``(N,)``: a 1-D (or ``(N, 1)``, as Keras' CIFAR)
+    integer array with values in ``0 .. num_classes-1`` (only ``>= 0`` when
+    ``num_classes`` is None). Anything else is a DataError naming ``where``
+    (the file) and ``field``."""
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 1:
+        raise DataError(f"{where}: {field} has shape {labels.shape}; labels must be one integer per image, "
+                        f"shape (N,) or (N, 1).")
+    if labels.dtype.kind not in "iu":
+        hint = (" If they are whole numbers, convert them with .astype(np.int64); if they are one-hot rows, "
+                "take .argmax(axis=1)." if labels.dtype.kind == "f" else "")
+        raise DataError(f"{where}: {field} has dtype {labels.dtype}; labels must be integers 0..K-1 "
+                        f"(class indices).{hint}{fix}")
+    if labels.size:
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < 0:
+            raise DataError(f"{where}: {field} holds the negative label {lo}; labels must be class indices "
+                            f"0..K-1.{fix}")
+        if num_classes is not None and hi >= num_classes:
+            raise DataError(f"{where}: {field} holds label {hi}, out of range for {num_classes} classes "
+                            f"(0..{num_classes - 1}).{fix}")
+    return labels.astype(np.int64, copy=False)
+
+
+def check_not_empty(n: int, where: str, field: str) -> None:
+    if n == 0:
+        raise DataError(f"{where}: {field} is empty (0 images); every split needs at least one image.")
+
+
+def check_counts(n_images: int, n_labels: int, where: str, images_field: str, labels_field: str) -> None:
+    if n_images != n_labels:
+        raise DataError(f"{where}: {images_field} holds {n_images} images but {labels_field} holds {n_labels} "
+                        "labels; the counts must agree (one label per image).")
+
+
+def check_no_empty_class(labels: np.ndarray, classes: Sequence[str], where: str, field: str) -> None:
+    """Every class must have at least one image in ``labels`` (the training
+    split): a class that cannot be learned is a mistake in the data."""
+    counts = class_counts(labels, len(classes))
+    empty = [f"{i} ({classes[i]!r})" for i, c in enumerate(counts) if c == 0]
+    if empty:
+        raise DataError(f"{where}: {field} has no images of class {', '.join(empty[:10])}"
+                        + (f" and {len(empty) - 10} more" if len(empty) > 10 else "")
+                        + f" of {len(classes)}; every class needs training images. Remove the empty classes "
+                        "and renumber the labels 0..K-1 without gaps.")
+
+
+def check_class_names(names: Iterable[str], where: str, field: str) -> tuple[str, ...]:
+    out = tuple(names)
+    if not out:
+        raise DataError(f"{where}: {field} is empty; it must name every class.")
+    seen: set[str] = set()
+    for n in out:
+        if n in seen:
+            raise DataError(f"{where}: {field} names class {n!r} twice; class names must be unique.")
+        seen.add(n)
+    return out
