@@ -1,4 +1,5 @@
-"""Datasets: registry, strict IDX parsing, verification, download."""
+"""Datasets: registry, strict IDX parsing, verification, download; every
+source through :func:`load_data`; validation splits; the data card."""
 
 from archbench.data.fetch import fetch_dataset
 from archbench.data.idx import encode_idx, parse_idx
@@ -11,9 +12,12 @@ from archbench.data.registry import (
     list_datasets,
     register_dataset,
 )
+from archbench.data.sources import DIGITS, load_data
+from archbench.data.split import with_validation
+from archbench.data.storage import ENV_MEMORY_LIMIT, resolve_threshold
 
 __all__ = [
-    "FASHION_MNIST", "DataFile", "Dataset", "DatasetSpec", "encode_idx", "fetch_dataset",
-    "get_dataset_spec", "list_datasets", "load_dataset", "locate", "parse_idx",
-    "register_dataset", "user_cache_dir",
+    "DIGITS", "ENV_MEMORY_LIMIT", "FASHION_MNIST", "DataFile", "Dataset", "DatasetSpec", "encode_idx",
+    "fetch_dataset", "get_dataset_spec", "list_datasets", "load_data", "load_dataset", "locate", "parse_idx",
+    "register_dataset", "resolve_threshold", "user_cache_dir", "with_validation",
 ]

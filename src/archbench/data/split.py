@@ -1,0 +1,160 @@
+"""Seeded, stratified, order-preserving splits (validation; digits' test set).
+
+**The rule** (``stratified-splitmix64-v1``), the same on every machine and
+with every library version, because it uses nothing but 64-bit integer
+arithmetic defined here:
+
+1. every sample ``i`` (its index in the split being divided) gets the key
+   ``mix(base + (i + 1) * 0x9E3779B97F4A7C15 mod 2**64)``, where ``mix`` is
+   SplitMix64's finaliser and ``base = mix(seed XOR 0x243F6A8885A308D3)``;
+2. within each class the samples are ranked by key (ties, which need a
+   64-bit collision, by index);
+3. the first ``round_half_up(fraction * n_c)`` of class ``c``'s ``n_c``
+   samples are held out, but at least 1 where ``n_c >= 2`` and at most
+   ``n_c - 1`` (every class keeps a sample; a class with one sample keeps
+   it);
+4. both parts keep the original order of the samples.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from archbench.data.arrays import rows_per_chunk
+from archbench.data.loader import Dataset
+from archbench.data.storage import CacheEntry, open_array, read_entry
+from archbench.errors import DataError, UsageError
+
+RULE_ID = "stratified-splitmix64-v1"
+RULE = ("stratified, seeded, order-preserving: within each class, samples ranked by SplitMix64(seed, index); the "
+        "first round_half_up(fraction * n_class) are held out (at least 1 where a class has 2 or more, at most "
+        "n_class - 1); both parts keep the original order")
+
+_M64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+_SEED_SALT = 0x243F6A8885A308D3
+
+
+def _mix(z: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser on uint64 (wrapping arithmetic)."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def split_keys(n: int, seed: int) -> np.ndarray:
+    """The ``n`` uint64 ranking keys of ``seed`` (step 1 of the rule)."""
+    base = _mix(np.array([(seed ^ _SEED_SALT) & _M64], dtype=np.uint64))[0]
+    with np.errstate(over="ignore"):
+        steps = (np.arange(1, n + 1, dtype=np.uint64) * np.uint64(_GOLDEN))
+        return _mix(steps + base)
+
+
+def held_out_count(n_class: int, fraction: float) -> int:
+    """Step 3: how many of a class's ``n_class`` samples are held out."""
+    if n_class < 2:
+        return 0
+    return max(1, min(n_class - 1, math.floor(fraction * n_class + 0.5)))
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(kept, held_out)``: ascending int64 index arrays that partition
+    ``range(len(labels))`` by the module's rule."""
+    labels = np.asarray(labels, dtype=np.int64)
+    keys = split_keys(len(labels), seed)
+    held: list[np.ndarray] = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)  # ascending
+        k = held_out_count(len(members), fraction)
+        if k:
+            order = np.lexsort((members, keys[members]))  # by key, then by index
+            held.append(members[order[:k]])
+    out = np.sort(np.concatenate(held)) if held else np.zeros(0, dtype=np.int64)
+    mask = np.ones(len(labels), dtype=bool)
+    mask[out] = False
+    return np.flatnonzero(mask).astype(np.int64), out.astype(np.int64)
+
+
+def check_fraction(fraction: object, what: str = "validation fraction") -> float:
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < float(fraction) < 1:
+        raise UsageError(f"{what} {fraction!r} must be a number strictly between 0 and 1 (e.g. 0.1 holds out "
+                         "10 % of the training images).")
+    return float(fraction)
+
+
+def check_seed(seed: object) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 64:
+        raise UsageError(f"split seed {seed!r} must be an integer from 0 to 2**64 - 1.")
+    return seed
+
+
+def _take(images: torch.Tensor, idx: np.ndarray, out: np.ndarray) -> None:
+    """``out[:] = images[idx]`` a chunk at a time (``images`` may be a memmap)."""
+    src = images.numpy()
+    step = rows_per_chunk(int(np.prod(src.shape[1:], dtype=np.int64)))
+    for i in range(0, len(idx), step):
+        out[i:i + step] = src[idx[i:i + step]]
+
+
+def with_validation(ds: Dataset, fraction: float, seed: int = 0) -> Dataset:
+    """``ds`` with its training split divided into train and validation by
+    the module's rule (stratified by label, seeded, order-preserving); the
+    test split is untouched. The data card records the split and the
+    identity changes with it. Without this call nothing changes.
+
+    Errors: ``fraction`` outside (0, 1) or a bad seed (UsageError); a
+    dataset that already has a validation split, an empty training split,
+    or one in which no class has two images to divide (DataError)."""
+    fraction = check_fraction(fraction)
+    seed = check_seed(seed)
+    where = f"dataset {ds.spec.name}"
+    if ds.val_labels is not None:
+        raise UsageError(f"{where} already has a validation split ({ds.split.get('val')}); split it once.")
+    n = int(ds.train_labels.numel())
+    if n == 0:
+        raise DataError(f"{where}: the training split is empty; there is nothing to hold out for validation.")
+    keep, held = stratified_split(ds.train_labels.numpy(), fraction, seed)
+    if len(held) == 0:
+        raise DataError(f"{where}: no class has two training images, so a validation split would take a class's "
+                        "only image; use more training data or no validation split.")
+    operation = {"op": "validation", "fraction": fraction, "seed": seed, "rule": RULE_ID}
+    ops = [*ds.split.get("operations", []), operation]
+    split = {**ds.split, "operations": ops,
+             "val": {"fraction": fraction, "seed": seed, "stratified": True, "from": "train", "rule": RULE,
+                     "rule_id": RULE_ID, "train_before": n, "train": len(keep), "val": len(held)}}
+    keep_t, held_t = torch.from_numpy(keep), torch.from_numpy(held)
+    train_labels, val_labels = ds.train_labels[keep_t], ds.train_labels[held_t]
+    if ds.storage != "memmap":
+        return replace(ds, train_images=ds.train_images[keep_t], train_labels=train_labels,
+                       val_images=ds.train_images[held_t], val_labels=val_labels, split=split)
+    # Memory-mapped: write the two parts as a new cache entry (the derived identity) instead of copying to memory.
+    derived = replace(ds, split=split)
+    identity = derived.identity
+    found = read_entry(identity)
+    if found is None:
+        c, h, w = ds.image_shape
+        entry = CacheEntry((len(keep) + len(held)) * c * h * w)
+        try:
+            for role, idx in (("train_images", keep), ("val_images", held)):
+                out = entry.create(role, (len(idx), c, h, w))
+                _take(ds.train_images, idx, out)
+                out.flush()
+                del out
+            entry.commit(identity, {"name": ds.spec.name, "derived_from": ds.identity, "operations": ops})
+        except BaseException:
+            entry.abort()
+            raise
+        found = read_entry(identity)
+        if found is None:
+            raise DataError(f"the array cache entry {identity} vanished while being written; load the data again.")
+    directory = found[0]
+    paths = {role: str(directory / f"{role}.npy") for role in ("train_images", "val_images")}
+    return replace(derived, train_images=torch.from_numpy(open_array(paths["train_images"])),
+                   train_labels=train_labels, val_images=torch.from_numpy(open_array(paths["val_images"])),
+                   val_labels=val_labels,
+                   backing={**ds.backing, **paths},
+                   storage_info={**ds.storage_info, "path": str(directory)})
