@@ -116,3 +116,69 @@ def test_a_keras_model_that_cannot_take_the_images_is_refused(tmp_path, monkeypa
     m = create_model("wrong_shape:make")
     with pytest.raises(ModelError, match=r"input shape \(32, 32, 3\) does not fit images of shape \(1, 28, 28\)"):
         check_model_io(m, "wrong_shape:make", (1, 28, 28))
+
+
+ADAPTING = '''
+import keras
+from keras import layers
+
+from archbench.models import keras_input_shape
+
+
+def mlp(input_shape=(1, 28, 28), num_classes=10):
+    return keras.Sequential([
+        keras.Input(shape=keras_input_shape(input_shape)),
+        layers.Flatten(),
+        layers.Dense(256, activation="relu"),
+        layers.Dense(128, activation="relu"),
+        layers.Dense(num_classes, activation="softmax"),
+    ])
+
+
+def cnn(input_shape=(1, 28, 28), num_classes=10):
+    return keras.Sequential([
+        keras.Input(shape=keras_input_shape(input_shape, channel_axis=True)),
+        layers.Conv2D(16, (3, 3), activation="relu"),
+        layers.MaxPooling2D((2, 2)),
+        layers.Conv2D(32, (3, 3), activation="relu"),
+        layers.MaxPooling2D((2, 2)),
+        layers.Flatten(),
+        layers.Dense(64, activation="relu"),
+        layers.Dense(num_classes, activation="softmax"),
+    ])
+'''
+
+
+@pytest.mark.parametrize("shape, k", [((3, 32, 32), 10), ((1, 12, 12), 100)])
+def test_keras_factories_that_take_the_shape_adapt_like_the_builtin_models(tmp_path, monkeypatch, shape, k):
+    from archbench.models import check_model_io, keras_input_shape
+
+    assert keras_input_shape((1, 28, 28)) == (28, 28) and keras_input_shape((3, 32, 32)) == (32, 32, 3)
+    assert keras_input_shape((1, 28, 28), channel_axis=True) == (28, 28, 1)
+    (tmp_path / "adapting_keras.py").write_text(ADAPTING)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        for name in ("mlp", "cnn"):
+            m = create_model(f"adapting_keras:{name}", input_shape=shape, num_classes=k)
+            check_model_io(m, name, shape, k)
+            builtin = create_model(name, input_shape=shape, num_classes=k)
+            assert count_parameters(m)["trainable"] == count_parameters(builtin)["trainable"]
+            assert count_forward(m, shape).matmul_conv == count_forward(builtin, shape).matmul_conv
+    finally:
+        sys.modules.pop("adapting_keras", None)
+
+
+def test_a_keras_file_has_a_fixed_input_and_class_count(notebook, tmp_path):
+    import seed_notebook  # the notebook fixture put it on sys.path
+
+    from archbench.errors import ModelError
+
+    path = tmp_path / "cnn.keras"
+    seed_notebook.cnn().save(path)
+    assert create_model(str(path), input_shape=(1, 28, 28), num_classes=10)(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    with pytest.raises(ModelError, match=r"takes inputs of shape \(28, 28, 1\), which does not fit images of shape "
+                                         r"\(3, 32, 32\): its input shape is fixed; build it with "
+                                         r"keras.Input\(shape=\(32, 32, 3\)\)"):
+        create_model(str(path), input_shape=(3, 32, 32), num_classes=10)
+    with pytest.raises(ModelError, match=r"ends in 10 outputs but the dataset has 100 classes"):
+        create_model(str(path), input_shape=(1, 28, 28), num_classes=100)

@@ -19,6 +19,22 @@ unchanged). The wrapper:
 
 archbench sets ``KERAS_BACKEND=torch`` when Keras has not been imported yet;
 a Keras already running on another backend is refused with the fix.
+
+Other datasets than 28x28 Fashion-MNIST: a ``.keras`` file has a fixed
+input, and building it for images it cannot take (or for another class
+count than its last layer's) is an error that says so before anything
+trains. A ``module:function`` that builds a Keras model adapts to the data
+when it takes ``input_shape`` (and ``num_classes``): it gets archbench's
+``(C, H, W)``; :func:`keras_input_shape` turns that into the Keras input
+shape the notebook's code used, ``(H, W)`` for one channel and channels-last
+``(H, W, C)`` otherwise::
+
+    def mlp(input_shape=(1, 28, 28), num_classes=10):
+        return keras.Sequential([keras.Input(shape=keras_input_shape(input_shape)), layers.Flatten(),
+                                 layers.Dense(256, activation="relu"), layers.Dense(num_classes)])
+
+(``keras_input_shape(input_shape, channel_axis=True)`` for a ``Conv2D``
+first layer, which needs ``(H, W, 1)`` for one channel.)
 """
 
 from __future__ import annotations
@@ -75,18 +91,50 @@ def keras_seeded() -> Iterator[None]:
         np.random.set_state(npy)
 
 
+def keras_input_shape(input_shape: tuple[int, ...], *, channel_axis: bool = False) -> tuple[int, ...]:
+    """The Keras input shape for archbench's (C, H, W) images: ``(H, W)`` for
+    one channel (as the seed notebook's MLP takes Fashion-MNIST), else
+    channels-last ``(H, W, C)`` (Keras' default layout). ``channel_axis=True``
+    keeps the channel axis for one channel too, ``(H, W, 1)``, as Keras'
+    ``Conv2D`` needs (the notebook's CNN)."""
+    c, h, w = input_shape
+    return (h, w) if c == 1 and not channel_axis else (h, w, c)
+
+
+def fits(keras_shape: tuple[int, ...], image_shape: tuple[int, ...]) -> bool:
+    """Whether a Keras input of ``keras_shape`` takes (C, H, W) images (in one of
+    the layouts :meth:`KerasModule.adapt` makes)."""
+    c, h, w = image_shape
+    return keras_shape in ((h, w, c), (c, h, w), (c * h * w,)) or (c == 1 and keras_shape == (h, w))
+
+
 class KerasModule(nn.Module):
     """A Keras model as an archbench model: (N, C, H, W) images in, logits out."""
 
-    def __init__(self, model: Any, name: str):
+    def __init__(self, model: Any, name: str, input_shape: tuple[int, ...] | None = None,
+                 num_classes: int | None = None):
         super().__init__()
         keras = _keras()
         self.keras_model = model
         shape = tuple(model.inputs[0].shape[1:]) if getattr(model, "inputs", None) else None
         if shape is None or any(d is None for d in shape):
+            want = keras_input_shape(tuple(input_shape or (1, 28, 28)))
             raise ModelError(f"Keras model {name!r} has no fixed input shape; give it one "
-                             "(keras.Input(shape=(28, 28)) or (28, 28, 1)).")
+                             f"(keras.Input(shape={want})).")
         self.keras_input_shape = tuple(int(d) for d in shape)
+        if input_shape is not None and not fits(self.keras_input_shape, tuple(input_shape)):
+            c, h, w = input_shape
+            raise ModelError(
+                f"Keras model {name!r} takes inputs of shape {self.keras_input_shape}, which does not fit images of "
+                f"shape ({c}, {h}, {w}): its input shape is fixed; build it with "
+                f"keras.Input(shape={keras_input_shape(tuple(input_shape))}) (a module:function taking input_shape "
+                "adapts to every dataset), or choose a dataset of its shape.")
+        outputs = getattr(model, "outputs", None)
+        out = outputs[0].shape[-1] if outputs else None
+        if num_classes is not None and out is not None and int(out) != num_classes:
+            raise ModelError(f"Keras model {name!r} ends in {int(out)} outputs but the dataset has {num_classes} "
+                             f"classes: end it with layers.Dense({num_classes}) (a module:function taking "
+                             "num_classes adapts to every dataset).")
         last = model.layers[-1] if model.layers else None
         self.softmax_folded = getattr(last, "activation", None) is keras.activations.softmax
         if self.softmax_folded and last is not None:
@@ -110,14 +158,19 @@ class KerasModule(nn.Module):
         return self.keras_model(self.adapt(x), training=self.training)
 
 
-def wrap(model: Any, name: str) -> KerasModule:
-    return KerasModule(model, name)
+def wrap(model: Any, name: str, input_shape: tuple[int, ...] | None = None,
+         num_classes: int | None = None) -> KerasModule:
+    """``model`` as an archbench model; with ``input_shape``/``num_classes``,
+    refused (named) where its fixed input or output does not fit them."""
+    return KerasModule(model, name, input_shape, num_classes)
 
 
-def load_keras_file(path: str | Path) -> KerasModule:
+def load_keras_file(path: str | Path, input_shape: tuple[int, ...] | None = None,
+                    num_classes: int | None = None) -> KerasModule:
     """A ``.keras`` file as an archbench model. Its saved weights are replaced
     by a fresh initialisation from the unit's seed (archbench compares
-    architectures: every unit trains from scratch)."""
+    architectures: every unit trains from scratch). Its input shape is
+    fixed: images of another shape (or another class count) are refused."""
     keras = _keras()
     p = Path(path)
     if not p.is_file():
@@ -131,4 +184,4 @@ def load_keras_file(path: str | Path) -> KerasModule:
             fresh = keras.models.clone_model(loaded)  # same architecture, new weights from the seeded RNG
     except Exception as exc:  # noqa: BLE001
         raise ModelError(f"cannot rebuild Keras model {str(p)!r} from its configuration: {exc}") from exc
-    return wrap(fresh, str(p))
+    return wrap(fresh, str(p), input_shape, num_classes)

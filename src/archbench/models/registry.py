@@ -14,6 +14,10 @@ import torch
 from torch import nn
 
 from archbench.errors import ModelError
+from archbench.models.blocks import InputTooSmall
+
+DEFAULT_SHAPE = (1, 28, 28)
+SHAPE_ARGS = ("input_shape", "num_classes")
 
 
 @dataclass(frozen=True)
@@ -21,20 +25,36 @@ class ModelEntry:
     name: str
     factory: Callable[..., nn.Module]
     description: str = ""
-    input_shape: tuple[int, ...] = (1, 28, 28)
+    input_shape: tuple[int, ...] = DEFAULT_SHAPE  # the default (and the shape its description's counts are for)
     num_classes: int = 10
     recipe: dict | None = None      # training options overriding the seed recipe
     expected: dict | None = None    # measured accuracy/time of the recipe (documentation)
+
+    @property
+    def adapts(self) -> bool:
+        """Whether the factory builds the model for any image shape."""
+        return "input_shape" in _shape_args(self.factory)
+
+    @property
+    def min_input(self) -> tuple[int, int] | None:
+        """The smallest (height, width) the model takes (see min_input_of)."""
+        return min_input_of(self.name)
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
 def register_model(name: str | None = None, *, description: str = "",
-                   input_shape: tuple[int, ...] = (1, 28, 28), num_classes: int = 10,
+                   input_shape: tuple[int, ...] = DEFAULT_SHAPE, num_classes: int = 10,
                    recipe: dict | None = None, expected: dict | None = None):
     """Decorator registering a model factory under ``name`` (default: the
-    function's name). Registering a name twice is an error."""
+    function's name). Registering a name twice is an error.
+
+    A factory that adapts to the dataset takes keyword arguments
+    ``input_shape`` ((C, H, W)) and ``num_classes``; ``input_shape`` and
+    ``num_classes`` here are its defaults (what it builds when called
+    without them). A factory that takes neither is called without arguments.
+    """
 
     def deco(fn: Callable[..., nn.Module]):
         key = name or fn.__name__
@@ -73,8 +93,16 @@ def register_spec(name: str, spec: dict) -> None:
 
     if name in _REGISTRY:
         raise ModelError(f"spec name {name!r} is a registered model's name; give the spec another name.")
-    build_from_spec(spec, f"model {name!r}")  # fail now, not mid-run
+    # Fail now, not mid-run. The dataset's shape and class count are not known
+    # yet: a spec that does not declare them is checked for them when built.
+    try:
+        build_from_spec(spec, f"model {name!r}", check_classes="num_classes" in spec)
+    except InputTooSmall:
+        if "input_shape" in spec:
+            raise
     _SPECS[name] = spec
+    for key in [k for k in _MIN_INPUT if k[0] == name]:
+        del _MIN_INPUT[key]
 
 
 def register_object(name: str, factory: Callable[[], nn.Module]) -> None:
@@ -147,32 +175,90 @@ def keras_context() -> contextlib.AbstractContextManager:
     return keras_seeded()
 
 
-def create_model(ref: str, **kwargs) -> nn.Module:
-    """Build a model from a registry name or a ``package.module:callable``.
+def _shape_args(factory: Callable[..., nn.Module]) -> dict[str, bool]:
+    """Which of ``input_shape`` and ``num_classes`` the factory takes by name,
+    each with whether it must be given (has no default)."""
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C callable without a signature: called without arguments
+        return {}
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return dict.fromkeys(SHAPE_ARGS, False)
+    return {p.name: p.default is p.empty for p in params
+            if p.name in SHAPE_ARGS and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
-    The callable must need no arguments and return an ``nn.Module``. Parameter
-    initialisation uses the global torch RNG: seed it first for reproducibility.
+
+def _valid_shape(input_shape, num_classes) -> tuple[tuple[int, int, int] | None, int | None]:
+    def positive(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+    if input_shape is not None:
+        if not (isinstance(input_shape, (tuple, list)) and len(input_shape) == 3 and all(map(positive, input_shape))):
+            raise ModelError(f"input_shape = {input_shape!r} is invalid: expected (channels, height, width), "
+                             "three positive integers.")
+        input_shape = tuple(input_shape)
+    if num_classes is not None and not positive(num_classes):
+        raise ModelError(f"num_classes = {num_classes!r} is invalid: expected a positive integer.")
+    return input_shape, num_classes
+
+
+def create_model(ref: str, *, input_shape: tuple[int, ...] | None = None,
+                 num_classes: int | None = None) -> nn.Module:
+    """Build a model from a registry name, a ``package.module:callable``, a
+    spec (registered or a ``.toml`` file) or a ``.keras`` file, for images
+    of ``input_shape`` (C, H, W) in ``num_classes`` classes (None: the
+    model's default, (1, 28, 28) and 10 for the built-in models).
+
+    Registered models and specs are built for the shape; a ``module:callable``
+    gets ``input_shape``/``num_classes`` only if its signature names them (or
+    takes ``**kwargs``), otherwise it is called without arguments and the
+    caller checks what it built with :func:`check_model_io`. A model that
+    cannot take the shape raises :class:`InputTooSmall` (a ModelError) naming
+    the layer, what it gets, the smallest input the model takes and the fix.
+    Parameter initialisation uses the global torch RNG: seed it first for
+    reproducibility.
     """
     if not isinstance(ref, str) or not ref:
         raise ModelError(f"model must be a non-empty name or 'module:function', got {ref!r}.")
+    shape, classes = _valid_shape(input_shape, num_classes)
+    try:
+        return _build(ref, shape, classes)
+    except InputTooSmall as exc:  # add the model, the smallest input it takes and the fix
+        raise InputTooSmall(_too_small(ref, shape or input_shape_of(ref), exc)) from None
+
+
+def _build(ref: str, input_shape: tuple[int, int, int] | None, num_classes: int | None,
+           check_classes: bool = True) -> nn.Module:
     if ref in _SPECS or is_spec_file(ref):
         from archbench.models.spec import build_from_spec, load_spec_file
 
         spec = _SPECS[ref] if ref in _SPECS else load_spec_file(ref)[1]
-        return build_from_spec(spec, f"model {ref!r}")
+        return build_from_spec(spec, f"model {ref!r}", input_shape=input_shape, num_classes=num_classes,
+                               check_classes=check_classes)
     if is_keras_file(ref):
         from archbench.models.keras_models import load_keras_file
 
-        return load_keras_file(ref)
+        return load_keras_file(ref, input_shape=input_shape, num_classes=num_classes)
     if ref in _OBJECTS:
         factory = _OBJECTS[ref]
     else:
         factory = _import_callable(ref) if ":" in ref else get_entry(ref).factory
+    given = {"input_shape": input_shape, "num_classes": num_classes}
+    defaults = {"input_shape": DEFAULT_SHAPE, "num_classes": 10}  # for a factory that needs them, when not given
+    kwargs = {a: given[a] if given[a] is not None else defaults[a]
+              for a, required in _shape_args(factory).items() if given[a] is not None or required}
+    try:
+        inspect.signature(factory).bind(**kwargs)
+    except TypeError as exc:
+        raise ModelError(f"model {ref!r}: calling its factory failed ({exc}); it must need no arguments "
+                         "(it may take input_shape and num_classes by name).") from exc
+    except ValueError:  # no signature to check: call it and see
+        pass
     try:
         with keras_context():  # a factory may build a Keras model: seed Keras' initialisers too
             model = factory(**kwargs)
-    except TypeError as exc:
-        raise ModelError(f"model {ref!r}: calling its factory failed ({exc}); it must need no arguments.") from exc
+    except InputTooSmall:
+        raise
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - user code: whatever it raises is reported with context
         raise ModelError(f"model {ref!r}: building it failed: its factory raised {_describe(exc)}"
                          + _allocation_hint(exc, factory, kwargs) + ".") from exc
@@ -180,10 +266,103 @@ def create_model(ref: str, **kwargs) -> nn.Module:
         from archbench.models.keras_models import is_keras_model, wrap
 
         if is_keras_model(model):
-            return wrap(model, ref)
+            return wrap(model, ref, input_shape=input_shape, num_classes=num_classes)
     if not isinstance(model, nn.Module):
         raise ModelError(f"model {ref!r}: the factory returned {type(model).__name__}, not a torch.nn.Module.")
     return model
+
+
+def _shape_str(shape) -> str:
+    return "(" + ", ".join(map(str, shape)) + ")"
+
+
+def _too_small(ref: str, shape, exc: InputTooSmall) -> str:
+    msg = f"model {ref!r} cannot take {_shape_str(shape)} images: {exc.detail.rstrip('.')}"
+    need = min_input_of(ref, channels=shape[0]) if len(shape) == 3 else None
+    if need is not None:
+        msg += f"; it needs images of at least {need[0]}x{need[1]}"
+    fit = [n for n in list_models() if n != ref and _fits(n, shape)]
+    return msg + (f". Choose a model that takes {shape[-2]}x{shape[-1]} images ({', '.join(fit)}) or resize the "
+                  "images" if fit else ". Choose a model for smaller images or resize the images") + "."
+
+
+def _fits(name: str, shape) -> bool:
+    need = min_input_of(name, channels=shape[0]) if get_entry(name).adapts else None
+    return need is not None and need[0] <= shape[-2] and need[1] <= shape[-1]
+
+
+def adapts(ref: str) -> bool:
+    """Whether ``ref`` builds for any image shape: a registered model or a
+    ``module:callable`` whose factory takes ``input_shape``, a spec that does
+    not declare ``input_shape``. A ``.keras`` file has a fixed input."""
+    if ref in _SPECS:
+        return "input_shape" not in _SPECS[ref]
+    if is_spec_file(ref):
+        from archbench.models.spec import load_spec_file
+
+        return "input_shape" not in load_spec_file(ref)[1]
+    if is_keras_file(ref):
+        return False
+    if ref in _OBJECTS:
+        return "input_shape" in _shape_args(_OBJECTS[ref])
+    factory = _import_callable(ref) if ":" in ref else get_entry(ref).factory
+    return "input_shape" in _shape_args(factory)
+
+
+_MIN_INPUT: dict[tuple[str, int], tuple[int, int] | None] = {}
+_LARGEST = 4096  # sizes searched for the smallest input
+
+
+def min_input_of(ref: str, channels: int = 1) -> tuple[int, int] | None:
+    """The smallest (height, width) of ``channels``-channel images the model
+    ``ref`` takes; None where unknown (a ``module:callable``, a Keras model)
+    or fixed (a model that does not adapt: see ``input_shape_of``).
+
+    Computed, not declared: the model is built on the ``meta`` device (no
+    memory, no random numbers drawn) for growing square sizes until it
+    builds, then each side is lowered while the other stays at that size. It
+    takes any larger image too (pooling and convolutions only ever shrink a
+    larger image to a larger or equal map)."""
+    key = (ref, channels)
+    if is_spec_file(ref):  # a file may change between calls
+        return _search_min_input(ref, channels)
+    if key not in _MIN_INPUT:
+        _MIN_INPUT[key] = _search_min_input(ref, channels)
+    return _MIN_INPUT[key]
+
+
+def _search_min_input(ref: str, channels: int) -> tuple[int, int] | None:
+    if is_keras_file(ref) or ":" in ref or ref in _OBJECTS or not adapts(ref):
+        return None
+
+    def builds(h: int, w: int) -> bool:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            try:
+                _build(ref, (channels, h, w), None, check_classes=False)
+            except InputTooSmall:
+                return False
+        return True
+
+    def lowest(ok: Callable[[int], bool], hi: int) -> int:
+        lo = 0  # not ok(lo) (or 0); ok(hi)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if ok(mid):
+                hi = mid
+            else:
+                lo = mid
+        return hi
+
+    try:
+        side = 1
+        while not builds(side, side):
+            side *= 2
+            if side > _LARGEST:
+                return None
+        side = lowest(lambda s: builds(s, s), side)
+        return lowest(lambda h: builds(h, side), side), lowest(lambda w: builds(side, w), side)
+    except ModelError:  # fails for another reason than its size: nothing to say about sizes
+        return None
 
 
 def _describe(exc: BaseException) -> str:
@@ -217,9 +396,16 @@ def _allocation_hint(exc: BaseException, factory: Callable[..., nn.Module], kwar
 
 
 def input_shape_of(ref: str) -> tuple[int, ...]:
+    """The input shape ``ref`` declares (a spec's ``input_shape``), else its
+    default ((1, 28, 28) for everything but a registered model registered
+    with another). A model that ``adapts`` builds for other shapes too."""
     if ref in _SPECS:
-        return tuple(_SPECS[ref].get("input_shape", (1, 28, 28)))
-    return (1, 28, 28) if is_reference(ref) else get_entry(ref).input_shape
+        return tuple(_SPECS[ref].get("input_shape", DEFAULT_SHAPE))
+    if is_spec_file(ref):
+        from archbench.models.spec import load_spec_file
+
+        return tuple(load_spec_file(ref)[1].get("input_shape", DEFAULT_SHAPE))
+    return DEFAULT_SHAPE if is_reference(ref) else get_entry(ref).input_shape
 
 
 def recipe_of(ref: str) -> dict:
@@ -229,7 +415,7 @@ def recipe_of(ref: str) -> dict:
     return dict(get_entry(ref).recipe or {})
 
 
-def check_model_io(model: nn.Module, ref: str, input_shape=(1, 28, 28), num_classes: int = 10) -> None:
+def check_model_io(model: nn.Module, ref: str, input_shape=DEFAULT_SHAPE, num_classes: int = 10) -> None:
     """Run a 2-sample batch through ``model`` (in eval mode, no grad, state
     restored) and check it maps ``(N, *input_shape)`` to ``(N, num_classes)``."""
     was_training = model.training

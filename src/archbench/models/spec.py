@@ -2,18 +2,26 @@
 
     [model]
     name = "small_cnn"
-    input_shape = [1, 28, 28]        # optional, the default
     layers = [
       { type = "conv2d", filters = 16, kernel = 3, activation = "relu" },
       { type = "maxpool", size = 2 },
       { type = "flatten" },
       { type = "dense", units = 64, activation = "relu" },
-      { type = "dense", units = 10 },
+      { type = "dense", units = "num_classes" },
     ]
+
+The input is the dataset's: the first layer takes its channels and every
+layer's input size is inferred from the one before (as Keras' ``Sequential``
+does). ``input_shape = [C, H, W]`` and ``num_classes = K`` are optional;
+where given they pin the spec to that shape or class count, and building it
+for a dataset of another one is an error that says so. Without a dataset
+(e.g. when a spec is checked as it is read) the input is (1, 28, 28) and the
+class count 10.
 
 Layer types and their fields (defaults in brackets):
 
-- ``dense``: units, activation [none], bias [true]
+- ``dense``: units (an integer, or "num_classes": one per class of the
+  dataset), activation [none], bias [true]
 - ``conv2d``: filters, kernel, stride [1], padding ["valid" | "same" | int, "valid"],
   activation [none], bias [true]
 - ``maxpool`` / ``avgpool``: size, stride [size]
@@ -39,7 +47,7 @@ from typing import NoReturn
 from torch import nn
 
 from archbench.errors import ModelError
-from archbench.models.blocks import Residual, keras_init_
+from archbench.models.blocks import InputTooSmall, Residual, keras_init_
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 FIELDS = {
@@ -54,6 +62,10 @@ FIELDS = {
 
 class SpecError(ModelError):
     """A model spec that cannot be built."""
+
+
+class SpecInputTooSmall(SpecError, InputTooSmall):
+    """A spec whose layers cannot take the input's size."""
 
 
 class _Layer:
@@ -112,7 +124,8 @@ def _shape(s) -> str:
     return "(" + ", ".join(map(str, s)) + ("," if len(s) == 1 else "") + ")"
 
 
-def build_layers(layers, shape: tuple[int, ...], prefix: str = "layer") -> tuple[list[nn.Module], tuple[int, ...]]:
+def build_layers(layers, shape: tuple[int, ...], prefix: str = "layer",
+                 num_classes: int = 10) -> tuple[list[nn.Module], tuple[int, ...]]:
     if not isinstance(layers, list) or not layers:
         raise SpecError(f"{prefix}s: expected a non-empty list of layer tables, got {layers!r}.")
     mods: list[nn.Module] = []
@@ -132,7 +145,7 @@ def build_layers(layers, shape: tuple[int, ...], prefix: str = "layer") -> tuple
             if len(shape) != 1:
                 raise SpecError(f"{where} (dense) needs a flat input but gets shape {_shape(shape)}: "
                                 "add { type = \"flatten\" } before it.")
-            units = layer.int_field("units")
+            units = num_classes if d.get("units") == "num_classes" else layer.int_field("units")
             bias = bool(d.get("bias", True))
             mods.append(_weights(layer, shape[0] * units + units * bias,
                                  nn.Linear, shape[0], units, bias=bias))
@@ -156,8 +169,8 @@ def build_layers(layers, shape: tuple[int, ...], prefix: str = "layer") -> tuple
                 layer.fail("padding", pad, "'valid', 'same' or an integer >= 0")
             c, h, w = shape
             if k > h + 2 * p or k > w + 2 * p:
-                raise SpecError(f"{where} (conv2d): kernel {k}x{k} is larger than its input {h}x{w}"
-                                + (f" padded by {p}" if p else "") + f" (input shape {_shape(shape)}).")
+                raise SpecInputTooSmall(f"{where} (conv2d): kernel {k}x{k} is larger than its input {h}x{w}"
+                                        + (f" padded by {p}" if p else "") + f" (input shape {_shape(shape)}).")
             bias = bool(d.get("bias", True))
             mods.append(_weights(layer, c * filters * k * k + filters * bias,
                                  nn.Conv2d, c, filters, k, stride, p, bias=bias))
@@ -170,7 +183,7 @@ def build_layers(layers, shape: tuple[int, ...], prefix: str = "layer") -> tuple
             stride = layer.int_field("stride", size)
             c, h, w = shape
             if size > h or size > w:
-                raise SpecError(f"{where} ({kind}): window {size}x{size} is larger than its input {h}x{w}.")
+                raise SpecInputTooSmall(f"{where} ({kind}): window {size}x{size} is larger than its input {h}x{w}.")
             mods.append((nn.MaxPool2d if kind == "maxpool" else nn.AvgPool2d)(size, stride))
             shape = (c, (h - size) // stride + 1, (w - size) // stride + 1)
         elif kind == "globalavgpool":
@@ -192,7 +205,7 @@ def build_layers(layers, shape: tuple[int, ...], prefix: str = "layer") -> tuple
         elif kind in ACTIVATIONS:
             mods.append(ACTIVATIONS[kind]())
         elif kind == "residual":
-            inner, out_shape = build_layers(d.get("layers"), shape, prefix=f"{where}.layer")
+            inner, out_shape = build_layers(d.get("layers"), shape, prefix=f"{where}.layer", num_classes=num_classes)
             if out_shape != shape:
                 raise SpecError(f"{where} (residual): its layers map {_shape(shape)} to {_shape(out_shape)}; "
                                 "a residual block must keep the shape (use padding \"same\", stride 1).")
@@ -200,24 +213,51 @@ def build_layers(layers, shape: tuple[int, ...], prefix: str = "layer") -> tuple
     return mods, shape
 
 
-def build_from_spec(spec: dict, source: str = "spec") -> nn.Module:
-    """An ``nn.Sequential`` from a spec table (the ``[model]`` table's content)."""
+def build_from_spec(spec: dict, source: str = "spec", *, input_shape: tuple[int, ...] | None = None,
+                    num_classes: int | None = None, check_classes: bool = True) -> nn.Module:
+    """An ``nn.Sequential`` from a spec table (the ``[model]`` table's
+    content) for images of ``input_shape`` in ``num_classes`` classes (the
+    dataset's; None: the spec's own ``input_shape``/``num_classes``, else
+    (1, 28, 28) and 10). ``check_classes=False`` skips checking that the
+    last layer has one output per class (for checking a spec before its
+    dataset is known)."""
     if not isinstance(spec, dict):
         raise SpecError(f"{source}: expected a table with 'layers', got {type(spec).__name__}.")
     unknown = set(spec) - {"name", "input_shape", "layers", "num_classes"}
     if unknown:
         raise SpecError(f"{source}: unknown key(s) {sorted(unknown)}; allowed: input_shape, layers, name, num_classes.")
-    shape = spec.get("input_shape", [1, 28, 28])
-    if not (isinstance(shape, list) and shape and all(isinstance(v, int) and v > 0 for v in shape)):
-        raise SpecError(f"{source}: input_shape = {shape!r} is invalid: expected a list of positive integers.")
+    declared = spec.get("input_shape")
+    if declared is not None and not (isinstance(declared, list) and declared
+                                     and all(isinstance(v, int) and v > 0 for v in declared)):
+        raise SpecError(f"{source}: input_shape = {declared!r} is invalid: expected a list of positive integers.")
+    if input_shape is not None and declared is not None and tuple(declared) != tuple(input_shape):
+        raise SpecError(f"{source} declares input_shape = {declared!r} but the images are {_shape(input_shape)}: "
+                        "remove input_shape from the spec (the input is inferred from the dataset) or set it to "
+                        f"{list(input_shape)!r}.")
+    declared_k = spec.get("num_classes")
+    if declared_k is not None and not (isinstance(declared_k, int) and not isinstance(declared_k, bool)
+                                       and declared_k > 0):
+        raise SpecError(f"{source}: num_classes = {declared_k!r} is invalid: expected a positive integer.")
+    if num_classes is not None and declared_k is not None and declared_k != num_classes:
+        raise SpecError(f"{source} declares num_classes = {declared_k} but the dataset has {num_classes} classes: "
+                        f"remove num_classes from the spec and end it with {{ type = \"dense\", units = "
+                        f"\"num_classes\" }}, or set it to {num_classes}.")
+    shape = tuple(input_shape if input_shape is not None else declared or (1, 28, 28))
+    n_classes = num_classes if num_classes is not None else declared_k or 10
     try:
-        mods, out = build_layers(spec.get("layers"), tuple(shape))
+        mods, out = build_layers(spec.get("layers"), shape, num_classes=n_classes)
+    except InputTooSmall as exc:
+        raise SpecInputTooSmall(exc.detail, prefix=f"{source}: ") from None
     except SpecError as exc:
         raise SpecError(f"{source}: {exc}") from None
-    n_classes = spec.get("num_classes", 10)
-    if out != (n_classes,):
-        raise SpecError(f"{source}: the last layer outputs shape {_shape(out)}; expected ({n_classes},) logits "
-                        f"— end with {{ type = \"dense\", units = {n_classes} }}.")
+    if check_classes and out != (n_classes,):
+        last = spec["layers"][-1]
+        fixed = isinstance(last, dict) and last.get("type") == "dense" and isinstance(last.get("units"), int)
+        raise SpecError(f"{source}: the last layer outputs shape {_shape(out)}; expected ({n_classes},) logits, "
+                        "one per class"
+                        + (f": its units = {last['units']} is fixed; write units = \"num_classes\" (one per class "
+                           f"of the dataset) or units = {n_classes}." if fixed else
+                           f" — end with {{ type = \"dense\", units = \"num_classes\" }} (or units = {n_classes})."))
     return keras_init_(nn.Sequential(*mods))
 
 
