@@ -235,7 +235,8 @@ def test_no_import_loops_in_the_package():
 
 def test_building_blocks_register_nothing():
     blocks = ROOT / "src" / "archbench" / "models" / "blocks.py"
-    assert not {i for i in _imports(blocks, "archbench")}
+    # the error types only: nothing that registers a model (the registry, seed, zoo) is imported
+    assert {i for i in _imports(blocks, "archbench")} <= {"archbench.errors"}
 
 
 # ---------------------------------------------------------------- the CLI end to end, and the API equal to it

@@ -136,9 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seeds", type=_seeds, default=S, help="comma-separated seeds (default: 0)")
     r.add_argument("--repeats", type=_int_at_least(1, "--repeats", MAX_REPEATS), default=S,
                    help="shorthand for --seeds 0,1,...,N-1")
-    r.add_argument("--dataset", default=S,
-                   help="registered IDX dataset to train and test on: fashion-mnist, mnist or kmnist "
-                        "(default: fashion-mnist)")
+    r.add_argument("--dataset", default=S, metavar="NAME|PATH",
+                   help="the data to train and test on: fashion-mnist (default), mnist, kmnist, digits "
+                        "(scikit-learn's 8x8 digits), or a path: an .npz with x_train, y_train, x_test, y_test; "
+                        "a CIFAR-10/100 python-batch directory or .tar.gz; an image-folder tree "
+                        "(train/<class>/*.png, test/<class>/...). Models are built for its image shape and classes")
+    r.add_argument("--val-split", type=float, default=S, metavar="FRACTION",
+                   help="hold out this fraction of the training images (seeded, stratified) for the learning "
+                        "curves; the test set is then evaluated once, after training (default: no validation "
+                        "split, curves on the test set as in the seed notebook)")
     r.add_argument("--data-dir", default=S, help="directory holding the IDX files (.gz or raw)")
     r.add_argument("--no-verify", action="store_true", default=S,
                    help="skip the checksum check of the data files")
@@ -158,6 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--executor", choices=("local", "ray"), default="local",
                    help="local: units run in this process (default); ray: one Ray task per unit")
     r.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    r.add_argument("--threads", type=_threads, default=None, metavar="N|auto",
+                   help="CPU threads per unit: auto (default) probes the unit's own training step on 1 vs the "
+                        "free cores at its start and keeps the faster; N pins it. Recorded per unit; a resumed "
+                        "unit keeps its count (CPU results depend on it)")
+    r.add_argument("--jobs", type=_int_at_least(1, "--jobs", MAX_THREADS), default=1,
+                   help="units trained side by side in worker processes (local executor; default 1)")
     r.add_argument("--cpus-per-unit", type=_int_at_least(1, "--cpus-per-unit", MAX_THREADS), default=None,
                    help="CPU threads per unit (Ray: its CPU request; default 1 on Ray, all cores locally)")
     r.add_argument("--gpus-per-unit", type=_non_negative_float("--gpus-per-unit"), default=0.0,
@@ -195,12 +207,17 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--batch-size", type=_int_at_least(1, "--batch-size"), default=None,
                     help="training batch size (default: the model's recipe, 64 for the seed recipe)")
     pr.add_argument("--device", type=_train_flag_type("device", "--device"), default="auto")
-    pr.add_argument("--train-samples", type=_int_at_least(1, "--train-samples"), default=60000,
-                    help="samples per epoch for the per-epoch/per-run FLOPs (default 60000)")
+    pr.add_argument("--train-samples", type=_int_at_least(1, "--train-samples"), default=None,
+                    help="samples per epoch for the per-epoch/per-run FLOPs (default: the dataset's training "
+                         "images, 60000 for Fashion-MNIST)")
     pr.add_argument("--epochs", type=_int_at_least(1, "--epochs"), default=None,
                     help="epochs for the per-run FLOPs (default: the model's recipe)")
     pr.add_argument("--no-timing", action="store_true", help="skip latency/throughput/step-time measurements")
     pr.add_argument("--json", action="store_true", help="print the measurements as JSON")
+    pr.add_argument("--dataset", default=None, metavar="NAME|PATH",
+                    help="build the model for this dataset's image shape and classes, and count its training "
+                         "images per epoch (as `run --dataset`; default: Fashion-MNIST's 1x28x28, 10 classes)")
+    pr.add_argument("--data-dir", default=None, help="directory holding a registered dataset's IDX files")
     pr.add_argument("--out", default=None, metavar="DIR",
                     help="keep the files whose sizes are measured (safetensors, .pt, ONNX) in DIR")
 
@@ -223,7 +240,20 @@ def _log(quiet: bool):
 
 # Command-line dests that are configuration keys (everything else is how to run).
 _STUDY_DESTS = ("models", "seeds", "repeats", "dataset", "data_dir", "no_verify", "out", "name", "train_limit",
-                "test_limit")
+                "test_limit", "val_split")
+
+
+def _threads(v: str) -> int | str:
+    if v == "auto":
+        return v
+    try:
+        n = int(v)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"--threads {v!r} is invalid: expected auto or an integer from 1 to "
+                                         f"{MAX_THREADS}.")
+    return n
 
 
 def explicit_options(args: argparse.Namespace) -> dict:
@@ -277,8 +307,13 @@ def cmd_run(args) -> int:
             except OSError as exc:
                 raise write_error(exc, f"the MLflow store's directory {parent}", "Choose another --out.") from exc
         probe(mlflow_uri)  # fails now, in seconds, if MLflow is missing, the URI unusable or the server down
-    options: dict = {"cpus_per_unit": args.cpus_per_unit}
+    options: dict = {"cpus_per_unit": args.cpus_per_unit, "jobs": args.jobs}
+    if args.threads is not None:
+        options["threads"] = args.threads
     if args.executor == "ray":
+        if args.jobs != 1 or args.threads is not None:
+            raise UsageError("--jobs and --threads are for the local executor; with Ray, --cpus-per-unit sets each "
+                             "unit's CPUs (and threads).")
         from archbench.executors import require_ray
 
         require_ray()  # before anything is written
@@ -414,23 +449,38 @@ def cmd_profile(args) -> int:
 
     # The model's own recipe (zoo models train in bf16 with AdamW at batch 256, ...), as `run` would train it.
     given = {"models": [args.model], "device": args.device}
-    given.update({k: v for k, v in (("batch_size", args.batch_size), ("epochs", args.epochs)) if v is not None})
-    tcfg = resolve(given).train_config_for(args.model)
+    given.update({k: v for k, v in (("batch_size", args.batch_size), ("epochs", args.epochs),
+                                    ("dataset", args.dataset)) if v is not None})
+    cfg = resolve(given)
+    tcfg = cfg.train_config_for(args.model)
     device = resolve_device(args.device)
-    shape = input_shape_of(args.model)
-    model = create_model(args.model)
-    check_model_io(model, args.model, shape)
+    data_card = None
+    if args.dataset is not None:
+        from archbench.data import load_data
+
+        data = load_data(cfg.dataset, args.data_dir)
+        shape, classes = tuple(data.image_shape), data.num_classes
+        train_samples = args.train_samples or len(data.train_labels)
+        data_card = {k: v for k, v in data.describe().items() if k not in ("files",)}
+    else:
+        shape, classes = tuple(input_shape_of(args.model)), 10
+        train_samples = args.train_samples or 60000
+    model = create_model(args.model, input_shape=shape, num_classes=classes)
+    check_model_io(model, args.model, shape, classes)
     from archbench.unit import safe_name
 
     host0 = host_snapshot()
     record = {
         "model": args.model, "batch_size": tcfg.batch_size, "device": str(device), "recipe": tcfg.to_dict(),
-        "input_shape": list(shape), "layers": layer_table(model, shape),
-        "measurements": measure_model(model, shape, device=device, cfg=tcfg, train_samples=args.train_samples,
+        "input_shape": list(shape), "num_classes": classes, "layers": layer_table(model, shape),
+        "measurements": measure_model(model, shape, device=device, cfg=tcfg, train_samples=train_samples,
+                                      num_classes=classes,
                                       epochs=tcfg.epochs, timing=not args.no_timing, files_dir=args.out,
                                       files_stem=safe_name(args.model)),
     }
     record["host"] = unit_host(host0)  # CPU, cores, threads, load at start and end: what the timings ran on
+    if data_card is not None:
+        record["dataset"] = data_card
     if args.json:
         print(json.dumps(record, indent=1))
     else:
@@ -439,20 +489,32 @@ def cmd_profile(args) -> int:
 
 
 def cmd_data(args) -> int:
-    from archbench.data import fetch_dataset, get_dataset_spec, load_dataset, locate
+    from archbench.data import fetch_dataset
 
     if args.data_command == "fetch":
         paths = fetch_dataset(args.dataset, args.dest, args.mirror, args.timeout, log=_log(False))
         print(f"{args.dataset}: {len(paths)} files verified in {Path(next(iter(paths.values()))).parent}")
         return 0
     if args.data_command == "info":
-        spec = get_dataset_spec(args.dataset)
-        paths = locate(spec, args.data_dir)
-        ds = load_dataset(spec, args.data_dir)
-        for role, path in paths.items():
+        from archbench.config import STUDY_CHECKS, check_value
+        from archbench.data import load_data
+
+        name = check_value("dataset", args.dataset, STUDY_CHECKS["dataset"], "--dataset: ")
+        ds = load_data(name, args.data_dir)
+        card = ds.describe()
+        for role, path in ds.files.items():
             print(f"{role:13s} {path}")
-        print(f"verified ({ds.verification}): all {len(paths)} files match; "
-              f"{len(ds.train_labels):,} train / {len(ds.test_labels):,} test images, {spec.num_classes} classes")
+        if ds.verified and ds.verification:
+            print(f"verified ({ds.verification}): all {len(ds.files)} files match")
+        print(f"{card['name']}: {len(ds.train_labels):,} train / {len(ds.test_labels):,} test images of "
+              f"{' x '.join(map(str, ds.image_shape))} (C x H x W), {ds.num_classes} classes")
+        if card.get("identity_sha256"):
+            print(f"identity (SHA-256): {card['identity_sha256']}")
+        for split, counts in (card.get("class_counts") or {}).items():
+            print(f"{split:5s} class counts: {', '.join(map(str, counts))}")
+        norm = card.get("normalization") or {}
+        if norm:
+            print(f"training split, per channel: mean {norm.get('mean')}, std {norm.get('std')} (of x / 255)")
         return 0
     print("usage: archbench data {fetch,info} (see archbench data --help)", file=sys.stderr)
     return EXIT_USAGE

@@ -143,6 +143,8 @@ def _opt(check: _Check, default: Any, doc: str) -> Any:
 def check_value(key: str, value: Any, check: _Check, where: str = "") -> Any:
     try:
         return check.convert(value)
+    except UsageError as exc:  # a converter's own message, more precise than the expectation
+        raise UsageError(f"{where}{exc}") from None
     except (ValueError, TypeError):
         raise UsageError(f"{where}{key} = {value!r} is invalid: expected {check.expect}.") from None
 
@@ -266,6 +268,39 @@ def _opt_path_convert(v: Any) -> str | None:
     return str(Path(v).expanduser().resolve())
 
 
+DATASET_NAMES = ("fashion-mnist", "mnist", "kmnist", "digits")  # the names that are not paths
+
+
+def _dataset_convert(v: Any) -> str:
+    """A dataset name (kept as given) or a path to the user's data (made
+    absolute, so a run resumed from elsewhere finds it). A registered
+    dataset name wins over a file of that name in the working directory."""
+    if isinstance(v, os.PathLike):
+        v = str(v)
+    if not isinstance(v, str) or not v or "\0" in v:
+        raise ValueError
+    from archbench.data.registry import list_datasets
+
+    if v in list_datasets() or v in DATASET_NAMES:
+        return v
+    path = Path(v).expanduser()
+    if not path.exists():
+        known = ", ".join(sorted({*list_datasets(), *DATASET_NAMES}))
+        raise UsageError(f"unknown dataset {v!r}: not a dataset name ({known}) and no file or directory of that "
+                         "name exists. Give a name, or the path of an .npz file (x_train, y_train, x_test, "
+                         "y_test), a CIFAR-10/100 python-batch directory or .tar.gz, or an image-folder tree "
+                         "(train/<class>/*.png, test/<class>/...).")
+    return str(path.resolve())
+
+
+def _val_split_convert(v: Any) -> float | None:
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 < v < 1:
+        raise ValueError
+    return float(v)
+
+
 def _name_convert(v: Any) -> str | None:
     if v is None:
         return None
@@ -279,7 +314,11 @@ MAX_REPEATS = 10_000  # seeds 0..N-1 are made as a list: a larger N is a typo (a
 STUDY_CHECKS: dict[str, _Check] = {
     "models": _Check("a non-empty list of model names, module:function references or spec files", _models_convert),
     "seeds": _Check("a non-empty list of distinct integers >= 0, e.g. [0, 1, 2]", _seeds_convert),
-    "dataset": _Check("a dataset name, e.g. fashion-mnist", _str_convert),
+    "dataset": _Check("a dataset name (fashion-mnist, mnist, kmnist, digits) or the path of an existing .npz "
+                      "file, CIFAR-10/100 python-batch directory or .tar.gz, or image-folder tree "
+                      "(train/<class>/*.png, test/<class>/...)", _dataset_convert),
+    "val_split": _Check("a fraction of the training images strictly between 0 and 1, e.g. 0.1 (or leave it "
+                        "out: no validation split)", _val_split_convert),
     "data_dir": _Check("a directory path", _opt_path_convert),
     "verify": _Check("true or false", _bool_check().convert),
     "train_limit": _Check("an integer >= 1 (or leave it out for all samples)", _opt_int_convert),
@@ -289,10 +328,10 @@ STUDY_CHECKS: dict[str, _Check] = {
 }
 STUDY_DEFAULTS: dict[str, Any] = {
     "models": list(DEFAULT_MODELS), "seeds": [0], "dataset": "fashion-mnist", "data_dir": None, "verify": True,
-    "train_limit": None, "test_limit": None, "out": "runs", "name": None,
+    "train_limit": None, "test_limit": None, "out": "runs", "name": None, "val_split": None,
 }
 # Keys stored in results.json (out and name say where the run is, not what it is).
-RECORDED_STUDY_KEYS = ("models", "seeds", "dataset", "data_dir", "verify", "train_limit", "test_limit")
+RECORDED_STUDY_KEYS = ("models", "seeds", "dataset", "data_dir", "verify", "train_limit", "test_limit", "val_split")
 
 
 @dataclass(frozen=True)
@@ -310,6 +349,7 @@ class StudyConfig:
     test_limit: int | None = None
     out: str = "runs"
     name: str | None = None
+    val_split: float | None = None   # fraction of the training images held out for the curves
     specs: Mapping[str, dict] = field(default_factory=dict)     # model name -> declarative spec
     sources: Mapping[str, Any] = field(default_factory=dict)    # key -> Source; "train": model -> key -> Source
     notes: tuple[str, ...] = ()                                 # what resolution changed and why
@@ -324,6 +364,8 @@ class StudyConfig:
     def to_dict(self) -> dict[str, Any]:
         """The record's ``config``: values, then sources and notes."""
         d: dict[str, Any] = {k: getattr(self, k) for k in RECORDED_STUDY_KEYS}
+        if d["val_split"] is None:  # records of runs without a validation split keep their keys
+            del d["val_split"]
         d["models"], d["seeds"] = list(self.models), list(self.seeds)
         d["specs"] = {k: dict(v) for k, v in self.specs.items()}
         d["train"] = {m: self.train[m].to_dict() for m in self.models}
@@ -354,6 +396,7 @@ class StudyConfig:
         return cls(models=tuple(values["models"]), seeds=tuple(values["seeds"]), train=train,
                    dataset=values["dataset"], data_dir=values["data_dir"], verify=values["verify"],
                    train_limit=values["train_limit"], test_limit=values["test_limit"], out=out, name=name,
+                   val_split=values["val_split"],
                    specs=specs, sources=dict(d.get("sources") or {}), notes=tuple(d.get("notes") or ()))
 
 
@@ -428,8 +471,10 @@ def load_experiment(path: str | os.PathLike) -> ExperimentFile:
     for k in STUDY_DEFAULTS:
         if k in data and k != "models":
             v = data[k]
-            if k == "data_dir" and isinstance(v, str) and v and not Path(v).expanduser().is_absolute():
-                v = str(path.parent / v)
+            relative = isinstance(v, str) and v and not Path(v).expanduser().is_absolute()
+            named = k == "dataset" and v in DATASET_NAMES
+            if relative and not named and (k == "data_dir" or (path.parent / v).exists()):
+                v = str(path.parent / v)  # a path in the file is relative to the file
             study[k] = check_value(k, v, STUDY_CHECKS[k], f"{where}: ")
     train = _check_train_table(data.get("train", {}), f"{where}: [train]")
     models_t = data.get("models")
@@ -513,7 +558,6 @@ def resolve(explicit: Mapping[str, Any] | None = None, *, experiment: Experiment
     docstring; every value is checked, every error names the key and the
     allowed values.
     """
-    from archbench.data.registry import get_dataset_spec
     from archbench.models.registry import recipe_of
 
     explicit = dict(explicit or {})
@@ -537,7 +581,7 @@ def resolve(explicit: Mapping[str, Any] | None = None, *, experiment: Experiment
     specs = dict(experiment.specs) if experiment else {}
     models = _name_models(study["models"], specs, "")  # adds the specs of spec files named on the CLI
     _register_specs(specs)
-    dataset = get_dataset_spec(study["dataset"])  # raises with the list of known datasets
+    ds_name, mirror = dataset_symmetry(study["dataset"])
     for m, table in per_model_file.items():
         for k in STUDY_WIDE_TRAIN_KEYS:
             if k in table:
@@ -558,27 +602,49 @@ def resolve(explicit: Mapping[str, Any] | None = None, *, experiment: Experiment
                 values[k], srcs[k] = own[k], Source.FILE_MODEL
             elif k in file_train:
                 values[k], srcs[k] = file_train[k], Source.FILE
-            elif k in recipe and not (k in FLIP_OPTIONS and not dataset.mirror_symmetric):
+            elif k in recipe and not (k in FLIP_OPTIONS and mirror is not True):
                 values[k], srcs[k] = recipe[k], Source.RECIPE
             else:
                 values[k], srcs[k] = TRAIN_DEFAULTS[k], Source.DEFAULT
         dropped = [k for k in FLIP_OPTIONS if recipe.get(k) and srcs[k] == Source.DEFAULT]
         if dropped:
-            notes.append(f"{m}: the recipe's {', '.join(dropped)} left out: {dataset.name}'s classes change in "
-                         "a mirror image.")
+            notes.append(f"{m}: the recipe's {', '.join(dropped)} left out: " + (
+                f"{ds_name}'s classes change in a mirror image." if mirror is False else
+                f"whether {ds_name}'s classes survive a mirror image is not known; give "
+                + " ".join(f"--{k.replace('_', '-')}" for k in dropped) + " if they do."))
         flips = [k for k in FLIP_OPTIONS if values[k]]
-        if flips and not dataset.mirror_symmetric:
+        if flips and mirror is False:
             raise UsageError(
                 f"model {m}: horizontal flips ({', '.join(f'{k} from {srcs[k]}' for k in flips)}) are on, but "
-                f"{dataset.name}'s classes change in a mirror image; set augment_flip = false and "
+                f"{ds_name}'s classes change in a mirror image; set augment_flip = false and "
                 "tta_flip = false for it.")
         train[m] = TrainConfig.from_dict(values, f"model {m}: ")
         train_sources[m] = srcs
     sources["train"] = train_sources
-    return StudyConfig(models=tuple(models), seeds=tuple(study["seeds"]), train=train, dataset=dataset.name,
+    return StudyConfig(models=tuple(models), seeds=tuple(study["seeds"]), train=train, dataset=study["dataset"],
                        data_dir=study["data_dir"], verify=study["verify"], train_limit=study["train_limit"],
-                       test_limit=study["test_limit"], out=study["out"], name=study["name"], specs=specs,
+                       test_limit=study["test_limit"], out=study["out"], name=study["name"],
+                       val_split=study["val_split"], specs=specs,
                        sources=sources, notes=tuple(notes))
+
+
+def dataset_symmetry(dataset: str) -> tuple[str, bool | None]:
+    """(a short name, do its classes keep their identity in a mirror image?)
+    for a checked ``dataset`` value: the registry's answer for a registered
+    dataset; False for digits; True for CIFAR batches (objects, photographed
+    either way round); None (not known) for the user's own arrays and folders."""
+    from archbench.data.registry import get_dataset_spec, list_datasets
+
+    if dataset in list_datasets():
+        return dataset, get_dataset_spec(dataset).mirror_symmetric
+    if dataset == "digits":
+        return dataset, False
+    path = Path(dataset)
+    if path.is_file() and path.name.endswith((".tar.gz", ".tgz")):
+        return path.name, True
+    if path.is_dir() and any((path / f).is_file() for f in ("data_batch_1", "batches.meta", "meta")):
+        return path.name, True
+    return path.name, None
 
 
 def resume_config(stored: Mapping[str, Any], explicit: Mapping[str, Any] | None = None,

@@ -35,6 +35,8 @@ class EpochRow(TypedDict):
     test_acc: float | None
     seconds: float
     eval_seconds: float
+    val_loss: NotRequired[float]  # with a validation split: the curve is on it, test_* are None
+    val_acc: NotRequired[float]
 
 
 class TestResult(TypedDict):

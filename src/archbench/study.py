@@ -26,7 +26,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -34,16 +34,17 @@ from typing import Any
 import torch
 
 from archbench.config import StudyConfig, config_differences
-from archbench.data import load_dataset
+from archbench.data import load_data, with_validation
 from archbench.env import environment
-from archbench.errors import DataError, Interrupted, UsageError
+from archbench.errors import DataError, Interrupted, ModelError, UsageError
 from archbench.executors import run_units_locally, run_units_on_ray
-from archbench.models import check_model_io, create_model, input_shape_of
+from archbench.models import check_model_io, create_model, is_reference
 from archbench.records import (
     OutputError,
     RunRecord,
     Unit,
     load_record,
+    lookup,
     model_entry,
     new_record,
     save_record,
@@ -52,7 +53,7 @@ from archbench.records import (
 from archbench.report import write_reports
 from archbench.signals import check_stop, stop_on_signals
 from archbench.train import resolve_device, train
-from archbench.unit import build_model, measure_entry, safe_name
+from archbench.unit import build_model, data_shape, measure_entry, safe_name
 
 Log = Callable[[str], None]
 
@@ -166,7 +167,10 @@ class RunDirLock:
 def check_data(data: Any) -> None:
     """Both splits must hold images (an empty split is a data problem, found
     before anything is written)."""
-    for split, labels in (("training", data.train_labels), ("test", data.test_labels)):
+    splits = [("training", data.train_labels), ("test", data.test_labels)]
+    if getattr(data, "val_labels", None) is not None:
+        splits.append(("validation", data.val_labels))
+    for split, labels in splits:
         if labels.numel() == 0:
             role = "train" if split == "training" else "test"
             files = ", ".join(p for r, p in data.files.items() if r.startswith(role))
@@ -175,10 +179,37 @@ def check_data(data: Any) -> None:
                             "(their IDX headers say 0 images), or point --data-dir at the complete dataset.")
 
 
-def check_models(cfg: StudyConfig, data: Any) -> None:
-    """Every model must build, take the dataset's images, map a batch to
-    logits, and survive the smallest training batch it will see; distinct
-    models must have distinct file names. All before anything is written."""
+def check_models(cfg: StudyConfig, data: Any, log: Log | None = None) -> StudyConfig:
+    """Every model must build for the dataset's images and classes, map a
+    batch to logits, and survive the smallest training batch it will see;
+    distinct models must have distinct file names. All before anything is
+    written. A model the user named that cannot take the images is refused
+    (its error names the layer and the fix); from the *default* models, one
+    that cannot is left out, said in the log and in the run's notes. Returns
+    the configuration that runs."""
+    shape, classes = data_shape(data)
+    if cfg.sources.get("models") == "default" and not any(is_reference(m) for m in cfg.models):
+        keep, left_out = [], []
+        for ref in cfg.models:
+            try:
+                create_model(ref, input_shape=shape, num_classes=classes)
+            except ModelError as exc:
+                left_out.append(f"{ref} left out of the default models: {exc}")
+                continue
+            keep.append(ref)
+        if left_out:
+            if not keep:
+                raise UsageError("none of the default models can take these images: " + " ".join(left_out)
+                                 + " Name models that can with --models.")
+            for note in left_out:
+                (log or (lambda s: None))(note)
+            cfg = replace(cfg, models=tuple(keep), notes=(*cfg.notes, *left_out),
+                          train={m: t for m, t in cfg.train.items() if m in keep})
+    _check_models(cfg, data, shape, classes)
+    return cfg
+
+
+def _check_models(cfg: StudyConfig, data: Any, shape: tuple[int, ...], classes: int) -> None:
     stems: dict[str, str] = {}
     for ref in cfg.models:
         stem = safe_name(ref)
@@ -186,15 +217,9 @@ def check_models(cfg: StudyConfig, data: Any) -> None:
             raise UsageError(f"models {stems[stem]!r} and {ref!r} would share the file name {stem!r}; "
                              "rename one.")
         stems[stem] = ref
-    image_shape = tuple(data.spec.image_shape)
     for ref in cfg.models:
-        shape = tuple(input_shape_of(ref))
-        if shape != image_shape:
-            raise UsageError(f"model {ref!r} takes inputs of shape {shape} (its input_shape), but {data.spec.name}'s "
-                             f"images have shape {image_shape}; set input_shape = {list(image_shape)} in its spec "
-                             "(or leave it out), or train it on a dataset with that shape.")
-        model = create_model(ref)
-        check_model_io(model, ref, shape, data.spec.num_classes)
+        model = create_model(ref, input_shape=shape, num_classes=classes)
+        check_model_io(model, ref, shape, classes)
         _check_smallest_batch(model, ref, cfg.train_config_for(ref).batch_size, len(data.train_labels), shape)
 
 
@@ -248,7 +273,10 @@ def _same_data(record: RunRecord, data: Any, run_dir: Path) -> None:
     if a:
         diffs += [f"{role}: SHA-256 {a.get(role)} when the run started, now {b.get(role)} ({data.files.get(role)})"
                   for role in sorted(set(a) | set(b)) if a.get(role) != b.get(role)]
-    for k in ("name", "train_samples", "test_samples"):
+    if stored.get("identity_sha256") and stored.get("identity_sha256") != now.get("identity_sha256"):
+        diffs.append(f"identity SHA-256 {stored['identity_sha256']} when the run started, now "
+                     f"{now.get('identity_sha256')}")
+    for k in ("name", "train_samples", "val_samples", "test_samples"):
         if stored.get(k) is not None and stored.get(k) != now.get(k):
             diffs.append(f"{k}: {stored.get(k)!r} when the run started, now {now.get(k)!r}")
     if stored.get("test_labels") is not None and stored["test_labels"] != data.test_labels.tolist():
@@ -343,13 +371,26 @@ def run_study(cfg: StudyConfig, opts: RunOptions | None = None) -> tuple[RunReco
         return _run_study(cfg, opts or RunOptions(), stack)
 
 
+def load_study_data(cfg: StudyConfig) -> Any:
+    """The study's data: loaded and checked, limited to ``train_limit`` /
+    ``test_limit`` images, then (with ``val_split``) its training images split
+    into training and validation."""
+    data = load_data(cfg.dataset, cfg.data_dir, verify=cfg.verify).subset(cfg.train_limit, cfg.test_limit)
+    if cfg.val_split:
+        data = with_validation(data, cfg.val_split, seed=VAL_SPLIT_SEED)
+    check_data(data)
+    return data
+
+
+VAL_SPLIT_SEED = 0  # one validation split for every model and seed of a study: their curves compare
+
+
 def _run_study(cfg: StudyConfig, opts: RunOptions, stack: contextlib.ExitStack) -> tuple[RunRecord, Path]:
     log: Log = opts.log or (lambda s: None)
     device = resolve_device(cfg.device)
-    data = load_dataset(cfg.dataset, cfg.data_dir, verify=cfg.verify).subset(cfg.train_limit, cfg.test_limit)
-    check_data(data)
+    data = load_study_data(cfg)
     # Every model must build and map a batch to logits before anything is written.
-    check_models(cfg, data)
+    cfg = check_models(cfg, data, log)
     tracker = None
     if opts.mlflow_uri is not None:
         from archbench.tracking import Tracker
@@ -378,16 +419,19 @@ def _run_study(cfg: StudyConfig, opts: RunOptions, stack: contextlib.ExitStack) 
         for ref in cfg.models:
             entry = model_entry(record, ref)
             if not entry.get("measurements"):
-                measure_entry(entry, ref, cfg, len(data.train_labels), device, opts.timing, log)
+                measure_entry(entry, ref, cfg, len(data.train_labels), device, opts.timing, log,
+                              *data_shape(data))
                 save_record(record, run_dir)
         pending = [(ref, seed) for ref in cfg.models for seed in cfg.seeds
                    if not any(u["seed"] == seed and u["status"] == "ok" for u in record["models"][ref]["units"])]
         if opts.executor == "ray":
             run_units_on_ray(pending, cfg, data, run_dir, on_result, log, **opts.executor_options)
         else:
+            xo = opts.executor_options
             run_units_locally(pending, cfg, data, run_dir, on_result, log,
                               progress_factory(opts.quiet, opts.notebook), device,
-                              threads=opts.executor_options.get("cpus_per_unit"))
+                              threads=xo.get("threads", xo.get("cpus_per_unit")),
+                              **({"jobs": xo["jobs"]} if xo.get("jobs", 1) != 1 else {}))
         check_stop()
         with contextlib.suppress(OSError):  # every unit is done: the epoch checkpoints' folder is empty
             (run_dir / "checkpoints").rmdir()
@@ -419,8 +463,17 @@ def determinism_check(record: RunRecord, cfg: StudyConfig, data: Any, device: to
             if u["status"] != "ok":
                 continue
             log(f"[{ref}] seed {u['seed']}: retraining to check determinism")
-            result = train(build_model(ref, u["seed"]), data.train_images, data.train_labels, data.test_images,
-                           data.test_labels, cfg.train_config_for(ref), seed=u["seed"])
+            threads = lookup(u, "host", "torch_threads")
+            before = torch.get_num_threads()
+            if threads:  # CPU arithmetic depends on the thread count: retrain with the unit's
+                torch.set_num_threads(int(threads))
+            try:
+                result = train(build_model(ref, u["seed"], *data_shape(data)), data.train_images, data.train_labels,
+                               data.test_images, data.test_labels, cfg.train_config_for(ref), seed=u["seed"],
+                               val_x=getattr(data, "val_images", None), val_y=getattr(data, "val_labels", None),
+                               stream=getattr(data, "storage", "memory") == "memmap")
+            finally:
+                torch.set_num_threads(before)
             same_preds = result.test.predictions.tolist() == u["test"]["predictions"]
             out: dict[str, Any] = {
                 "model": ref, "seed": u["seed"], "device": str(device),

@@ -88,13 +88,21 @@ def unit_metrics(entry: ModelRecord, unit: Unit) -> list[tuple[str, float, int]]
     return out
 
 
+def record_shape(record: RunRecord) -> tuple[tuple[int, ...], int]:
+    """(image shape (C, H, W), class count) the run's models were built for:
+    its data card's (runs made before the data card: Fashion-MNIST's)."""
+    ds = record.get("dataset") or {}
+    shape = tuple(ds.get("image_shape") or (1, 28, 28))
+    return shape, int(ds.get("num_classes") or len(ds.get("classes") or ()) or 10)
+
+
 def _trained_model(record: RunRecord, model: str, unit: Unit, run_dir: Path) -> Any:
     """The unit's trained model, rebuilt from its saved weights."""
     import torch
 
     from archbench.unit import build_model
 
-    m = build_model(model, unit["seed"])
+    m = build_model(model, unit["seed"], *record_shape(record))
     state = torch.load(Path(run_dir) / "models" / unit["files"]["state_dict"], map_location="cpu",
                        weights_only=True)
     # The file holds each tensor once (tied weights under their first name): exactly the
@@ -196,10 +204,8 @@ class Tracker:
         import torch
         from mlflow.models import infer_signature
 
-        from archbench.models import input_shape_of
-
         m = _trained_model(record, model, unit, run_dir)
-        x = torch.zeros(1, *input_shape_of(model))
+        x = torch.zeros(1, *record_shape(record)[0])
         with torch.no_grad():
             y = m(x)
         signature = infer_signature(x.numpy(), y.numpy())

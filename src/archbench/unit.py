@@ -25,7 +25,7 @@ from archbench.config import StudyConfig
 from archbench.env import host_snapshot, unit_host
 from archbench.errors import ArchbenchError, Interrupted, TrainingError
 from archbench.measure import measure_model, save_model_files
-from archbench.models import create_model, get_entry, input_shape_of, is_reference
+from archbench.models import create_model, get_entry, is_reference
 from archbench.records import ModelRecord, OutputError, Unit, atomic_write, write_error
 from archbench.signals import check_stop, stop_requested
 from archbench.train import TrainResult, train
@@ -98,10 +98,17 @@ def _save_checkpoint(path: Path, state: dict) -> None:
     atomic_write(path, lambda fh: torch.save(state, fh), binary=True)
 
 
-def build_model(ref: str, seed: int) -> torch.nn.Module:
-    """The unit's model, initialised from ``seed``."""
+def build_model(ref: str, seed: int, input_shape: tuple[int, ...] | None = None,
+                num_classes: int | None = None) -> torch.nn.Module:
+    """The unit's model for images of ``input_shape`` (C, H, W) in
+    ``num_classes`` classes (None: the model's own default), initialised from ``seed``."""
     torch.manual_seed(seed)
-    return create_model(ref)
+    return create_model(ref, input_shape=input_shape, num_classes=num_classes)
+
+
+def data_shape(data: Any) -> tuple[tuple[int, ...], int]:
+    """(image shape (C, H, W), class count) of a loaded dataset."""
+    return tuple(data.image_shape), int(data.num_classes)
 
 
 def _unit_record(seed: int, result: TrainResult, t0: float, files: dict, resumed: bool,
@@ -127,7 +134,8 @@ def _unit_record(seed: int, result: TrainResult, t0: float, files: dict, resumed
     }
 
 
-def _save_onnx(model: torch.nn.Module, ref: str, run_dir: Path, stem: str, files: dict) -> str | None:
+def _save_onnx(model: torch.nn.Module, input_shape: tuple[int, ...], run_dir: Path, stem: str,
+               files: dict) -> str | None:
     """The trained model as ONNX beside its weights, when the optional onnx
     package is installed; a model ONNX cannot export keeps its unit (the
     reason is returned, to be recorded)."""
@@ -137,7 +145,7 @@ def _save_onnx(model: torch.nn.Module, ref: str, run_dir: Path, stem: str, files
         return "onnx not installed (pip install archbench[onnx])"
     try:
         files.update(save_model_files(model, run_dir / "models", stem, formats=("onnx",),
-                                      input_shape=input_shape_of(ref)))
+                                      input_shape=input_shape))
     except (KeyboardInterrupt, OutputError):
         raise
     except Exception as exc:  # noqa: BLE001 - the trained weights are saved; ONNX is an extra format
@@ -162,14 +170,17 @@ def run_unit(ref: str, seed: int, cfg: StudyConfig, data: Any, run_dir: Path, pr
         check_stop()  # a Ctrl-C swallowed during the epoch stops the unit here, its epoch saved
 
     try:
-        model = build_model(ref, seed)
+        shape, classes = data_shape(data)
+        model = build_model(ref, seed, shape, classes)
         resume = load_checkpoint(ckpt, model, ref, seed)
         result = train(model, data.train_images, data.train_labels, data.test_images, data.test_labels,
                        cfg.train_config_for(ref), seed=seed, progress=progress,
-                       checkpoint=save_checkpoint, resume_from=resume)
+                       checkpoint=save_checkpoint, resume_from=resume,
+                       val_x=getattr(data, "val_images", None), val_y=getattr(data, "val_labels", None),
+                       stream=getattr(data, "storage", "memory") == "memmap")
         check_stop()
         files = save_model_files(model, run_dir / "models", f"{safe_name(ref)}-seed{seed}")
-        onnx_note = _save_onnx(model, ref, run_dir, f"{safe_name(ref)}-seed{seed}", files)
+        onnx_note = _save_onnx(model, shape, run_dir, f"{safe_name(ref)}-seed{seed}", files)
         unit = _unit_record(seed, result, t0, files, resume is not None, host0)
         if onnx_note:
             unit["onnx_note"] = onnx_note
@@ -198,11 +209,12 @@ def run_unit(ref: str, seed: int, cfg: StudyConfig, data: Any, run_dir: Path, pr
 
 
 def measure_entry(entry: ModelRecord, ref: str, cfg: StudyConfig, train_samples: int, device: torch.device,
-                  timing: bool, log: Log) -> None:
+                  timing: bool, log: Log, input_shape: tuple[int, ...] = (1, 28, 28), num_classes: int = 10) -> None:
     """Fill a model entry's description, recipe and measured costs (or
-    ``measurement_error``: training still runs when measuring fails)."""
+    ``measurement_error``: training still runs when measuring fails), for
+    images of ``input_shape`` in ``num_classes`` classes (the dataset's)."""
     t0 = time.perf_counter()
-    model = build_model(ref, cfg.seeds[0])
+    model = build_model(ref, cfg.seeds[0], input_shape, num_classes)
     entry["description"] = get_entry(ref).description if not is_reference(ref) else f"user model {ref}"
     log(f"[{ref}] measuring costs (params, FLOPs, memory, saved size" + (", latency)" if timing else ")"))
     tcfg = cfg.train_config_for(ref)
@@ -210,7 +222,8 @@ def measure_entry(entry: ModelRecord, ref: str, cfg: StudyConfig, train_samples:
     try:
         # The costs of the step this unit trains (its whole recipe), and of a plain PyTorch reference step.
         # Saved sizes of files named as the units' (a .pt file's bytes include its name).
-        entry["measurements"] = measure_model(model, input_shape_of(ref), device=device, cfg=tcfg,
+        entry["measurements"] = measure_model(model, input_shape, device=device, cfg=tcfg,
+                                              num_classes=num_classes,
                                               train_samples=train_samples, epochs=tcfg.epochs, timing=timing,
                                               files_stem=f"{safe_name(ref)}-seed{cfg.seeds[0]}")
         entry.pop("measurement_error", None)

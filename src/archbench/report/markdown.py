@@ -144,8 +144,8 @@ def seeds_command(record: RunRecord, names: list[str]) -> str:
     ds = cfg.get("dataset")
     if isinstance(ds, str) and ds != "fashion-mnist":
         parts += ["--dataset", ds]
-    for key in ("train_limit", "test_limit"):
-        if isinstance(cfg.get(key), int):
+    for key in ("train_limit", "test_limit", "val_split"):
+        if isinstance(cfg.get(key), (int, float)) and not isinstance(cfg.get(key), bool):
             parts += ["--" + key.replace("_", "-"), str(cfg[key])]
     train = cfg.get("train") or {}
     sources = lookup(cfg, "sources", "train") or {}
@@ -639,6 +639,43 @@ def timing_blocks(an: dict, record: RunRecord) -> list:
     return [Para(text)]
 
 
+def data_card_blocks(ds: dict, record: RunRecord) -> list:
+    """The data card (shape, classes, balance, identity, split, input
+    scaling) and which split the learning curves come from; nothing for
+    records made before archbench kept a data card."""
+    if not ds.get("class_counts"):
+        return []
+    parts = []
+    shape = ds.get("image_shape")
+    if shape:
+        parts.append(f"images {' × '.join(map(str, shape))} (C × H × W), {ds.get('num_classes') or '?'} classes")
+    balance = ds.get("balance") or {}
+    if balance:
+        parts.append("class balance (smallest ÷ largest class) " + ", ".join(
+            f"{split} {v:.2f}" for split, v in balance.items() if isinstance(v, (int, float))))
+    if ds.get("identity_sha256"):
+        parts.append(f"identity SHA-256 `{str(ds['identity_sha256'])[:16]}…`")
+    norm = ds.get("normalization") or {}
+    if norm.get("mean") is not None:
+        def fmt(v: object) -> str:
+            return ", ".join(f"{x:.3f}" for x in v) if isinstance(v, list) else str(v)
+
+        parts.append(f"inputs {norm.get('applied', 'x / 255')}; per-channel mean {fmt(norm['mean'])} and std "
+                     f"{fmt(norm.get('std'))} of the training split only")
+    split = (ds.get("split") or {}).get("val") or {}
+    if ds.get("val_samples"):
+        frac = split.get("fraction")
+        curves = ("Learning curves are on the validation split" + (f" ({100 * frac:g} % of the training images"
+                  if isinstance(frac, (int, float)) else " (") + ", stratified by class, seed "
+                  f"{split.get('seed', '?')}); the test set is evaluated once, after training: every test "
+                  "accuracy in this report comes from that single evaluation.")
+    else:
+        curves = ("No validation split: the per-epoch learning curves are on the test set (as in the seed "
+                  "notebook), so a recipe chosen by watching them was chosen on the test set; "
+                  "`--val-split 0.1` keeps a validation split for that.")
+    return [Para("Data card: " + "; ".join(parts) + ". " + curves)]
+
+
 def build_blocks(record: RunRecord, analysis: dict[str, Any] | None = None,
                  plots: list[tuple[str, str]] | None = None) -> list:
     an = analysis or analyze(record)
@@ -661,11 +698,14 @@ def build_blocks(record: RunRecord, analysis: dict[str, Any] | None = None,
                       + "); ")
     else:
         train_text = f"{fmt_count(ds.get('train_samples'))} train / "
+        if ds.get("val_samples"):
+            train_text += f"{fmt_count(ds.get('val_samples'))} validation / "
     blocks += [
         Para(f"Dataset **{ds.get('name', '?')}**: {train_text}{fmt_count(ds.get('test_samples'))} test images"
              + (", the same for every run" if runs else "")
              + _verified_note(ds)
              + f" {seeds_text}, device {record.get('device', '?')}."),
+        *data_card_blocks(ds, record),
         *recipe_blocks(cfg, record),
         Heading(2, "Comparison"),
         Table(TABLE_HEAD, comparison_rows(record, an)),
@@ -861,8 +901,10 @@ def _time_to_result(entry: ModelRecord) -> list:
     train = [u["timings"]["train_seconds"] for u in ok]
     ev = [u["timings"]["eval_seconds"] for u in ok]
     views = lookup(ok[0], "test", "views") or 1
+    curve_split = (" of the validation split, then the test set once"
+                   if any(h.get("val_acc") is not None for h in ok[0].get("history", [])) else "")
     return [Para(f"Time to result: measuring the costs took {fmt_seconds(measure)}; each unit took "
                  f"{fmt_seconds(statistics.fmean(walls))} on average from start to saved files, of which training "
                  f"{fmt_seconds(statistics.fmean(train))} and evaluation {fmt_seconds(statistics.fmean(ev))} (the "
-                 "per-epoch learning curve on one view" + (f", the final test on {views} test-time views"
-                                                            if views > 1 else "") + ").")]
+                 "per-epoch learning curve on one view" + curve_split
+                 + (f", the final test on {views} test-time views" if views > 1 else "") + ").")]

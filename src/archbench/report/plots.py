@@ -103,8 +103,12 @@ def learning_curves(record: RunRecord):
 
     colors = model_colors(record)
     fig, axes = _figure(2, 2, figsize=(10, 6.5), sharex=True)
-    panels = [("train_loss", "train loss", 1.0), ("test_loss", "test loss", 1.0),
-              ("train_acc", "train accuracy (%)", 100.0), ("test_acc", "test accuracy (%)", 100.0)]
+    # With a validation split the curves are the validation set's (the test set is evaluated once, at the end).
+    held = "val" if any(h.get("val_acc") is not None for e in record["models"].values() for u in _ok_units(e)
+                        for h in u.get("history", [])) else "test"
+    word = "validation" if held == "val" else "test"
+    panels = [("train_loss", "train loss", 1.0), (f"{held}_loss", f"{word} loss", 1.0),
+              ("train_acc", "train accuracy (%)", 100.0), (f"{held}_acc", f"{word} accuracy (%)", 100.0)]
     drawn = False
     for name, entry in record["models"].items():
         units = _ok_units(entry)
@@ -113,7 +117,7 @@ def learning_curves(record: RunRecord):
         epochs = [h["epoch"] for h in units[0]["history"]]
         same = [u for u in units if len(u["history"]) == len(epochs)]
         for ax, (key, title, scale) in zip(axes.flat, panels):
-            vals = torch.tensor([[h[key] if h[key] is not None else float("nan") for h in u["history"]]
+            vals = torch.tensor([[h[key] if h.get(key) is not None else float("nan") for h in u["history"]]
                                  for u in same], dtype=torch.float64) * scale
             ax.plot(epochs, vals.mean(0).tolist(), color=colors[name], marker="o", ms=3,
                     label=f"{name} (n={vals.shape[0]})")
@@ -127,7 +131,8 @@ def learning_curves(record: RunRecord):
     for ax in axes[1]:
         ax.set_xlabel("epoch")
     axes[0, 0].legend()
-    fig.suptitle("Learning curves (mean over seeds; band = min–max)")
+    fig.suptitle("Learning curves (mean over seeds; band = min–max)"
+                 + ("; held-out curves on the validation split" if held == "val" else ""))
     return fig if drawn else None
 
 

@@ -47,8 +47,10 @@ def resolve_device(name: str) -> torch.device:
 
 
 def to_input(images_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 ``(N, H, W)`` -> float32 ``(N, 1, H, W)`` in [0, 1], as the seed does."""
-    return images_u8.to(device).unsqueeze(1).float().div_(255.0)
+    """uint8 ``(N, C, H, W)`` (or ``(N, H, W)``: one channel) -> float32
+    ``(N, C, H, W)`` in [0, 1], as the seed does (x / 255, no standardisation)."""
+    x = images_u8.to(device)
+    return (x.unsqueeze(1) if x.dim() == 3 else x).float().div_(255.0)
 
 
 @dataclass
@@ -60,9 +62,16 @@ class EpochStats:
     test_acc: float | None
     seconds: float  # training steps only
     eval_seconds: float
+    # With a validation split the curve is evaluated on it (and test_* stay None):
+    # the test set is evaluated once, after training.
+    val_loss: float | None = None
+    val_acc: float | None = None
 
     def to_dict(self) -> EpochRow:
-        return cast(EpochRow, dict(self.__dict__))
+        row = dict(self.__dict__)
+        if self.val_loss is None and self.val_acc is None:  # records without a validation split keep their keys
+            del row["val_loss"], row["val_acc"]
+        return cast(EpochRow, row)
 
 
 @dataclass
@@ -178,17 +187,22 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
              channels_last: bool = False, autocast_dtype: torch.dtype | None = None,
              tta_flip: bool = False, tta_shift: int = 0) -> EvalResult:
     """Mean cross-entropy, accuracy and per-sample predictions over a split.
-    ``images`` is float ``(N, 1, H, W)`` on the model's device. With
+    ``images`` is float ``(N, C, H, W)`` on the model's device, or uint8
+    (streamed: each batch converted with :func:`to_input` as it is read). With
     test-time augmentation the logits of each image's views (mirror image;
     shifts by ``tta_shift`` pixels up, down, left, right) are averaged."""
     was_training = model.training
     model.eval()
     views = tta_views(tta_flip, tta_shift)
     try:
-        loss_sum = torch.zeros((), device=images.device, dtype=torch.float64)
+        loss_sum = torch.zeros((), device=labels.device, dtype=torch.float64)
         preds = []
+        dev = labels.device
         for s in range(0, images.shape[0], batch_size):
-            logits = predict(model, images[s:s + batch_size], views, channels_last, autocast_dtype)
+            xb = images[s:s + batch_size]
+            if xb.dtype == torch.uint8:
+                xb = to_input(xb, dev)
+            logits = predict(model, xb, views, channels_last, autocast_dtype)
             loss_sum += F.cross_entropy(logits.float(), labels[s:s + batch_size], reduction="sum").double()
             preds.append(logits.argmax(1))
         pred = torch.cat(preds).cpu() if preds else torch.empty(0, dtype=torch.long)
@@ -341,8 +355,8 @@ class _GraphedStep:
         pred_out.copy_(spred)
 
 
-def _non_finite_evaluation(loss: float, epoch: int) -> TrainingError:
-    return TrainingError(f"evaluation loss became {loss} after epoch {epoch}: the model's outputs on the test "
+def _non_finite_evaluation(loss: float, epoch: int, split: str = "test") -> TrainingError:
+    return TrainingError(f"evaluation loss became {loss} after epoch {epoch}: the model's outputs on the {split} "
                          "split are not finite (inf or nan logits), so its accuracy cannot be trusted. Check the "
                          "model's last layers (an unbounded output, a division), or lower the learning rate.")
 
@@ -365,10 +379,17 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
           seed: int, progress: ProgressFactory | None = None,
           on_epoch: Callable[[EpochStats], None] | None = None,
           checkpoint: Callable[[dict], None] | None = None,
-          resume_from: dict | None = None) -> TrainResult:
+          resume_from: dict | None = None, val_x: torch.Tensor | None = None,
+          val_y: torch.Tensor | None = None, stream: bool = False) -> TrainResult:
     """Train ``model`` in place with the recipe in ``cfg``.
 
-    ``train_x``/``test_x`` are uint8 ``(N, H, W)`` images, ``*_y`` int64 labels.
+    ``train_x``/``val_x``/``test_x`` are uint8 ``(N, C, H, W)`` (or
+    ``(N, H, W)``) images, ``*_y`` int64 labels. With a validation split the
+    per-epoch curve is evaluated on it, and the test set once, after the last
+    epoch; without one, the curve is the test set's (as the seed notebook).
+    ``stream``: keep the images as uint8 where they are (memory-mapped, say)
+    and convert each batch as it is read, instead of converting whole splits
+    to float32 on the device first; the arithmetic is the same.
     The shuffling order is drawn from a generator seeded with ``seed``; model
     initialisation is the caller's (seed the global RNG before building it).
     ``progress(total=..., desc=...)`` returns a tqdm-like bar (``update``,
@@ -384,12 +405,17 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
     model.train()
     setup = build_step(model, cfg, device)
     run_model, channels_last = setup.run_model, setup.channels_last
-    X = to_input(train_x, device)
-    if channels_last:
-        X = X.contiguous(memory_format=torch.channels_last)
+    if stream:  # batches are gathered from the uint8 images where they are, then converted
+        X = train_x
+    else:
+        X = to_input(train_x, device)
+        if channels_last:
+            X = X.contiguous(memory_format=torch.channels_last)
     Y = train_y.to(device)
-    Xt = to_input(test_x, device) if test_x is not None else None
+    Xt = (test_x if stream else to_input(test_x, device)) if test_x is not None else None
     Yt = test_y.to(device) if test_y is not None else None
+    Xv = (val_x if stream else to_input(val_x, device)) if val_x is not None else None
+    Yv = val_y.to(device) if val_y is not None else None
     n = X.shape[0]
     if n == 0:
         raise UsageError("the training set is empty (check --train-limit).")
@@ -433,7 +459,8 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
     step: _Step | _GraphedStep = setup.step
     use_graphs = device.type == "cuda" and cfg.cuda_graphs
     if use_graphs:
-        step = _GraphedStep(run_model, opt, X[:bs], Y[:bs], **step_kwargs)
+        example = to_input(X[:bs], device) if stream else X[:bs]
+        step = _GraphedStep(run_model, opt, example, Y[:bs], **step_kwargs)
         sizes = sorted({bs, n % bs} - {0})
         step.capture(sizes)
     ev = None
@@ -448,7 +475,12 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
             idx = perm[lo:hi]
             if cfg.schedule != "constant":
                 set_lr(opt, cfg.lr_at((epoch - 1) * steps_per_epoch + i, total_steps))
-            xb = X.index_select(0, idx)
+            if stream:
+                xb = to_input(X.index_select(0, idx.to(X.device)), device)
+                if channels_last:
+                    xb = xb.contiguous(memory_format=torch.channels_last)
+            else:
+                xb = X.index_select(0, idx)
             if augmenting:
                 xb = augment(xb, cfg.augment_crop, cfg.augment_flip, aug_gen)
             step(xb, Y.index_select(0, idx), step_loss[i], preds[lo:hi])
@@ -468,11 +500,19 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
             raise TrainingError(f"training loss became {train_loss} in epoch {epoch} (lr {cfg.lr}); "
                                 "lower the learning rate or check the model.")
         t1 = time.perf_counter()
-        test_loss = test_acc = None
-        if Xt is not None:
+        test_loss = test_acc = val_loss = val_acc = None
+        # The learning curve is evaluated on one view; test-time augmentation
+        # (many views, many times the cost) is for the final test only.
+        if Xv is not None:
+            assert Yv is not None  # val_x and val_y are passed together
+            vev = evaluate(run_model, Xv, Yv, cfg.eval_batch_size, channels_last, amp)
+            val_loss, val_acc = vev.loss, vev.accuracy
+            if Yv.numel() and not math.isfinite(val_loss):
+                if bar is not None:
+                    bar.close()
+                raise _non_finite_evaluation(val_loss, epoch, "validation")
+        elif Xt is not None:
             assert Yt is not None  # test_x and test_y are passed together
-            # The learning curve is evaluated on one view; test-time augmentation
-            # (many views, many times the cost) is for the final test only.
             ev = evaluate(run_model, Xt, Yt, cfg.eval_batch_size, channels_last, amp)
             test_loss, test_acc = ev.loss, ev.accuracy
             if Yt.numel() and not math.isfinite(test_loss):
@@ -480,12 +520,15 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
                     bar.close()
                 raise _non_finite_evaluation(test_loss, epoch)
         eval_seconds = time.perf_counter() - t1
-        stats = EpochStats(epoch, train_loss, train_acc, test_loss, test_acc, seconds, eval_seconds)
+        stats = EpochStats(epoch, train_loss, train_acc, test_loss, test_acc, seconds, eval_seconds,
+                           val_loss, val_acc)
         history.append(stats)
         if bar is not None:
             post = f"loss {train_loss:.4f} acc {train_acc:.4f} {n / seconds:,.0f} img/s"
             if test_acc is not None:
                 post += f" | test acc {test_acc:.4f}"
+            if val_acc is not None:
+                post += f" | val acc {val_acc:.4f}"
             bar.set_postfix_str(post)
             bar.close()
         if on_epoch:
