@@ -172,3 +172,24 @@ def test_digits_default_models_leave_out_what_cannot_take_8x8(tmp_path):
              cwd=tmp_path)
     assert r.returncode != 0 and "cnn" in r.stderr and "8" in r.stderr
     assert not (tmp_path / "runs" / "e" / "results.json").exists()
+
+
+def test_memory_mapped_run_gives_the_in_memory_results(tmp_path, monkeypatch):
+    """Above the memory threshold the images stay uint8 in memory-mapped files
+    and each batch is converted as it is read: recorded, and the same results."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # where the array cache is written
+    write_npz(tmp_path / "rgb.npz", n_train=40, n_test=20)
+    args = ("run", "--dataset", "rgb.npz", "--models", "cnn", "--epochs", "2", "--batch-size", "16",
+            "--val-split", "0.25", "--no-timing", "--quiet", "--threads", "1")
+    assert _cli(*args, "--name", "mem", cwd=tmp_path).returncode == 0
+    monkeypatch.setenv("ARCHBENCH_MEMORY_LIMIT", "1000")  # bytes: far below the float32 copy
+    r = _cli(*args, "--name", "map", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert list((tmp_path / "cache" / "archbench" / "arrays").iterdir())
+    mem, mapped = (strict_json((tmp_path / "runs" / n / "results.json").read_text()) for n in ("mem", "map"))
+    assert mem["dataset"]["storage"] == "memory" and mapped["dataset"]["storage"] == "memmap"
+    assert mem["dataset"]["identity_sha256"] == mapped["dataset"]["identity_sha256"]
+    a, b = mem["models"]["cnn"]["units"][0], mapped["models"]["cnn"]["units"][0]
+    assert a["test"] == b["test"]
+    assert [(h["train_loss"], h["val_loss"]) for h in a["history"]] == \
+        [(h["train_loss"], h["val_loss"]) for h in b["history"]]
