@@ -21,13 +21,20 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def affinity_cpus() -> set[int] | None:
+    """The CPU numbers this process may run on (its affinity mask), or None
+    where the OS does not say."""
+    try:
+        return set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+
+
 def usable_cpus() -> int:
     """Cores this process may run on: its affinity mask (else the machine's
     count), capped by a cgroup v2 CPU quota where one is set."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        n = os.cpu_count() or 1
+    cpus = affinity_cpus()
+    n = len(cpus) if cpus else (os.cpu_count() or 1)
     try:
         with open("/sys/fs/cgroup/cpu.max", encoding="ascii") as fh:
             quota, period = fh.read().split()[:2]
@@ -44,6 +51,40 @@ def load_average() -> list[float] | None:
         return [round(x, 2) for x in os.getloadavg()]
     except (AttributeError, OSError):
         return None
+
+
+def cpu_times() -> dict[int, tuple[int, int]] | None:
+    """Per CPU, (busy, total) time in clock ticks since boot, from
+    ``/proc/stat`` (Linux; None elsewhere). Busy is everything but idle and
+    iowait: user, nice, system, irq, softirq and steal (time the hypervisor
+    gave this virtual CPU's core to another machine is not ours either)."""
+    out: dict[int, tuple[int, int]] = {}
+    try:
+        with open("/proc/stat", encoding="ascii") as fh:
+            for line in fh:
+                if not line.startswith("cpu") or line.startswith("cpu "):
+                    continue
+                name, *fields = line.split()
+                ticks = [int(x) for x in fields[:8]]  # guest time is already inside user time
+                ticks += [0] * (8 - len(ticks))
+                total = sum(ticks)
+                out[int(name[3:])] = (total - ticks[3] - ticks[4], total)
+    except (OSError, ValueError):
+        return None
+    return out or None
+
+
+def procs_running() -> int | None:
+    """Threads runnable right now on the whole machine (``procs_running`` in
+    ``/proc/stat``, this one included), or None where there is no such count."""
+    try:
+        with open("/proc/stat", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("procs_running"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def host_snapshot() -> dict[str, Any]:
