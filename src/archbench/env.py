@@ -21,6 +21,11 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what the platform module says."""
+    return _cpu_model()
+
+
 def affinity_cpus() -> set[int] | None:
     """The CPU numbers this process may run on (its affinity mask), or None
     where the OS does not say."""
