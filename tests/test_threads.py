@@ -74,10 +74,12 @@ def test_free_cores_counts_a_core_free_only_when_mostly_idle(monkeypatch, busy, 
 # --------------------------------------------------------------------------- the probe
 
 
-def test_the_probe_leaves_the_model_rng_and_thread_count_untouched(study):
+@pytest.mark.parametrize("ref", ["cnn", "dropout"])
+def test_the_probe_leaves_the_model_rng_and_thread_count_untouched(study, ref):
     cfg, data = study
     torch.manual_seed(123)
-    model = create_model("cnn")
+    model = create_model("cnn") if ref == "cnn" else torch.nn.Sequential(  # dropout draws from torch's RNG
+        torch.nn.Flatten(), torch.nn.Linear(784, 32), torch.nn.Dropout(0.5), torch.nn.Linear(32, 10))
     state = {k: v.clone() for k, v in model.state_dict().items()}
     rng = torch.get_rng_state()
     before = torch.get_num_threads()
