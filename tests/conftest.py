@@ -2,6 +2,7 @@ import gzip
 import hashlib
 import http.server
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -13,6 +14,10 @@ from archbench.data import DataFile, DatasetSpec, encode_idx
 from archbench.data.loader import locate
 from archbench.data.registry import FASHION_MNIST
 from archbench.errors import DataError
+
+# CPU arithmetic depends on the thread count, and "auto" picks it from the machine's load: tests that compare
+# two runs pin it (subprocesses inherit this). tests/test_threads.py tests the policy itself.
+os.environ.setdefault("ARCHBENCH_THREADS", "1")
 
 NAMES = {"train_images": "tiny-train-images", "train_labels": "tiny-train-labels",
          "test_images": "tiny-test-images", "test_labels": "tiny-test-labels"}

@@ -27,6 +27,21 @@ from tests.conftest import write_synthetic_fashion
 CPU = torch.device("cpu")
 
 
+@pytest.fixture(autouse=True)
+def _policy_default(monkeypatch):
+    """This file tests the policy itself: the default is "auto" here (conftest pins it for other tests)."""
+    monkeypatch.delenv(threads.ENV_THREADS, raising=False)
+
+
+def test_env_var_sets_the_default(monkeypatch):
+    monkeypatch.setenv(threads.ENV_THREADS, "3")
+    assert threads.parse_threads(None) == 3
+    monkeypatch.setenv(threads.ENV_THREADS, "many")
+    with pytest.raises(UsageError, match=r"\$ARCHBENCH_THREADS 'many' is invalid"):
+        threads.parse_threads(None)
+    assert threads.parse_threads(2) == 2  # given explicitly, the option wins
+
+
 @pytest.fixture
 def study(synthetic_fashion):
     """(cfg, data) of a two-model, 2-epoch study on the synthetic data."""

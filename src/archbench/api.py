@@ -187,12 +187,19 @@ def _python_models(models: Any) -> Iterator[list[str]]:
 
 
 def compare(models: Any, *, seeds: Any = None, dataset: str | None = None, quiet: bool = False,
-            timing: bool = True, check_determinism: bool = False, **options: Any) -> StudyResult:
+            timing: bool = True, check_determinism: bool = False, threads: int | str | None = None,
+            jobs: int = 1, **options: Any) -> StudyResult:
     """Train and measure ``models`` over ``seeds``; write the run directory;
     return a :class:`StudyResult`.
 
+    ``dataset``: a dataset name (fashion-mnist, mnist, kmnist, digits) or the
+    path of your own data (.npz, CIFAR batches, an image-folder tree); the
+    models are built for its image shape and classes. ``threads``: CPU
+    threads per unit, ``"auto"`` (the default: probed at each unit's start)
+    or a number; ``jobs``: units side by side in worker processes (models
+    given as Python objects need ``jobs=1``).
     ``options`` are the keys of ``archbench run``: study keys (``data_dir``,
-    ``verify``, ``train_limit``, ``test_limit``, ``out``, ``name``) and
+    ``verify``, ``train_limit``, ``test_limit``, ``val_split``, ``out``, ``name``) and
     training keys (``epochs``, ``batch_size``, ``lr``, ``optimizer``, ...).
     An option given here wins over the model's recipe, as on the command line;
     one not given leaves the recipe's value (a zoo model trains with its own
@@ -208,6 +215,10 @@ def compare(models: Any, *, seeds: Any = None, dataset: str | None = None, quiet
     with _python_models(models) as names:
         explicit["models"] = names
         cfg = resolve(explicit, source=Source.API)
+        executor_options: dict[str, Any] = {"jobs": jobs}
+        if threads is not None:
+            executor_options["threads"] = threads
         record, run_dir = run_study(cfg, RunOptions(quiet=quiet, timing=timing, notebook=True,
-                                                    check_determinism=check_determinism))
+                                                    check_determinism=check_determinism,
+                                                    executor_options=executor_options))
     return StudyResult(record, run_dir)

@@ -54,14 +54,14 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 
 from archbench.config import StudyConfig
 from archbench.env import usable_cpus
 from archbench.errors import Interrupted, UsageError
-from archbench.records import atomic_write_text
+from archbench.records import Unit, atomic_write_text
 from archbench.threads import decide_threads, describe, free_cores, parse_threads
 from archbench.unit import run_unit, safe_name
 
@@ -115,8 +115,8 @@ def _forget_decision(run_dir: Path, ref: str, seed: int) -> None:
         saved.unlink(missing_ok=True)
 
 
-def _attach(unit: Any, decision: dict[str, Any]) -> Any:
-    cast(dict, unit)["threads"] = decision
+def _attach(unit: Unit, decision: dict[str, Any]) -> Unit:
+    unit["threads"] = decision
     return unit
 
 

@@ -61,6 +61,7 @@ class Unit(TypedDict):
     error: NotRequired[str]
     error_type: NotRequired[str]
     traceback: NotRequired[str]
+    threads: NotRequired[dict[str, Any]]     # the unit's thread decision: policy, threads, free_cores, probe
     host: NotRequired[dict[str, Any]]        # cpu, usable_cpus, torch_threads, torch_interop_threads,
     #                                          load_start, load_end ([1, 5, 15]-minute load averages)
 

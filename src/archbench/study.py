@@ -37,7 +37,7 @@ from archbench.config import StudyConfig, config_differences
 from archbench.data import load_data, with_validation
 from archbench.env import environment
 from archbench.errors import DataError, Interrupted, ModelError, UsageError
-from archbench.executors import run_units_locally, run_units_on_ray
+from archbench.executors import check_parallel_models, run_units_locally, run_units_on_ray
 from archbench.models import check_model_io, create_model, is_reference
 from archbench.records import (
     OutputError,
@@ -391,6 +391,8 @@ def _run_study(cfg: StudyConfig, opts: RunOptions, stack: contextlib.ExitStack) 
     data = load_study_data(cfg)
     # Every model must build and map a batch to logits before anything is written.
     cfg = check_models(cfg, data, log)
+    if opts.executor == "local" and opts.executor_options.get("jobs", 1) > 1:
+        check_parallel_models(list(cfg.models), opts.executor_options["jobs"])
     tracker = None
     if opts.mlflow_uri is not None:
         from archbench.tracking import Tracker
@@ -430,8 +432,7 @@ def _run_study(cfg: StudyConfig, opts: RunOptions, stack: contextlib.ExitStack) 
             xo = opts.executor_options
             run_units_locally(pending, cfg, data, run_dir, on_result, log,
                               progress_factory(opts.quiet, opts.notebook), device,
-                              threads=xo.get("threads", xo.get("cpus_per_unit")),
-                              **({"jobs": xo["jobs"]} if xo.get("jobs", 1) != 1 else {}))
+                              threads=xo.get("threads", xo.get("cpus_per_unit")), jobs=xo.get("jobs", 1))
         check_stop()
         with contextlib.suppress(OSError):  # every unit is done: the epoch checkpoints' folder is empty
             (run_dir / "checkpoints").rmdir()

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -51,9 +52,15 @@ ROUNDS = 5              # timed bursts per candidate (alternating between candid
 TOLERANCE = 0.05        # fewer threads are preferred unless more are faster by more than this
 
 
+ENV_THREADS = "ARCHBENCH_THREADS"  # the default of --threads where it is not given (a CI runner may pin it)
+
+
 def parse_threads(value: Any, what: str = "--threads") -> int | str:
-    """``"auto"`` (also for None) or a thread count >= 1."""
-    if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+    """``"auto"`` or a thread count >= 1; None means ``$ARCHBENCH_THREADS``
+    where it is set, else ``"auto"``."""
+    if value is None:
+        value, what = os.environ.get(ENV_THREADS) or "auto", f"${ENV_THREADS}"
+    if isinstance(value, str) and value.strip().lower() == "auto":
         return "auto"
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value.strip())
