@@ -255,8 +255,8 @@ def cli_process(args, cwd, models_dir, **kw) -> subprocess.Popen:
     ('models = ["mlp"]\nx = ' + "[" * 5000 + "]" * 5000 + "\n", "nests arrays or tables too deeply"),
     ('models = [{name = "s", spec = {input_shape = [3, 32, 32], layers = [{type = "flatten"}, '
      '{type = "dense", units = 10}]}}]\n',
-     "model 's' takes inputs of shape (3, 32, 32) (its input_shape), but fashion-mnist's images have shape "
-     "(1, 28, 28); set input_shape = [1, 28, 28]"),
+     "model 's' declares input_shape = [3, 32, 32] but the images are (1, 28, 28): remove input_shape from the "
+     "spec (the input is inferred from the dataset) or set it to [1, 28, 28]"),
     ('models = [{name = "big", spec = {layers = [{type = "flatten"}, {type = "dense", units = 1000000000000}, '
      '{type = "dense", units = 10}]}}]\n',
      "layer 1 (dense): 785,000,000,000,000 parameters = 3,140,000,000,000,000 bytes as float32, more than this "

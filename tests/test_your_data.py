@@ -150,7 +150,7 @@ def test_rgb_npz_through_run_profile_and_report(tmp_path):
     assert len(unit["test"]["predictions"]) == 30
     report = (tmp_path / "runs" / "rgb" / "report.md").read_text()
     assert "3 × 32 × 32" in report and "validation split" in report and "evaluated once" in report
-    assert "20 % of the training images" in report
+    assert "10 of 60 training images (16.7 %) held out; --val-split asked for 20 %" in report
     # profile builds the same adapted model
     p = _cli("profile", "cnn", "--dataset", "rgb.npz", "--json", "--no-timing", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
@@ -193,3 +193,57 @@ def test_memory_mapped_run_gives_the_in_memory_results(tmp_path, monkeypatch):
     assert a["test"] == b["test"]
     assert [(h["train_loss"], h["val_loss"]) for h in a["history"]] == \
         [(h["train_loss"], h["val_loss"]) for h in b["history"]]
+
+
+def test_costs_are_measured_for_the_data_class_count():
+    """Every measurer builds its step with the data's class count (a 3-class
+    model fed 10-class targets failed: costs lost, profile crashed)."""
+    from archbench.measure import measure_model
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(2 * 6 * 6, 3))
+    cfg = TrainConfig.from_dict({"batch_size": 16, "epochs": 2})
+    m = measure_model(model, (2, 6, 6), cfg=cfg, num_classes=3, train_samples=50, epochs=2, timing=True,
+                      latency_seconds=0.01)
+    assert m["flops"]["per_epoch"]["steps"] == 4  # 3 full batches of 16 and a last one of 2
+    assert m["speed"]["train_step"]["items_per_call"] == 16 and m["reference"]["speed"]["train_step"]["calls"] >= 10
+
+
+def test_per_class_metrics_are_undefined_not_zero_without_test_images():
+    from archbench.report.exports import per_class_table
+
+    record = {"dataset": {"test_labels": [0, 0, 1, 1], "classes": ["a", "b", "c"]},
+              "models": {"m": {"units": [{"seed": 0, "status": "ok", "test": {"predictions": [0, 1, 1, 1]}}]}}}
+    cols, rows = per_class_table(record)
+    by_class = {r[2]: dict(zip(cols, r)) for r in rows}
+    assert by_class["a"]["recall_frac"] == 0.5 and by_class["a"]["precision_frac"] == 1.0
+    assert by_class["b"]["precision_frac"] == pytest.approx(2 / 3)
+    # class c: no test image and never predicted: nothing to measure, so no number (not 0.0)
+    assert by_class["c"]["recall_frac"] is None and by_class["c"]["precision_frac"] is None
+    assert by_class["c"]["f1_frac"] is None and by_class["c"]["support_count"] == 0
+
+
+def test_experiment_file_dataset_is_never_read_from_the_working_directory(tmp_path, monkeypatch):
+    from archbench.config import load_experiment
+
+    (tmp_path / "exp").mkdir()
+    write_npz(tmp_path / "d.npz")  # in the working directory, not beside the file
+    (tmp_path / "exp" / "e.toml").write_text('dataset = "d.npz"\nmodels = ["mlp"]\n')
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError, match=r"unknown dataset '.*exp/d\.npz'"):
+        load_experiment(tmp_path / "exp" / "e.toml")
+
+
+def test_run_records_its_thread_policy_and_resume_keeps_it(tmp_path):
+    from archbench.study import RunOptions, local_threads
+
+    logs: list[str] = []
+    new: dict = {}
+    assert local_threads(RunOptions(executor_options={"threads": 1, "jobs": 1}), new, logs.append) == 1
+    assert new["execution"] == {"threads": 1, "jobs": 1}
+    # resumed without --threads: the stored policy, said in the log
+    assert local_threads(RunOptions(resume=tmp_path, executor_options={"jobs": 1}), new, logs.append) == 1
+    assert logs == ["resuming with the run's thread policy: --threads 1"]
+    # given explicitly, the new value is used for the units that have not started
+    assert local_threads(RunOptions(resume=tmp_path, executor_options={"threads": "auto"}), new, logs.append) \
+        == "auto"

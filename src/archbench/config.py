@@ -455,6 +455,7 @@ def load_experiment(path: str | os.PathLike) -> ExperimentFile:
     Every key and every value is checked here, with the file and the table
     named in the error; precedence is applied by :func:`resolve`.
     """
+    from archbench.data.registry import list_datasets
     from archbench.errors import read_toml
     from archbench.models.spec import load_spec_file
 
@@ -472,9 +473,9 @@ def load_experiment(path: str | os.PathLike) -> ExperimentFile:
         if k in data and k != "models":
             v = data[k]
             relative = isinstance(v, str) and v and not Path(v).expanduser().is_absolute()
-            named = k == "dataset" and v in DATASET_NAMES
-            if relative and not named and (k == "data_dir" or (path.parent / v).exists()):
-                v = str(path.parent / v)  # a path in the file is relative to the file
+            named = k == "dataset" and (v in DATASET_NAMES or v in list_datasets())
+            if relative and not named:
+                v = str(path.parent / v)  # a path in the file is relative to the file, never to the working dir
             study[k] = check_value(k, v, STUDY_CHECKS[k], f"{where}: ")
     train = _check_train_table(data.get("train", {}), f"{where}: [train]")
     models_t = data.get("models")
@@ -639,11 +640,16 @@ def dataset_symmetry(dataset: str) -> tuple[str, bool | None]:
         return dataset, get_dataset_spec(dataset).mirror_symmetric
     if dataset == "digits":
         return dataset, False
+    # The same dispatch as archbench.data.sources.load_data: a tar archive is CIFAR's; a directory with
+    # train/ or test/ is an image folder (symmetry unknown), else a CIFAR batch directory.
     path = Path(dataset)
-    if path.is_file() and path.name.endswith((".tar.gz", ".tgz")):
+    if path.is_file() and path.name.lower().endswith((".tar.gz", ".tgz", ".tar")):
         return path.name, True
-    if path.is_dir() and any((path / f).is_file() for f in ("data_batch_1", "batches.meta", "meta")):
-        return path.name, True
+    if path.is_dir() and not ((path / "train").is_dir() or (path / "test").is_dir()):
+        from archbench.data.sources import _cifar_dir_kind
+
+        if _cifar_dir_kind(path):
+            return path.name, True
     return path.name, None
 
 

@@ -85,6 +85,7 @@ class RunRecord(TypedDict):
     created: NotRequired[str]    # ISO 8601, UTC, when the run started
     device: NotRequired[str]
     determinism_check: NotRequired[dict[str, Any]]
+    execution: NotRequired[dict[str, Any]]  # local executor: threads policy ("auto" or a count), jobs
     merged_from: NotRequired[list[str]]
     configs: NotRequired[dict[str, dict[str, Any]]]
     environments: NotRequired[dict[str, dict[str, Any]]]

@@ -52,6 +52,7 @@ from archbench.records import (
 )
 from archbench.report import write_reports
 from archbench.signals import check_stop, stop_on_signals
+from archbench.threads import parse_threads
 from archbench.train import resolve_device, train
 from archbench.unit import build_model, data_shape, measure_entry, safe_name
 
@@ -271,7 +272,8 @@ def _same_data(record: RunRecord, data: Any, run_dir: Path) -> None:
     diffs = []
     a, b = stored.get("payload_sha256") or {}, now.get("payload_sha256") or {}
     if a:
-        diffs += [f"{role}: SHA-256 {a.get(role)} when the run started, now {b.get(role)} ({data.files.get(role)})"
+        diffs += [f"{role}: SHA-256 {a.get(role)} when the run started, now {b.get(role)}"
+                  + (f" ({data.files[role]})" if data.files.get(role) else "")
                   for role in sorted(set(a) | set(b)) if a.get(role) != b.get(role)]
     if stored.get("identity_sha256") and stored.get("identity_sha256") != now.get("identity_sha256"):
         diffs.append(f"identity SHA-256 {stored['identity_sha256']} when the run started, now "
@@ -282,9 +284,12 @@ def _same_data(record: RunRecord, data: Any, run_dir: Path) -> None:
     if stored.get("test_labels") is not None and stored["test_labels"] != data.test_labels.tolist():
         diffs.append("the test labels differ")
     if diffs:
+        registered = stored.get("source", "registry") == "registry"
         raise DataError(f"cannot resume {run_dir}: the data differs from the data it started with ("
-                        + "; ".join(diffs) + "). Resume with the original files (--data-dir DIR where they are "
-                        "now), or start a new run.")
+                        + "; ".join(diffs) + "). Resume with the original data ("
+                        + ("--data-dir DIR where its files are now" if registered else
+                           f"{stored.get('name') or 'the dataset'} as it was: restore the file, or the folder's "
+                           "images") + "), or start a new run.")
 
 
 class _DiscardIfFailed:
@@ -371,6 +376,23 @@ def run_study(cfg: StudyConfig, opts: RunOptions | None = None) -> tuple[RunReco
         return _run_study(cfg, opts or RunOptions(), stack)
 
 
+def local_threads(opts: RunOptions, record: RunRecord, log: Log) -> int | str:
+    """The local executor's thread policy ("auto" or a count): the one given
+    (--threads, else --cpus-per-unit, else $ARCHBENCH_THREADS, else auto),
+    recorded with a new run; a resumed run without one keeps its stored
+    policy (units that had started keep their own count in any case)."""
+    xo = opts.executor_options
+    given = xo.get("threads", xo.get("cpus_per_unit"))
+    stored = lookup(record, "execution", "threads")
+    if opts.resume is not None and given is None and stored is not None:
+        log(f"resuming with the run's thread policy: --threads {stored}")
+        return stored
+    spec = parse_threads(given)
+    if opts.resume is None and opts.executor == "local":
+        record["execution"] = {"threads": spec, "jobs": xo.get("jobs", 1)}
+    return spec
+
+
 def load_study_data(cfg: StudyConfig) -> Any:
     """The study's data: loaded and checked, limited to ``train_limit`` /
     ``test_limit`` images, then (with ``val_split``) its training images split
@@ -399,6 +421,7 @@ def _run_study(cfg: StudyConfig, opts: RunOptions, stack: contextlib.ExitStack) 
 
         tracker = Tracker(opts.mlflow_uri, opts.mlflow_experiment)
     record, run_dir = _open_run(cfg, opts, data, device, log, stack)
+    threads_spec = local_threads(opts, record, log)
     if tracker is not None:
         try:
             tracker.start(record, run_dir)
@@ -429,10 +452,9 @@ def _run_study(cfg: StudyConfig, opts: RunOptions, stack: contextlib.ExitStack) 
         if opts.executor == "ray":
             run_units_on_ray(pending, cfg, data, run_dir, on_result, log, **opts.executor_options)
         else:
-            xo = opts.executor_options
             run_units_locally(pending, cfg, data, run_dir, on_result, log,
                               progress_factory(opts.quiet, opts.notebook), device,
-                              threads=xo.get("threads", xo.get("cpus_per_unit")), jobs=xo.get("jobs", 1))
+                              threads=threads_spec, jobs=opts.executor_options.get("jobs", 1))
         check_stop()
         with contextlib.suppress(OSError):  # every unit is done: the epoch checkpoints' folder is empty
             (run_dir / "checkpoints").rmdir()

@@ -150,7 +150,8 @@ def measure_model(model, input_shape=(1, 28, 28), batch_size: int | None = None,
         "partial": {"forward": fwd.partial, "train_step": total.partial},
     }
     if train_samples:
-        ep = epoch_flops(model, input_shape, bs, train_samples, {bs: total}, cfg=cfg, device=dev)
+        ep = epoch_flops(model, input_shape, bs, train_samples, {bs: total}, cfg=cfg, device=dev,
+                         num_classes=num_classes)
         flops["per_epoch"] = ep
         if epochs:
             flops["per_run"] = {k: v * epochs for k, v in ep.items()}
@@ -187,7 +188,7 @@ def measure_model(model, input_shape=(1, 28, 28), batch_size: int | None = None,
             "inference_throughput_batch1024": inference_latency(model, input_shape, 1024, dev, min_calls=3,
                                                                 min_seconds=latency_seconds, cfg=cfg, warmup=1),
             "train_step": train_step_time(model, input_shape, bs, dev, min_calls=10, min_seconds=latency_seconds,
-                                          cfg=cfg),
+                                          cfg=cfg, num_classes=num_classes),
         }
     if reference:
         ref = plain()
@@ -202,6 +203,6 @@ def measure_model(model, input_shape=(1, 28, 28), batch_size: int | None = None,
         if timing:
             out["reference"]["speed"] = {"train_step": train_step_time(model, input_shape, bs, dev, min_calls=10,
                                                                        min_seconds=latency_seconds, cfg=cfg,
-                                                                       reference=True)}
+                                                                       reference=True, num_classes=num_classes)}
     out["memory"]["process_peak_rss_bytes"] = process_peak_rss_bytes()
     return out

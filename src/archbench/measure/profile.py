@@ -119,15 +119,15 @@ def layer_table(model: nn.Module, input_shape=(1, 28, 28)) -> list[dict]:
 
 
 def epoch_flops(model: nn.Module, input_shape, batch_size: int, samples: int,
-                step_cache: dict | None = None, cfg=None, device=None) -> dict:
+                step_cache: dict | None = None, cfg=None, device=None, num_classes: int = 10) -> dict:
     """Exact FLOPs of one epoch over ``samples`` images: the full steps plus
     the last partial one (whose optimizer update costs as much as a full one)."""
     full, rest = divmod(samples, batch_size)
-    step = (step_cache or {}).get(batch_size) or count_train_step(model, input_shape, batch_size, cfg=cfg,
-                                                                  device=device)["total"]
+    step = (step_cache or {}).get(batch_size) or count_train_step(model, input_shape, batch_size, num_classes,
+                                                                  cfg=cfg, device=device)["total"]
     total_mm, total_other = full * step.matmul_conv, full * step.other_total
     if rest:
-        last = count_train_step(model, input_shape, rest, cfg=cfg, device=device)["total"]
+        last = count_train_step(model, input_shape, rest, num_classes, cfg=cfg, device=device)["total"]
         total_mm += last.matmul_conv
         total_other += last.other_total
     return {"steps": full + (1 if rest else 0), "matmul_conv": total_mm, "other": total_other,

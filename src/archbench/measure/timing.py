@@ -89,7 +89,8 @@ def inference_latency(model: nn.Module, input_shape=(1, 28, 28), batch_size: int
 
 
 def train_step_time(model: nn.Module, input_shape=(1, 28, 28), batch_size: int | None = None, device=None,
-                    min_calls: int = 50, min_seconds: float = 1.0, cfg=None, reference: bool = False) -> dict:
+                    min_calls: int = 50, min_seconds: float = 1.0, cfg=None, reference: bool = False,
+                    num_classes: int = 10) -> dict:
     """Time of one training step as the unit trains it (gather, augmentation,
     forward, loss, backward, optimizer update, the loop's bookkeeping; the
     step ``cfg`` trains, default recipe if None) or with ``reference`` the plain
@@ -99,7 +100,7 @@ def train_step_time(model: nn.Module, input_shape=(1, 28, 28), batch_size: int |
     from archbench.measure.step import reference_step, trained_step
 
     cfg = cfg or TrainConfig(batch_size=batch_size or 64)
-    step = (reference_step if reference else trained_step)(model, cfg, input_shape, device, batch_size)
+    step = (reference_step if reference else trained_step)(model, cfg, input_shape, device, batch_size, num_classes)
     dev = step.pool_x.device
     return time_calls(step, warmup=5, min_calls=min_calls, min_seconds=min_seconds,
                       device=dev).to_dict(step.batch_size)

@@ -52,7 +52,9 @@ def per_seed_table(record: RunRecord) -> Table:
 
 def per_class_table(record: RunRecord) -> Table:
     """Precision, recall and F1 per class, each the mean over the model's
-    finished seeds (computed per seed from its predictions on the test set)."""
+    finished seeds (computed per seed from its predictions on the test set).
+    Undefined values are empty, not 0: recall (and F1) of a class with no
+    test image, precision (and F1) of a class a seed never predicted."""
     cols = ["model", "class_index", "class", "precision_frac", "recall_frac", "f1_frac", "support_count",
             "seeds_count"]
     labels = lookup(record, "dataset", "test_labels")
@@ -76,18 +78,22 @@ def per_class_table(record: RunRecord) -> Table:
                     tp[y] += 1
                 elif 0 <= p < k:
                     fp[p] += 1
-            stats = []
+            stats: list[tuple[float | None, float | None, float | None]] = []
             for c in range(k):
-                prec = tp[c] / (tp[c] + fp[c]) if tp[c] + fp[c] else 0.0
-                rec = tp[c] / support[c] if support[c] else 0.0
-                f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+                # 0/0 is undefined, not 0: no test image of the class (recall), or never predicted (precision)
+                prec = tp[c] / (tp[c] + fp[c]) if tp[c] + fp[c] else None
+                rec = tp[c] / support[c] if support[c] else None
+                f1 = None if prec is None or rec is None else 2 * prec * rec / (prec + rec) if prec + rec else 0.0
                 stats.append((prec, rec, f1))
             per_seed.append(stats)
         if not per_seed:
             continue
         for c in range(k):
-            rows.append([name, c, classes[c], *(statistics.fmean(s[c][i] for s in per_seed) for i in range(3)),
-                         support[c], len(per_seed)])
+            means = []
+            for i in range(3):
+                vals = [v for s in per_seed if (v := s[c][i]) is not None]
+                means.append(statistics.fmean(vals) if vals else None)
+            rows.append([name, c, classes[c], *means, support[c], len(per_seed)])
     return cols, rows
 
 

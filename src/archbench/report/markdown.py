@@ -664,15 +664,29 @@ def data_card_blocks(ds: dict, record: RunRecord) -> list:
                      f"{fmt(norm.get('std'))} of the training split only")
     split = (ds.get("split") or {}).get("val") or {}
     if ds.get("val_samples"):
-        frac = split.get("fraction")
-        curves = ("Learning curves are on the validation split" + (f" ({100 * frac:g} % of the training images"
-                  if isinstance(frac, (int, float)) else " (") + ", stratified by class, seed "
+        frac, held, before = split.get("fraction"), int(ds["val_samples"]), split.get("train_before")
+        what = f"{fmt_count(held)} validation images"
+        if isinstance(before, int) and before:
+            what = (f"{fmt_count(held)} of {fmt_count(before)} training images ({100 * held / before:.3g} %) "
+                    "held out")
+            if isinstance(frac, (int, float)) and abs(held / before - frac) > 0.005:
+                what += (f"; --val-split asked for {100 * frac:.3g} %, and each class keeps at least one training "
+                         "image and gives at least one validation image where it has two")
+        curves = (f"Learning curves are on the validation split ({what}; stratified by class, seed "
                   f"{split.get('seed', '?')}); the test set is evaluated once, after training: every test "
                   "accuracy in this report comes from that single evaluation.")
     else:
         curves = ("No validation split: the per-epoch learning curves are on the test set (as in the seed "
                   "notebook), so a recipe chosen by watching them was chosen on the test set; "
                   "`--val-split 0.1` keeps a validation split for that.")
+    configs = record.get("configs") or {}
+    splits = {run: c.get("val_split") for run, c in configs.items()}
+    if len(set(splits.values())) > 1:  # a comparison of runs made with and without a validation split
+        curves = ("The merged runs differ in their splits: " + "; ".join(
+            f"`{run}` " + (f"held out a validation split ({100 * v:g} % requested) and drew its curves on it"
+                           if v else "had no validation split (curves on the test set)")
+            for run, v in splits.items()) + ". Test accuracies come from each run's test set either way; the "
+            "learning-curve plot draws each model from its own run's held-out split (see its legend).")
     return [Para("Data card: " + "; ".join(parts) + ". " + curves)]
 
 

@@ -103,12 +103,15 @@ def learning_curves(record: RunRecord):
 
     colors = model_colors(record)
     fig, axes = _figure(2, 2, figsize=(10, 6.5), sharex=True)
-    # With a validation split the curves are the validation set's (the test set is evaluated once, at the end).
-    held = "val" if any(h.get("val_acc") is not None for e in record["models"].values() for u in _ok_units(e)
-                        for h in u.get("history", [])) else "test"
-    word = "validation" if held == "val" else "test"
-    panels = [("train_loss", "train loss", 1.0), (f"{held}_loss", f"{word} loss", 1.0),
-              ("train_acc", "train accuracy (%)", 100.0), (f"{held}_acc", f"{word} accuracy (%)", 100.0)]
+    # With a validation split a model's curves are the validation set's (its test set is evaluated once, at the
+    # end); a merged comparison may hold models of both kinds: each is drawn from its own held-out split.
+    held = {name: "val" if any(h.get("val_acc") is not None for u in _ok_units(e) for h in u.get("history", []))
+            else "test" for name, e in record["models"].items()}
+    kinds = set(held.values())
+    word = {"val": "validation", "test": "test"}
+    heading = word[next(iter(kinds))] if len(kinds) == 1 else "held-out (validation or test: see legend)"
+    panels = [("train_loss", "train loss", 1.0), ("held_loss", f"{heading} loss", 1.0),
+              ("train_acc", "train accuracy (%)", 100.0), ("held_acc", f"{heading} accuracy (%)", 100.0)]
     drawn = False
     for name, entry in record["models"].items():
         units = _ok_units(entry)
@@ -117,10 +120,11 @@ def learning_curves(record: RunRecord):
         epochs = [h["epoch"] for h in units[0]["history"]]
         same = [u for u in units if len(u["history"]) == len(epochs)]
         for ax, (key, title, scale) in zip(axes.flat, panels):
+            key = key.replace("held", held[name])
             vals = torch.tensor([[h[key] if h.get(key) is not None else float("nan") for h in u["history"]]
                                  for u in same], dtype=torch.float64) * scale
-            ax.plot(epochs, vals.mean(0).tolist(), color=colors[name], marker="o", ms=3,
-                    label=f"{name} (n={vals.shape[0]})")
+            label = f"{name} (n={vals.shape[0]}" + (f", {word[held[name]]})" if len(kinds) > 1 else ")")
+            ax.plot(epochs, vals.mean(0).tolist(), color=colors[name], marker="o", ms=3, label=label)
             if vals.shape[0] > 1:
                 ax.fill_between(epochs, vals.min(0).values.tolist(), vals.max(0).values.tolist(),
                                 color=colors[name], alpha=0.2)
@@ -132,7 +136,7 @@ def learning_curves(record: RunRecord):
         ax.set_xlabel("epoch")
     axes[0, 0].legend()
     fig.suptitle("Learning curves (mean over seeds; band = min–max)"
-                 + ("; held-out curves on the validation split" if held == "val" else ""))
+                 + ("; held-out curves on the validation split" if kinds == {"val"} else ""))
     return fig if drawn else None
 
 
@@ -184,7 +188,8 @@ def per_class_accuracy(record: RunRecord):
         correct = correctness(record, name)
         assert correct is not None  # names holds only the models whose correctness is not None
         c = correct.double().mean(0)
-        acc = [100 * c[y == k].mean().item() for k in range(len(classes))]
+        acc = [100 * c[y == k].mean().item() if bool((y == k).any()) else float("nan")  # no test image: no bar
+               for k in range(len(classes))]
         ax.bar([k + i * width - 0.4 + width / 2 for k in range(len(classes))], acc, width, label=name,
                color=colors[name])
     ax.set_xticks(range(len(classes)), classes, rotation=30, ha="right")
