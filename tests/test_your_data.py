@@ -247,3 +247,12 @@ def test_run_records_its_thread_policy_and_resume_keeps_it(tmp_path):
     # given explicitly, the new value is used for the units that have not started
     assert local_threads(RunOptions(resume=tmp_path, executor_options={"threads": "auto"}), new, logs.append) \
         == "auto"
+
+
+def test_a_split_missing_classes_is_said():
+    from archbench.report.markdown import missing_class_warnings
+
+    card = {"classes": ["a", "b", "c"], "class_counts": {"train": [8, 0, 0], "test": [1, 1, 1]}}
+    (w,) = missing_class_warnings(card)
+    assert w.startswith("The train split holds no image of 2 of 3 classes (b, c): the models never saw them")
+    assert missing_class_warnings({"classes": ["a"], "class_counts": {"train": [3], "test": [2]}}) == []

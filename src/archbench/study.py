@@ -411,6 +411,10 @@ def _run_study(cfg: StudyConfig, opts: RunOptions, stack: contextlib.ExitStack) 
     log: Log = opts.log or (lambda s: None)
     device = resolve_device(cfg.device)
     data = load_study_data(cfg)
+    from archbench.report.markdown import missing_class_warnings
+
+    for warning in missing_class_warnings(data.describe()):
+        log(f"warning: {warning}")
     # Every model must build and map a batch to logits before anything is written.
     cfg = check_models(cfg, data, log)
     if opts.executor == "local" and opts.executor_options.get("jobs", 1) > 1:

@@ -639,6 +639,23 @@ def timing_blocks(an: dict, record: RunRecord) -> list:
     return [Para(text)]
 
 
+def missing_class_warnings(ds: dict) -> list[str]:
+    """Splits that hold no image of some class (a --train-limit/--test-limit
+    takes the first images, and a folder's are ordered by class)."""
+    classes = ds.get("classes") or []
+    out = []
+    for split, counts in (ds.get("class_counts") or {}).items():
+        empty = [classes[i] if i < len(classes) else str(i) for i, n in enumerate(counts) if n == 0]
+        if empty and sum(counts):
+            shown = ", ".join(map(str, empty[:10])) + (f" and {len(empty) - 10} more" if len(empty) > 10 else "")
+            what = {"train": "the models never saw them", "val": "the validation curves leave them out",
+                    "test": "the test accuracy says nothing about them"}.get(split, "")
+            out.append(f"The {split} split holds no image of {len(empty)} of {len(counts)} classes ({shown}): "
+                       f"{what}" + (" (a --train-limit/--test-limit keeps the first images, in the data's order)"
+                                    if split != "val" else ""))
+    return out
+
+
 def data_card_blocks(ds: dict, record: RunRecord) -> list:
     """The data card (shape, classes, balance, identity, split, input
     scaling) and which split the learning curves come from; nothing for
@@ -687,7 +704,9 @@ def data_card_blocks(ds: dict, record: RunRecord) -> list:
                            if v else "had no validation split (curves on the test set)")
             for run, v in splits.items()) + ". Test accuracies come from each run's test set either way; the "
             "learning-curve plot draws each model from its own run's held-out split (see its legend).")
-    return [Para("Data card: " + "; ".join(parts) + ". " + curves)]
+    notes = [str(n).rstrip(".") + "." for n in ds.get("notes") or []]  # what loading left out, and why
+    notes += [f"**{w}**" for w in missing_class_warnings(ds)]
+    return [Para("Data card: " + "; ".join(parts) + ". " + curves + (" " + " ".join(notes) if notes else ""))]
 
 
 def build_blocks(record: RunRecord, analysis: dict[str, Any] | None = None,
