@@ -578,3 +578,228 @@ def test_real_fashion_mnist_through_load_data(fashion, fashion_dir):
     assert card["normalization"]["mean"][0] == pytest.approx(0.2860, abs=5e-5)
     assert card["normalization"]["std"][0] == pytest.approx(0.3530, abs=5e-5)
     assert card["class_counts"]["train"] == [6000] * 10 and card["balance"] == {"train": 1.0, "test": 1.0}
+
+
+# ------------------------------------------------------------------------- review of issue #15: data-layer fixes
+
+
+def test_fewer_than_two_classes_is_refused_at_load(tmp_path):
+    _, a = keras_npz(tmp_path)
+    zero = save_npz(tmp_path / "one.npz", **{**a, "y_train": np.zeros(30, np.uint8), "y_test": np.zeros(12, np.uint8)})
+    with pytest.raises(DataError, match=r"one\.npz: y_train, y_test: only one class \(every label is 0\).*at least "
+                                        r"two classes.*labelled 0\.\.K-1"):
+        load_data(zero)
+    named = save_npz(tmp_path / "named.npz", **{**a, "y_train": np.zeros(30, np.uint8),
+                                                 "y_test": np.zeros(12, np.uint8), "class_names": np.array(["cat"])})
+    with pytest.raises(DataError, match=r"named\.npz: class_names: only one class, 'cat', found.*at least two"):
+        load_data(named)
+    write_folder(tmp_path / "f", classes=("cat",))
+    with pytest.raises(DataError, match=r"f/train: class folders: only one class, 'cat', found.*at least two.*"
+                                        r"train/<class>/ and test/<class>/"):
+        load_data(tmp_path / "f")
+
+
+def test_a_stray_huge_label_is_a_named_error_not_a_class_count(tmp_path):
+    _, a = keras_npz(tmp_path)
+    y = a["y_train"].astype(np.int64)
+    y[5] = 150_000  # beyond the 30 training images
+    path = save_npz(tmp_path / "stray.npz", **{**a, "y_train": y})
+    with pytest.raises(DataError, match=r"stray\.npz: y_train holds label 150,000, which would make 150,001 classes.*"
+                                        r"more classes than the 30 training images.*0\.\.K-1.*4 distinct labels"):
+        load_data(path)
+    yt = a["y_test"].astype(np.int64)
+    yt[0] = 10 ** 9  # would build a billion class names
+    path = save_npz(tmp_path / "stray_test.npz", **{**a, "y_test": yt})
+    with pytest.raises(DataError, match=r"y_test holds label 1,000,000,000"):
+        load_data(path)
+    # More training images than the label, but beyond what is inferred without names.
+    n = 120_010
+    x = np.zeros((n, 1, 1), np.uint8)
+    y = (np.arange(n) % 3).astype(np.int64)
+    y[7] = 120_000
+    path = save_npz(tmp_path / "many.npz", x_train=x, y_train=y, x_test=x[:3], y_test=y[:3] * 0)
+    with pytest.raises(DataError, match=r"y_train holds label 120,000.*more than the 100,000 classes.*class_names"):
+        load_data(path)
+
+
+def test_labels_counting_from_one_say_subtract_one(tmp_path):
+    _, a = keras_npz(tmp_path)
+    plus = {**a, "y_train": a["y_train"] + 1, "y_test": a["y_test"] + 1}
+    path = save_npz(tmp_path / "from1.npz", **plus)
+    with pytest.raises(DataError, match=r"from1\.npz: y_train, y_test run from 1 to 3 \(no label 0\).*Subtract 1 "
+                                        r"\(y_train - 1 and y_test - 1\) so that they run 0\.\.2"):
+        load_data(path)
+    path = save_npz(tmp_path / "from1_named.npz", **plus, class_names=np.array(["a", "b", "c"]))
+    with pytest.raises(DataError, match=r"y_train holds label 3, out of range for 3 classes \(0\.\.2\)\. The labels "
+                                        r"run from 1 to 3: subtract 1 \(y_train - 1\)"):
+        load_data(path)
+    # A gap (labels 0, 2, 3) is not "from 1": the general message, no subtraction advised.
+    gap = save_npz(tmp_path / "gap.npz", **{**a, "y_train": np.where(a["y_train"] == 1, 3, a["y_train"])})
+    with pytest.raises(DataError, match="renumber") as err:
+        load_data(gap)
+    assert "ubtract" not in str(err.value)
+
+
+def data_info(capsys, path):
+    from archbench.cli import main
+
+    assert main(["data", "info", "--dataset", str(path)]) == 0
+    return capsys.readouterr().out
+
+
+def test_npz_extra_entries_are_noted_on_the_card_and_by_data_info(tmp_path, capsys):
+    x_val, y_val = labelled(6, 3)
+    path, _ = keras_npz(tmp_path, x_val=x_val, y_val=y_val)
+    ds = load_data(path)
+    card = ds.describe()
+    assert card["details"]["extra_keys"] == ["x_val", "y_val"]
+    assert len(ds.notes) == 1 and card["notes"] == ds.notes
+    assert "2 entries ignored (x_val, y_val)" in ds.notes[0] and "--val-split" in ds.notes[0]
+    assert with_validation(ds, 0.2).subset(10).describe()["notes"] == ds.notes  # kept through operations
+    assert "note: data.npz: 2 entries ignored (x_val, y_val)" in data_info(capsys, path)
+    plain, _ = keras_npz(tmp_path, name="plain.npz")
+    assert load_data(plain).notes == [] and "note:" not in data_info(capsys, plain)
+
+
+def test_files_ignored_in_an_image_folder_are_noted(tmp_path, capsys):
+    root = tmp_path / "pets"
+    write_folder(root)
+    Image.fromarray(np.zeros((4, 5), np.uint8), "L").save(root / "train" / "cat" / "x.gif")
+    (root / "train" / "bee" / "sub").mkdir()
+    Image.fromarray(np.zeros((4, 5), np.uint8), "L").save(root / "train" / "bee" / "sub" / "y.png")
+    (root / "test" / "ant" / "notes.txt").write_text("x")
+    (root / "test" / "ant" / "Thumbs.db").write_bytes(b"x")
+    (root / "train" / "ant" / ".DS_Store").write_bytes(b"x")
+    ds = load_data(root)
+    details = ds.describe()["details"]
+    assert details["ignored_entries"] == 5
+    assert details["ignored_kinds"] == {"image": 1, "folder": 1, "other": 2, "hidden": 1}
+    assert ds.notes == [
+        "pets: 1 image file in a format archbench does not read (e.g. train/cat/x.gif): only PNG, JPEG and BMP are "
+        "read; convert it (e.g. with Pillow) to use it.",
+        "pets: 1 folder not read (e.g. train/bee/sub): only train/ and test/, and the files directly inside "
+        "train/<class>/ and test/<class>/, are read; subfolders of a class folder are not searched.",
+        "pets: 2 other files ignored (e.g. test/ant/Thumbs.db, test/ant/notes.txt): not .png/.jpg/.jpeg/.bmp files.",
+    ]
+    out = data_info(capsys, root)
+    assert "note: pets: 1 image file in a format archbench does not read (e.g. train/cat/x.gif)" in out
+    assert "note: pets: 2 other files ignored" in out and ".DS_Store" not in out
+
+
+def test_unreadable_image_names_the_file_not_a_stream(tmp_path):
+    root = tmp_path / "f"
+    write_folder(root)
+    (root / "train" / "bee" / "img0.png").write_bytes(b"this is text, not a PNG")
+    with pytest.raises(DataError, match=r"bee/img0\.png: not a readable image \(Pillow does not recognise") as err:
+        load_data(root)
+    assert "BytesIO" not in str(err.value) and " at 0x" not in str(err.value)
+
+
+def test_data_info_prints_classes_balance_and_plural(tmp_path, capsys):
+    write_folder(tmp_path / "pets", classes=("cat", "dog"), per=(3, 2))
+    (tmp_path / "pets" / "train" / "dog" / "img2.png").unlink()
+    out = data_info(capsys, tmp_path / "pets")
+    lines = out.splitlines()
+    assert "pets: 5 train / 4 test images of 1 x 4 x 5 (C x H x W), 2 classes" in lines
+    assert "classes: 0 cat, 1 dog" in lines
+    assert "train class counts: 3, 2" in lines and "test  class counts: 2, 2" in lines  # kept as they were
+    assert "balance (smallest class / largest): train 0.67, test 1.00" in lines
+    x, y = labelled(50, 25)
+    path = save_npz(tmp_path / "many.npz", x_train=x, y_train=y, x_test=x, y_test=y)
+    out = data_info(capsys, path)
+    assert "25 classes" in out
+    assert "classes: " + ", ".join(map(str, range(20))) + ", … (5 more)" in out.splitlines()
+
+
+NCHW_AMBIGUOUS = [(3, 4, 4), (4, 4, 3), (1, 5, 1), (2, 2, 2)]
+
+
+@pytest.mark.parametrize("shape", NCHW_AMBIGUOUS, ids=[str(s) for s in NCHW_AMBIGUOUS])
+def test_4d_arrays_that_read_two_ways_are_refused_unless_the_layout_says(tmp_path, shape):
+    rng = np.random.default_rng(0)
+    x_train, x_test = (rng.integers(0, 256, (n, *shape), dtype=np.uint8) for n in (30, 12))
+    y_train, y_test = np.arange(30) % 3, np.arange(12) % 3
+    arrays = dict(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    a, b, d = shape
+    with pytest.raises(DataError, match=rf"x_train has shape \(30, {a}, {b}, {d}\), which reads two ways: NHWC "
+                                        rf"\(Keras' layout\) as {a}x{b} \(HxW\) images of {d} channels?, or NCHW as "
+                                        rf"{b}x{d} images of {a} channels?.*layout='NCHW'"):
+        load_data(save_npz(tmp_path / "amb.npz", **arrays))
+    nchw = load_data(save_npz(tmp_path / "nchw.npz", **arrays, layout="NCHW"))
+    assert nchw.image_shape == shape
+    np.testing.assert_array_equal(nchw.train_images.numpy(), x_train)
+    assert nchw.describe()["details"]["layout"] == {"train": "NCHW", "test": "NCHW"}
+    assert nchw.notes == []  # layout is read, not ignored
+    mapped = load_data(tmp_path / "nchw.npz", memory_limit=1)  # the streamed path to the cache agrees
+    np.testing.assert_array_equal(mapped.test_images.numpy(), x_test)
+    nhwc = load_data(save_npz(tmp_path / "nhwc.npz", **arrays, layout=np.array(["NHWC"])))
+    assert nhwc.image_shape == (d, a, b)
+    np.testing.assert_array_equal(nhwc.train_images.numpy(), x_train.transpose(0, 3, 1, 2))
+
+
+def test_unambiguous_4d_and_3d_arrays_still_load_and_bad_layouts_are_named(tmp_path):
+    for shape in ((32, 32, 3), (28, 28, 1), (5, 4, 4), (1, 1, 1)):
+        x = np.zeros((6, *shape), np.uint8)
+        ds = load_data(save_npz(tmp_path / "ok.npz", x_train=x, y_train=np.arange(6) % 2, x_test=x,
+                                y_test=np.arange(6) % 2))
+        assert ds.image_shape == (shape[2], shape[0], shape[1]), shape
+    x = np.zeros((6, 3, 4, 4), np.uint8)
+    path = save_npz(tmp_path / "bad.npz", x_train=x, y_train=np.arange(6) % 2, x_test=x, y_test=np.arange(6) % 2,
+                    layout="CHW")
+    with pytest.raises(DataError, match=r"bad\.npz: layout is .*'NHWC' or 'NCHW'"):
+        load_data(path)
+    path = save_npz(tmp_path / "bad2.npz", x_train=np.zeros((6, 8, 8, 3), np.uint8), y_train=np.arange(6) % 2,
+                    x_test=np.zeros((6, 8, 8, 3), np.uint8), y_test=np.arange(6) % 2, layout="NCHW")
+    with pytest.raises(DataError, match=r"bad2\.npz: x_train has shape \(6, 8, 8, 3\) but the file's layout says "
+                                        r"NCHW"):
+        load_data(path)
+
+
+_LOAD_AND_HOLD = """
+import sys, time
+from archbench.data import load_data
+for p in sys.argv[2:]:
+    load_data(p, memory_limit=1)
+print("loaded", flush=True)
+if sys.argv[1] == "hold":
+    sys.stdin.readline()
+"""
+
+
+def test_array_cache_is_bounded_and_never_removes_an_entry_in_use(tmp_path, monkeypatch):
+    import subprocess
+
+    from archbench.data import storage
+
+    paths = [keras_npz(tmp_path, name=f"d{i}.npz", n_train=30 + i)[0] for i in range(5)]
+    env = {**__import__("os").environ, "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    # Three entries written by a process that has ended (nothing holds them), oldest first.
+    for p in paths[:3]:
+        subprocess.run([sys.executable, "-c", _LOAD_AND_HOLD, "exit", str(p)], env=env, check=True,
+                       capture_output=True)
+    idents = {p: load_data(p).identity for p in paths}  # in memory: identities without holding anything
+    entries = lambda: {d.name for d in arrays_root().iterdir() if len(d.name) == 64}  # noqa: E731
+    assert entries() == {idents[p] for p in paths[:3]}
+    # The oldest one is in use by a live process.
+    holder = subprocess.Popen([sys.executable, "-c", _LOAD_AND_HOLD, "hold", str(paths[0])], env=env,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "loaded"
+        monkeypatch.setattr(storage, "CACHE_MAX_ENTRIES", 2)
+        newest = load_data(paths[3], memory_limit=1)  # writes a 4th entry: the bound removes unused old ones
+        assert entries() == {idents[paths[0]], idents[paths[3]]}  # d0 in use, d3 new; d1, d2 gone
+        sources = [json.loads(f.read_text())["identity"] for f in (arrays_root() / "sources").glob("*.json")]
+        assert sorted(sources) == sorted([idents[paths[0]], idents[paths[3]]])  # no record of a removed entry
+        # This process holds d3 (it maps it): a 5th entry removes neither it nor d0, even above the bound.
+        load_data(paths[4], memory_limit=1)
+        assert entries() == {idents[paths[0]], idents[paths[3]], idents[paths[4]]}
+        np.testing.assert_array_equal(newest.train_images.numpy(), load_data(paths[3]).train_images.numpy())
+    finally:
+        holder.stdin.write("\n")
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    # Once nothing holds d0, the next write removes it; a removed entry is rebuilt on demand.
+    monkeypatch.setattr(storage, "CACHE_MAX_BYTES", 1)
+    assert storage.prune() == [idents[paths[0]]]
+    again = load_data(paths[1], memory_limit=1)
+    assert again.identity == idents[paths[1]] and idents[paths[1]] in entries()

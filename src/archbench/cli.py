@@ -512,15 +512,25 @@ def cmd_data(args) -> int:
             print(f"{role:13s} {path}")
         if ds.verified and ds.verification:
             print(f"verified ({ds.verification}): all {len(ds.files)} files match")
+        k = ds.num_classes
         print(f"{card['name']}: {len(ds.train_labels):,} train / {len(ds.test_labels):,} test images of "
-              f"{' x '.join(map(str, ds.image_shape))} (C x H x W), {ds.num_classes} classes")
+              f"{' x '.join(map(str, ds.image_shape))} (C x H x W), {k} class{'' if k == 1 else 'es'}")
+        shown = 20
+        names = ", ".join(f"{i} {name}" if name != str(i) else name for i, name in enumerate(ds.classes[:shown]))
+        print(f"classes: {names}" + (f", … ({k - shown} more)" if k > shown else ""))
         if card.get("identity_sha256"):
             print(f"identity (SHA-256): {card['identity_sha256']}")
         for split, counts in (card.get("class_counts") or {}).items():
             print(f"{split:5s} class counts: {', '.join(map(str, counts))}")
+        balance = {split: b for split, b in (card.get("balance") or {}).items() if b is not None}
+        if balance:
+            print("balance (smallest class / largest): "
+                  + ", ".join(f"{split} {b:.2f}" for split, b in balance.items()))
         norm = card.get("normalization") or {}
         if norm:
             print(f"training split, per channel: mean {norm.get('mean')}, std {norm.get('std')} (of x / 255)")
+        for note in card.get("notes") or []:
+            print(f"note: {note}")
         return 0
     print("usage: archbench data {fetch,info} (see archbench data --help)", file=sys.stderr)
     return EXIT_USAGE

@@ -4,7 +4,8 @@ named errors, content digests, class counts and channel statistics.
 Conventions (the data card states them too):
 
 * images are ``uint8`` arrays of shape ``(N, C, H, W)``, C-order; labels are
-  ``int64`` of shape ``(N,)``, values ``0 .. K-1``;
+  ``int64`` of shape ``(N,)``, values ``0 .. K-1``, with K >= 2 (one class
+  measures nothing) and every class present in the training split;
 * an array's digest is the SHA-256 of ``"<role>|<dtype>|<shape>\\n"``
   followed by its C-order bytes in that canonical form (images as uint8
   NCHW, labels as little-endian int64), so the same pixels give the same
@@ -30,6 +31,9 @@ CHUNK_BYTES = 16 << 20
 HISTOGRAM_CHUNK_BYTES = 1 << 20
 
 LABEL_DTYPE = np.dtype("<i8")
+# The most classes inferred from labels alone (no class names given): a larger largest label is a stray value, not
+# a class count (building its names and counts would take memory in proportion to it).
+MAX_INFERRED_CLASSES = 100_000
 
 
 def rows_per_chunk(row_bytes: int) -> int:
@@ -121,11 +125,14 @@ def channel_stats(images: np.ndarray | torch.Tensor) -> tuple[list[float], list[
     return means, stds
 
 
-def check_labels(labels: np.ndarray, where: str, field: str, num_classes: int | None, fix: str = "") -> np.ndarray:
+def check_labels(labels: np.ndarray, where: str, field: str, num_classes: int | None, fix: str = "", *,
+                 lowest: int | None = None) -> np.ndarray:
     """``labels`` as int64 ``(N,)``: a 1-D (or ``(N, 1)``, as Keras' CIFAR)
     integer array with values in ``0 .. num_classes-1`` (only ``>= 0`` when
     ``num_classes`` is None). Anything else is a DataError naming ``where``
-    (the file) and ``field``."""
+    (the file) and ``field``. ``lowest``: the smallest label of every split
+    (default: of these labels); labels from 1 to ``num_classes`` are named
+    as counting from 1, with the fix (subtract 1)."""
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels[:, 0]
     if labels.ndim != 1:
@@ -142,8 +149,11 @@ def check_labels(labels: np.ndarray, where: str, field: str, num_classes: int | 
             raise DataError(f"{where}: {field} holds the negative label {lo}; labels must be class indices "
                             f"0..K-1.{fix}")
         if num_classes is not None and hi >= num_classes:
+            one_based = hi == num_classes and (lo if lowest is None else lowest) == 1
+            hint = (f" The labels run from 1 to {hi}: subtract 1 ({field} - 1) so that they run "
+                    f"0..{num_classes - 1}." if one_based else "")
             raise DataError(f"{where}: {field} holds label {hi}, out of range for {num_classes} classes "
-                            f"(0..{num_classes - 1}).{fix}")
+                            f"(0..{num_classes - 1}).{hint}{fix}")
     return labels.astype(np.int64, copy=False)
 
 
@@ -168,6 +178,50 @@ def check_no_empty_class(labels: np.ndarray, classes: Sequence[str], where: str,
                         + (f" and {len(empty) - 10} more" if len(empty) > 10 else "")
                         + f" of {len(classes)}; every class needs training images. Remove the empty classes "
                         "and renumber the labels 0..K-1 without gaps.")
+
+
+def check_two_classes(classes: Sequence[str], where: str, field: str, fix: str) -> None:
+    """A classifier needs at least two classes: one class makes every
+    prediction right (100 % accuracy, loss 0) and measures nothing."""
+    if len(classes) < 2:
+        found = f"only one class, {classes[0]!r}," if classes else "no class"
+        raise DataError(f"{where}: {field}: {found} found; a classification needs at least two classes (with one, "
+                        f"every prediction is right and nothing is measured). {fix}")
+
+
+def _largest_label_fix(lo: int, hi: int, distinct: int) -> str:
+    return (f"labels must be class indices 0..K-1 with every class in y_train ({distinct} distinct label"
+            f"{'s' if distinct != 1 else ''} found, from {lo} to {hi:,})")
+
+
+def infer_classes(labels: dict[str, np.ndarray], where: str, n_train: int) -> tuple[str, ...]:
+    """Class names ``"0" .. str(K-1)`` for labels given without names, K the
+    largest label + 1 (``labels``: field name -> checked int64 labels, the
+    training field first). Refused with a named error before anything of
+    size K is built: labels that run 1..K (the fix is to subtract 1), and a
+    largest label far beyond the data (more classes than training images,
+    or more than :data:`MAX_INFERRED_CLASSES`), a stray value."""
+    every = np.concatenate([np.asarray(v).ravel() for v in labels.values()])
+    lo, hi = int(every.min()), int(every.max())
+    distinct = int(np.unique(every).size)
+    field = next(f for f, v in labels.items() if v.size and int(v.max()) == hi)
+    fields = ", ".join(labels)
+    if distinct < 2:
+        raise DataError(f"{where}: {fields}: only one class (every label is {lo}) found; a classification needs at "
+                        "least two classes (with one, every prediction is right and nothing is measured). Add the "
+                        "images of the other classes, labelled 0..K-1.")
+    if lo == 1 and distinct == hi:
+        raise DataError(f"{where}: {fields} run from 1 to {hi} (no label 0): the labels count from 1. Subtract 1 "
+                        f"({' and '.join(f'{f} - 1' for f in labels)}) so that they run 0..{hi - 1}; "
+                        "labels must be class indices 0..K-1.")
+    k = hi + 1
+    if k > n_train or k > MAX_INFERRED_CLASSES:
+        limit = (f"more classes than the {n_train:,} training images" if k > n_train else
+                 f"more than the {MAX_INFERRED_CLASSES:,} classes archbench infers from labels alone")
+        raise DataError(f"{where}: {field} holds label {hi:,}, which would make {k:,} classes (0..{hi:,}), "
+                        f"{limit}; {_largest_label_fix(lo, hi, distinct)}. Fix or remove the stray label"
+                        f"{'' if k > n_train else ', or name the classes (a class_names array)'}.")
+    return tuple(str(i) for i in range(k))
 
 
 def check_class_names(names: Iterable[str], where: str, field: str) -> tuple[str, ...]:

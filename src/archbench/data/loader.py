@@ -274,6 +274,8 @@ class Dataset:
     after loading, in order). ``storage`` is ``"memory"`` or ``"memmap"``
     (images backed by memory-mapped ``.npy`` files in the array cache; see
     :mod:`archbench.data.storage`), ``storage_info`` the decision's numbers.
+    ``notes``: sentences for a person about the source (entries or files it
+    held that are not used).
 
     ``sha256``: the digest of each part by role: the decompressed payload
     of each IDX file for registry datasets, else the canonical digest of each
@@ -302,6 +304,8 @@ class Dataset:
     storage: str = "memory"
     storage_info: dict = field(default_factory=dict)
     details: dict = field(default_factory=dict)  # source-specific facts for the card (versions, ignored files)
+    # sentences a person should read (what was ignored, ...): `data info` prints them, the card keeps them
+    notes: list[str] = field(default_factory=list)
     # role -> .npy path for memory-mapped images: the tensor is that file's first len(tensor) images
     backing: dict[str, str] = field(default_factory=dict, repr=False)
 
@@ -337,7 +341,8 @@ class Dataset:
         train_samples, test_samples, image_shape, classes. Added: source,
         format, identity_sha256, num_classes, class_counts, balance,
         val_samples, split, normalization (train split only), storage,
-        storage_detail, mirror_symmetric, details."""
+        storage_detail, mirror_symmetric, details, notes (sentences for a
+        person: what the source held that is not used)."""
         card = getattr(self, "_card", None)
         if card is None:
             card = self._describe()
@@ -385,6 +390,7 @@ class Dataset:
             "storage": self.storage,
             "storage_detail": dict(self.storage_info),
             "details": copy.deepcopy(self.details),
+            "notes": list(self.notes),
         }
 
     def subset(self, train_limit: int | None = None, test_limit: int | None = None,

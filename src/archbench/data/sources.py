@@ -51,7 +51,9 @@ from archbench.data.arrays import (
     check_labels,
     check_no_empty_class,
     check_not_empty,
+    check_two_classes,
     digest_array,
+    infer_classes,
     rows_per_chunk,
 )
 from archbench.data.loader import Dataset, load_dataset
@@ -78,6 +80,10 @@ DIGITS_TEST_FRACTION = 0.2
 DIGITS_SEED = 0
 DIGITS_SCALE = "round(v * 255 / 16), half up: (v * 255 + 8) // 16 for the integer values v = 0..16"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+# Image files of other formats: not read (their decoding has more choices: frames, bit depths, colour spaces), but
+# named in the notes, as data the user likely meant to use.
+OTHER_IMAGE_SUFFIXES = (".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm", ".ico", ".heic", ".heif",
+                        ".jfif", ".jp2", ".avif", ".tga", ".psd", ".svg")
 # Image modes accepted from a folder, and their channel counts. Others (palette "P", bilevel "1", 16-bit "I;16",
 # "CMYK", ...) are refused rather than converted: the user decides how their pixels become 8-bit L/RGB.
 FOLDER_MODES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
@@ -297,34 +303,74 @@ def _read_whole(zf: zipfile.ZipFile, name: str, where: str, key: str) -> np.ndar
         raise DataError(f"{where}: cannot read {key} ({exc}); the file is damaged. Write it again.") from exc
 
 
-def _image_layout(m: _Member, where: str) -> tuple[int, int, int]:
-    """``(C, H, W)`` of an NHW or NHWC image member, with named errors."""
+def _image_layout(m: _Member, where: str, declared: str | None = None) -> tuple[tuple[int, int, int], str]:
+    """``((C, H, W), layout)`` of an NHW, NHWC or (declared) NCHW image
+    member, with named errors. The 4-D rule (see :func:`load_npz`): without a
+    declared layout, (N, A, B, D) is NHWC when D is 1..4 and A is not; when
+    both are (e.g. (N, 3, 4, 4)), it reads as 3x4 images of 4 channels or as
+    4x4 images of 3 channels, and is refused rather than guessed."""
     if m.dtype != np.uint8:
         hint = (" If they are floats in 0..1, write (x * 255).round().astype(np.uint8); if 0..255, "
                 "x.astype(np.uint8)." if m.dtype.kind == "f" else
                 " If the values are 0..255, convert with x.astype(np.uint8).")
         raise DataError(f"{where}: {m.key} has dtype {m.dtype}; images must be uint8 (0..255).{hint}")
     if len(m.shape) == 3:
-        return 1, m.shape[1], m.shape[2]
-    if len(m.shape) == 4:
-        if m.shape[3] not in NPZ_CHANNELS:
-            raise DataError(f"{where}: {m.key} has shape {m.shape}; a 4-D image array must be NHWC (Keras' layout) "
-                            f"with C in {NPZ_CHANNELS}. If it is NCHW, write np.transpose(x, (0, 2, 3, 1)).")
-        return m.shape[3], m.shape[1], m.shape[2]
-    raise DataError(f"{where}: {m.key} has shape {m.shape}; images must be (N, H, W) or (N, H, W, C).")
+        return (1, m.shape[1], m.shape[2]), "NHW"
+    if len(m.shape) != 4:
+        raise DataError(f"{where}: {m.key} has shape {m.shape}; images must be (N, H, W) or (N, H, W, C).")
+    n, a, b, d = m.shape
+    if declared == "NCHW":
+        if a not in NPZ_CHANNELS:
+            raise DataError(f"{where}: {m.key} has shape {m.shape} but the file's layout says NCHW, which needs "
+                            f"C (axis 1) in {NPZ_CHANNELS}; fix the array or the layout entry.")
+        return (a, b, d), "NCHW"
+    if d not in NPZ_CHANNELS:
+        raise DataError(f"{where}: {m.key} has shape {m.shape}; a 4-D image array must be NHWC (Keras' layout) "
+                        f"with C in {NPZ_CHANNELS}. If it is NCHW, write np.transpose(x, (0, 2, 3, 1)).")
+    if declared is None and a in NPZ_CHANNELS and (a, b, d) != (1, 1, 1):
+        raise DataError(
+            f"{where}: {m.key} has shape {m.shape}, which reads two ways: NHWC (Keras' layout) as {a}x{b} (HxW) "
+            f"images of {d} channel{'s' if d > 1 else ''}, or NCHW as {b}x{d} images of {a} channel"
+            f"{'s' if a > 1 else ''}; archbench does not guess. Say which: add layout='NHWC' or layout='NCHW' to "
+            "the file (np.savez(path, ..., layout='NCHW')); an NCHW array with larger images can instead be "
+            "transposed to NHWC, np.transpose(x, (0, 2, 3, 1)).")
+    return (d, a, b), "NHWC"
 
 
-def _npz_chunks(zf: zipfile.ZipFile, name: str, m: _Member, where: str) -> Iterator[np.ndarray]:
+NPZ_LAYOUTS = ("NHWC", "NCHW")
+
+
+def _declared_layout(zf: zipfile.ZipFile, names: dict[str, str], where: str) -> str | None:
+    """The optional ``layout`` entry: 'NHWC' or 'NCHW' (for 4-D images)."""
+    if "layout" not in names:
+        return None
+    _npz_member(zf, names, "layout", where)
+    raw = _read_whole(zf, names["layout"], where, "layout")
+    value = raw.reshape(-1)[0] if raw.dtype.kind in "US" and raw.size == 1 else None
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    if value is None or str(value).upper() not in NPZ_LAYOUTS:
+        raise DataError(f"{where}: layout is {raw.dtype} {raw.shape} {raw.tolist()!r}; it must be one string, "
+                        f"{' or '.join(repr(x) for x in NPZ_LAYOUTS)} (np.savez(path, ..., layout='NHWC')).")
+    return str(value).upper()
+
+
+def _npz_chunks(zf: zipfile.ZipFile, name: str, m: _Member, where: str,
+                declared: str | None = None) -> Iterator[np.ndarray]:
     """The images of member ``m`` as NCHW uint8 chunks of whole images."""
-    c, h, w = _image_layout(m, where)
+    (c, h, w), layout = _image_layout(m, where, declared)
     n = m.shape[0]
-    if m.fortran:  # rare (np.save of a Fortran-ordered array): read it whole and reorder
-        arr = _read_whole(zf, name, where, m.key).reshape(n, h, w, c)
-        step = rows_per_chunk(c * h * w)
-        for i in range(0, n, step):
-            yield np.ascontiguousarray(arr[i:i + step].transpose(0, 3, 1, 2))
-        return
+    shape = (c, h, w) if layout == "NCHW" else (h, w, c)
+
+    def nchw(a: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(a if layout == "NCHW" else a.transpose(0, 3, 1, 2))
+
     step = rows_per_chunk(c * h * w)
+    if m.fortran:  # rare (np.save of a Fortran-ordered array): read it whole and reorder
+        arr = _read_whole(zf, name, where, m.key).reshape(n, *shape)
+        for i in range(0, n, step):
+            yield nchw(arr[i:i + step])
+        return
     try:
         with zf.open(name) as f:
             f.read(m.offset)
@@ -334,7 +380,7 @@ def _npz_chunks(zf: zipfile.ZipFile, name: str, m: _Member, where: str) -> Itera
                 if len(buf) != k * c * h * w:
                     raise DataError(f"{where}: {m.key} ends after {i + len(buf) // (c * h * w)} of {n} images; the "
                                     "file is truncated. Write it again.")
-                yield np.ascontiguousarray(np.frombuffer(buf, np.uint8).reshape(k, h, w, c).transpose(0, 3, 1, 2))
+                yield nchw(np.frombuffer(buf, np.uint8).reshape(k, *shape))
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
         raise DataError(f"{where}: cannot read {m.key} ({exc}); the file is damaged. Write it again.") from exc
 
@@ -352,9 +398,21 @@ def load_npz(path: str | os.PathLike, threshold: Threshold | None = None) -> Dat
     ``y_test``; images uint8 ``(N, H, W)`` (one channel) or ``(N, H, W, C)``
     with C in 1..4; labels integers ``0..K-1``, shape ``(N,)`` or ``(N, 1)``.
     An optional ``class_names`` string array names the K classes (else they
-    are ``"0" .. str(K-1)`` with K = the largest label + 1); every class
-    needs training images. Nothing is unpickled (``allow_pickle=False``).
-    Mirror symmetry is unknown (``spec.mirror_symmetric`` None).
+    are ``"0" .. str(K-1)`` with K = the largest label + 1, refused when that
+    is more classes than training images or than
+    :data:`~archbench.data.arrays.MAX_INFERRED_CLASSES`); at least two
+    classes, and every class needs training images. Nothing is unpickled
+    (``allow_pickle=False``). Mirror symmetry is unknown
+    (``spec.mirror_symmetric`` None). Other entries (``x_val``, ``y_val``,
+    ...) are not used: the card's ``details.extra_keys`` lists them and
+    ``notes`` says so.
+
+    **4-D layout.** ``(N, A, B, D)`` is read as NHWC when D is 1..4 and A is
+    not (``(N, 32, 32, 3)``, ``(N, 28, 28, 1)``). When A is 1..4 too (e.g.
+    ``(N, 3, 4, 4)``: 3x4 images of 4 channels, or NCHW 4x4 images of 3
+    channels) the array is refused, not guessed (``(N, 1, 1, 1)``, the same
+    either way, excepted). An optional ``layout`` entry, ``'NHWC'`` or
+    ``'NCHW'``, settles it (and lets NCHW arrays be read as they are).
 
     The arrays are read a chunk at a time from the zip members, straight
     into memory or, above the memory threshold, into the array cache (once
@@ -374,7 +432,9 @@ def load_npz(path: str | os.PathLike, threshold: Threshold | None = None) -> Dat
                             " an .npz dataset needs x_train, y_train, x_test, y_test as Keras writes them: "
                             "np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test).")
         members = {k: _npz_member(zf, names, k, where) for k in NPZ_KEYS}
-        shapes = {s: _image_layout(members[f"x_{s}"], where) for s in SPLITS}
+        declared = _declared_layout(zf, names, where)
+        read = {s: _image_layout(members[f"x_{s}"], where, declared) for s in SPLITS}
+        shapes = {s: read[s][0] for s in SPLITS}
         if shapes["train"] != shapes["test"]:
             what = "channel counts" if shapes["train"][0] != shapes["test"][0] else "image sizes"
             raise DataError(f"{where}: mixed {what}: x_train images are (C, H, W) = {shapes['train']} but x_test "
@@ -390,6 +450,8 @@ def load_npz(path: str | os.PathLike, threshold: Threshold | None = None) -> Dat
             class_names = check_class_names(
                 (v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in raw.tolist()),
                 where, "class_names")
+            check_two_classes(class_names, where, "class_names",
+                              "Name every class in class_names and label the images 0..K-1.")
         labels: dict[str, np.ndarray] = {}
         for s in SPLITS:
             m = members[f"y_{s}"]
@@ -397,32 +459,49 @@ def load_npz(path: str | os.PathLike, threshold: Threshold | None = None) -> Dat
                 check_labels(np.zeros((0,), m.dtype), where, m.key, None)
             check_counts(members[f"x_{s}"].shape[0], m.shape[0] if m.shape else 0, where, f"x_{s}", f"y_{s}")
             check_not_empty(members[f"x_{s}"].shape[0], where, f"x_{s}")
-            labels[s] = check_labels(_read_whole(zf, names[m.key], where, m.key), where, m.key,
-                                     None if class_names is None else len(class_names),
-                                     "" if class_names is None else f" class_names names {len(class_names)} classes.")
+            labels[s] = check_labels(_read_whole(zf, names[m.key], where, m.key), where, m.key, None)
         if class_names is None:
-            k = int(max(labels["train"].max(), labels["test"].max())) + 1
-            class_names = tuple(str(i) for i in range(k))
+            class_names = infer_classes({f"y_{s}": labels[s] for s in SPLITS}, where, len(labels["train"]))
+        else:
+            lowest = min(int(labels[s].min()) for s in SPLITS)
+            for s in SPLITS:
+                check_labels(labels[s], where, f"y_{s}", len(class_names),
+                             f" class_names names {len(class_names)} classes.", lowest=lowest)
         check_no_empty_class(labels["train"], class_names, where, "y_train")
         spec = DatasetSpec(name=path.name, files=(), classes=class_names, image_shape=image_shape,
                            description=f"arrays from {path.name}", mirror_symmetric=None)
-        layout = {s: ("NHWC" if len(members[f"x_{s}"].shape) == 4 else "NHW") for s in SPLITS}
+        layout = {s: read[s][1] for s in SPLITS}
         fmt = f"npz (Keras layout: x_train {layout['train']}, x_test {layout['test']})"
-        details = {"layout": layout, "extra_keys": sorted(set(names) - set(NPZ_KEYS) - {"class_names"})}
+        extra = sorted(set(names) - set(NPZ_KEYS) - {"class_names", "layout"})
+        details = {"layout": layout, "extra_keys": extra}
         n = {s: members[f"x_{s}"].shape[0] for s in SPLITS}
         needed = float32_bytes(n["train"] + n["test"], image_shape)
         storage = choose_storage(needed, threshold)
         common: dict[str, Any] = dict(files={"npz": where}, source="npz", fmt=fmt, details=details,
-                                      test_split={"from": "source"})
-        chunks = {s: functools.partial(_npz_chunks, zf, names[f"x_{s}"], members[f"x_{s}"], where) for s in SPLITS}
+                                      test_split={"from": "source"}, notes=_npz_notes(path.name, extra))
+        chunks = {s: functools.partial(_npz_chunks, zf, names[f"x_{s}"], members[f"x_{s}"], where, declared)
+                  for s in SPLITS}
         return _stream(spec, n, chunks, labels, storage=storage, needed=needed, threshold=threshold,
                        source_key=(lambda: "npz-" + _file_sha256(path)), **common)
+
+
+def _npz_notes(name: str, extra: list[str]) -> list[str]:
+    """A sentence for the entries of an .npz that are not used."""
+    if not extra:
+        return []
+    shown = ", ".join(extra[:8]) + (f" and {len(extra) - 8} more" if len(extra) > 8 else "")
+    val = [k for k in extra if "val" in k.lower()]
+    hint = (f" In particular {', '.join(val[:4])} {'is' if len(val) == 1 else 'are'} not a validation split here: "
+            "--val-split FRACTION holds one out of x_train (or merge your validation arrays into x_train/y_train "
+            "first)." if val else "")
+    return [f"{name}: {len(extra)} entr{'y' if len(extra) == 1 else 'ies'} ignored ({shown}): archbench reads "
+            f"only x_train, y_train, x_test, y_test (and class_names, layout).{hint}"]
 
 
 def _stream(spec: DatasetSpec, n: dict[str, int], chunks: Mapping[str, Callable[[], Iterator[np.ndarray]]],
             labels: dict[str, np.ndarray], *, storage: str, needed: int, threshold: Threshold,
             source_key: Callable[[], str], files: dict[str, str], source: str, fmt: str, details: dict,
-            test_split: dict) -> Dataset:
+            test_split: dict, notes: list[str] | None = None) -> Dataset:
     """Build a Dataset from image chunks (NCHW uint8), hashing as they pass:
     into memory, or into a cache entry (reused when ``source_key()`` was
     extracted before)."""
@@ -444,7 +523,7 @@ def _stream(spec: DatasetSpec, n: dict[str, int], chunks: Mapping[str, Callable[
     def dataset(images: dict[str, torch.Tensor], digests: dict[str, str], **kw) -> Dataset:
         return Dataset(spec, images["train"], torch.from_numpy(labels["train"]), images["test"],
                        torch.from_numpy(labels["test"]), files, False, None, digests, source=source, format=fmt,
-                       split=split, details=details, **kw)
+                       split=split, details=details, notes=list(notes or []), **kw)
 
     if storage == "memory":
         arrays = {s: np.empty((n[s], c, h, w), dtype=np.uint8) for s in SPLITS}
@@ -654,6 +733,7 @@ def load_cifar(path: str | os.PathLike, threshold: Threshold | None = None) -> D
         meta_name, names_key, label_key = "meta", "fine_label_names", "fine_labels"
         train_names, test_names = ("train",), ("test",)
     classes = _names(_unpickle(raws[meta_name], wheres[meta_name]), names_key, wheres[meta_name])
+    check_two_classes(classes, wheres[meta_name], names_key, "Use the published CIFAR-10/100 archive.")
     arrays: dict[str, np.ndarray] = {}
     for split, batch_names in (("train", train_names), ("test", test_names)):
         parts = [_cifar_batch(_unpickle(raws[b], wheres[b]), wheres[b], label_key, len(classes)) for b in batch_names]
@@ -678,15 +758,45 @@ class _Image:
     label: int
 
 
-def _scan_folder(root: Path) -> tuple[tuple[str, ...], dict[str, list[_Image]], dict]:
+def _ignored_kind(entry: os.DirEntry) -> str:
+    if entry.name.startswith("."):
+        return "hidden"
+    if entry.is_dir():
+        return "folder"
+    return "image" if entry.name.lower().endswith(OTHER_IMAGE_SUFFIXES) else "other"
+
+
+def _folder_notes(name: str, ignored: list[tuple[str, str]]) -> list[str]:
+    """Sentences for what an image folder held that is not read (hidden
+    files, such as .DS_Store, only counted in the card's details)."""
+    notes = []
+    for kind, what, why in (
+        ("image", "image file{s} in a format archbench does not read",
+         "only PNG, JPEG and BMP are read; convert {them} (e.g. with Pillow) to use {them}"),
+        ("folder", "folder{s} not read",
+         "only train/ and test/, and the files directly inside train/<class>/ and test/<class>/, are read; "
+         "subfolders of a class folder are not searched"),
+        ("other", "other file{s} ignored", "not .png/.jpg/.jpeg/.bmp files"),
+    ):
+        paths = [p for k, p in ignored if k == kind]
+        if paths:
+            n = len(paths)
+            eg = ", ".join(paths[:3]) + (", ..." if n > 3 else "")
+            words = {"s": "" if n == 1 else "s", "them": "it" if n == 1 else "them"}
+            notes.append(f"{name}: {n} {what.format(**words)} (e.g. {eg}): {why.format(**words)}.")
+    return notes
+
+
+def _scan_folder(root: Path) -> tuple[tuple[str, ...], dict[str, list[_Image]], dict, list[str]]:
     """Class names and ``{split: [images]}`` of an image-folder tree, with
-    what was ignored; named errors for a missing split, differing class sets,
-    and empty class folders."""
+    what was ignored (details, and notes for a person); named errors for a
+    missing split, differing class sets, fewer than two classes, and empty
+    class folders."""
     for s in SPLITS:
         if not (root / s).is_dir():
             raise DataError(f"{root}: no {s}/ folder; an image-folder dataset needs train/<class>/ and "
                             "test/<class>/ holding the images.")
-    ignored: list[str] = []
+    ignored: list[tuple[str, str]] = []  # (kind, path relative to root)
 
     def listdir(d: Path) -> list[os.DirEntry]:
         try:
@@ -695,7 +805,7 @@ def _scan_folder(root: Path) -> tuple[tuple[str, ...], dict[str, list[_Image]], 
         except OSError as exc:
             raise DataError(f"cannot read the folder {d}: {exc.strerror or exc}.") from exc
 
-    ignored += [e.name for e in listdir(root) if e.name not in SPLITS]
+    ignored += [(_ignored_kind(e), e.name) for e in listdir(root) if e.name not in SPLITS]
     class_dirs: dict[str, list[str]] = {}
     for s in SPLITS:
         names = []
@@ -703,7 +813,7 @@ def _scan_folder(root: Path) -> tuple[tuple[str, ...], dict[str, list[_Image]], 
             if e.is_dir() and not e.name.startswith("."):
                 names.append(e.name)
             else:
-                ignored.append(f"{s}/{e.name}")
+                ignored.append((_ignored_kind(e), f"{s}/{e.name}"))
         if not names:
             raise DataError(f"{root / s}: no class folders; put each class's images in {s}/<class name>/.")
         class_dirs[s] = names
@@ -715,6 +825,9 @@ def _scan_folder(root: Path) -> tuple[tuple[str, ...], dict[str, list[_Image]], 
         raise DataError(f"{root}: train/ and test/ have different class folders ({'; '.join(parts)}); both splits "
                         "must have the same classes (add the missing folders, or remove the extra ones).")
     classes = tuple(sorted(train_set))
+    check_two_classes(classes, str(root / "train"), "class folders",
+                      "Put each class's images in its own folder, train/<class>/ and test/<class>/, for at least "
+                      "two classes.")
     images: dict[str, list[_Image]] = {s: [] for s in SPLITS}
     for s in SPLITS:
         for label, name in enumerate(classes):
@@ -725,22 +838,29 @@ def _scan_folder(root: Path) -> tuple[tuple[str, ...], dict[str, list[_Image]], 
                     images[s].append(_Image(Path(e.path), label))
                     found += 1
                 else:
-                    ignored.append(f"{s}/{name}/{e.name}")
+                    ignored.append((_ignored_kind(e), f"{s}/{name}/{e.name}"))
             if not found:
                 raise DataError(f"{d}: empty class folder (no {'/'.join(x[1:] for x in IMAGE_SUFFIXES)} files); "
                                 f"every class needs images in both splits. Add images or remove the class "
                                 f"folder from train/ and test/.")
-    details = {"ignored_entries": len(ignored), "ignored_examples": ignored[:5]}
-    return classes, images, details
+    kinds = {k: sum(1 for kind, _ in ignored if kind == k) for k in ("image", "folder", "other", "hidden")}
+    details = {"ignored_entries": len(ignored), "ignored_examples": [p for _, p in ignored[:5]],
+               "ignored_kinds": {k: v for k, v in kinds.items() if v}}
+    return classes, images, details, _folder_notes(root.name or str(root), ignored)
 
 
 def _open_image(path: Path, raw: bytes):
     from PIL import Image, UnidentifiedImageError
 
+    buf = io.BytesIO(raw)
     try:
-        return Image.open(io.BytesIO(raw))
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable image ({exc}); replace or remove the file.") from exc
+        return Image.open(buf)
+    except UnidentifiedImageError as exc:
+        raise DataError(f"{path}: not a readable image (Pillow does not recognise its contents as an image "
+                        "format); replace or remove the file.") from exc
+    except (OSError, Image.DecompressionBombError, ValueError) as exc:
+        why = str(exc).replace(repr(buf), path.name)  # Pillow names the stream, not the file
+        raise DataError(f"{path}: not a readable image ({why}); replace or remove the file.") from exc
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -752,10 +872,11 @@ def _read_bytes(path: Path) -> bytes:
 
 def load_folder(root: str | os.PathLike, threshold: Threshold | None = None) -> Dataset:
     """An image-folder tree: ``train/<class>/*`` and ``test/<class>/*``
-    (PNG, JPEG or BMP; hidden files and other files are ignored and counted
-    in the card's details). Class names are the folder names, sorted (label
-    i is the i-th); both splits must have the same classes and no class
-    folder may be empty. Images are read with Pillow and kept as they are:
+    (PNG, JPEG or BMP; hidden files, other files and subfolders of a class
+    folder are ignored: counted in the card's details, and, except hidden
+    files, named in the dataset's ``notes``). Class names are the folder
+    names, sorted (label i is the i-th); both splits must have the same
+    classes, at least two, and no class folder may be empty. Images are read with Pillow and kept as they are:
     all must share one size and one mode, L (C=1), LA (2), RGB (3) or RGBA
     (4); anything else (other modes, mixed modes, mixed sizes) is an error
     naming the file, not a silent conversion. Samples are ordered by class,
@@ -767,7 +888,7 @@ def load_folder(root: str | os.PathLike, threshold: Threshold | None = None) -> 
 
     threshold = threshold or resolve_threshold()
     root = Path(root)
-    classes, images, details = _scan_folder(root)
+    classes, images, details, notes = _scan_folder(root)
     # Header pass: every file opened (not decoded) to check mode and size before anything is stored.
     key = hashlib.sha256(b"folder-v1\n")
     first: tuple[Path, str, tuple[int, int]] | None = None
@@ -825,4 +946,5 @@ def load_folder(root: str | os.PathLike, threshold: Threshold | None = None) -> 
                    storage=choose_storage(needed, threshold), needed=needed, threshold=threshold,
                    source_key=lambda: "folder-" + key.hexdigest(), files={"folder": str(root)}, source="folder",
                    fmt=f"image folder ({', '.join(x[1:].upper() for x in suffixes)}; mode {first[1]})",
-                   details={**details, "pillow": PIL.__version__, "mode": first[1]}, test_split={"from": "source"})
+                   details={**details, "pillow": PIL.__version__, "mode": first[1]}, test_split={"from": "source"},
+                   notes=notes)
