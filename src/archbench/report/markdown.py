@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import statistics
 from typing import Any
 
@@ -160,7 +161,7 @@ def seeds_command(record: RunRecord, names: list[str]) -> str:
                 parts.append(flag if v == "True" else "--no-" + key.replace("_", "-"))
             else:
                 parts += [flag, v]
-    return "`" + " ".join(parts) + "`"
+    return "`" + " ".join(shlex.quote(p) for p in parts) + "`"  # pasteable: a path with spaces stays one word
 
 
 def _pair_detail(p: dict, n_test: int) -> str:
