@@ -175,6 +175,13 @@ def test_plain_formulation_validation_split_and_other_layers(data, monkeypatch, 
     assert results[0].extra["batched"]["per_seed_functional_call"] == ["LayerNorm", "Scale"]
 
 
+def test_streamed_batches_are_bit_identical(data, monkeypatch, threads):
+    """stream=True: uint8 images gathered per batch and converted, as train() does for memory-mapped data."""
+    threads(1)
+    assert_same_as_separate("cnn", TrainConfig(device="cpu", epochs=1, batch_size=32), data, monkeypatch,
+                            seeds=(0, 1), stream=True)
+
+
 def test_augmentation_of_a_folded_batch_is_each_seeds_own(threads):
     """The folded batch's crop/flip is k augment() calls with the seeds' generators (3 channels, channels-last)."""
     x = torch.rand(3 * 5, 3, 8, 8).contiguous(memory_format=torch.channels_last)
@@ -233,6 +240,15 @@ def test_dropout_is_refused(data):
 def test_other_refusals(model, match):
     reason = batchable(model(), TrainConfig(device="cpu"))
     assert reason is not None and match.lower() in reason.lower()
+
+
+def test_cuda_with_graphs_is_refused():
+    """The batched step is not captured as a CUDA graph: on a GPU that costs more than batching saves."""
+    mlp = create_model("mlp")
+    reason = batchable(mlp, TrainConfig(device="cuda"))
+    assert reason is not None and "CUDA graph" in reason and "cuda_graphs to false" in reason
+    assert batchable(mlp, TrainConfig(device="cuda", cuda_graphs=False)) is None
+    assert batchable(mlp, TrainConfig(device="cpu")) is None
 
 
 def test_tied_weights_are_refused():

@@ -8,17 +8,20 @@ batch ``[k·B, C, H, W]``: rows ``i·B … (i+1)·B`` are seed i's images, gathe
 with seed i's own permutation (a generator seeded with ``seed``, drawn as
 :func:`~archbench.train.loop.train` draws it) and augmented with seed i's own
 generator (seeded ``seed + 1_000_003``, the same draws in the same order).
-Layers without parameters (activations, pooling, flatten, residual adds) work
-per image, so they run once on the folded batch. Layers with parameters hold
-their k seeds' tensors stacked ``[k, ...]``:
+Layers without parameters that round alike on every path (ReLU, max pooling,
+flatten, residual adds) work per image, so they run once on the folded
+batch. Layers with parameters hold their k seeds' tensors stacked ``[k, ...]``:
 
 * ``nn.Linear`` is one ``baddbmm`` (``[k, B, in] x [k, in, out]`` plus the
-  bias as the added matrix), with ``addmm``'s backward per seed;
+  bias as the added matrix), with ``addmm``'s backward per seed (with more
+  than one intra-op thread, the forward is one ``addmm`` per seed);
 * convolutions and batch norms run once per seed on that seed's rows, with
   the seed's slices of the stacked tensors (views, in a separate run's memory
   layout), so they run the very kernels a separate run runs;
 * any other module with parameters or buffers runs once per seed through
-  ``torch.func.functional_call`` with the seed's slices.
+  ``torch.func.functional_call`` with the seed's slices;
+* GELU, SiLU, sigmoid and other elementwise layers whose vector loop and
+  scalar tail round differently run once per seed too.
 
 The loss is the sum over seeds of each seed's mean cross-entropy, reduced per
 seed as a separate run reduces it, so the gradient reaching seed i's slices is
@@ -28,13 +31,16 @@ and tensor, updates every seed as its own optimizer would. Evaluation copies
 each seed's slices back into that seed's own model and runs
 :func:`~archbench.train.loop.evaluate` on it, exactly as ``train`` does.
 
-**Exact.** With one intra-op thread every seed's losses, weights, predictions
-and test loss are bit-identical to a separate ``train`` of that seed (tested
-for the seed MLP and CNN, batch norm, the zoo recipe's AdamW + one-cycle +
-label smoothing + crop/flip + test-time views). With several threads the
-batched matrix products split their work among threads otherwise than one
-seed's products, so results agree to float rounding (see docs/performance.md,
-"Seeds as one batched model", for the measured tolerance).
+**Exact.** Every seed's initial weights, batches, losses, accuracies, final
+weights and buffers, test loss and predictions are bit-identical to a
+separate ``train`` of that seed, measured at 1 and 2 intra-op threads
+(tests/test_batched.py: the seed MLP and CNN, batch norm, resnet_small's bf16
+AdamW + one-cycle + label smoothing + crop/flip + test-time-flip recipe,
+LayerNorm/GELU/custom layers, streamed batches). Not verified: other thread
+counts, GPUs, and elementwise functions called inside a custom ``forward``
+(they run on the folded batch; ``first_batch_bit_identical`` in the results
+says whether the first batch's outputs were bit-identical). See
+docs/performance.md, "Seeds as one batched model".
 
 **Why not ``torch.vmap``.** vmap over ``functional_call`` gives the same
 *function* but (measured) other roundings: its rule for ``linear`` adds the
@@ -47,12 +53,14 @@ batching saves for 3 seeds.
 :class:`~archbench.errors.UsageError`): layers that draw random numbers while
 training (dropout and its variants, RReLU; a separate run draws them from
 torch's global generator, which one batched model cannot reproduce per seed);
-SyncBatchNorm;
-lazy, tied or parametrised (``torch.nn.utils.parametrize``) parameters;
-modules with hooks; plain tensor attributes that differ between seeds; and a
+SyncBatchNorm; lazy, tied or parametrised (``torch.nn.utils.parametrize``) parameters;
+modules with hooks; plain tensor attributes that differ between seeds; a
 forward pass that mixes images of a batch (checked on the first batch: the
-stacked model's outputs must be each seed's own). Checkpoints and resume are
-not offered: an interrupted batch trains again from its start.
+stacked model's outputs must be each seed's own); and CUDA with
+``cuda_graphs`` on (the batched step is not captured as a CUDA graph, and an
+eager GPU step costs more than batching saves; with ``cuda_graphs`` false it
+runs eagerly, untested on a GPU so far). Checkpoints and resume are not
+offered: an interrupted batch trains again from its start.
 """
 
 from __future__ import annotations
@@ -149,6 +157,11 @@ def batchable(model: nn.Module, cfg: TrainConfig) -> str | None:
     if not any(p.requires_grad for p in model.parameters()):
         return (f"the model {type(model).__name__} has no trainable parameters, so there is nothing to train "
                 "(every parameter has requires_grad=False, or it has none)")
+    device = str(cfg.device)
+    if (device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())) and cfg.cuda_graphs:
+        return ("the batched step runs eagerly (it is not captured as a CUDA graph), and on a GPU an eager step "
+                "costs more than a graphed one saves by batching (the seed study, MLP and CNN, one seed, on an H200: "
+                f"18.9 s eager vs 1.98 s graphed); set cuda_graphs to false to batch anyway, or {_SEPARATELY}")
     if str(cfg.precision) not in ("fp32", "bf16"):  # pragma: no cover - config validation keeps these two
         return f"precision {cfg.precision!r} is not supported by the batched path; {_SEPARATELY}"
     return None
@@ -663,8 +676,8 @@ def train_seeds(ref_or_factory: ModelSource, seeds: Sequence[int], train_x: torc
     batch's wall-clock training seconds, the layer kinds run once per seed
     through ``functional_call``); its ``train_seconds`` and per-epoch
     ``seconds`` are the seed's share (the batch's time divided by k), its
-    evaluation times its own. On CUDA the step runs eagerly (no CUDA graphs:
-    ``cuda_graphs`` is False in the results). Raises
+    evaluation times its own. On CUDA the step runs eagerly (no CUDA graphs):
+    only with ``cuda_graphs`` false in ``cfg``. Raises
     :class:`~archbench.errors.UsageError` for a model that cannot be batched
     with each seed's own results (see :func:`batchable`), and
     :class:`~archbench.errors.TrainingError` when a seed's loss stops being
