@@ -155,6 +155,26 @@ def test_batch_norm_model_is_bit_identical(data, monkeypatch, threads):
     assert not torch.equal(results[0].extra["model"][1].running_mean, torch.zeros(8))
 
 
+class NamedK(nn.Module):
+    """A custom layer whose parameter's name is one the stacked layers could use for themselves."""
+
+    def __init__(self):
+        super().__init__()
+        self.k = nn.Parameter(torch.ones(10))
+
+    def forward(self, x):
+        return x * self.k
+
+
+def test_batch_statistics_only_and_odd_names(data, monkeypatch, threads):
+    """Batch norm without affine weights or running statistics still normalises each seed's batch alone."""
+    threads(1)
+    net = lambda: nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4, affine=False, track_running_stats=False),  # noqa: E731
+                                nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 13 * 13, 10), NamedK())
+    assert_same_as_separate(net, TrainConfig(device="cpu", epochs=1, batch_size=32), data, monkeypatch,
+                            seeds=(0, 1))
+
+
 def test_zoo_recipe_is_bit_identical(data, monkeypatch, threads):
     """resnet_small's recipe: bf16 autocast, AdamW with a one-cycle schedule, label smoothing, crop and flip
     augmentation drawn per seed, test-time flips; batch norm and residual adds."""

@@ -383,9 +383,9 @@ class _StackedLayer(nn.Module):
                  buffers: dict[str, torch.Tensor]):
         super().__init__()
         object.__setattr__(self, "template", template)
-        self.k = k
-        self.names = list(params)
-        self.buffer_names = list(buffers)
+        self._k = k  # underscored: the stacked tensors take the template's names (weight, k, names, ...)
+        self._param_names = list(params)
+        self._buffer_names = list(buffers)
         for name, t in params.items():
             self.register_parameter(name.replace(".", "__"), nn.Parameter(t, requires_grad=t.requires_grad))
         for name, t in buffers.items():
@@ -396,14 +396,14 @@ class _StackedLayer(nn.Module):
 
     def seed_slices(self, name: str) -> Sequence[torch.Tensor | None]:
         t = self.stacked(name)
-        return [None] * self.k if t is None else t.unbind(0)
+        return [None] * self._k if t is None else t.unbind(0)
 
 
 class _Linear(_StackedLayer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight, bias = self.stacked("weight"), self.stacked("bias")
         assert weight is not None
-        x3 = x.reshape(self.k, -1, x.shape[-1])
+        x3 = x.reshape(self._k, -1, x.shape[-1])
         dev = x.device.type
         if torch.is_autocast_enabled(dev):
             # What autocast does for addmm, by hand (it does not reach into an autograd.Function): every input
@@ -423,7 +423,7 @@ class _Conv(_StackedLayer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv = type(self.template)._conv_forward
         outs = [conv(self.template, xi, w, b)
-                for xi, w, b in zip(_rows(x, self.k), self.seed_slices("weight"), self.seed_slices("bias"))]
+                for xi, w, b in zip(_rows(x, self._k), self.seed_slices("weight"), self.seed_slices("bias"))]
         return torch.cat(outs)
 
 
@@ -444,7 +444,7 @@ class _BatchNorm(_StackedLayer):
         bn_training = self.training or (mean is None and var is None)
         running = not self.training or m.track_running_stats
         outs = [F.batch_norm(xi, rm if running else None, rv if running else None, w, b, bn_training, factor, m.eps)
-                for xi, rm, rv, w, b in zip(_rows(x, self.k), self.seed_slices("running_mean"),
+                for xi, rm, rv, w, b in zip(_rows(x, self._k), self.seed_slices("running_mean"),
                                             self.seed_slices("running_var"), self.seed_slices("weight"),
                                             self.seed_slices("bias"))]
         return torch.cat(outs)
@@ -456,10 +456,10 @@ class _PerSeed(_StackedLayer):
     arguments are split into the seeds' rows, tensor results joined."""
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        k = self.k
+        k = self._k
         split_args = [_rows(a, k) if isinstance(a, torch.Tensor) else [a] * k for a in args]
         split_kwargs = {key: _rows(v, k) if isinstance(v, torch.Tensor) else [v] * k for key, v in kwargs.items()}
-        slices = {n: self.seed_slices(n) for n in self.names + self.buffer_names}
+        slices = {n: self.seed_slices(n) for n in self._param_names + self._buffer_names}
         if self.template.training != self.training:
             self.template.train(self.training)
         outs = []
@@ -487,6 +487,8 @@ class _SeedRows(nn.Module):
 
 def _join(outs: list[Any]) -> Any:
     first = outs[0]
+    if first is None and all(o is None for o in outs):
+        return None
     if isinstance(first, torch.Tensor):
         return torch.cat(outs)
     if isinstance(first, tuple | list):
@@ -505,7 +507,8 @@ def _stacked_model(views: Sequence[nn.Module], k: int) -> tuple[nn.Module, list[
     def rewrite(module: nn.Module, prefix: str) -> nn.Module | None:
         if type(module) in _TAIL_SENSITIVE:
             return _SeedRows(module, k)
-        if not (any(True for _ in module.parameters(recurse=False))
+        if not (type(module) in _BATCH_NORMS  # even without tensors: its batch statistics are per seed
+                or any(True for _ in module.parameters(recurse=False))
                 or any(True for _ in module.buffers(recurse=False))):
             for child_name, child in list(module.named_children()):
                 rep = rewrite(child, f"{prefix}{child_name}.")
