@@ -472,7 +472,8 @@ def load_experiment(path: str | os.PathLike) -> ExperimentFile:
     for k in STUDY_DEFAULTS:
         if k in data and k != "models":
             v = data[k]
-            relative = isinstance(v, str) and v and not Path(v).expanduser().is_absolute()
+            relative = (k in ("data_dir", "dataset") and isinstance(v, str) and v
+                        and not Path(v).expanduser().is_absolute())
             named = k == "dataset" and (v in DATASET_NAMES or v in list_datasets())
             if relative and not named:
                 v = str(path.parent / v)  # a path in the file is relative to the file, never to the working dir
