@@ -256,3 +256,15 @@ def test_a_split_missing_classes_is_said():
     (w,) = missing_class_warnings(card)
     assert w.startswith("The train split holds no image of 2 of 3 classes (b, c): the models never saw them")
     assert missing_class_warnings({"classes": ["a"], "class_counts": {"train": [3], "test": [2]}}) == []
+
+
+def test_profile_takes_a_spec_file_and_a_dataset(tmp_path):
+    """`profile examples/small_cnn.toml` (known by its own name, as in `run`), built for 8x8 digits
+    with its head sized by units = "num_classes"."""
+    pytest.importorskip("sklearn")
+    spec = Path(__file__).resolve().parent.parent / "examples" / "small_cnn.toml"
+    p = _cli("profile", str(spec), "--dataset", "digits", "--json", "--no-timing", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    prof = json.loads(p.stdout)
+    assert prof["model"] == "small_cnn" and prof["input_shape"] == [1, 8, 8] and prof["num_classes"] == 10
+    assert prof["dataset"]["train_samples"] == 1438 and prof["measurements"]["flops"]["per_epoch"]["steps"] == 23

@@ -458,7 +458,8 @@ def cmd_profile(args) -> int:
     given.update({k: v for k, v in (("batch_size", args.batch_size), ("epochs", args.epochs),
                                     ("dataset", args.dataset)) if v is not None})
     cfg = resolve(given)
-    tcfg = cfg.train_config_for(args.model)
+    name = cfg.models[0]  # a spec file is known by its own name, as in `run`
+    tcfg = cfg.train_config_for(name)
     device = resolve_device(args.device)
     data_card = None
     if args.dataset is not None:
@@ -469,20 +470,20 @@ def cmd_profile(args) -> int:
         train_samples = args.train_samples or len(data.train_labels)
         data_card = {k: v for k, v in data.describe().items() if k not in ("files",)}
     else:
-        shape, classes = tuple(input_shape_of(args.model)), 10
+        shape, classes = tuple(input_shape_of(name)), 10
         train_samples = args.train_samples or 60000
-    model = create_model(args.model, input_shape=shape, num_classes=classes)
-    check_model_io(model, args.model, shape, classes)
+    model = create_model(name, input_shape=shape, num_classes=classes)
+    check_model_io(model, name, shape, classes)
     from archbench.unit import safe_name
 
     host0 = host_snapshot()
     record = {
-        "model": args.model, "batch_size": tcfg.batch_size, "device": str(device), "recipe": tcfg.to_dict(),
+        "model": name, "batch_size": tcfg.batch_size, "device": str(device), "recipe": tcfg.to_dict(),
         "input_shape": list(shape), "num_classes": classes, "layers": layer_table(model, shape),
         "measurements": measure_model(model, shape, device=device, cfg=tcfg, train_samples=train_samples,
                                       num_classes=classes,
                                       epochs=tcfg.epochs, timing=not args.no_timing, files_dir=args.out,
-                                      files_stem=safe_name(args.model)),
+                                      files_stem=safe_name(name)),
     }
     record["host"] = unit_host(host0)  # CPU, cores, threads, load at start and end: what the timings ran on
     if data_card is not None:

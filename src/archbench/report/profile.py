@@ -47,6 +47,11 @@ def render_profile(rec: dict) -> str:
     fl, mem, p = meas["flops"], meas["memory"], meas["params"]
     lines = [f"archbench profile {rec['model']}  (input {tuple(rec['input_shape'])}, training batch "
              f"{rec['batch_size']}, device {rec['device']})"]
+    ds = rec.get("dataset")
+    if ds:
+        lines.append(f"Built for {ds.get('name')}: {' x '.join(map(str, ds.get('image_shape') or []))} images, "
+                     f"{rec.get('num_classes') or ds.get('num_classes')} classes; per-epoch FLOPs over its "
+                     f"{ds.get('train_samples'):,} training images.")
     if meas.get("step"):
         lines.append("Costs are those of the step this model trains: " + step_words(meas["step"]) + ".")
     if rec.get("host"):
