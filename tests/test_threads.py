@@ -285,3 +285,12 @@ def test_sigterm_stops_the_workers_keeps_their_checkpoints_and_raises_interrupte
     for pid in pids:  # the workers are gone
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_separated_says_when_more_bursts_are_needed():
+    # clear: every 2-thread burst faster than every 1-thread burst
+    assert threads.separated({1: [10.0, 10.5, 11.0, 10.2, 10.4], 2: [6.0, 6.3, 6.1, 6.2, 6.4]}, [1, 2])
+    # noisy: a tenant's bursts spread 2 threads' samples over 1 thread's
+    assert not threads.separated({1: [10.0, 10.5, 11.0, 10.2, 10.4], 2: [6.0, 14.0, 19.0, 9.0, 10.3]}, [1, 2])
+    # the order of the counts does not matter; a dropped count is not compared
+    assert threads.separated({1: [6.0, 6.1, 6.2], 2: [9.0, 9.5, 9.9], 4: [6.05, 30.0, 6.1]}, [2, 1])
