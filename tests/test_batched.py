@@ -319,3 +319,35 @@ def test_a_diverging_seed_is_named(data, threads):
         train_seeds(lambda: nn.Sequential(nn.Flatten(), nn.Linear(784, 10)), [3, 4], data["train_images"],
                     data["train_labels"], None, None, TrainConfig(device="cpu", lr=1e38, epochs=1),
                     input_shape=SHAPE, num_classes=10)
+
+
+def test_batch_seeds_through_the_cli_gives_each_seed_its_own_results(synthetic_fashion, tmp_path, capsys):
+    """`archbench run --batch-seeds`: the mlp's seeds train as one batch and every unit equals the separate
+    run's; a model that cannot be batched (dropout) trains one by one, and the log says why."""
+    import json
+
+    from archbench.cli import main
+
+    common = ["--models", "mlp,cnn_bn", "--seeds", "0,1", "--data-dir", str(synthetic_fashion), "--no-verify",
+              "--epochs", "2", "--batch-size", "32", "--no-timing", "--threads", "1", "--out", str(tmp_path)]
+    assert main(["run", *common, "--name", "alone"]) == 0
+    assert main(["run", *common, "--name", "batched", "--batch-seeds"]) == 0
+    err = capsys.readouterr().err
+    assert "[mlp] seeds 0, 1: training 2 epochs" in err and "as one batched model" in err
+    assert "[cnn_bn] seeds 0, 1 train one by one, not as one batch:" in err and "dropout" in err.lower()
+    alone, batched = (json.loads((tmp_path / n / "results.json").read_text()) for n in ("alone", "batched"))
+    assert batched["execution"]["batch_seeds"] is True
+    for m in ("mlp", "cnn_bn"):
+        for a, b in zip(alone["models"][m]["units"], batched["models"][m]["units"]):
+            assert a["seed"] == b["seed"] and a["test"] == b["test"]
+            assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
+            assert [h["test_loss"] for h in a["history"]] == [h["test_loss"] for h in b["history"]]
+            assert ("batched_with" in b["training"]) == (m == "mlp")
+    assert batched["models"]["mlp"]["units"][0]["training"]["batched_with"] == [0, 1]
+    # the saved weights are each seed's own
+    from safetensors.torch import load_file
+
+    for s in (0, 1):
+        wa = load_file(str(tmp_path / "alone" / "models" / f"mlp-seed{s}.safetensors"))
+        wb = load_file(str(tmp_path / "batched" / "models" / f"mlp-seed{s}.safetensors"))
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -170,6 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "unit keeps its count (CPU results depend on it)")
     r.add_argument("--jobs", type=_int_at_least(1, "--jobs", MAX_THREADS), default=1,
                    help="units trained side by side in worker processes (local executor; default 1)")
+    r.add_argument("--batch-seeds", action="store_true",
+                   help="train a model's seeds as one batched model (each seed's results bit-identical to its own "
+                        "run; models with dropout and the like train one by one, said in the log). On these CPUs "
+                        "it is not faster for convolutional models: see docs/performance.md")
     r.add_argument("--cpus-per-unit", type=_int_at_least(1, "--cpus-per-unit", MAX_THREADS), default=None,
                    help="CPU threads per unit (Ray: its CPU request; default 1 on Ray, all cores locally)")
     r.add_argument("--gpus-per-unit", type=_non_negative_float("--gpus-per-unit"), default=0.0,
@@ -307,13 +311,13 @@ def cmd_run(args) -> int:
             except OSError as exc:
                 raise write_error(exc, f"the MLflow store's directory {parent}", "Choose another --out.") from exc
         probe(mlflow_uri)  # fails now, in seconds, if MLflow is missing, the URI unusable or the server down
-    options: dict = {"cpus_per_unit": args.cpus_per_unit, "jobs": args.jobs}
+    options: dict = {"cpus_per_unit": args.cpus_per_unit, "jobs": args.jobs, "batch_seeds": args.batch_seeds}
     if args.threads is not None:
         options["threads"] = args.threads
     if args.executor == "ray":
-        if args.jobs != 1 or args.threads is not None:
-            raise UsageError("--jobs and --threads are for the local executor; with Ray, --cpus-per-unit sets each "
-                             "unit's CPUs (and threads).")
+        if args.jobs != 1 or args.threads is not None or args.batch_seeds:
+            raise UsageError("--jobs, --threads and --batch-seeds are for the local executor; with Ray, "
+                             "--cpus-per-unit sets each unit's CPUs (and threads).")
         from archbench.executors import require_ray
 
         require_ray()  # before anything is written

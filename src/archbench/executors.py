@@ -63,7 +63,7 @@ from archbench.env import usable_cpus
 from archbench.errors import Interrupted, UsageError
 from archbench.records import Unit, atomic_write_text
 from archbench.threads import decide_threads, describe, free_cores, parse_threads
-from archbench.unit import run_unit, safe_name
+from archbench.unit import run_batched_units, run_unit, safe_name
 
 OnResult = Callable[[str, int, Any], None]
 Log = Callable[[str], None]
@@ -123,17 +123,47 @@ def _attach(unit: Unit, decision: dict[str, Any]) -> Unit:
 # --------------------------------------------------------------------------- one process
 
 
+def plan_batches(pending: list[tuple[str, int]], cfg: StudyConfig, data: Any, run_dir: Path,
+                 log: Log) -> list[tuple[str, list[int]]]:
+    """``pending`` as (model, seeds) groups for ``--batch-seeds``: a model's
+    seeds that start from scratch train as one batch where the model can be
+    batched (each seed's results those of its own run); a seed resuming from
+    its epoch checkpoint, and every seed of a model that cannot be batched
+    (said in the log, with the reason), train alone."""
+    from archbench.unit import batch_reason
+
+    groups: dict[str, list[int]] = {}
+    for ref, seed in pending:
+        groups.setdefault(ref, []).append(seed)
+    out: list[tuple[str, list[int]]] = []
+    for ref, seeds in groups.items():
+        fresh = [s for s in seeds if not checkpoint_paths(run_dir, ref, s)[0].exists()]
+        out += [(ref, [s]) for s in seeds if s not in fresh]
+        if len(fresh) > 1:
+            reason = batch_reason(ref, fresh[0], cfg, data)
+            if reason is None:
+                out.append((ref, fresh))
+                continue
+            log(f"[{ref}] seeds {', '.join(map(str, fresh))} train one by one, not as one batch: {reason}")
+        out += [(ref, [s]) for s in fresh]
+    return out
+
+
 def run_units_locally(pending: list[tuple[str, int]], cfg: StudyConfig, data: Any, run_dir: Path,
                       on_result: OnResult, log: Log, progress: Any, device: torch.device,
-                      threads: int | str | None = None, jobs: int = 1) -> None:
+                      threads: int | str | None = None, jobs: int = 1, batch_seeds: bool = False) -> None:
     """Run ``pending`` units here (``jobs=1``) or in ``jobs`` worker
     processes side by side. ``threads``: ``"auto"`` (also None) or a fixed
-    intra-op thread count per unit. The caller's torch thread count is
-    restored after."""
+    intra-op thread count per unit. ``batch_seeds``: a model's seeds train
+    as one batched model where it can be (:func:`plan_batches`; here only,
+    not with ``jobs`` > 1). The caller's torch thread count is restored after."""
     spec = parse_threads(threads)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise UsageError(f"--jobs {jobs!r} is invalid: expected a whole number of units to run side by side >= 1.")
     usable = usable_cpus()
+    if batch_seeds and jobs > 1:
+        raise UsageError("--batch-seeds trains a model's seeds as one batch in this process; it does not combine "
+                         "with --jobs > 1. Give one of them.")
     if jobs > 1 and len(pending) > 1:
         check_parallel_models([ref for ref, _ in pending], jobs)
         _run_pool(pending, cfg, data, run_dir, on_result, log, progress, device, spec, jobs)
@@ -143,7 +173,24 @@ def run_units_locally(pending: list[tuple[str, int]], cfg: StudyConfig, data: An
             "for each other (each op waits for its slowest thread); --threads auto avoids it")
     before = torch.get_num_threads()
     ref = seed = None
+    batch: list[int] | None = None
     try:
+        if batch_seeds:
+            plan = plan_batches(pending, cfg, data, run_dir, log)
+            pending = [(r, s[0]) for r, s in plan if len(s) == 1]
+            for ref, seeds in (g for g in plan if len(g[1]) > 1):
+                seed, batch = seeds[0], seeds
+                # One thread decision for the batch: it is one training loop (probed on one seed's step).
+                decision = unit_threads(spec, ref, seed, cfg, data, run_dir, device)
+                torch.set_num_threads(decision["threads"])
+                log(f"[{ref}] seeds {', '.join(map(str, seeds))}: training {cfg.train_config_for(ref).epochs} "
+                    f"epochs on {len(data.train_labels):,} images ({device}) as one batched model, "
+                    f"{describe(decision)}")
+                units = run_batched_units(ref, seeds, cfg, data, run_dir, progress, log)
+                _forget_decision(run_dir, ref, seed)
+                for s, unit in zip(seeds, units):
+                    on_result(ref, s, _attach(unit, dict(decision)))
+                ref = seed = batch = None
         for ref, seed in pending:
             decision = unit_threads(spec, ref, seed, cfg, data, run_dir, device)
             torch.set_num_threads(decision["threads"])
@@ -155,6 +202,9 @@ def run_units_locally(pending: list[tuple[str, int]], cfg: StudyConfig, data: An
             on_result(*done, _attach(unit, decision))
     except KeyboardInterrupt:
         where = f"during {ref} seed {seed} (its last finished epoch is checkpointed)" if ref is not None else ""
+        if batch:
+            where = (f"during {ref} seeds {', '.join(map(str, batch))}, trained as one batch (which keeps no epoch "
+                     "checkpoints: they train again from the start)")
         raise Interrupted(where) from None
     finally:
         torch.set_num_threads(before)

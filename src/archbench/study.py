@@ -390,6 +390,8 @@ def local_threads(opts: RunOptions, record: RunRecord, log: Log) -> int | str:
     spec = parse_threads(given)
     if opts.resume is None and opts.executor == "local":
         record["execution"] = {"threads": spec, "jobs": xo.get("jobs", 1)}
+        if xo.get("batch_seeds"):
+            record["execution"]["batch_seeds"] = True
     return spec
 
 
@@ -458,7 +460,8 @@ def _run_study(cfg: StudyConfig, opts: RunOptions, stack: contextlib.ExitStack) 
         else:
             run_units_locally(pending, cfg, data, run_dir, on_result, log,
                               progress_factory(opts.quiet, opts.notebook), device,
-                              threads=threads_spec, jobs=opts.executor_options.get("jobs", 1))
+                              threads=threads_spec, jobs=opts.executor_options.get("jobs", 1),
+                              batch_seeds=bool(opts.executor_options.get("batch_seeds")))
         check_stop()
         with contextlib.suppress(OSError):  # every unit is done: the epoch checkpoints' folder is empty
             (run_dir / "checkpoints").rmdir()

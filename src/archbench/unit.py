@@ -208,6 +208,63 @@ def run_unit(ref: str, seed: int, cfg: StudyConfig, data: Any, run_dir: Path, pr
                 "error_type": type(exc).__name__, "traceback": traceback.format_exc()}
 
 
+def batch_reason(ref: str, seed: int, cfg: StudyConfig, data: Any) -> str | None:
+    """Why ``ref``'s seeds cannot train as one batched model under its recipe
+    (None: they can; see :func:`archbench.train.batched.batchable`)."""
+    from archbench.train.batched import batchable
+
+    return batchable(build_model(ref, seed, *data_shape(data)), cfg.train_config_for(ref))
+
+
+def run_batched_units(ref: str, seeds: list[int], cfg: StudyConfig, data: Any, run_dir: Path, progress: Any,
+                      log: Log) -> list[Unit]:
+    """Train ``seeds`` of one model as one batched model
+    (:func:`archbench.train.batched.train_seeds`: each seed's results are those
+    of its own run), then save and describe each seed as :func:`run_unit`
+    does. The batch keeps no epoch checkpoints: interrupted, it trains again
+    from the start. A failure fails every seed of the batch (Ctrl-C is re-raised)."""
+    from archbench.train.batched import train_seeds
+
+    t0, host0 = time.perf_counter(), host_snapshot()
+    shape, classes = data_shape(data)
+    try:
+        results = train_seeds(ref, seeds, data.train_images, data.train_labels, data.test_images, data.test_labels,
+                              cfg.train_config_for(ref), input_shape=shape, num_classes=classes,
+                              val_x=getattr(data, "val_images", None), val_y=getattr(data, "val_labels", None),
+                              progress=progress, stream=getattr(data, "storage", "memory") == "memmap")
+        check_stop()
+        units: list[Unit] = []
+        for seed, result in zip(seeds, results):
+            model = result.extra["model"]
+            stem = f"{safe_name(ref)}-seed{seed}"
+            files = save_model_files(model, run_dir / "models", stem)
+            onnx_note = _save_onnx(model, shape, run_dir, stem, files)
+            unit = _unit_record(seed, result, t0, files, False, host0)
+            batched = result.extra.get("batched") or {}
+            # Wall time and host are the batch's; train_seconds is this seed's share of the batch's training time.
+            unit["training"]["batched_with"] = list(seeds)
+            unit["training"]["batch_train_seconds"] = batched.get("batch_train_seconds")
+            unit["training"]["first_batch_bit_identical"] = batched.get("first_batch_bit_identical")
+            if onnx_note:
+                unit["onnx_note"] = onnx_note
+            units.append(unit)
+            log(f"[{ref}] seed {seed}: test accuracy {100 * result.test.accuracy:.2f} %, "
+                f"train {result.train_seconds:.2f} s (its share of {len(seeds)} seeds trained as one batch)")
+        return units
+    except (KeyboardInterrupt, Interrupted, OutputError):
+        raise
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - a failing batch must not sink the run
+        if stop_requested():
+            raise KeyboardInterrupt from None
+        full = _disk_full(exc)
+        if full is not None:
+            raise write_error(full, f"the files of {ref} in {run_dir}",
+                              f"Make room, then continue with: archbench run --resume {run_dir}") from exc
+        what = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ArchbenchError) else str(exc)
+        return [{"seed": s, "status": "failed", "error": f"batched with seeds {seeds}: {what}",
+                 "error_type": type(exc).__name__} for s in seeds]
+
+
 def measure_entry(entry: ModelRecord, ref: str, cfg: StudyConfig, train_samples: int, device: torch.device,
                   timing: bool, log: Log, input_shape: tuple[int, ...] = (1, 28, 28), num_classes: int = 10) -> None:
     """Fill a model entry's description, recipe and measured costs (or
