@@ -171,11 +171,11 @@ def _build(source: ModelSource, seed: int, input_shape: tuple[int, ...] | None,
            num_classes: int | None) -> nn.Module:
     """Seed ``seed``'s model, initialised as a separate unit's: the global
     generator seeded with ``seed`` just before the model is built."""
-    if isinstance(source, str):
-        from archbench.unit import build_model  # archbench.unit imports archbench.train: import when used
-
-        return build_model(source, seed, input_shape, num_classes)
     torch.manual_seed(seed)
+    if isinstance(source, str):  # as archbench.unit.build_model builds a unit's model (which imports this module)
+        from archbench.models import create_model
+
+        return create_model(source, input_shape=input_shape, num_classes=num_classes)
     model = source()
     if not isinstance(model, nn.Module):
         raise UsageError(f"the model factory {source!r} returned {type(model).__name__}, not a torch.nn.Module.")
@@ -670,7 +670,8 @@ def train_seeds(ref_or_factory: ModelSource, seeds: Sequence[int], train_x: torc
     as :func:`~archbench.train.loop.train` returns it for that seed alone.
 
     ``ref_or_factory``: a model reference (built with
-    :func:`archbench.unit.build_model` for ``input_shape``/``num_classes``), or
+    :func:`archbench.models.create_model` after seeding, as ``archbench.unit.build_model`` builds a unit's
+    model, for ``input_shape``/``num_classes``), or
     a callable taking no arguments, called right after
     ``torch.manual_seed(seed)``. Data arguments are as for ``train``.
 
