@@ -17,7 +17,7 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -190,22 +190,27 @@ def run_unit(ref: str, seed: int, cfg: StudyConfig, data: Any, run_dir: Path, pr
         return unit
     except (KeyboardInterrupt, Interrupted, OutputError):
         raise
-    except ArchbenchError as exc:
-        if stop_requested():
-            raise KeyboardInterrupt from None
-        return {"seed": seed, "status": "failed", "error": str(exc), "error_type": type(exc).__name__}
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - a failing model must not sink the run
-        # A Ctrl-C that torch turned into a RuntimeError (raised inside torch.save, say) is still a Ctrl-C.
-        if stop_requested():
-            raise KeyboardInterrupt from None
-        full = _disk_full(exc)
-        if full is not None:
-            raise write_error(full, f"the files of {ref} seed {seed} in {run_dir}",
-                              f"Make room, then continue with: archbench run --resume {run_dir}") from exc
-        what = f"SystemExit({exc.code!r}) (sys.exit() called)" if isinstance(exc, SystemExit) else \
-            f"{type(exc).__name__}: {exc}"
-        return {"seed": seed, "status": "failed", "error": what,
-                "error_type": type(exc).__name__, "traceback": traceback.format_exc()}
+        return cast(Unit, {"seed": seed, "status": "failed", **_failure(exc, f"{ref} seed {seed}", run_dir)})
+
+
+def _failure(exc: BaseException, whose: str, run_dir: Path) -> dict[str, str]:
+    """What a failed unit records about ``exc`` (``error``, ``error_type``,
+    and for an error of the model's own code its ``traceback``; call it in
+    the ``except`` block). A Ctrl-C that torch turned into an error (inside
+    torch.save, say) is raised as the KeyboardInterrupt it was; a full disk
+    stops the run (no other unit could save its files either)."""
+    if stop_requested():
+        raise KeyboardInterrupt from None
+    if isinstance(exc, ArchbenchError):
+        return {"error": str(exc), "error_type": type(exc).__name__}
+    full = _disk_full(exc)
+    if full is not None:
+        raise write_error(full, f"the files of {whose} in {run_dir}",
+                          f"Make room, then continue with: archbench run --resume {run_dir}") from exc
+    what = f"SystemExit({exc.code!r}) (sys.exit() called)" if isinstance(exc, SystemExit) else \
+        f"{type(exc).__name__}: {exc}"
+    return {"error": what, "error_type": type(exc).__name__, "traceback": traceback.format_exc()}
 
 
 def batch_reason(ref: str, seed: int, cfg: StudyConfig, data: Any) -> str | None:
@@ -254,15 +259,9 @@ def run_batched_units(ref: str, seeds: list[int], cfg: StudyConfig, data: Any, r
     except (KeyboardInterrupt, Interrupted, OutputError):
         raise
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - a failing batch must not sink the run
-        if stop_requested():
-            raise KeyboardInterrupt from None
-        full = _disk_full(exc)
-        if full is not None:
-            raise write_error(full, f"the files of {ref} in {run_dir}",
-                              f"Make room, then continue with: archbench run --resume {run_dir}") from exc
-        what = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ArchbenchError) else str(exc)
-        return [{"seed": s, "status": "failed", "error": f"batched with seeds {seeds}: {what}",
-                 "error_type": type(exc).__name__} for s in seeds]
+        fail = _failure(exc, f"{ref} seeds {seeds}", run_dir)
+        fail["error"] = f"batched with seeds {seeds}: {fail['error']}"
+        return [cast(Unit, {"seed": s, "status": "failed", **fail}) for s in seeds]
 
 
 def measure_entry(entry: ModelRecord, ref: str, cfg: StudyConfig, train_samples: int, device: torch.device,

@@ -87,6 +87,7 @@ from archbench.train.loop import (
     _non_finite_evaluation,
     evaluate,
     make_optimizer,
+    prepare_splits,
     resolve_device,
     set_lr,
     to_input,
@@ -711,17 +712,8 @@ def train_seeds(ref_or_factory: ModelSource, seeds: Sequence[int], train_x: torc
     per_seed = [dict(v.named_parameters()) | dict(v.named_buffers()) for v in views]
 
     # Data, as train() prepares it.
-    if stream:
-        X = train_x
-    else:
-        X = to_input(train_x, device)
-        if channels_last:
-            X = X.contiguous(memory_format=torch.channels_last)
-    Y = train_y.to(device)
-    Xt = (test_x if stream else to_input(test_x, device)) if test_x is not None else None
-    Yt = test_y.to(device) if test_y is not None else None
-    Xv = (val_x if stream else to_input(val_x, device)) if val_x is not None else None
-    Yv = val_y.to(device) if val_y is not None else None
+    X, Y, Xt, Yt, Xv, Yv = prepare_splits(train_x, train_y, test_x, test_y, val_x, val_y, device,
+                                          channels_last, stream)
     n = X.shape[0]
     if n == 0:
         raise UsageError("the training set is empty (check --train-limit).")

@@ -355,6 +355,25 @@ class _GraphedStep:
         pred_out.copy_(spred)
 
 
+def prepare_splits(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor | None,
+                   test_y: torch.Tensor | None, val_x: torch.Tensor | None, val_y: torch.Tensor | None,
+                   device: torch.device, channels_last: bool, stream: bool) -> tuple[Any, ...]:
+    """(X, Y, Xt, Yt, Xv, Yv) as the training loop reads them: labels on the
+    device; images as float32 on the device (channels-last training images
+    where the step wants them), or with ``stream`` the uint8 images where
+    they are (each batch is converted as it is read)."""
+    if stream:
+        X = train_x
+    else:
+        X = to_input(train_x, device)
+        if channels_last:
+            X = X.contiguous(memory_format=torch.channels_last)
+    Xt = (test_x if stream else to_input(test_x, device)) if test_x is not None else None
+    Xv = (val_x if stream else to_input(val_x, device)) if val_x is not None else None
+    return (X, train_y.to(device), Xt, test_y.to(device) if test_y is not None else None,
+            Xv, val_y.to(device) if val_y is not None else None)
+
+
 def _non_finite_evaluation(loss: float, epoch: int, split: str = "test") -> TrainingError:
     return TrainingError(f"evaluation loss became {loss} after epoch {epoch}: the model's outputs on the {split} "
                          "split are not finite (inf or nan logits), so its accuracy cannot be trusted. Check the "
@@ -405,17 +424,8 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
     model.train()
     setup = build_step(model, cfg, device)
     run_model, channels_last = setup.run_model, setup.channels_last
-    if stream:  # batches are gathered from the uint8 images where they are, then converted
-        X = train_x
-    else:
-        X = to_input(train_x, device)
-        if channels_last:
-            X = X.contiguous(memory_format=torch.channels_last)
-    Y = train_y.to(device)
-    Xt = (test_x if stream else to_input(test_x, device)) if test_x is not None else None
-    Yt = test_y.to(device) if test_y is not None else None
-    Xv = (val_x if stream else to_input(val_x, device)) if val_x is not None else None
-    Yv = val_y.to(device) if val_y is not None else None
+    X, Y, Xt, Yt, Xv, Yv = prepare_splits(train_x, train_y, test_x, test_y, val_x, val_y, device,
+                                          channels_last, stream)
     n = X.shape[0]
     if n == 0:
         raise UsageError("the training set is empty (check --train-limit).")
