@@ -72,6 +72,7 @@ from archbench.data.storage import (
     remember_source,
     resolve_threshold,
     storage_info,
+    write_entry,
 )
 from archbench.errors import DataError, UsageError
 
@@ -158,21 +159,15 @@ def _apply_storage(ds: Dataset, threshold: Threshold) -> Dataset:
     if choose_storage(needed, threshold) == "memory":
         return replace(ds, storage="memory", storage_info=storage_info(needed, threshold, "memory"))
     identity = ds.identity
-    found = read_entry(identity)
-    if found is None:
-        entry = CacheEntry(n * math.prod(ds.image_shape))
-        try:
-            for role in ("train_images", "test_images"):
-                entry.save(role, getattr(ds, role).numpy())
-            for role in ("train_labels", "test_labels"):
-                entry.save(role, getattr(ds, role).numpy().astype(LABEL_DTYPE))
-            entry.commit(identity, _entry_meta(ds))
-        except BaseException:
-            entry.abort()
-            raise
-        found = read_entry(identity)
-        if found is None:
-            raise DataError(f"the array cache entry {identity} vanished while being written; load the data again.")
+
+    def fill(entry: CacheEntry) -> tuple[str, dict]:
+        for role in ("train_images", "test_images"):
+            entry.save(role, getattr(ds, role).numpy())
+        for role in ("train_labels", "test_labels"):
+            entry.save(role, getattr(ds, role).numpy().astype(LABEL_DTYPE))
+        return identity, _entry_meta(ds)
+
+    found = read_entry(identity) or write_entry(n * math.prod(ds.image_shape), fill)[1]
     return _mapped(ds, found[0], needed, threshold)
 
 
@@ -534,8 +529,7 @@ def _stream(spec: DatasetSpec, n: dict[str, int], chunks: Mapping[str, Callable[
     identity = lookup_source(key)
     found = read_entry(identity) if identity else None
     if found is None:
-        entry = CacheEntry((n["train"] + n["test"]) * c * h * w)
-        try:
+        def write(entry: CacheEntry) -> tuple[str, dict]:
             digests = dict(label_digests)
             for s in SPLITS:
                 out = entry.create(f"{s}_images", (n[s], c, h, w))
@@ -544,15 +538,10 @@ def _stream(spec: DatasetSpec, n: dict[str, int], chunks: Mapping[str, Callable[
                 del out
                 entry.save(f"{s}_labels", labels[s].astype(LABEL_DTYPE))
             probe = dataset({s: torch.zeros((0, c, h, w), dtype=torch.uint8) for s in SPLITS}, digests)
-            identity = probe.identity
-            entry.commit(identity, {**_entry_meta(probe), "source_key": key})
-        except BaseException:
-            entry.abort()
-            raise
+            return probe.identity, {**_entry_meta(probe), "source_key": key}
+
+        identity, found = write_entry((n["train"] + n["test"]) * c * h * w, write)
         remember_source(key, identity)
-        found = read_entry(identity)
-        if found is None:
-            raise DataError(f"the array cache entry {identity} vanished while being written; load the data again.")
     directory, meta = found
     ds = dataset({s: torch.zeros((0, c, h, w), dtype=torch.uint8) for s in SPLITS}, dict(meta["sha256"]))
     if ds.identity != meta.get("identity_sha256"):

@@ -26,7 +26,7 @@ import torch
 
 from archbench.data.arrays import rows_per_chunk
 from archbench.data.loader import Dataset
-from archbench.data.storage import CacheEntry, open_array, read_entry
+from archbench.data.storage import CacheEntry, open_array, read_entry, write_entry
 from archbench.errors import DataError, UsageError
 
 RULE_ID = "stratified-splitmix64-v1"
@@ -134,23 +134,17 @@ def with_validation(ds: Dataset, fraction: float, seed: int = 0) -> Dataset:
     # Memory-mapped: write the two parts as a new cache entry (the derived identity) instead of copying to memory.
     derived = replace(ds, split=split)
     identity = derived.identity
-    found = read_entry(identity)
-    if found is None:
-        c, h, w = ds.image_shape
-        entry = CacheEntry((len(keep) + len(held)) * c * h * w)
-        try:
-            for role, idx in (("train_images", keep), ("val_images", held)):
-                out = entry.create(role, (len(idx), c, h, w))
-                _take(ds.train_images, idx, out)
-                out.flush()
-                del out
-            entry.commit(identity, {"name": ds.spec.name, "derived_from": ds.identity, "operations": ops})
-        except BaseException:
-            entry.abort()
-            raise
-        found = read_entry(identity)
-        if found is None:
-            raise DataError(f"the array cache entry {identity} vanished while being written; load the data again.")
+    c, h, w = ds.image_shape
+
+    def fill(entry: CacheEntry) -> tuple[str, dict]:
+        for role, idx in (("train_images", keep), ("val_images", held)):
+            out = entry.create(role, (len(idx), c, h, w))
+            _take(ds.train_images, idx, out)
+            out.flush()
+            del out
+        return identity, {"name": ds.spec.name, "derived_from": ds.identity, "operations": ops}
+
+    found = read_entry(identity) or write_entry((len(keep) + len(held)) * c * h * w, fill)[1]
     directory = found[0]
     paths = {role: str(directory / f"{role}.npy") for role in ("train_images", "val_images")}
     return replace(derived, train_images=torch.from_numpy(open_array(paths["train_images"])),

@@ -54,6 +54,7 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -422,3 +423,21 @@ class CacheEntry:
 
     def abort(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def write_entry(nbytes: int, fill: Callable[[CacheEntry], tuple[str, dict]]) -> tuple[str, tuple[Path, dict]]:
+    """Write a cache entry of ``nbytes``: ``fill`` writes its arrays and
+    returns (identity, metadata); the entry is committed under that identity
+    (and removed again on any error, Ctrl-C included), then read back.
+    Returns the identity and :func:`read_entry`'s (directory, metadata)."""
+    entry = CacheEntry(nbytes)
+    try:
+        identity, meta = fill(entry)
+        entry.commit(identity, meta)
+    except BaseException:
+        entry.abort()
+        raise
+    found = read_entry(identity)
+    if found is None:
+        raise DataError(f"the array cache entry {identity} vanished while being written; load the data again.")
+    return identity, found
