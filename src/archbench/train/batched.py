@@ -86,11 +86,11 @@ from archbench.train.loop import (
     TrainResult,
     _non_finite_evaluation,
     evaluate,
+    gather,
     make_optimizer,
     prepare_splits,
     resolve_device,
     set_lr,
-    to_input,
     tta_views,
 )
 
@@ -725,13 +725,7 @@ def train_seeds(ref_or_factory: ModelSource, seeds: Sequence[int], train_x: torc
 
     def batch(idx: torch.Tensor) -> torch.Tensor:
         """The folded batch: seed i's images at ``idx[i]`` in rows ``i·b … (i+1)·b``, augmented per seed."""
-        flat = idx.reshape(-1)
-        if stream:
-            xb = to_input(X.index_select(0, flat.to(X.device)), device)
-            if channels_last:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-        else:
-            xb = X.index_select(0, flat)
+        xb = gather(X, idx.reshape(-1), device, channels_last, stream)
         if augmenting:
             xb = _augment_seeds(xb, k, cfg.augment_crop, cfg.augment_flip, aug_gens)
         return xb

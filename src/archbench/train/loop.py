@@ -374,6 +374,17 @@ def prepare_splits(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.T
             Xv, val_y.to(device) if val_y is not None else None)
 
 
+def gather(X: torch.Tensor, idx: torch.Tensor, device: torch.device, channels_last: bool,
+           stream: bool) -> torch.Tensor:
+    """The images at ``idx`` as the step takes them: rows of the prepared
+    float images, or (``stream``) of the uint8 images where they are,
+    converted now (channels-last where the step wants it)."""
+    if not stream:
+        return X.index_select(0, idx)
+    xb = to_input(X.index_select(0, idx.to(X.device)), device)
+    return xb.contiguous(memory_format=torch.channels_last) if channels_last else xb
+
+
 def _non_finite_evaluation(loss: float, epoch: int, split: str = "test") -> TrainingError:
     return TrainingError(f"evaluation loss became {loss} after epoch {epoch}: the model's outputs on the {split} "
                          "split are not finite (inf or nan logits), so its accuracy cannot be trusted. Check the "
@@ -485,12 +496,7 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
             idx = perm[lo:hi]
             if cfg.schedule != "constant":
                 set_lr(opt, cfg.lr_at((epoch - 1) * steps_per_epoch + i, total_steps))
-            if stream:
-                xb = to_input(X.index_select(0, idx.to(X.device)), device)
-                if channels_last:
-                    xb = xb.contiguous(memory_format=torch.channels_last)
-            else:
-                xb = X.index_select(0, idx)
+            xb = gather(X, idx, device, channels_last, stream)
             if augmenting:
                 xb = augment(xb, cfg.augment_crop, cfg.augment_flip, aug_gen)
             step(xb, Y.index_select(0, idx), step_loss[i], preds[lo:hi])
@@ -511,24 +517,20 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
                                 "lower the learning rate or check the model.")
         t1 = time.perf_counter()
         test_loss = test_acc = val_loss = val_acc = None
-        # The learning curve is evaluated on one view; test-time augmentation
-        # (many views, many times the cost) is for the final test only.
-        if Xv is not None:
-            assert Yv is not None  # val_x and val_y are passed together
-            vev = evaluate(run_model, Xv, Yv, cfg.eval_batch_size, channels_last, amp)
-            val_loss, val_acc = vev.loss, vev.accuracy
-            if Yv.numel() and not math.isfinite(val_loss):
+        # The learning curve is evaluated on one view, on the validation split where there is one (the test
+        # set is then evaluated once, after training); test-time augmentation is for the final test only.
+        held_x, held_y, split = (Xv, Yv, "validation") if Xv is not None else (Xt, Yt, "test")
+        if held_x is not None:
+            assert held_y is not None  # images and labels are passed together
+            curve = evaluate(run_model, held_x, held_y, cfg.eval_batch_size, channels_last, amp)
+            if held_y.numel() and not math.isfinite(curve.loss):
                 if bar is not None:
                     bar.close()
-                raise _non_finite_evaluation(val_loss, epoch, "validation")
-        elif Xt is not None:
-            assert Yt is not None  # test_x and test_y are passed together
-            ev = evaluate(run_model, Xt, Yt, cfg.eval_batch_size, channels_last, amp)
-            test_loss, test_acc = ev.loss, ev.accuracy
-            if Yt.numel() and not math.isfinite(test_loss):
-                if bar is not None:
-                    bar.close()
-                raise _non_finite_evaluation(test_loss, epoch)
+                raise _non_finite_evaluation(curve.loss, epoch, split)
+            if split == "validation":
+                val_loss, val_acc = curve.loss, curve.accuracy
+            else:
+                ev, test_loss, test_acc = curve, curve.loss, curve.accuracy
         eval_seconds = time.perf_counter() - t1
         stats = EpochStats(epoch, train_loss, train_acc, test_loss, test_acc, seconds, eval_seconds,
                            val_loss, val_acc)
