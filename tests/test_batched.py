@@ -344,6 +344,9 @@ def test_batch_seeds_through_the_cli_gives_each_seed_its_own_results(synthetic_f
             assert [h["test_loss"] for h in a["history"]] == [h["test_loss"] for h in b["history"]]
             assert ("batched_with" in b["training"]) == (m == "mlp")
     assert batched["models"]["mlp"]["units"][0]["training"]["batched_with"] == [0, 1]
+    report = (tmp_path / "batched" / "report.md").read_text()
+    assert "trained as one batched model, so wall and training times are each unit's share" in report
+    assert "each unit's share" not in (tmp_path / "alone" / "report.md").read_text()
     # the saved weights are each seed's own
     from safetensors.torch import load_file
 

@@ -931,7 +931,9 @@ def _time_to_result(entry: ModelRecord) -> list:
     measure = entry.get("measure_seconds")
     if not ok or measure is None or any(lookup(u, "timings", "eval_seconds") is None for u in ok):
         return []
-    walls = [u["timings"]["wall_seconds"] for u in ok]
+    # Seeds trained as one batch (--batch-seeds) share one wall time and one training time: each unit's share.
+    batch = [len(lookup(u, "training", "batched_with") or [None]) for u in ok]
+    walls = [u["timings"]["wall_seconds"] / k for u, k in zip(ok, batch)]
     train = [u["timings"]["train_seconds"] for u in ok]
     ev = [u["timings"]["eval_seconds"] for u in ok]
     views = lookup(ok[0], "test", "views") or 1
@@ -941,4 +943,6 @@ def _time_to_result(entry: ModelRecord) -> list:
                  f"{fmt_seconds(statistics.fmean(walls))} on average from start to saved files, of which training "
                  f"{fmt_seconds(statistics.fmean(train))} and evaluation {fmt_seconds(statistics.fmean(ev))} (the "
                  "per-epoch learning curve on one view" + curve_split
-                 + (f", the final test on {views} test-time views" if views > 1 else "") + ").")]
+                 + (f", the final test on {views} test-time views" if views > 1 else "") + ")"
+                 + ("; its seeds trained as one batched model, so wall and training times are each unit's share "
+                    "of the batch's" if max(batch) > 1 else "") + ".")]
