@@ -18,6 +18,9 @@ from archbench.errors import DataError
 # CPU arithmetic depends on the thread count, and "auto" picks it from the machine's load: tests that compare
 # two runs pin it (subprocesses inherit this). tests/test_threads.py tests the policy itself.
 os.environ.setdefault("ARCHBENCH_THREADS", "1")
+# Units side by side (--jobs auto) would start worker processes in every small test run: tests pin one job
+# (tests/test_jobs.py tests the policy itself).
+os.environ.setdefault("ARCHBENCH_JOBS", "1")
 
 NAMES = {"train_images": "tiny-train-images", "train_labels": "tiny-train-labels",
          "test_images": "tiny-test-images", "test_labels": "tiny-test-labels"}

@@ -188,7 +188,7 @@ def _python_models(models: Any) -> Iterator[list[str]]:
 
 def compare(models: Any, *, seeds: Any = None, dataset: str | None = None, quiet: bool = False,
             timing: bool = True, check_determinism: bool = False, threads: int | str | None = None,
-            jobs: int = 1, batch_seeds: bool = False, **options: Any) -> StudyResult:
+            jobs: int | str | None = None, batch_seeds: bool = False, **options: Any) -> StudyResult:
     """Train and measure ``models`` over ``seeds``; write the run directory;
     return a :class:`StudyResult`.
 
@@ -196,8 +196,10 @@ def compare(models: Any, *, seeds: Any = None, dataset: str | None = None, quiet
     path of your own data (.npz, CIFAR batches, an image-folder tree); the
     models are built for its image shape and classes. ``threads``: CPU
     threads per unit, ``"auto"`` (the default: probed at each unit's start)
-    or a number; ``jobs``: units side by side in worker processes (models
-    given as Python objects need ``jobs=1``); ``batch_seeds``: a model's
+    or a number; ``jobs``: units side by side in worker processes, ``"auto"``
+    (the default, unless ``$ARCHBENCH_JOBS`` says otherwise: measured, see
+    archbench.jobs; models given as Python objects train one at a time) or a
+    number (models given as Python objects need ``jobs=1``); ``batch_seeds``: a model's
     seeds train as one batched model where it can be (each seed's results
     those of its own run).
     ``options`` are the keys of ``archbench run``: study keys (``data_dir``,
@@ -217,7 +219,9 @@ def compare(models: Any, *, seeds: Any = None, dataset: str | None = None, quiet
     with _python_models(models) as names:
         explicit["models"] = names
         cfg = resolve(explicit, source=Source.API)
-        executor_options: dict[str, Any] = {"jobs": jobs, "batch_seeds": batch_seeds}
+        executor_options: dict[str, Any] = {"batch_seeds": batch_seeds}
+        if jobs is not None:
+            executor_options["jobs"] = jobs
         if threads is not None:
             executor_options["threads"] = threads
         record, run_dir = run_study(cfg, RunOptions(quiet=quiet, timing=timing, notebook=True,

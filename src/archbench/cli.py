@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from archbench.errors import EXIT_RUNTIME, EXIT_USAGE, ArchbenchError, UsageError
@@ -168,8 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPU threads per unit: auto (default) probes the unit's own training step on 1 vs the "
                         "free cores at its start and keeps the faster; N pins it. Recorded per unit; a resumed "
                         "unit keeps its count (CPU results depend on it)")
-    r.add_argument("--jobs", type=_int_at_least(1, "--jobs", MAX_THREADS), default=1,
-                   help="units trained side by side in worker processes (local executor; default 1)")
+    r.add_argument("--jobs", type=_auto_or_count("--jobs", "units side by side"), default=None, metavar="N|auto",
+                   help="units trained side by side in worker processes (local executor): auto (default) "
+                        "probes each model's step and runs units side by side with fewer threads each where "
+                        "that is predicted to finish sooner; N pins it. Recorded with the run")
     r.add_argument("--batch-seeds", action="store_true",
                    help="train a model's seeds as one batched model (each seed's results bit-identical to its own "
                         "run; models with dropout and the like train one by one, said in the log). On these CPUs "
@@ -247,17 +250,22 @@ _STUDY_DESTS = ("models", "seeds", "repeats", "dataset", "data_dir", "no_verify"
                 "test_limit", "val_split")
 
 
-def _threads(v: str) -> int | str:
-    if v == "auto":
-        return v
-    try:
-        n = int(v)
-    except ValueError:
-        n = 0
-    if not 1 <= n <= MAX_THREADS:
-        raise argparse.ArgumentTypeError(f"--threads {v!r} is invalid: expected auto or an integer from 1 to "
-                                         f"{MAX_THREADS}.")
-    return n
+def _auto_or_count(what: str, unit: str) -> Callable[[str], int | str]:
+    def parse(v: str) -> int | str:
+        if v == "auto":
+            return v
+        try:
+            n = int(v)
+        except ValueError:
+            n = 0
+        if not 1 <= n <= MAX_THREADS:
+            raise argparse.ArgumentTypeError(f"{what} {v!r} is invalid: expected auto or an integer from 1 to "
+                                             f"{MAX_THREADS} ({unit}).")
+        return n
+    return parse
+
+
+_threads = _auto_or_count("--threads", "intra-op threads per unit")
 
 
 def explicit_options(args: argparse.Namespace) -> dict:
@@ -311,11 +319,13 @@ def cmd_run(args) -> int:
             except OSError as exc:
                 raise write_error(exc, f"the MLflow store's directory {parent}", "Choose another --out.") from exc
         probe(mlflow_uri)  # fails now, in seconds, if MLflow is missing, the URI unusable or the server down
-    options: dict = {"cpus_per_unit": args.cpus_per_unit, "jobs": args.jobs, "batch_seeds": args.batch_seeds}
+    options: dict = {"cpus_per_unit": args.cpus_per_unit, "batch_seeds": args.batch_seeds}
+    if args.jobs is not None:
+        options["jobs"] = args.jobs
     if args.threads is not None:
         options["threads"] = args.threads
     if args.executor == "ray":
-        if args.jobs != 1 or args.threads is not None or args.batch_seeds:
+        if args.jobs is not None or args.threads is not None or args.batch_seeds:
             raise UsageError("--jobs, --threads and --batch-seeds are for the local executor; with Ray, "
                              "--cpus-per-unit sets each unit's CPUs (and threads).")
         from archbench.executors import require_ray

@@ -61,6 +61,7 @@ import torch
 from archbench.config import StudyConfig
 from archbench.env import usable_cpus
 from archbench.errors import Interrupted, UsageError
+from archbench.jobs import decide_jobs, describe_jobs, local_only_models, order_for_pool, parse_jobs
 from archbench.records import Unit, atomic_write_text
 from archbench.threads import decide_threads, describe, free_cores, parse_threads
 from archbench.unit import run_batched_units, run_unit, safe_name
@@ -151,19 +152,33 @@ def plan_batches(pending: list[tuple[str, int]], cfg: StudyConfig, data: Any, ru
 
 def run_units_locally(pending: list[tuple[str, int]], cfg: StudyConfig, data: Any, run_dir: Path,
                       on_result: OnResult, log: Log, progress: Any, device: torch.device,
-                      threads: int | str | None = None, jobs: int = 1, batch_seeds: bool = False) -> None:
+                      threads: int | str | None = None, jobs: int | str | None = 1, batch_seeds: bool = False,
+                      on_jobs_decision: Callable[[dict[str, Any]], None] | None = None) -> None:
     """Run ``pending`` units here (``jobs=1``) or in ``jobs`` worker
     processes side by side. ``threads``: ``"auto"`` (also None) or a fixed
-    intra-op thread count per unit. ``batch_seeds``: a model's seeds train
-    as one batched model where it can be (:func:`plan_batches`; here only,
-    not with ``jobs`` > 1). The caller's torch thread count is restored after."""
+    intra-op thread count per unit. ``jobs``: a number, or ``"auto"`` (None:
+    ``$ARCHBENCH_JOBS``, else auto): measured by :func:`archbench.jobs.decide_jobs`,
+    whose record goes to ``on_jobs_decision``. ``batch_seeds``: a model's
+    seeds train as one batched model where it can be (:func:`plan_batches`;
+    here only, not with ``jobs`` > 1). The caller's torch thread count is
+    restored after."""
     spec = parse_threads(threads)
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise UsageError(f"--jobs {jobs!r} is invalid: expected a whole number of units to run side by side >= 1.")
+    jobs_spec = parse_jobs(jobs)
     usable = usable_cpus()
-    if batch_seeds and jobs > 1:
+    if batch_seeds and jobs_spec != "auto" and int(jobs_spec) > 1:
         raise UsageError("--batch-seeds trains a model's seeds as one batch in this process; it does not combine "
                          "with --jobs > 1. Give one of them.")
+    if jobs_spec == "auto":
+        decision = decide_jobs(pending, cfg, data, device, spec, batch_seeds)
+        if len(pending) > 1:
+            log(describe_jobs(decision))
+        if on_jobs_decision is not None:
+            on_jobs_decision(decision)
+        jobs = int(decision["jobs"])
+        if jobs > 1:
+            pending = order_for_pool(pending, decision, cfg, len(data.train_labels))
+    else:
+        jobs = int(jobs_spec)
     if jobs > 1 and len(pending) > 1:
         check_parallel_models([ref for ref, _ in pending], jobs)
         _run_pool(pending, cfg, data, run_dir, on_result, log, progress, device, spec, jobs)
@@ -216,10 +231,7 @@ def run_units_locally(pending: list[tuple[str, int]], cfg: StudyConfig, data: An
 def check_parallel_models(refs: list[str], jobs: int) -> None:
     """Units in worker processes rebuild their models there: a model that
     exists only as an object in this process cannot be. Refused with the fix."""
-    from archbench.models import registry
-
-    local = sorted({r for r in refs if r in registry._OBJECTS
-                    or (r in registry._REGISTRY and registry._REGISTRY[r].factory.__module__ == "__main__")})
+    local = local_only_models(refs)
     if local:
         raise UsageError(
             f"jobs={jobs}: model(s) {', '.join(map(repr, local))} exist only in this Python process (given as "

@@ -38,6 +38,7 @@ from archbench.data import load_data, with_validation
 from archbench.env import environment
 from archbench.errors import DataError, Interrupted, ModelError, UsageError
 from archbench.executors import check_parallel_models, run_units_locally, run_units_on_ray
+from archbench.jobs import parse_jobs
 from archbench.models import check_model_io, create_model, is_reference
 from archbench.records import (
     OutputError,
@@ -389,7 +390,7 @@ def local_threads(opts: RunOptions, record: RunRecord, log: Log) -> int | str:
         return stored
     spec = parse_threads(given)
     if opts.resume is None and opts.executor == "local":
-        record["execution"] = {"threads": spec, "jobs": xo.get("jobs", 1)}
+        record["execution"] = {"threads": spec, "jobs": parse_jobs(xo.get("jobs"))}
         if xo.get("batch_seeds"):
             record["execution"]["batch_seeds"] = True
     return spec
@@ -419,8 +420,9 @@ def _run_study(cfg: StudyConfig, opts: RunOptions, stack: contextlib.ExitStack) 
         log(f"warning: {warning}")
     # Every model must build and map a batch to logits before anything is written.
     cfg = check_models(cfg, data, log)
-    if opts.executor == "local" and opts.executor_options.get("jobs", 1) > 1:
-        check_parallel_models(list(cfg.models), opts.executor_options["jobs"])
+    jobs = parse_jobs(opts.executor_options.get("jobs")) if opts.executor == "local" else 1
+    if jobs != "auto" and int(jobs) > 1:
+        check_parallel_models(list(cfg.models), int(jobs))
     tracker = None
     if opts.mlflow_uri is not None:
         from archbench.tracking import Tracker
@@ -446,6 +448,12 @@ def _run_study(cfg: StudyConfig, opts: RunOptions, stack: contextlib.ExitStack) 
         save_record(record, run_dir)
         check_stop()  # a Ctrl-C swallowed during the unit (in a __del__, say) stops the run here
 
+    def on_jobs_decision(decision: dict[str, Any]) -> None:
+        if opts.resume is not None:
+            decision["resumed"] = True
+        record.setdefault("execution", {})["jobs_decision"] = decision
+        save_record(record, run_dir)
+
     try:
         for ref in cfg.models:
             entry = model_entry(record, ref)
@@ -460,8 +468,9 @@ def _run_study(cfg: StudyConfig, opts: RunOptions, stack: contextlib.ExitStack) 
         else:
             run_units_locally(pending, cfg, data, run_dir, on_result, log,
                               progress_factory(opts.quiet, opts.notebook), device,
-                              threads=threads_spec, jobs=opts.executor_options.get("jobs", 1),
-                              batch_seeds=bool(opts.executor_options.get("batch_seeds")))
+                              threads=threads_spec, jobs=jobs,
+                              batch_seeds=bool(opts.executor_options.get("batch_seeds")),
+                              on_jobs_decision=on_jobs_decision)
         check_stop()
         with contextlib.suppress(OSError):  # every unit is done: the epoch checkpoints' folder is empty
             (run_dir / "checkpoints").rmdir()

@@ -631,6 +631,7 @@ def timing_blocks(an: dict, record: RunRecord) -> list:
             + "; ".join(([f"at the run's start {', '.join(starts)}"] if starts else [])
                         + ([f"at the units' starts and ends {min(loads):.2f} to {max(loads):.2f}"] if loads else []))
             + ". ")
+    text += side_by_side_sentence(record)
     if host["loaded"]:
         text += ("The machine was loaded (" + _load_words(host) + "), so the timings are inflated by an unknown "
                  "amount and no model is called cheaper in time.")
@@ -638,6 +639,22 @@ def timing_blocks(an: dict, record: RunRecord) -> list:
         text += ("The 1-minute load average never exceeded the usable cores when sampled (no sign of other work "
                  "competing for them).")
     return [Para(text)]
+
+
+def side_by_side_sentence(record: RunRecord) -> str:
+    """Where units trained side by side (--jobs), say so: each one's train
+    time was then measured next to another unit's training."""
+    ex = record.get("execution") or {}
+    decision = ex.get("jobs_decision") or {}
+    n = decision.get("jobs") if decision else ex.get("jobs")
+    if isinstance(n, bool) or not isinstance(n, int) or n <= 1:
+        return ""
+    how = "chosen by --jobs auto from each model's probed training step" if decision else f"--jobs {n}"
+    share = decision.get("threads_per_unit")
+    return (f"Units trained {n} at a time, side by side in worker processes ({how}"
+            + (f"; up to {share} thread{'s' if share != 1 else ''} each" if share else "")
+            + "), so each unit's train time was measured while another unit trained next to it; the latency, "
+            "throughput and step-time costs were measured before training, one model at a time. ")
 
 
 def missing_class_warnings(ds: dict) -> list[str]:

@@ -1,0 +1,215 @@
+"""How many units train side by side (``--jobs auto``), decided by measuring.
+
+On a CPU, two ways use the free cores: one unit at a time with all of them
+as intra-op threads, or several units side by side in worker processes with
+fewer threads each. Small models scale badly over intra-op threads (each op
+is too small to split well, and every op waits at a barrier for its slowest
+thread), so side by side often finishes a study sooner; a large model may
+not. Which one wins is measured, not guessed:
+
+1. the free cores (:func:`archbench.threads.sample_load`);
+2. each model's own training step, probed once with 1, the powers of two in
+   between, and all free threads (:func:`archbench.threads.probe_threads`,
+   on a copy of the model; torch's RNG state restored);
+3. for each way of splitting the free cores (J jobs of ``free // J``
+   threads each), the predicted wall time: every unit's steps times its
+   milliseconds per step at that share, the units scheduled longest first
+   onto J workers; side by side is charged :data:`SIDE_BY_SIDE_SLOWDOWN`
+   (units sharing memory bandwidth and cache run slower than alone, measured
+   on these machines) and :data:`POOL_START_SECONDS` (starting the workers);
+4. the fastest prediction wins; fewer jobs win ties.
+
+Jobs change where units run, not what they compute: each unit still decides
+its own thread count at its start, within its share, and records it; a unit
+run in a worker gives bit for bit the results it gives in this process at
+the same thread count (tested). The decision is recorded with the run
+(``results.json`` ``execution.jobs_decision``).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import os
+import time
+from typing import Any
+
+import torch
+
+from archbench.errors import UsageError
+
+ENV_JOBS = "ARCHBENCH_JOBS"  # the default of --jobs where it is not given (tests pin it to 1)
+
+# Two units side by side on two cores, one thread each, against each alone (seed mlp and cnn, one epoch each,
+# Intel Xeon 2 cores, 2026-11-26): 4-9 % slower (mlp), 5-18 % (cnn). The prediction takes the worst.
+SIDE_BY_SIDE_SLOWDOWN = 1.15
+# Starting a worker: a fresh interpreter imports PyTorch and archbench and unpickles the data (measured 2-3 s
+# on these machines; the workers start in parallel, while the first units' probes run).
+POOL_START_SECONDS = 3.0
+
+
+def parse_jobs(value: Any, what: str = "--jobs") -> int | str:
+    """``"auto"`` or a number of units side by side >= 1; None means
+    ``$ARCHBENCH_JOBS`` where it is set, else ``"auto"``."""
+    if value is None:
+        value, what = os.environ.get(ENV_JOBS) or "auto", f"${ENV_JOBS}"
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UsageError(f"{what} {value!r} is invalid: expected 'auto' or a whole number of units to run side "
+                         "by side >= 1 (e.g. --jobs 2).")
+    return value
+
+
+def local_only_models(refs: list[str]) -> list[str]:
+    """Models that exist only in this Python process (given as objects, or
+    registered by the running script): a worker process cannot rebuild them."""
+    from archbench.models import registry
+
+    return sorted({r for r in refs if r in registry._OBJECTS
+                   or (r in registry._REGISTRY and registry._REGISTRY[r].factory.__module__ == "__main__")})
+
+
+def makespan(seconds: list[float], workers: int) -> float:
+    """Wall time of ``seconds``-long jobs on ``workers`` workers, longest
+    first, each to the worker that frees first (how the pool runs them)."""
+    ends = [0.0] * max(1, workers)
+    for s in sorted(seconds, reverse=True):
+        heapq.heappush(ends, heapq.heappop(ends) + s)
+    return max(ends)
+
+
+def unit_steps(cfg: Any, ref: str, n_train: int) -> int:
+    """Training steps of one unit of ``ref`` on ``n_train`` images (its whole recipe)."""
+    tcfg = cfg.train_config_for(ref)
+    bs = max(1, min(tcfg.batch_size, n_train))
+    return math.ceil(n_train / bs) * tcfg.epochs
+
+
+def _best_within(ms: dict[int, float], share: int) -> float:
+    """Milliseconds per step of the count a unit picks with at most ``share``
+    threads (:func:`archbench.threads.pick` over the counts within it)."""
+    from archbench.threads import pick
+
+    within = {n: v for n, v in ms.items() if n <= share}
+    return within[pick(within)]
+
+
+def predict(pending: list[tuple[str, int]], steps: dict[str, int], ms: dict[str, dict[int, float]],
+            free: int, spec: int | str) -> dict[int, float]:
+    """Predicted wall seconds of training ``pending`` with each candidate
+    number of jobs (J side by side, ``free // J`` threads each; a fixed
+    ``spec`` keeps its count per unit): {jobs: seconds}."""
+    options: dict[int, float] = {}
+    if spec == "auto":
+        shares = sorted({n for per in ms.values() for n in per})
+        layouts = {max(1, free // s): s for s in shares}
+    else:
+        layouts = {1: int(spec), max(1, free // int(spec)): int(spec)}
+    for jobs, share in sorted(layouts.items()):
+        jobs = min(jobs, len(pending))
+        if spec == "auto":
+            per_unit = [steps[r] * _best_within(ms[r], share) / 1000 for r, _ in pending]
+        else:
+            per_unit = [steps[r] * ms[r][int(spec)] / 1000 for r, _ in pending]
+        t = makespan(per_unit, jobs)
+        if jobs > 1:
+            t = t * SIDE_BY_SIDE_SLOWDOWN + POOL_START_SECONDS
+        options[jobs] = min(t, options.get(jobs, math.inf))
+    return options
+
+
+def decide_jobs(pending: list[tuple[str, int]], cfg: Any, data: Any, device: torch.device, spec: int | str,
+                batch_seeds: bool = False) -> dict[str, Any]:
+    """The ``--jobs auto`` decision for ``pending`` units, as a JSON-safe
+    record: ``policy`` "auto", ``jobs``, ``threads_per_unit`` (the most
+    threads each unit may take: its share), ``free_cores``/``usable_cores``,
+    ``units``, and either ``predicted_seconds`` ({jobs: seconds}) with
+    ``probe_ms_per_step`` ({model: {threads: ms}}) and ``probe_seconds``, or
+    ``note`` saying why nothing was probed (one unit, one free core, an
+    accelerator, --batch-seeds, models that cannot be rebuilt in a worker)."""
+    from archbench.threads import _build, candidates, probe_threads, sample_load
+
+    load = sample_load()
+    free = int(load["free_cores"])
+    out: dict[str, Any] = {"policy": "auto", "jobs": 1, "threads_per_unit": None, "free_cores": free,
+                           "usable_cores": load["usable_cores"], "units": len(pending),
+                           "predicted_seconds": None, "probe_ms_per_step": None, "probe_seconds": 0.0}
+    fixed = spec != "auto"
+    note = None
+    if device.type != "cpu":
+        note = f"device {device.type}: units share one accelerator, one at a time"
+    elif batch_seeds:
+        note = "--batch-seeds trains a model's seeds as one batch in this process"
+    elif len(pending) < 2:
+        note = "one unit to train"
+    elif free < 2 or (fixed and free // int(spec) < 2):
+        note = (f"{free} core{'s' if free != 1 else ''} free" + (f", {spec} thread(s) per unit" if fixed else "")
+                + ": no room for a second unit")
+    elif local_only_models([r for r, _ in pending]):
+        note = (f"model(s) {', '.join(local_only_models([r for r, _ in pending]))} exist only in this process "
+                "(a worker cannot rebuild them)")
+    if note:
+        out["note"] = note
+        return out
+    t0 = time.perf_counter()
+    counts = candidates(free) if not fixed else [int(spec)]
+    n_train = len(data.train_labels)
+    refs = list(dict.fromkeys(r for r, _ in pending))
+    ms: dict[str, dict[int, float]] = {}
+    rng = torch.get_rng_state()
+    try:
+        for ref in refs:
+            seed = next(s for r, s in pending if r == ref)
+            tcfg = cfg.train_config_for(ref)
+            bs = min(tcfg.batch_size, n_train)
+            model = _build(ref, seed, data)
+            ms[ref] = probe_threads(model, tcfg, data.train_images[:bs], data.train_labels[:bs], device, counts)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # noqa: BLE001 - the unit fails in its own runner, saying why
+        out["note"] = f"probe failed ({type(exc).__name__}: {exc}"[:300] + "): one unit at a time"
+        return out
+    finally:
+        torch.set_rng_state(rng)
+    steps = {r: unit_steps(cfg, r, n_train) for r in refs}
+    predicted = predict(pending, steps, ms, free, spec)
+    jobs = min(predicted, key=lambda j: (predicted[j], j))
+    out.update(jobs=jobs, threads_per_unit=int(spec) if fixed else max(1, free // jobs),
+               predicted_seconds={str(j): round(s, 2) for j, s in sorted(predicted.items())},
+               probe_ms_per_step={r: {str(n): round(v, 4) for n, v in per.items()} for r, per in ms.items()},
+               probe_seconds=round(time.perf_counter() - t0, 4))
+    return out
+
+
+def order_for_pool(pending: list[tuple[str, int]], decision: dict[str, Any], cfg: Any,
+                   n_train: int) -> list[tuple[str, int]]:
+    """``pending`` longest predicted unit first (so the last unit to start is
+    a short one), where the decision probed; else as given."""
+    ms = decision.get("probe_ms_per_step")
+    share = decision.get("threads_per_unit")
+    if not ms or not share:
+        return list(pending)
+
+    def seconds(unit: tuple[str, int]) -> float:
+        per = {int(n): v for n, v in ms[unit[0]].items()}
+        return unit_steps(cfg, unit[0], n_train) * _best_within(per, max(min(per), share))
+
+    return sorted(pending, key=seconds, reverse=True)  # stable: seeds keep their order within a model
+
+
+def describe_jobs(decision: dict[str, Any]) -> str:
+    """One log line: ``jobs auto: 2 units side by side, 1 thread each (predicted 52 s vs 78 s one at a
+    time; 2 of 2 cores free)``."""
+    j, share = decision["jobs"], decision.get("threads_per_unit")
+    head = (f"jobs auto: {j} units side by side" + (f", up to {share} thread{'s' if share != 1 else ''} each"
+                                                    if share else "")
+            if j > 1 else "jobs auto: one unit at a time")
+    pred = decision.get("predicted_seconds")
+    if pred:
+        alts = ", ".join(f"{s:.0f} s with {k} job{'s' if k != '1' else ''}" for k, s in pred.items())
+        return f"{head} (predicted from each model's probed step: {alts}; {decision['free_cores']} of " \
+               f"{decision['usable_cores']} cores free)"
+    return f"{head} ({decision.get('note')})"

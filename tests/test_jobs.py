@@ -1,0 +1,205 @@
+"""--jobs auto (archbench.jobs): the prediction it decides by, computed by
+hand; the cases where it does not probe; a real decision on real steps; and
+a study run through it, side by side, equal to the same units one at a time."""
+
+import dataclasses
+import glob
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from archbench import jobs, threads
+from archbench.config import Source, resolve
+from archbench.data import load_dataset
+from archbench.errors import UsageError
+from archbench.executors import run_units_locally
+from archbench.study import RunOptions, run_study
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def _policy_default(monkeypatch):
+    """This file tests the policy: the default is "auto" here (conftest pins one job for other tests)."""
+    monkeypatch.delenv(jobs.ENV_JOBS, raising=False)
+
+
+def two_free(monkeypatch, free=2):
+    """This shared machine's other tenants decide how many cores are free now; the tests that need a
+    number say it (the load sample is otherwise the real one)."""
+    real = threads.sample_load
+
+    def sample(interval=threads.SAMPLE_SECONDS):
+        out = real(0.0)
+        out.update(free_cores=free, usable_cores=max(free, out["usable_cores"]))
+        return out
+
+    monkeypatch.setattr(threads, "sample_load", sample)
+
+
+def test_parse_jobs(monkeypatch):
+    assert jobs.parse_jobs(None) == "auto"
+    assert jobs.parse_jobs("auto") == jobs.parse_jobs(" AUTO ") == "auto"
+    assert jobs.parse_jobs("3") == jobs.parse_jobs(3) == 3
+    monkeypatch.setenv(jobs.ENV_JOBS, "2")
+    assert jobs.parse_jobs(None) == 2
+    assert jobs.parse_jobs(1) == 1  # given explicitly, the option wins over the environment
+    monkeypatch.setenv(jobs.ENV_JOBS, "lots")
+    with pytest.raises(UsageError, match=r"\$ARCHBENCH_JOBS 'lots' is invalid: expected 'auto'"):
+        jobs.parse_jobs(None)
+    for bad in (0, -2, True, 1.5, "two"):
+        with pytest.raises(UsageError, match="--jobs"):
+            jobs.parse_jobs(bad)
+
+
+def test_makespan_is_longest_first_onto_the_worker_that_frees_first():
+    # 5 -> w1 (5), 4 -> w2 (4), 3 -> w2 (7), 3 -> w1 (8), 3 -> w2 (10): by hand.
+    assert jobs.makespan([3, 5, 3, 4, 3], 2) == 10
+    assert jobs.makespan([3, 5, 3, 4, 3], 1) == 18
+    assert jobs.makespan([3, 5, 3, 4, 3], 9) == 5
+    assert jobs.makespan([], 2) == 0
+
+
+def test_prediction_by_hand():
+    pending = [("a", 0), ("a", 1), ("b", 0)]
+    steps = {"a": 1000, "b": 2000}
+    ms = {"a": {1: 2.0, 2: 1.5}, "b": {1: 4.0, 2: 2.0}}
+    # One at a time, each unit at its fastest count (a: 1.5 ms; b: 2.0 ms): 1.5 + 1.5 + 4.0 = 7.0 s.
+    # Two side by side, one thread each: a 2.0 s, a 2.0 s, b 8.0 s -> makespan 8.0 s, times the slowdown,
+    # plus the workers' start.
+    two = 8.0 * jobs.SIDE_BY_SIDE_SLOWDOWN + jobs.POOL_START_SECONDS
+    assert jobs.predict(pending, steps, ms, 2, "auto") == pytest.approx({1: 7.0, 2: two})
+    # A model that gains little from a second thread (within 5 %, so one thread is what it would pick):
+    flat = {"a": {1: 2.0, 2: 1.95}, "b": {1: 4.0, 2: 3.9}}
+    # One at a time: 2 + 2 + 8 = 12 s; side by side: 8 s * slowdown + start.
+    assert jobs.predict(pending, steps, flat, 2, "auto") == pytest.approx({1: 12.0, 2: two})
+    # A fixed thread count: the same count per unit either way (only how many run at once differs).
+    fixed = {"a": {1: 2.0}, "b": {1: 4.0}}
+    assert jobs.predict(pending, steps, fixed, 2, 1) == pytest.approx({1: 12.0, 2: two})
+    # More jobs than units: as many as there are units.
+    assert set(jobs.predict(pending[:2], steps, ms, 16, "auto")) <= {1, 2}
+
+
+def test_unit_steps_follow_each_models_recipe():
+    cfg = resolve({"models": ["mlp", "resnet_small"], "seeds": [0], "epochs": 3}, source=Source.API)
+    assert jobs.unit_steps(cfg, "mlp", 1000) == 3 * 16  # batch 64: 15 full batches and one of 40
+    assert jobs.unit_steps(cfg, "mlp", 10) == 3  # the batch shrinks to the data
+    bs = cfg.train_config_for("resnet_small").batch_size
+    assert jobs.unit_steps(cfg, "resnet_small", 1000) == 3 * -(-1000 // bs)
+
+
+@pytest.fixture
+def study(synthetic_fashion):
+    cfg = resolve({"models": ["mlp", "cnn"], "seeds": [0, 1], "epochs": 2, "batch_size": 32,
+                   "data_dir": str(synthetic_fashion), "verify": False}, source=Source.API)
+    return cfg, load_dataset("fashion-mnist", synthetic_fashion, verify=False)
+
+
+def test_no_probe_where_side_by_side_cannot_help(study, monkeypatch):
+    cfg, data = study
+    pending = [("mlp", 0), ("cnn", 0)]
+    two_free(monkeypatch)
+    one_unit = jobs.decide_jobs(pending[:1], cfg, data, CPU, "auto")
+    assert one_unit["jobs"] == 1 and one_unit["note"] == "one unit to train" and one_unit["probe_ms_per_step"] is None
+    batched = jobs.decide_jobs(pending, cfg, data, CPU, "auto", batch_seeds=True)
+    assert batched["jobs"] == 1 and "--batch-seeds" in batched["note"]
+    gpu = jobs.decide_jobs(pending, cfg, data, torch.device("cuda"), "auto")
+    assert gpu["jobs"] == 1 and "accelerator" in gpu["note"]
+    wide = jobs.decide_jobs(pending, cfg, data, CPU, 2)  # 2 threads per unit fill the 2 free cores
+    assert wide["jobs"] == 1 and "no room for a second unit" in wide["note"]
+    from archbench.models.registry import register_object, unregister_object
+
+    register_object("in_memory_net", lambda: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)))
+    try:
+        local = jobs.decide_jobs([("mlp", 0), ("in_memory_net", 0)], cfg, data, CPU, "auto")
+    finally:
+        unregister_object("in_memory_net")
+    assert local["jobs"] == 1 and "in_memory_net" in local["note"] and "cannot rebuild" in local["note"]
+    two_free(monkeypatch, free=1)
+    busy = jobs.decide_jobs(pending, cfg, data, CPU, "auto")
+    assert busy["jobs"] == 1 and busy["note"].startswith("1 core free")
+    json.dumps([one_unit, batched, gpu, wide, local, busy], allow_nan=False)
+
+
+def test_a_real_decision_probes_each_model_once_and_leaves_the_rng_alone(study, monkeypatch):
+    cfg, data = study
+    two_free(monkeypatch)
+    pending = [("mlp", 0), ("mlp", 1), ("cnn", 0), ("cnn", 1)]
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    d = jobs.decide_jobs(pending, cfg, data, CPU, "auto")
+    assert torch.equal(torch.get_rng_state(), before)
+    assert set(d["probe_ms_per_step"]) == {"mlp", "cnn"}
+    assert all(set(per) == {"1", "2"} and min(per.values()) > 0 for per in d["probe_ms_per_step"].values())
+    assert set(d["predicted_seconds"]) == {"1", "2"}
+    # The choice is the smaller prediction (fewer jobs on a tie) ...
+    pred = {int(k): v for k, v in d["predicted_seconds"].items()}
+    assert d["jobs"] == min(pred, key=lambda j: (pred[j], j))
+    # ... and the prediction is the probe's step times times the units' steps (recomputed here).
+    ms = {r: {int(n): v for n, v in per.items()} for r, per in d["probe_ms_per_step"].items()}
+    steps = {r: jobs.unit_steps(cfg, r, len(data.train_labels)) for r in ms}
+    again = jobs.predict(pending, steps, ms, 2, "auto")
+    assert {str(k): round(v, 2) for k, v in again.items()} == d["predicted_seconds"]
+    # These units are tiny (a few steps): starting worker processes costs more than it saves.
+    assert d["jobs"] == 1 and pred[2] > jobs.POOL_START_SECONDS
+    line = jobs.describe_jobs(d)
+    assert line.startswith("jobs auto: one unit at a time (predicted from each model's probed step: ")
+    assert "with 2 jobs" in line and "2 of" in line
+
+
+def test_longest_predicted_units_go_first():
+    cfg = resolve({"models": ["mlp", "cnn"], "seeds": [0, 1], "epochs": 1}, source=Source.API)
+    decision = {"threads_per_unit": 1, "probe_ms_per_step": {"mlp": {"1": 1.0, "2": 0.8},
+                                                               "cnn": {"1": 5.0, "2": 3.0}}}
+    pending = [("mlp", 0), ("mlp", 1), ("cnn", 0), ("cnn", 1)]
+    assert jobs.order_for_pool(pending, decision, cfg, 640) == [("cnn", 0), ("cnn", 1), ("mlp", 0), ("mlp", 1)]
+    assert jobs.order_for_pool(pending, {"probe_ms_per_step": None}, cfg, 640) == pending
+
+
+def outcome(unit):
+    """Everything a unit computed (not its timings)."""
+    assert unit["status"] == "ok", unit.get("error")
+    timing_free = [{k: v for k, v in h.items() if k not in ("seconds", "eval_seconds")} for h in unit["history"]]
+    return timing_free, unit["test"]
+
+
+def test_a_study_run_side_by_side_by_auto_equals_one_at_a_time(study, tmp_path, monkeypatch, synthetic_fashion):
+    """With the workers' start and the side-by-side slowdown taken as free, auto runs the four units two at
+    a time (one thread each): the record says so, and every unit equals the same unit trained alone with
+    one thread."""
+    cfg, data = study
+    two_free(monkeypatch)
+    monkeypatch.setattr(jobs, "POOL_START_SECONDS", 0.0)
+    monkeypatch.setattr(jobs, "SIDE_BY_SIDE_SLOWDOWN", 0.5)
+    cfg = dataclasses.replace(cfg, out=str(tmp_path / "runs"))
+    record, run_dir = run_study(cfg, RunOptions(quiet=True, timing=False, executor_options={"threads": "auto"}))
+    d = record["execution"]["jobs_decision"]
+    assert record["execution"]["jobs"] == "auto"
+    assert d["jobs"] == 2 and d["threads_per_unit"] == 1 and d["units"] == 4
+    assert json.loads((run_dir / "results.json").read_text())["execution"]["jobs_decision"] == d
+    alone = {}
+    run_units_locally([(m, s) for m in cfg.models for s in cfg.seeds], cfg, data, tmp_path / "alone",
+                      lambda ref, seed, unit: alone.__setitem__((ref, seed), unit), lambda s: None, None, CPU,
+                      threads=1, jobs=1)
+    for ref in cfg.models:
+        units = {u["seed"]: u for u in record["models"][ref]["units"]}
+        for seed in cfg.seeds:
+            u = units[seed]
+            assert u["threads"]["threads"] == 1 and u["threads"]["cap"] == 1
+            assert outcome(u) == outcome(alone[(ref, seed)]), (ref, seed)
+    assert glob.glob(str(Path(run_dir) / "models" / "*")), "the workers saved the models"
+    report = (Path(run_dir) / "report.md").read_text()
+    assert ("Units trained 2 at a time, side by side in worker processes (chosen by --jobs auto from each "
+            "model's probed training step; up to 1 thread each)") in report
+
+
+def test_the_report_says_nothing_of_side_by_side_for_one_job():
+    from archbench.report.markdown import side_by_side_sentence
+
+    assert side_by_side_sentence({"execution": {"threads": 1, "jobs": 1}}) == ""
+    assert side_by_side_sentence({"execution": {"jobs": "auto", "jobs_decision": {"jobs": 1}}}) == ""
+    assert side_by_side_sentence({}) == ""
+    assert side_by_side_sentence({"execution": {"jobs": 3}}).startswith("Units trained 3 at a time, side by side "
+                                                                        "in worker processes (--jobs 3)")
