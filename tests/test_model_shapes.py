@@ -3,8 +3,10 @@ the named error for a model that cannot take the images, user factories
 with and without the shape arguments, specs that infer their input, and
 bit-identical construction for the default (1, 28, 28) / 10 classes."""
 
+import copy
 import math
 import re
+import subprocess
 import sys
 import textwrap
 
@@ -17,6 +19,7 @@ from archbench.measure import count_parameters
 from archbench.models import (
     InputTooSmall,
     adapts,
+    blocks,
     check_model_io,
     create_model,
     get_entry,
@@ -238,9 +241,20 @@ def _built(factory, seed):
     return [(n, type(x)) for n, x in m.named_modules()], m.state_dict(), torch.rand(4)  # the RNG stream after it
 
 
+@pytest.fixture(params=["cpu", "meta"])
+def trace_on(request, monkeypatch):
+    """trace_shape on the CPU where it may (as in a fresh process), or on
+    the meta device only (as once torch._dynamo is imported)."""
+    if request.param == "cpu":
+        monkeypatch.setattr(blocks, "_meta_is_warm", lambda: False)
+    else:
+        monkeypatch.setattr(blocks, "_trace_on_cpu", lambda seq, shape: False)
+    return request.param
+
+
 @pytest.mark.parametrize("name", sorted(HEAD))
 @pytest.mark.parametrize("kwargs", [{}, {"input_shape": (1, 28, 28), "num_classes": 10}])
-def test_default_construction_is_bit_identical_to_before(name, kwargs):
+def test_default_construction_is_bit_identical_to_before(name, kwargs, trace_on):
     assert set(HEAD) == set(list_models())
     for seed in (0, 5):
         (mods, sd, after), (mods2, sd2, after2) = _built(HEAD[name], seed), _built(
@@ -250,7 +264,7 @@ def test_default_construction_is_bit_identical_to_before(name, kwargs):
         assert torch.equal(after, after2)  # the same random numbers drawn, no more, no fewer
 
 
-def test_shape_inference_draws_no_random_numbers():
+def test_shape_inference_draws_no_random_numbers(trace_on):
     # The adapted cnn equals the same layers written out by hand in the same order: inferring the Dense width
     # (on the meta device) drew nothing from the generator.
     hand = lambda: keras_init_(nn.Sequential(  # noqa: E731
@@ -259,6 +273,76 @@ def test_shape_inference_draws_no_random_numbers():
     (_, sd, after), (_, sd2, after2) = _built(hand, 1), _built(
         lambda: create_model("cnn", input_shape=(3, 32, 32), num_classes=100), 1)
     assert all(torch.equal(sd[k], sd2[k]) for k in sd) and torch.equal(after, after2)
+
+
+# trace_shape runs small images through torch's own layers on the CPU (the meta device's first use imports torch's
+# compiler stack, ~1 s per process); the answer, the errors, the generator and the layers are as on the meta device.
+
+TRACED = [
+    lambda c: [nn.Conv2d(c, 16, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(16, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
+               nn.Flatten()],
+    lambda c: [conv_bn(c, 8), nn.MaxPool2d(2), Residual(nn.Sequential(conv_bn(8, 8))), nn.AdaptiveMaxPool2d(1)],
+    lambda c: [nn.Conv2d(c, 4, 5, stride=2, padding=2), nn.AvgPool2d(3, ceil_mode=True), nn.Dropout(0.5),
+               nn.Flatten(), nn.Linear(4, 3)],  # the Linear fits only some sizes: a PyTorch error elsewhere
+    lambda c: [nn.Conv2d(c + 1, 4, 3)],  # wrong channels
+    lambda c: [nn.MaxPool2d(2), Residual(nn.Sequential(nn.Conv2d(c, c, 3)))],  # a residual sum of two shapes
+    lambda c: [nn.Flatten(), nn.Linear(c * 7 * 7, 5), nn.Unflatten(1, (5, 1))],
+    lambda c: [nn.Conv2d(c, 4, 3, bias=False), nn.FractionalMaxPool2d(2, output_size=(3, 3)), nn.Flatten()],
+]
+
+
+def _outcome(fn):
+    try:
+        return fn()
+    except Exception as exc:  # noqa: BLE001 - the error is the outcome compared
+        return type(exc), str(exc)
+
+
+@pytest.mark.parametrize("make", range(len(TRACED)))
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32), (1, 7, 7), (3, 4, 4), (1, 2, 2), (2, 9, 5)])
+def test_tracing_on_the_cpu_answers_as_the_meta_device(make, shape, monkeypatch):
+    monkeypatch.setattr(blocks, "_meta_is_warm", lambda: False)
+    used = []
+    trace = blocks._trace
+    monkeypatch.setattr(blocks, "_trace", lambda seq, s, device: used.append(device) or trace(seq, s, device))
+    torch.manual_seed(0)
+    layers = TRACED[make](shape[0])
+    before = [copy.deepcopy(m.state_dict()) for m in layers]
+    rng = torch.get_rng_state()
+    got = _outcome(lambda: trace_shape(layers, shape))
+    assert used[0] == "cpu"
+    assert torch.equal(torch.get_rng_state(), rng)  # FractionalMaxPool2d draws its samples: none are kept
+    assert all(m.training and not m._forward_hooks and not m._forward_pre_hooks for x in layers for m in x.modules())
+    assert all(torch.equal(a, b) for m, sd in zip(layers, before) for a, b in zip(m.state_dict().values(), sd.values()))
+    assert got == _outcome(lambda: blocks._trace(nn.Sequential(*layers), shape, "meta"))
+
+
+def test_what_is_traced_on_the_meta_device(monkeypatch):
+    monkeypatch.setattr(blocks, "_meta_is_warm", lambda: False)
+    small = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten())
+    assert blocks._trace_on_cpu(small, (3, 32, 32))
+    assert not blocks._trace_on_cpu(small, (3, 224, 224))  # large images
+    assert not blocks._trace_on_cpu(nn.Sequential(nn.Conv2d(3, 2048, 3), nn.Conv2d(2048, 2048, 3)), (3, 32, 32))
+    assert not blocks._trace_on_cpu(nn.Sequential(nn.LazyLinear(4)), (3, 32, 32))  # not materialised
+
+    class Own(nn.Module):  # a forward of its own may depend on the values: as before, on the meta device
+        def forward(self, x):
+            return x
+
+    assert not blocks._trace_on_cpu(nn.Sequential(Own()), (3, 32, 32))
+    with torch.device("meta"):
+        assert not blocks._trace_on_cpu(nn.Sequential(nn.Conv2d(3, 8, 3)), (3, 32, 32))
+        assert not blocks._trace_on_cpu(nn.Sequential(nn.Flatten()), (3, 32, 32))  # the default device
+    monkeypatch.setattr(blocks, "_meta_is_warm", lambda: True)
+    assert not blocks._trace_on_cpu(small, (3, 32, 32))
+
+
+def test_building_the_seed_cnn_imports_no_compiler_stack():
+    # What a spawned pool worker pays before its first epoch: building a model traces its shapes.
+    code = ("import sys, archbench.models as m; m.create_model('cnn'); m.create_model('resnet_small', "
+            "input_shape=(3, 32, 32), num_classes=100); print(sorted({'torch._dynamo', 'sympy'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 # ---- arguments, user factories -------------------------------------------------------------------------------------

@@ -6,12 +6,15 @@ never the reverse.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+import sys
 from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 from archbench.errors import ModelError
 
@@ -58,19 +61,65 @@ def _needs(m: nn.Module) -> str:
     return ""
 
 
+# Where trace_shape runs its copy: on the CPU (two zero images) where that is cheap, else on the meta device. The
+# meta device's first use imports torch's compiler stack (torch._dynamo, sympy: about 1 s), which a process that
+# only builds and trains models (a pool worker) otherwise never pays; small images through torch's own layers
+# take milliseconds on the CPU.
+CPU_TRACE_MAX_VALUES = 3 * 64 * 64  # C*H*W of one image
+CPU_TRACE_MAX_WORK = 4e9  # parameters x H x W: a bound on the multiply-adds per image
+
+
+def _meta_is_warm() -> bool:
+    """Whether the meta device's first use has been paid in this process
+    (its compiler stack imported: by a meta run, or torch.optim)."""
+    return "torch._dynamo" in sys.modules
+
+
+def _trace_on_cpu(seq: nn.Sequential, input_shape: Sequence[int]) -> bool:
+    """Whether :func:`trace_shape` runs ``seq`` on the CPU: not once the
+    meta device is cheap (torch._dynamo already imported) or the default
+    device is another; only for small images, layers whose forward is
+    torch's own (or :class:`Residual`'s) with every tensor on the CPU and
+    materialised (no lazy layers), and a bounded amount of work."""
+    if _meta_is_warm() or torch.get_default_device().type != "cpu":
+        return False
+    if math.prod(input_shape) > CPU_TRACE_MAX_VALUES:
+        return False
+    if not all(type(m) is Residual or type(m).__module__.startswith("torch.nn.modules.") for m in seq.modules()):
+        return False
+    tensors = (*seq.parameters(), *seq.buffers())
+    if any(is_lazy(t) or t.device.type != "cpu" for t in tensors):
+        return False
+    return sum(p.numel() for p in seq.parameters()) * math.prod(input_shape[1:]) <= CPU_TRACE_MAX_WORK
+
+
 def trace_shape(layers: Sequence[nn.Module], input_shape: Sequence[int]) -> tuple[int, ...]:
     """The output shape (without the batch) of ``layers`` applied in order to
     images of ``input_shape`` (C, H, W), the way Keras infers shapes.
 
-    Computed by running a copy of the layers on the ``meta`` device: no
-    random numbers are drawn, nothing is allocated and the layers themselves
-    are untouched, so a factory can size its Dense layers from it and still
-    build exactly as a hand-written model would. A layer that gets a map too
-    small for it (or makes an empty one) raises :class:`InputTooSmall` naming
-    the layer as ``model[i]`` of an ``nn.Sequential`` whose first layers are
+    Computed by running a copy of the layers, in eval mode and without
+    gradients, on two images on the ``meta`` device (nothing is allocated),
+    or, where that is cheaper (:func:`_trace_on_cpu`: small images through
+    torch's own layers), on two zero images on the CPU, with the CPU
+    generator's state restored afterwards; a CPU run that fails is run
+    again on the meta device, so errors are the meta device's. Either way
+    no random numbers are drawn and the layers themselves are untouched, so
+    a factory can size its Dense layers from it and still build exactly as
+    a hand-written model would. A layer that gets a map too small for it
+    (or makes an empty one) raises :class:`InputTooSmall` naming the layer
+    as ``model[i]`` of an ``nn.Sequential`` whose first layers are
     ``layers``."""
-    meta = copy.deepcopy(nn.Sequential(*layers)).to("meta").eval()
-    leaves = [(n, m) for n, m in meta.named_modules() if n and next(m.children(), None) is None]
+    seq = nn.Sequential(*layers)
+    if _trace_on_cpu(seq, input_shape):
+        # A failure is run again on the meta device (below), which says it as before.
+        with contextlib.suppress(Exception), torch.random.fork_rng(devices=[]):
+            return _trace(seq, input_shape, "cpu")
+    return _trace(seq, input_shape, "meta")
+
+
+def _trace(seq: nn.Sequential, input_shape: Sequence[int], device: str) -> tuple[int, ...]:
+    copied = copy.deepcopy(seq).to(device).eval()
+    leaves = [(n, m) for n, m in copied.named_modules() if n and next(m.children(), None) is None]
     seen: dict[type, int] = {}
     label: dict[int, str] = {}
     for n, m in leaves:
@@ -99,7 +148,7 @@ def trace_shape(layers: Sequence[nn.Module], input_shape: Sequence[int]) -> tupl
         m.register_forward_hook(post)
     try:
         with torch.no_grad():
-            out = meta(torch.empty(2, *input_shape, device="meta"))
+            out = copied((torch.empty if device == "meta" else torch.zeros)(2, *input_shape, device=device))
     except InputTooSmall:
         raise
     except Exception as exc:  # noqa: BLE001 - a shape the layers cannot take: say which layer and what it got
