@@ -384,6 +384,32 @@ def test_plots_are_readable_as_the_tables():
     assert "test accuracy (%)" in [ax.get_title() for ax in figs["learning_curves.png"].axes]
 
 
+def test_figures_are_laid_out_once_as_savefig_tight_would(tmp_path):
+    """save_figure lays a figure out once for its PNG and SVG: the PNG is byte for byte what
+    savefig(bbox_inches="tight") writes; the SVG the same picture, its size within a point or two."""
+    import re
+
+    import matplotlib
+
+    from archbench.report.plots import PAD_INCHES, PNG_DPI, STYLE, confusion, save_figure
+
+    rec = fixed_record()
+    with matplotlib.rc_context(STYLE):
+        save_figure(confusion(rec, "big"), tmp_path / "once.png")
+        for suffix, dpi in ((".png", PNG_DPI), (".svg", "figure")):  # a colour bar and an equal-aspect image
+            confusion(rec, "big").savefig(tmp_path / f"tight{suffix}", bbox_inches="tight", pad_inches=PAD_INCHES,
+                                          dpi=dpi, metadata={"Date": None} if suffix == ".svg" else None)
+    assert (tmp_path / "once.png").read_bytes() == (tmp_path / "tight.png").read_bytes()
+
+    def size(svg):
+        return [float(v) for v in re.search(r'viewBox="([^"]+)"', svg.read_text()).group(1).split()]
+
+    once, tight = size(tmp_path / "once.svg"), size(tmp_path / "tight.svg")
+    assert all(abs(a - b) <= 3 for a, b in zip(once, tight)), (once, tight)
+    text = re.compile(r"<text[^>]*>([^<]*)</text>")
+    assert text.findall((tmp_path / "once.svg").read_text()) == text.findall((tmp_path / "tight.svg").read_text())
+
+
 def test_memory_measured_with_each_recipe_says_so():
     """Records whose measurements describe the step they measured (the
     trained recipe's precision, optimizer, batch) are compared under those

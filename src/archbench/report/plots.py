@@ -22,6 +22,7 @@ import torch
 from archbench.records import RunRecord
 from archbench.report.analysis import COST_AXES, TIME_AXES, correctness, time_spread
 
+PAD_INCHES = 0.1  # blank margin around the tight bounding box
 PNG_DPI = 150  # print quality for papers and slides; the SVG beside it scales without limit
 STYLE = {"figure.dpi": 100, "font.size": 9, "axes.grid": True, "grid.alpha": 0.3, "svg.hashsalt": "archbench",
          "svg.fonttype": "none"}
@@ -48,11 +49,31 @@ def _figure(nrows: int = 1, ncols: int = 1, figsize=None, **kw):
 
 
 def save_figure(fig, png: Path) -> list[Path]:
-    """PNG (at PNG_DPI) and SVG of ``fig``, with a tight bounding box (nothing clipped)."""
+    """PNG (at PNG_DPI) and SVG of ``fig``, with a tight bounding box (nothing clipped).
+
+    Laid out once for both files, as ``savefig(bbox_inches="tight", pad_inches=PAD_INCHES)`` lays out the PNG
+    (the layout engine run, then the tight box measured, at PNG_DPI); savefig would run the layout engine, a
+    draw and the box's measure again for each file. The PNG is the one savefig wrote, byte for byte; the SVG
+    takes the PNG's layout (savefig laid it out with the SVG renderer's 72 dpi text metrics: a fraction of a
+    point apart).
+    """
+    import matplotlib
+
     svg = png.with_suffix(".svg")
-    for path in (png, svg):
-        fig.savefig(path, bbox_inches="tight", pad_inches=0.1, dpi=PNG_DPI if path.suffix == ".png" else "figure",
-                    metadata={"Date": None} if path.suffix == ".svg" else None)
+    figure_dpi = fig.dpi
+    fig.dpi = PNG_DPI
+    try:
+        engine = fig.get_layout_engine()
+        if engine is not None and fig.axes:  # as Figure.draw runs it
+            engine.execute(fig)
+        box = fig.get_tightbbox().padded(PAD_INCHES)
+    finally:
+        fig.dpi = figure_dpi
+    # Keep that layout: no engine (whatever the rcParams say a figure without one gets), so savefig runs none.
+    with matplotlib.rc_context({"figure.autolayout": False, "figure.constrained_layout.use": False}):
+        fig.set_layout_engine(None)
+    fig.savefig(png, bbox_inches=box, dpi=PNG_DPI)
+    fig.savefig(svg, bbox_inches=box, dpi="figure", metadata={"Date": None})
     return [png, svg]
 
 
