@@ -9,7 +9,9 @@ measurement) under each condition:
            script starts itself (pinned to the last usable core where the OS
            allows it) and stops after the condition
   threads  1, all usable cores (``--threads N``), and ``auto`` (the policy:
-           free cores, then a probe of each unit's own step)
+           free cores, then a probe of each unit's own step); with
+           ``--keras-python PY``, also the notebook's Keras fit() run by PY
+           (benchmarks/keras_reference.py: "train" is fit()'s wall time)
 
 All conditions are measured side by side in ONE run, interleaved over
 ``--repeats`` (the order of thread settings rotates every repeat; quiet and
@@ -98,6 +100,21 @@ def run_condition(cfg: Any, data: Any, threads: int | str, run_dir: Path) -> dic
     }
 
 
+def run_keras(python: str, epochs: int, train_limit: int | None, models: list[str], data_dir: str | None
+              ) -> dict[str, Any]:
+    """The seed notebook's Keras fit() (benchmarks/keras_reference.py) in ``python``'s environment."""
+    cmd = [python, str(Path(__file__).parent / "keras_reference.py"), "--epochs", str(epochs),
+           "--models", ",".join(models)]
+    if train_limit:
+        cmd += ["--train-limit", str(train_limit)]
+    if data_dir:
+        cmd += ["--data-dir", data_dir]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def median(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
@@ -112,6 +129,9 @@ def main() -> None:
     p.add_argument("--threads", default="1,all,auto", help="thread settings: counts, 'all' (usable cores), 'auto'")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    p.add_argument("--keras-python", default=None,
+                   help="a Python with TensorFlow/Keras: also time the notebook's Keras fit() under each load "
+                        "(benchmarks/keras_reference.py), interleaved with the rest")
     args = p.parse_args()
 
     usable = usable_cpus()
@@ -120,6 +140,8 @@ def main() -> None:
         v: int | str = usable if s == "all" else ("auto" if s == "auto" else int(s))
         if v not in settings:
             settings.append(v)
+    if args.keras_python:
+        settings.append("keras")
     models = [m for m in args.models.split(",") if m]
     cfg = resolve({"models": models, "seeds": [0], "epochs": args.epochs, "device": "cpu"}, source=Source.API)
     data = load_dataset("fashion-mnist", args.data_dir).subset(args.train_limit, args.test_limit)
@@ -142,7 +164,13 @@ def main() -> None:
             for load in loads:
                 with busy_core(load == "busy") as info:
                     for threads in order:
-                        out = run_condition(cfg, data, threads, Path(tmp) / f"r{r}-{load}-{threads}")
+                        if threads == "keras":
+                            k = run_keras(args.keras_python, args.epochs, args.train_limit, models, args.data_dir)
+                            out = {"train_seconds": k["seconds"], "wall_seconds": sum(k["seconds"].values()),
+                                   "threads": {m: f"tf{k['intra_op_threads']}" for m in models},
+                                   "test_accuracy": k["test_accuracy"], "keras": k}
+                        else:
+                            out = run_condition(cfg, data, threads, Path(tmp) / f"r{r}-{load}-{threads}")
                         out.update(repeat=r, load=load, setting=str(threads), busy_process=info)
                         runs.append(out)
                         print(f"  repeat {r + 1}/{args.repeats} {load:5} threads={str(threads):4}: train "
@@ -165,7 +193,7 @@ def main() -> None:
                          "threads": [x["threads"] for x in xs]}
         row["busy_over_quiet"] = row["busy"]["train_seconds"] / row["quiet"]["train_seconds"]
         summary[str(setting)] = row
-    fixed = [s for s in settings if s != "auto"]
+    fixed = [s for s in settings if s not in ("auto", "keras")]
     best_busy = min((summary[str(s)]["busy"]["train_seconds"] for s in fixed), default=float("nan"))
     for row in summary.values():
         row["busy_over_best_fixed_busy"] = row["busy"]["train_seconds"] / best_busy
