@@ -222,3 +222,15 @@ def test_no_true_difference_is_declared_at_most_5_percent_of_the_time():
 def test_a_true_one_point_gap_is_found_with_5_seeds():
     r = rates(Scenario(), seeds=5, gap=0.01, studies=200, seed=7)
     assert r["crossed"] > 0.5, r
+
+
+@pytest.mark.filterwarnings("error")  # no "degrees of freedom <= 0" from a variance over one image
+@pytest.mark.parametrize("seeds", [1, 3])
+def test_one_test_image_gives_no_verdict_and_says_why(seeds):
+    a = torch.ones(seeds, 1)
+    b = torch.zeros(seeds, 1)
+    out = compare_pair("a", a, "b", b)
+    assert out["significant"] is False and out["winner"] is None
+    assert out["verdict"] == "no test: 1 test image(s), too few to compare on"
+    two = compare_pair("a", torch.ones(seeds, 2), "b", torch.zeros(seeds, 2))
+    assert two["verdict"] != out["verdict"]  # two images are a (tiny) test

@@ -263,14 +263,16 @@ def crossed_difference(correct_a: torch.Tensor, correct_b: torch.Tensor) -> dict
     va = A.acc.var(1) / ka if ka >= 2 else zero
     vb = B.acc.var(1) / kb if kb >= 2 else zero
     m = A.per_image - B.per_image
-    v_img = (m.var(1) - A.ms_residual / ka - B.ms_residual / kb).clamp(min=0) / n
+    # One test image: no spread over images to estimate (NaN, and no verdict: compare_pair says why).
+    v_img = ((m.var(1) - A.ms_residual / ka - B.ms_residual / kb).clamp(min=0) / n if n >= 2
+             else torch.full_like(diff, math.nan))
     var = va + vb + v_img
     den_seeds = zero.clone()
     if ka >= 2:
         den_seeds = den_seeds + va**2 / (ka - 1)
     if kb >= 2:
         den_seeds = den_seeds + vb**2 / (kb - 1)
-    den = den_seeds + v_img**2 / (n - 1)
+    den = den_seeds + v_img**2 / max(n - 1, 1)
     images_df = torch.full_like(var, float(n - 1))
     df_satterthwaite = torch.where(den > 0, var**2 / den.clamp(min=1e-300), images_df)
     # The seed parts' own Welch df: never more than Satterthwaite's (the image part only adds df).
@@ -342,7 +344,8 @@ def compare_pair(name_a: str, correct_a: torch.Tensor, name_b: str, correct_b: t
     ci = Interval(st["difference"] - half, st["difference"] + half,
                   "Wald over test images" if ka == 1 and kb == 1 else "Student t, Satterthwaite df", level)
     diff = st["difference"]
-    significant = p < alpha and diff != 0
+    n_images = correct_a.shape[-1]
+    significant = p < alpha and diff != 0 and n_images >= 2
     winner = (name_a if diff > 0 else name_b) if significant else None
     acc_a, acc_b = correct_a.double().mean(1).tolist(), correct_b.double().mean(1).tolist()
     poi = ({"value": probability_of_improvement(acc_a, acc_b), "pairs": ka * kb}
@@ -360,5 +363,6 @@ def compare_pair(name_a: str, correct_a: torch.Tensor, name_b: str, correct_b: t
         "alpha": alpha, "significant": significant, "winner": winner,
         "verdict": (f"{winner} more accurate" + (" on these trained models (test-set noise only)"
                                                  if unmeasured else "")) if winner
+        else f"no test: {n_images} test image(s), too few to compare on" if n_images < 2
         else f"no significant difference at alpha = {alpha}",
     }
