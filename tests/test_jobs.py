@@ -49,9 +49,21 @@ def test_parse_jobs(monkeypatch):
     monkeypatch.setenv(jobs.ENV_JOBS, "lots")
     with pytest.raises(UsageError, match=r"\$ARCHBENCH_JOBS 'lots' is invalid: expected 'auto'"):
         jobs.parse_jobs(None)
-    for bad in (0, -2, True, 1.5, "two"):
+    for bad in (0, -2, True, 1.5, "two", "\u00b2", "\u0662", 4097, "99999999"):  # ², an Arabic-Indic 2
         with pytest.raises(UsageError, match="--jobs"):
             jobs.parse_jobs(bad)
+    monkeypatch.setenv(jobs.ENV_JOBS, "\u00b2")
+    with pytest.raises(UsageError, match=r"\$ARCHBENCH_JOBS '\u00b2' is invalid.*or unset ARCHBENCH_JOBS"):
+        jobs.parse_jobs(None)
+
+
+def test_errors_name_the_environment_when_it_set_the_jobs(monkeypatch, synthetic_fashion, tmp_path):
+    cfg = resolve({"models": ["mlp"], "seeds": [0, 1], "epochs": 1, "data_dir": str(synthetic_fashion),
+                   "verify": False, "out": str(tmp_path / "runs")}, source=Source.API)
+    monkeypatch.setenv(jobs.ENV_JOBS, "2")
+    with pytest.raises(UsageError, match=r"does not combine with \$ARCHBENCH_JOBS 2 .*unset ARCHBENCH_JOBS"):
+        run_study(cfg, RunOptions(quiet=True, executor_options={"batch_seeds": True}))
+    assert not (tmp_path / "runs").exists()  # refused before anything is written
 
 
 def test_makespan_is_longest_first_onto_the_worker_that_frees_first():
@@ -190,16 +202,25 @@ def test_a_study_run_side_by_side_by_auto_equals_one_at_a_time(study, tmp_path, 
             assert u["threads"]["threads"] == 1 and u["threads"]["cap"] == 1
             assert outcome(u) == outcome(alone[(ref, seed)]), (ref, seed)
     assert glob.glob(str(Path(run_dir) / "models" / "*")), "the workers saved the models"
+    for ref in cfg.models:
+        for u in record["models"][ref]["units"]:
+            assert u["side_by_side"] == {"jobs": 2, "threads_cap": 1}
     report = (Path(run_dir) / "report.md").read_text()
-    assert ("Units trained 2 at a time, side by side in worker processes (chosen by --jobs auto from each "
-            "model's probed training step; up to 1 thread each)") in report
+    assert ("All units trained side by side in worker processes, 2 at a time (as --jobs auto chose from each "
+            "model's probed training step), each with up to 1 thread, so each one's train time was measured while "
+            "another unit trained next to it") in report
 
 
-def test_the_report_says_nothing_of_side_by_side_for_one_job():
+def test_the_report_says_side_by_side_only_of_units_that_were():
     from archbench.report.markdown import side_by_side_sentence
 
-    assert side_by_side_sentence({"execution": {"threads": 1, "jobs": 1}}) == ""
-    assert side_by_side_sentence({"execution": {"jobs": "auto", "jobs_decision": {"jobs": 1}}}) == ""
+    alone, pooled = {"seed": 0, "status": "ok"}, {"seed": 1, "status": "ok", "side_by_side": {"jobs": 2,
+                                                                                              "threads_cap": None}}
+    # What was asked (--jobs 4096, or an auto decision) is not what ran: the units' own records are.
+    assert side_by_side_sentence({"execution": {"jobs": 4096}, "models": {"m": {"units": [alone]}}}) == ""
+    assert side_by_side_sentence({"execution": {"jobs": "auto", "jobs_decision": {"jobs": 2}},
+                                  "models": {"m": {"units": [alone]}}}) == ""
     assert side_by_side_sentence({}) == ""
-    assert side_by_side_sentence({"execution": {"jobs": 3}}).startswith("Units trained 3 at a time, side by side "
-                                                                        "in worker processes (--jobs 3)")
+    # A resumed run: one unit in the first session's pool, one alone afterwards.
+    mixed = side_by_side_sentence({"execution": {"jobs": 2}, "models": {"m": {"units": [alone, pooled]}}})
+    assert mixed.startswith("1 of the 2 units trained side by side in worker processes, 2 at a time, so each")

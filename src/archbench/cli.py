@@ -163,22 +163,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue an interrupted run: skip finished units, resume the rest from their "
                         "last epoch checkpoint (the stored configuration is used)")
     r.add_argument("--executor", choices=("local", "ray"), default="local",
-                   help="local: units run in this process (default); ray: one Ray task per unit")
+                   help="local: units run on this machine, in this process or side by side in worker processes "
+                        "(--jobs) (default); ray: one Ray task per unit")
     r.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
     r.add_argument("--threads", type=_threads, default=None, metavar="N|auto",
                    help="CPU threads per unit: auto (default) probes the unit's own training step on 1 vs the "
                         "free cores at its start and keeps the faster; N pins it. Recorded per unit; a resumed "
                         "unit keeps its count (CPU results depend on it)")
     r.add_argument("--jobs", type=_auto_or_count("--jobs", "units side by side"), default=None, metavar="N|auto",
-                   help="units trained side by side in worker processes (local executor): auto (default) "
-                        "probes each model's step and runs units side by side with fewer threads each where "
-                        "that is predicted to finish sooner; N pins it. Recorded with the run")
+                   help="units trained side by side in worker processes (local executor): auto (default; "
+                        "$ARCHBENCH_JOBS sets it) probes each model's step and runs units side by side with fewer "
+                        "threads each where that is predicted to finish sooner; N pins it. One at a time with "
+                        "--batch-seeds and for models given as Python objects. Recorded with the run and each unit")
     r.add_argument("--batch-seeds", action="store_true",
                    help="train a model's seeds as one batched model (each seed's results bit-identical to its own "
                         "run; models with dropout and the like train one by one, said in the log). On these CPUs "
                         "it is not faster for convolutional models: see docs/performance.md")
     r.add_argument("--cpus-per-unit", type=_int_at_least(1, "--cpus-per-unit", MAX_THREADS), default=None,
-                   help="CPU threads per unit (Ray: its CPU request; default 1 on Ray, all cores locally)")
+                   help="CPU threads per unit (Ray: its CPU request, default 1; locally: the same as --threads)")
     r.add_argument("--gpus-per-unit", type=_non_negative_float("--gpus-per-unit"), default=0.0,
                    help="GPUs per Ray task (default 0)")
     r.add_argument("--max-retries", type=_int_at_least(0, "--max-retries"), default=2,
@@ -252,8 +254,8 @@ _STUDY_DESTS = ("models", "seeds", "repeats", "dataset", "data_dir", "no_verify"
 
 def _auto_or_count(what: str, unit: str) -> Callable[[str], int | str]:
     def parse(v: str) -> int | str:
-        if v == "auto":
-            return v
+        if v.strip().lower() == "auto":
+            return "auto"
         try:
             n = int(v)
         except ValueError:

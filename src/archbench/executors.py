@@ -168,6 +168,7 @@ def run_units_locally(pending: list[tuple[str, int]], cfg: StudyConfig, data: An
     if batch_seeds and jobs_spec != "auto" and int(jobs_spec) > 1:
         raise UsageError("--batch-seeds trains a model's seeds as one batch in this process; it does not combine "
                          "with --jobs > 1. Give one of them.")
+    decision: dict[str, Any] | None = None
     if jobs_spec == "auto":
         decision = decide_jobs(pending, cfg, data, device, spec, batch_seeds)
         if len(pending) > 1:
@@ -181,7 +182,7 @@ def run_units_locally(pending: list[tuple[str, int]], cfg: StudyConfig, data: An
         jobs = int(jobs_spec)
     if jobs > 1 and len(pending) > 1:
         check_parallel_models([ref for ref, _ in pending], jobs)
-        _run_pool(pending, cfg, data, run_dir, on_result, log, progress, device, spec, jobs)
+        _run_pool(pending, cfg, data, run_dir, on_result, log, progress, device, spec, jobs, decision)
         return
     if spec != "auto" and int(spec) > usable:
         log(f"warning: --threads {spec} exceeds the {usable} usable core(s) of this process: threads will wait "
@@ -228,17 +229,19 @@ def run_units_locally(pending: list[tuple[str, int]], cfg: StudyConfig, data: An
 # --------------------------------------------------------------------------- a local process pool
 
 
-def check_parallel_models(refs: list[str], jobs: int) -> None:
+def check_parallel_models(refs: list[str], jobs: int, source: str = "jobs") -> None:
     """Units in worker processes rebuild their models there: a model that
-    exists only as an object in this process cannot be. Refused with the fix."""
+    exists only as an object in this process cannot be. Refused with the fix
+    (``source``: where the jobs came from, e.g. ``$ARCHBENCH_JOBS``)."""
     local = local_only_models(refs)
     if local:
+        env = source.startswith("$")
         raise UsageError(
-            f"jobs={jobs}: model(s) {', '.join(map(repr, local))} exist only in this Python process (given as "
+            f"{source}={jobs}: model(s) {', '.join(map(repr, local))} exist only in this Python process (given as "
             "Python objects, or registered by the running script itself), and with jobs > 1 each unit runs in "
             "a separate process that must build its model anew. Give each as 'module:callable' (a function in "
             "an importable module that returns the model; the workers get this process's sys.path), or run "
-            "with jobs=1.")
+            + (f"with {source[1:]} unset or set to auto or 1." if env else "with jobs=1 (or jobs='auto')."))
 
 
 def _user_modules(refs: list[str]) -> list[str]:
@@ -305,8 +308,9 @@ def _worker_init(payload: bytes, queue: Any, sys_path: list[str], modules: list[
     _send("pid", None, os.getpid())
 
 
-def _pool_unit(ref: str, seed: int, spec: int | str, cap: int, run_dir: str, device: str) -> Any:
-    """One unit inside a pool worker."""
+def _pool_unit(ref: str, seed: int, spec: int | str, cap: int, run_dir: str, device: str, jobs: int) -> Any:
+    """One unit inside a pool worker (one of ``jobs`` side by side); the unit
+    records it (``unit["side_by_side"]``: the pool's size and its share)."""
     from archbench.signals import stop_on_signals
 
     key = (ref, seed)
@@ -319,6 +323,7 @@ def _pool_unit(ref: str, seed: int, spec: int | str, cap: int, run_dir: str, dev
         unit = run_unit(ref, seed, cfg, data, Path(run_dir), lambda **kw: _RemoteBar(key, **kw),
                         lambda s: _send("log", key, s))
         _forget_decision(Path(run_dir), ref, seed)
+        unit["side_by_side"] = {"jobs": jobs, "threads_cap": cap if spec == "auto" else None}
         return _attach(unit, decision)
 
 
@@ -397,11 +402,15 @@ class _Progress:
 
 
 def _run_pool(pending: list[tuple[str, int]], cfg: StudyConfig, data: Any, run_dir: Path, on_result: OnResult,
-              log: Log, progress: Any, device: torch.device, spec: int | str, jobs: int) -> None:
+              log: Log, progress: Any, device: torch.device, spec: int | str, jobs: int,
+              decided: dict[str, Any] | None = None) -> None:
     jobs = min(jobs, len(pending))
     usable = usable_cpus()
-    free = free_cores()
-    share = max(1, free // jobs)
+    if decided is not None:  # --jobs auto: the cores and the share its prediction was made for
+        free, share = int(decided["free_cores"]), int(decided["threads_per_unit"] or 1)
+    else:
+        free = free_cores()
+        share = max(1, free // jobs)
     if spec == "auto":
         log(f"local pool: {len(pending)} units, {jobs} side by side, each with up to {share} thread(s) "
             f"({free} of {usable} cores free)" + ("; more jobs than free cores: units will wait for cores"
@@ -431,7 +440,7 @@ def _run_pool(pending: list[tuple[str, int]], cfg: StudyConfig, data: Any, run_d
                 slot = slots.pop(0)
                 view.slots[(ref, seed)] = slot
                 with _main_not_rerun():  # workers are spawned inside submit
-                    fut = pool.submit(_pool_unit, ref, seed, spec, share, str(run_dir), str(device))
+                    fut = pool.submit(_pool_unit, ref, seed, spec, share, str(run_dir), str(device), jobs)
                 running[fut] = (ref, seed, slot)
             done, _ = wait(list(running), timeout=0.1, return_when=FIRST_COMPLETED)
             view.drain(q)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import heapq
 import math
 import os
+import re
 import time
 from typing import Any
 
@@ -48,18 +49,30 @@ SIDE_BY_SIDE_SLOWDOWN = 1.15
 POOL_START_SECONDS = 3.5
 
 
+MAX_JOBS = 4096  # more units side by side is a typo, not a machine
+
+
+def jobs_source(given: Any) -> str:
+    """Where the jobs setting comes from, for messages: ``--jobs`` when
+    given, else ``$ARCHBENCH_JOBS`` when set."""
+    return "--jobs" if given is not None or not os.environ.get(ENV_JOBS) else f"${ENV_JOBS}"
+
+
 def parse_jobs(value: Any, what: str = "--jobs") -> int | str:
-    """``"auto"`` or a number of units side by side >= 1; None means
-    ``$ARCHBENCH_JOBS`` where it is set, else ``"auto"``."""
+    """``"auto"`` or a number of units side by side from 1 to
+    :data:`MAX_JOBS`; None means ``$ARCHBENCH_JOBS`` where it is set, else
+    ``"auto"``."""
+    fix = "(e.g. --jobs 2)"
     if value is None:
         value, what = os.environ.get(ENV_JOBS) or "auto", f"${ENV_JOBS}"
+        fix = f"(e.g. {ENV_JOBS}=2), or unset {ENV_JOBS}"
     if isinstance(value, str) and value.strip().lower() == "auto":
         return "auto"
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and re.fullmatch(r"[0-9]+", value.strip()):
         value = int(value.strip())
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UsageError(f"{what} {value!r} is invalid: expected 'auto' or a whole number of units to run side "
-                         "by side >= 1 (e.g. --jobs 2).")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_JOBS:
+        raise UsageError(f"{what} {str(value)!r} is invalid: expected 'auto' or a whole number of units to run side "
+                         f"by side from 1 to {MAX_JOBS} {fix}.")
     return value
 
 
@@ -209,7 +222,8 @@ def describe_jobs(decision: dict[str, Any]) -> str:
             if j > 1 else "jobs auto: one unit at a time")
     pred = decision.get("predicted_seconds")
     if pred:
-        alts = ", ".join(f"{s:.0f} s with {k} job{'s' if k != '1' else ''}" for k, s in pred.items())
+        alts = ", ".join(f"{s:.{0 if s >= 10 else 1}f} s with {k} job{'s' if k != '1' else ''}"
+                         for k, s in pred.items())
         return f"{head} (predicted from each model's probed step: {alts}; {decision['free_cores']} of " \
                f"{decision['usable_cores']} cores free)"
     return f"{head} ({decision.get('note')})"

@@ -38,7 +38,7 @@ from archbench.data import load_data, with_validation
 from archbench.env import environment
 from archbench.errors import DataError, Interrupted, ModelError, UsageError
 from archbench.executors import check_parallel_models, run_units_locally, run_units_on_ray
-from archbench.jobs import parse_jobs
+from archbench.jobs import jobs_source, parse_jobs
 from archbench.models import check_model_io, create_model, is_reference
 from archbench.records import (
     OutputError,
@@ -420,9 +420,16 @@ def _run_study(cfg: StudyConfig, opts: RunOptions, stack: contextlib.ExitStack) 
         log(f"warning: {warning}")
     # Every model must build and map a batch to logits before anything is written.
     cfg = check_models(cfg, data, log)
-    jobs = parse_jobs(opts.executor_options.get("jobs")) if opts.executor == "local" else 1
+    given_jobs = opts.executor_options.get("jobs")
+    jobs = parse_jobs(given_jobs) if opts.executor == "local" else 1
     if jobs != "auto" and int(jobs) > 1:
-        check_parallel_models(list(cfg.models), int(jobs))
+        source = jobs_source(given_jobs)
+        if opts.executor_options.get("batch_seeds"):
+            raise UsageError(f"--batch-seeds trains a model's seeds as one batch in this process; it does not "
+                             f"combine with {source} {jobs} (units side by side in worker processes). Give one of "
+                             "them" + (f" (unset {source[1:]}, or set it to auto)" if source.startswith("$")
+                                       else "") + ".")
+        check_parallel_models(list(cfg.models), int(jobs), source)
     tracker = None
     if opts.mlflow_uri is not None:
         from archbench.tracking import Tracker
@@ -449,9 +456,12 @@ def _run_study(cfg: StudyConfig, opts: RunOptions, stack: contextlib.ExitStack) 
         check_stop()  # a Ctrl-C swallowed during the unit (in a __del__, say) stops the run here
 
     def on_jobs_decision(decision: dict[str, Any]) -> None:
+        execution = record.setdefault("execution", {})
         if opts.resume is not None:
             decision["resumed"] = True
-        record.setdefault("execution", {})["jobs_decision"] = decision
+            if execution.get("jobs_decision"):  # the earlier sessions' decisions are kept, oldest first
+                execution.setdefault("earlier_jobs_decisions", []).append(execution["jobs_decision"])
+        execution["jobs_decision"] = decision
         save_record(record, run_dir)
 
     try:

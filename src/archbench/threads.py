@@ -33,6 +33,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -63,7 +64,7 @@ def parse_threads(value: Any, what: str = "--threads") -> int | str:
         value, what = os.environ.get(ENV_THREADS) or "auto", f"${ENV_THREADS}"
     if isinstance(value, str) and value.strip().lower() == "auto":
         return "auto"
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and re.fullmatch(r"[0-9]+", value.strip()):
         value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise UsageError(f"{what} {value!r} is invalid: expected 'auto' or a whole number of threads >= 1 "

@@ -642,18 +642,22 @@ def timing_blocks(an: dict, record: RunRecord) -> list:
 
 
 def side_by_side_sentence(record: RunRecord) -> str:
-    """Where units trained side by side (--jobs), say so: each one's train
-    time was then measured next to another unit's training."""
-    ex = record.get("execution") or {}
-    decision = ex.get("jobs_decision") or {}
-    n = decision.get("jobs") if decision else ex.get("jobs")
-    if isinstance(n, bool) or not isinstance(n, int) or n <= 1:
+    """Where units trained side by side (in a local pool: each unit records
+    it), say so: each one's train time was then measured while another unit
+    trained next to it."""
+    units = [u for e in record.get("models", {}).values() for u in e.get("units", []) if u.get("status") == "ok"]
+    pooled = [u["side_by_side"] for u in units if isinstance(u.get("side_by_side"), dict)]
+    if not pooled:
         return ""
-    how = "chosen by --jobs auto from each model's probed training step" if decision else f"--jobs {n}"
-    share = decision.get("threads_per_unit")
-    return (f"Units trained {n} at a time, side by side in worker processes ({how}"
-            + (f"; up to {share} thread{'s' if share != 1 else ''} each" if share else "")
-            + "), so each unit's train time was measured while another unit trained next to it; the latency, "
+    sizes = sorted({int(p.get("jobs") or 0) for p in pooled})
+    caps = sorted({int(p.get("threads_cap") or 0) for p in pooled} - {0})
+    decision = (record.get("execution") or {}).get("jobs_decision") or {}
+    how = "as --jobs auto chose from each model's probed training step" if decision.get("jobs", 1) > 1 else ""
+    which = "All units" if len(pooled) == len(units) else f"{len(pooled)} of the {len(units)} units"
+    return (f"{which} trained side by side in worker processes, {' or '.join(map(str, sizes))} at a time"
+            + (f" ({how})" if how else "")
+            + (f", each with up to {' or '.join(map(str, caps))} thread{'s' if caps != [1] else ''}" if caps else "")
+            + ", so each one's train time was measured while another unit trained next to it; the latency, "
             "throughput and step-time costs were measured before training, one model at a time. ")
 
 
