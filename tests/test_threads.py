@@ -287,6 +287,44 @@ def test_sigterm_stops_the_workers_keeps_their_checkpoints_and_raises_interrupte
             os.kill(pid, 0)
 
 
+def test_workers_stop_when_their_parent_is_killed(tmp_path):
+    """kill -9 of the parent: each worker gets SIGTERM (PR_SET_PDEATHSIG), stops after its current write and
+    keeps its epoch checkpoint, instead of training on unwatched (and racing a later --resume)."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("PR_SET_PDEATHSIG is Linux's")
+    d = write_synthetic_fashion(tmp_path / "data", n_train=512, n_test=40)
+    run_dir = tmp_path / "run"
+    script = tmp_path / "stopper.py"
+    script.write_text(textwrap.dedent(STOPPER))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1] / "src"),
+                                                         os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, str(script), str(d), str(run_dir)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
+    ckpts = [run_dir / "checkpoints" / f"mlp-seed{s}.pt" for s in (0, 1)]
+    try:
+        deadline = time.monotonic() + 60
+        while not all(c.exists() for c in ckpts) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert all(c.exists() for c in ckpts), "no checkpoints within 60 s"
+        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        workers = [int(pid) for pid in children
+                   if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")]
+        assert len(workers) == 2, children
+        proc.kill()
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    deadline = time.monotonic() + 10  # well before they would finish their 500 epochs (and drop the checkpoints)
+    alive = list(workers)
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.2)
+        alive = [pid for pid in alive if Path(f"/proc/{pid}").exists()
+                 and "zombie" not in Path(f"/proc/{pid}/status").read_text()]
+    assert not alive, f"workers {alive} still running 10 s after their parent was killed"
+    assert all(c.exists() for c in ckpts)  # each kept its last epoch checkpoint
+
+
 def test_separated_says_when_more_bursts_are_needed():
     # clear: every 2-thread burst faster than every 1-thread burst
     assert threads.separated({1: [10.0, 10.5, 11.0, 10.2, 10.4], 2: [6.0, 6.3, 6.1, 6.2, 6.4]}, [1, 2])

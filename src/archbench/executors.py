@@ -288,10 +288,27 @@ class _RemoteBar:
         _send("close", self.key, {"desc": self.desc, "postfix": self.postfix})
 
 
-def _worker_init(payload: bytes, queue: Any, sys_path: list[str], modules: list[str]) -> None:
+def _die_with_parent(parent: int) -> None:
+    """A worker whose parent dies (kill -9) gets SIGTERM, as if the parent
+    had stopped it: it stops after its current write, its last epoch
+    checkpoint kept, instead of training on unwatched (Linux: PR_SET_PDEATHSIG)."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it died before the request was in place
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _worker_init(payload: bytes, queue: Any, sys_path: list[str], modules: list[str], parent: int = 0) -> None:
     # Ctrl-C at a terminal reaches every process of the group: the parent alone
     # decides, and stops the workers with one SIGTERM each.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if parent:
+        _W["parent"] = parent
+        _die_with_parent(parent)
     for p in reversed(sys_path):  # the parent's import path: user models import the same
         if p not in sys.path:
             sys.path.insert(0, p)
@@ -311,10 +328,22 @@ def _worker_init(payload: bytes, queue: Any, sys_path: list[str], modules: list[
 def _pool_unit(ref: str, seed: int, spec: int | str, cap: int, run_dir: str, device: str, jobs: int) -> Any:
     """One unit inside a pool worker (one of ``jobs`` side by side); the unit
     records it (``unit["side_by_side"]``: the pool's size and its share)."""
-    from archbench.signals import stop_on_signals
-
     key = (ref, seed)
     cfg, data = _W["cfg"], _W["data"]
+    try:
+        return _pool_unit_run(ref, seed, spec, cap, run_dir, device, jobs, key, cfg, data)
+    except (KeyboardInterrupt, Interrupted):
+        if _W.get("parent") and os.getppid() != _W["parent"]:
+            # Stopped because the parent died: the checkpoint is kept; nobody is left to take a result or
+            # give more work, so the worker ends here rather than idle on as an orphan.
+            os._exit(128 + int(signal.SIGTERM))
+        raise
+
+
+def _pool_unit_run(ref: str, seed: int, spec: int | str, cap: int, run_dir: str, device: str, jobs: int,
+                   key: tuple[str, int], cfg: StudyConfig, data: Any) -> Any:
+    from archbench.signals import stop_on_signals
+
     with stop_on_signals(sigterm=True):
         decision = unit_threads(spec, ref, seed, cfg, data, Path(run_dir), torch.device(device), cap)
         torch.set_num_threads(decision["threads"])
@@ -389,7 +418,8 @@ class _Progress:
     def drain(self, q: Any) -> None:
         while True:
             try:
-                msg = q.get_nowait()
+                with _signals_deferred():  # a Ctrl-C mid-read would leave the queue's pipe half read
+                    msg = q.get_nowait()
             except (queue_mod.Empty, OSError, ValueError, EOFError):
                 return
             self.handle(msg)
@@ -423,7 +453,7 @@ def _run_pool(pending: list[tuple[str, int]], cfg: StudyConfig, data: Any, run_d
     q = ctx.Queue()
     refs = [ref for ref, _ in pending]
     payload = pickle.dumps((cfg, data), protocol=pickle.HIGHEST_PROTOCOL)
-    initargs = (payload, q, [os.getcwd()] + [p for p in sys.path if p], _user_modules(refs))
+    initargs = (payload, q, [os.getcwd()] + [p for p in sys.path if p], _user_modules(refs), os.getpid())
 
     def new_pool() -> ProcessPoolExecutor:
         return ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init, initargs=initargs)
@@ -465,7 +495,7 @@ def _run_pool(pending: list[tuple[str, int]], cfg: StudyConfig, data: Any, run_d
                 pool = new_pool()
         view.drain(q)
     except KeyboardInterrupt:
-        _stop_workers(view, q, running, on_result)
+        _stop_workers(view, q, running, on_result, pool)
         pool.shutdown(wait=True, cancel_futures=True)
         names = ", ".join(f"{r} seed {s}" for r, s, _ in running.values())
         raise Interrupted(f"during {names} (each one's last finished epoch is checkpointed)" if names else "") \
@@ -477,16 +507,34 @@ def _run_pool(pending: list[tuple[str, int]], cfg: StudyConfig, data: Any, run_d
         q.join_thread()
 
 
+@contextlib.contextmanager
+def _signals_deferred() -> Any:
+    """SIGINT and SIGTERM held back (delivered when the block ends), where
+    the platform can block signals."""
+    mask = getattr(signal, "pthread_sigmask", None)
+    if mask is None:
+        yield
+        return
+    old = mask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        mask(signal.SIG_SETMASK, old)
+
+
 def _stop_workers(view: _Progress, q: Any, running: dict[Future, tuple[str, int, int]], on_result: OnResult,
-                  grace: float = 60.0) -> None:
+                  pool: ProcessPoolExecutor | None = None, grace: float = 60.0) -> None:
     """Stop the workers (one SIGTERM each: a unit stops after its current
     write, its last epoch checkpoint kept), then record the units that
-    finished meanwhile. Only this process's own pool workers are signalled."""
-    view.drain(q)
+    finished meanwhile. Only this process's own pool workers are signalled:
+    the pool's own process table, and the pids the workers reported (signalled
+    first, before reading their queue)."""
+    pids: set[int] = set(view.pids) | {int(pid) for pid in (getattr(pool, "_processes", None) or {})}
     for p in mp.active_children():
-        if p.pid in view.pids:
+        if p.pid is not None and p.pid in pids:
             with contextlib.suppress(OSError):
                 os.kill(p.pid, signal.SIGTERM)
+    view.drain(q)
     wait(list(running), timeout=grace)
     view.drain(q)
     for fut, (ref, seed, _) in list(running.items()):
