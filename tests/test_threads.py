@@ -254,7 +254,9 @@ with stop_on_signals(sigterm=True):
 """
 
 
-def test_sigterm_stops_the_workers_keeps_their_checkpoints_and_raises_interrupted(tmp_path):
+def start_stopper(tmp_path):
+    """The STOPPER script in a process of its own, once both units' first epoch checkpoints exist:
+    (process, its run directory, the checkpoints)."""
     d = write_synthetic_fashion(tmp_path / "data", n_train=512, n_test=40)
     run_dir = tmp_path / "run"
     script = tmp_path / "stopper.py"
@@ -263,12 +265,19 @@ def test_sigterm_stops_the_workers_keeps_their_checkpoints_and_raises_interrupte
                                                          os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([sys.executable, str(script), str(d), str(run_dir)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=env)
+    ckpts = [run_dir / "checkpoints" / f"mlp-seed{s}.pt" for s in (0, 1)]
+    deadline = time.monotonic() + 60
+    while not all(c.exists() for c in ckpts) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    if not all(c.exists() for c in ckpts):
+        proc.kill()
+        pytest.fail(f"no checkpoints within 60 s: {proc.communicate()[0][-2000:]}")
+    return proc, run_dir, ckpts
+
+
+def test_sigterm_stops_the_workers_keeps_their_checkpoints_and_raises_interrupted(tmp_path):
+    proc, run_dir, ckpts = start_stopper(tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        ckpts = [run_dir / "checkpoints" / f"mlp-seed{s}.pt" for s in (0, 1)]
-        while not all(c.exists() for c in ckpts) and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.1)
-        assert all(c.exists() for c in ckpts), "no checkpoints within 60 s"
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
     finally:
@@ -292,20 +301,8 @@ def test_workers_stop_when_their_parent_is_killed(tmp_path):
     keeps its epoch checkpoint, instead of training on unwatched (and racing a later --resume)."""
     if not sys.platform.startswith("linux"):
         pytest.skip("PR_SET_PDEATHSIG is Linux's")
-    d = write_synthetic_fashion(tmp_path / "data", n_train=512, n_test=40)
-    run_dir = tmp_path / "run"
-    script = tmp_path / "stopper.py"
-    script.write_text(textwrap.dedent(STOPPER))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1] / "src"),
-                                                         os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([sys.executable, str(script), str(d), str(run_dir)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env)
-    ckpts = [run_dir / "checkpoints" / f"mlp-seed{s}.pt" for s in (0, 1)]
+    proc, _, ckpts = start_stopper(tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        while not all(c.exists() for c in ckpts) and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.1)
-        assert all(c.exists() for c in ckpts), "no checkpoints within 60 s"
         children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
         workers = [int(pid) for pid in children
                    if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")]
