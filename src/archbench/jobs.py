@@ -19,11 +19,14 @@ not. Which one wins is measured, not guessed:
    on these machines) and :data:`POOL_START_SECONDS` (starting the workers);
 4. the fastest prediction wins; fewer jobs win ties.
 
-Jobs change where units run, not what they compute: each unit still decides
-its own thread count at its start, within its share, and records it; a unit
-run in a worker gives bit for bit the results it gives in this process at
-the same thread count (tested). The decision is recorded with the run
-(``results.json`` ``execution.jobs_decision``).
+Jobs decide where units run: each unit still decides its own thread count
+at its start, within its share, and records it; a unit run in a worker gives
+bit for bit the results it gives in this process at the same thread count
+(tested). Under ``--threads auto`` the share caps that count, and the count is
+part of CPU arithmetic: side by side, a unit may end in other last digits than
+alone. The decision is recorded with the run (``results.json``
+``execution.jobs_decision``), and each pooled unit records its pool
+(``unit["side_by_side"]``).
 """
 
 from __future__ import annotations
@@ -31,7 +34,6 @@ from __future__ import annotations
 import heapq
 import math
 import os
-import re
 import time
 from typing import Any
 
@@ -66,14 +68,13 @@ def parse_jobs(value: Any, what: str = "--jobs") -> int | str:
     if value is None:
         value, what = os.environ.get(ENV_JOBS) or "auto", f"${ENV_JOBS}"
         fix = f"(e.g. {ENV_JOBS}=2), or unset {ENV_JOBS}"
-    if isinstance(value, str) and value.strip().lower() == "auto":
-        return "auto"
-    if isinstance(value, str) and re.fullmatch(r"[0-9]+", value.strip()):
-        value = int(value.strip())
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_JOBS:
+    from archbench.threads import auto_or_count
+
+    parsed = auto_or_count(value, MAX_JOBS)
+    if parsed is None:
         raise UsageError(f"{what} {str(value)!r} is invalid: expected 'auto' or a whole number of units to run side "
                          f"by side from 1 to {MAX_JOBS} {fix}.")
-    return value
+    return parsed
 
 
 def local_only_models(refs: list[str]) -> list[str]:
@@ -143,7 +144,7 @@ def decide_jobs(pending: list[tuple[str, int]], cfg: Any, data: Any, device: tor
     ``probe_ms_per_step`` ({model: {threads: ms}}) and ``probe_seconds``, or
     ``note`` saying why nothing was probed (one unit, one free core, an
     accelerator, --batch-seeds, models that cannot be rebuilt in a worker)."""
-    from archbench.threads import _build, candidates, probe_threads, sample_load
+    from archbench.threads import candidates, probe_unit, sample_load
 
     load = sample_load()
     free = int(load["free_cores"])
@@ -172,21 +173,15 @@ def decide_jobs(pending: list[tuple[str, int]], cfg: Any, data: Any, device: tor
     n_train = len(data.train_labels)
     refs = list(dict.fromkeys(r for r, _ in pending))
     ms: dict[str, dict[int, float]] = {}
-    rng = torch.get_rng_state()
     try:
         for ref in refs:
             seed = next(s for r, s in pending if r == ref)
-            tcfg = cfg.train_config_for(ref)
-            bs = min(tcfg.batch_size, n_train)
-            model = _build(ref, seed, data)
-            ms[ref] = probe_threads(model, tcfg, data.train_images[:bs], data.train_labels[:bs], device, counts)
+            ms[ref] = probe_unit(ref, seed, cfg.train_config_for(ref), data, device, counts)
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:  # noqa: BLE001 - the unit fails in its own runner, saying why
         out["note"] = f"probe failed ({type(exc).__name__}: {exc}"[:300] + "): one unit at a time"
         return out
-    finally:
-        torch.set_rng_state(rng)
     steps = {r: unit_steps(cfg, r, n_train) for r in refs}
     predicted = predict(pending, steps, ms, free, spec)
     jobs = min(predicted, key=lambda j: (predicted[j], j))

@@ -19,7 +19,7 @@ the count it started with (the executor persists it beside the checkpoint).
 - :func:`free_cores`: usable cores (affinity mask, cgroup quota) minus the
   ones busy right now, from two ``/proc/stat`` samples ~0.2 s apart (the load
   average lags by a minute and counts threads, not cores).
-- :func:`probe_threads` / :func:`choose_threads`: time the unit's own training
+- :func:`probe_threads` / :func:`probe_unit`: time the unit's own training
   step (its model, :func:`archbench.train.loop.build_step`, a real batch at
   the recipe's batch size) with each candidate thread count, in short
   alternating bursts, on a deep copy of the model with torch's RNG state
@@ -57,19 +57,31 @@ TOLERANCE = 0.05        # fewer threads are preferred unless more are faster by 
 ENV_THREADS = "ARCHBENCH_THREADS"  # the default of --threads where it is not given (a CI runner may pin it)
 
 
+def auto_or_count(value: Any, maximum: int | None = None) -> int | str | None:
+    """``"auto"`` (any case), a whole number from 1 to ``maximum`` (an int,
+    or a string of ASCII digits), or None when ``value`` is neither: the
+    parsing shared by ``--threads`` and ``--jobs`` (each names its own error)."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    if isinstance(value, str) and re.fullmatch(r"[0-9]+", value.strip()):
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or (maximum and value > maximum):
+        return None
+    return value
+
+
 def parse_threads(value: Any, what: str = "--threads") -> int | str:
     """``"auto"`` or a thread count >= 1; None means ``$ARCHBENCH_THREADS``
     where it is set, else ``"auto"``."""
     if value is None:
         value, what = os.environ.get(ENV_THREADS) or "auto", f"${ENV_THREADS}"
-    if isinstance(value, str) and value.strip().lower() == "auto":
-        return "auto"
-    if isinstance(value, str) and re.fullmatch(r"[0-9]+", value.strip()):
-        value = int(value.strip())
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    parsed = auto_or_count(value)
+    if parsed is None:
+        if isinstance(value, str) and re.fullmatch(r"[0-9]+", value.strip()):
+            value = int(value.strip())  # as the message has always shown a number: 0, not '0'
         raise UsageError(f"{what} {value!r} is invalid: expected 'auto' or a whole number of threads >= 1 "
                          "(e.g. --threads 1).")
-    return value
+    return parsed
 
 
 def sample_load(interval: float = SAMPLE_SECONDS) -> dict[str, Any]:
@@ -200,18 +212,6 @@ def pick(ms_per_step: dict[int, float], tolerance: float = TOLERANCE) -> int:
     return min(n for n, ms in ms_per_step.items() if ms <= best * (1 + tolerance))
 
 
-def choose_threads(model: torch.nn.Module, tcfg: Any, images: torch.Tensor, labels: torch.Tensor,
-                   device: torch.device, free: int, **probe: Any) -> tuple[int, dict[int, float] | None]:
-    """(threads, ms per step by thread count) for training ``model`` with
-    ``free`` cores free: 1 without probing when only one is, else the
-    probe's fastest (:func:`probe_threads`, :func:`pick`)."""
-    counts = candidates(free)
-    if len(counts) == 1:
-        return counts[0], None
-    ms = probe_threads(model, tcfg, images, labels, device, counts, **probe)
-    return pick(ms), ms
-
-
 def _build(ref: str, seed: int, data: Any) -> torch.nn.Module:
     """The unit's model, as the unit runner builds it (with the dataset's
     image shape and class count where build_model takes them)."""
@@ -259,21 +259,31 @@ def decide_threads(spec: int | str, ref: str, seed: int, tcfg: Any, data: Any, d
         record.update(threads=1, note="one core free" + (" (its share)" if cap == 1 else ""))
         return record
     t0 = time.perf_counter()
-    rng = torch.get_rng_state()
     try:
-        model = _build(ref, seed, data)
-        bs = min(tcfg.batch_size, len(data.train_labels))
-        threads, ms = choose_threads(model, tcfg, data.train_images[:bs], data.train_labels[:bs], device, limit)
-        record.update(threads=threads, probe_ms_per_step={str(n): round(v, 4) for n, v in (ms or {}).items()})
+        ms = probe_unit(ref, seed, tcfg, data, device, candidates(limit))
+        record.update(threads=pick(ms), probe_ms_per_step={str(n): round(v, 4) for n, v in ms.items()})
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:  # noqa: BLE001 - a unit that cannot run a step fails in its own runner, saying why
         record.update(threads=limit, note=f"probe failed ({type(exc).__name__}: {exc}"[:300] + "); using the "
                       "free cores")
-    finally:
-        torch.set_rng_state(rng)
     record["probe_seconds"] = round(time.perf_counter() - t0, 4)
     return record
+
+
+def probe_unit(ref: str, seed: int, tcfg: Any, data: Any, device: torch.device, counts: list[int]
+               ) -> dict[int, float]:
+    """:func:`probe_threads` on the unit's own model (built as its runner
+    builds it) and its data's first batch at the recipe's batch size, with
+    ``counts`` threads; torch's RNG state is restored after (building draws
+    from it)."""
+    rng = torch.get_rng_state()
+    try:
+        model = _build(ref, seed, data)
+        bs = min(tcfg.batch_size, len(data.train_labels))
+        return probe_threads(model, tcfg, data.train_images[:bs], data.train_labels[:bs], device, counts)
+    finally:
+        torch.set_rng_state(rng)
 
 
 def describe(decision: dict[str, Any]) -> str:
