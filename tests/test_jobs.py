@@ -204,7 +204,7 @@ def test_a_study_run_side_by_side_by_auto_equals_one_at_a_time(study, tmp_path, 
     assert glob.glob(str(Path(run_dir) / "models" / "*")), "the workers saved the models"
     for ref in cfg.models:
         for u in record["models"][ref]["units"]:
-            assert u["side_by_side"] == {"jobs": 2, "threads_cap": 1}
+            assert u["side_by_side"] == {"jobs": 2, "threads_cap": 1, "chosen_by": "--jobs auto"}
     report = (Path(run_dir) / "report.md").read_text()
     assert ("All units trained side by side in worker processes, 2 at a time (as --jobs auto chose from each "
             "model's probed training step), each with up to 1 thread, so each one's train time was measured while "
@@ -224,3 +224,7 @@ def test_the_report_says_side_by_side_only_of_units_that_were():
     # A resumed run: one unit in the first session's pool, one alone afterwards.
     mixed = side_by_side_sentence({"execution": {"jobs": 2}, "models": {"m": {"units": [alone, pooled]}}})
     assert mixed.startswith("1 of the 2 units trained side by side in worker processes, 2 at a time, so each")
+    # The pool's size was pinned in the session that ran them: no "auto chose", whatever a later session decided.
+    pinned = {**pooled, "side_by_side": {"jobs": 2, "threads_cap": None, "chosen_by": "--jobs"}}
+    assert "auto chose" not in side_by_side_sentence({"execution": {"jobs_decision": {"jobs": 2}},
+                                                      "models": {"m": {"units": [pinned]}}})

@@ -325,13 +325,12 @@ def _worker_init(payload: bytes, queue: Any, sys_path: list[str], modules: list[
     _send("pid", None, os.getpid())
 
 
-def _pool_unit(ref: str, seed: int, spec: int | str, cap: int, run_dir: str, device: str, jobs: int) -> Any:
-    """One unit inside a pool worker (one of ``jobs`` side by side); the unit
-    records it (``unit["side_by_side"]``: the pool's size and its share)."""
-    key = (ref, seed)
-    cfg, data = _W["cfg"], _W["data"]
+def _pool_unit(ref: str, seed: int, spec: int | str, cap: int, run_dir: str, device: str,
+               side_by_side: dict[str, Any]) -> Any:
+    """One unit inside a pool worker; the unit records ``side_by_side`` (the
+    pool's size, the unit's thread cap, and what chose the size)."""
     try:
-        return _pool_unit_run(ref, seed, spec, cap, run_dir, device, jobs, key, cfg, data)
+        return _pool_unit_run(ref, seed, spec, cap, run_dir, device, side_by_side)
     except (KeyboardInterrupt, Interrupted):
         if _W.get("parent") and os.getppid() != _W["parent"]:
             # Stopped because the parent died: the checkpoint is kept; nobody is left to take a result or
@@ -340,10 +339,12 @@ def _pool_unit(ref: str, seed: int, spec: int | str, cap: int, run_dir: str, dev
         raise
 
 
-def _pool_unit_run(ref: str, seed: int, spec: int | str, cap: int, run_dir: str, device: str, jobs: int,
-                   key: tuple[str, int], cfg: StudyConfig, data: Any) -> Any:
+def _pool_unit_run(ref: str, seed: int, spec: int | str, cap: int, run_dir: str, device: str,
+                   side_by_side: dict[str, Any]) -> Any:
     from archbench.signals import stop_on_signals
 
+    key = (ref, seed)
+    cfg, data = _W["cfg"], _W["data"]
     with stop_on_signals(sigterm=True):
         decision = unit_threads(spec, ref, seed, cfg, data, Path(run_dir), torch.device(device), cap)
         torch.set_num_threads(decision["threads"])
@@ -352,7 +353,7 @@ def _pool_unit_run(ref: str, seed: int, spec: int | str, cap: int, run_dir: str,
         unit = run_unit(ref, seed, cfg, data, Path(run_dir), lambda **kw: _RemoteBar(key, **kw),
                         lambda s: _send("log", key, s))
         _forget_decision(Path(run_dir), ref, seed)
-        unit["side_by_side"] = {"jobs": jobs, "threads_cap": cap if spec == "auto" else None}
+        unit["side_by_side"] = side_by_side
         return _attach(unit, decision)
 
 
@@ -449,6 +450,8 @@ def _run_pool(pending: list[tuple[str, int]], cfg: StudyConfig, data: Any, run_d
         log(f"local pool: {len(pending)} units, {jobs} side by side, {spec} thread(s) each"
             + (f"; warning: {jobs} x {spec} threads exceed the {usable} usable core(s), so threads will wait for "
                "each other (--threads auto avoids it)" if jobs * int(spec) > usable else ""))
+    side_by_side = {"jobs": jobs, "threads_cap": share if spec == "auto" else None,
+                    "chosen_by": "--jobs auto" if decided is not None else "--jobs"}
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     refs = [ref for ref, _ in pending]
@@ -470,7 +473,7 @@ def _run_pool(pending: list[tuple[str, int]], cfg: StudyConfig, data: Any, run_d
                 slot = slots.pop(0)
                 view.slots[(ref, seed)] = slot
                 with _main_not_rerun():  # workers are spawned inside submit
-                    fut = pool.submit(_pool_unit, ref, seed, spec, share, str(run_dir), str(device), jobs)
+                    fut = pool.submit(_pool_unit, ref, seed, spec, share, str(run_dir), str(device), side_by_side)
                 running[fut] = (ref, seed, slot)
             done, _ = wait(list(running), timeout=0.1, return_when=FIRST_COMPLETED)
             view.drain(q)

@@ -62,7 +62,8 @@ class Unit(TypedDict):
     error_type: NotRequired[str]
     traceback: NotRequired[str]
     threads: NotRequired[dict[str, Any]]     # the unit's thread decision: policy, threads, free_cores, probe
-    side_by_side: NotRequired[dict[str, Any]]  # trained in a local pool: jobs (its size), threads_cap (its share)
+    side_by_side: NotRequired[dict[str, Any]]  # trained in a local pool: jobs (its size), threads_cap (its
+    #                                            share), chosen_by ("--jobs auto" or "--jobs")
     host: NotRequired[dict[str, Any]]        # cpu, usable_cpus, torch_threads, torch_interop_threads,
     #                                          load_start, load_end ([1, 5, 15]-minute load averages)
 

@@ -651,8 +651,8 @@ def side_by_side_sentence(record: RunRecord) -> str:
         return ""
     sizes = sorted({int(p.get("jobs") or 0) for p in pooled})
     caps = sorted({int(p.get("threads_cap") or 0) for p in pooled} - {0})
-    decision = (record.get("execution") or {}).get("jobs_decision") or {}
-    how = "as --jobs auto chose from each model's probed training step" if decision.get("jobs", 1) > 1 else ""
+    how = ("as --jobs auto chose from each model's probed training step"
+           if all(p.get("chosen_by") == "--jobs auto" for p in pooled) else "")
     which = "All units" if len(pooled) == len(units) else f"{len(pooled)} of the {len(units)} units"
     return (f"{which} trained side by side in worker processes, {' or '.join(map(str, sizes))} at a time"
             + (f" ({how})" if how else "")
