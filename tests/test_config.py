@@ -85,7 +85,7 @@ def test_zoo_example_with_seeds_on_the_command_line_trains_one_seed():
 
 def test_sources_and_values_are_in_the_record_and_the_report():
     from archbench.report.document import render_markdown
-    from archbench.report.markdown import recipe_blocks
+    from archbench.report.sections import recipe_blocks
 
     cfg = cli_config("--models", "mlp,cnn_bn", "--epochs", "2")
     d = cfg.to_dict()

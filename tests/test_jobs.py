@@ -212,7 +212,7 @@ def test_a_study_run_side_by_side_by_auto_equals_one_at_a_time(study, tmp_path, 
 
 
 def test_the_report_says_side_by_side_only_of_units_that_were():
-    from archbench.report.markdown import side_by_side_sentence
+    from archbench.report.sections import side_by_side_sentence
 
     alone, pooled = {"seed": 0, "status": "ok"}, {"seed": 1, "status": "ok", "side_by_side": {"jobs": 2,
                                                                                               "threads_cap": None}}

@@ -12,7 +12,7 @@ from archbench.errors import UsageError
 from archbench.records import merge_records
 from archbench.report import analyze, render_report_markdown, write_reports
 from archbench.report.analysis import time_order
-from archbench.report.markdown import bottom_line
+from archbench.report.conclusions import bottom_line
 from archbench.stats import mcnemar_exact
 from tests.fixed_records import (
     SITUATIONS,

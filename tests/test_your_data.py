@@ -250,7 +250,7 @@ def test_run_records_its_thread_policy_and_resume_keeps_it(tmp_path):
 
 
 def test_a_split_missing_classes_is_said():
-    from archbench.report.markdown import missing_class_warnings
+    from archbench.report.datacheck import missing_class_warnings
 
     card = {"classes": ["a", "b", "c"], "class_counts": {"train": [8, 0, 0], "test": [1, 1, 1]}}
     (w,) = missing_class_warnings(card)

@@ -6,11 +6,13 @@ from pathlib import Path
 
 from archbench.records import RunRecord
 from archbench.report.analysis import analyze
+from archbench.report.datacheck import missing_class_warnings
 from archbench.report.document import render_html, render_markdown
-from archbench.report.markdown import TABLE_HEAD, build_blocks, comparison_rows, text_table
+from archbench.report.sections import build_blocks
+from archbench.report.table import TABLE_HEAD, comparison_rows, text_table
 
-__all__ = ["TABLE_HEAD", "analyze", "build_blocks", "comparison_rows", "render_report_markdown",
-           "text_table", "write_reports"]
+__all__ = ["TABLE_HEAD", "analyze", "build_blocks", "comparison_rows", "missing_class_warnings",
+           "render_report_markdown", "text_table", "write_reports"]
 
 
 def render_report_markdown(record: RunRecord, plots=None) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from archbench.report.markdown import text_table
+from archbench.report.table import text_table
 from archbench.report.units import fmt_bytes, fmt_count, fmt_seconds, fmt_si
 
 

@@ -1,0 +1,58 @@
+"""The comparison table: one row per model, its test accuracy with an
+interval and every cost. report.md shows it, ``archbench run`` prints it
+(laid out by :func:`text_table`) and the API returns its rows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from archbench.records import ModelRecord, RunRecord, lookup
+from archbench.report.analysis import analyze
+from archbench.report.units import fmt_bytes, fmt_count, fmt_seconds, fmt_si
+
+TABLE_HEAD = ("Model", "Test accuracy", "Trainable params", "Saved size (safetensors)",
+              "FLOPs/sample (inference)", "FLOPs/sample (training)", "Peak training memory", "Train time")
+
+
+def _acc_cell(a: dict, failed: int) -> str:
+    if not a.get("n"):
+        return "failed" if failed else "no finished unit"
+    ci = a["ci"]
+    if a["n"] == 1:
+        return f"{100 * a['mean']:.2f} % (95 % CI {100 * ci['low']:.2f}–{100 * ci['high']:.2f}, 1 run)"
+    return (f"{100 * a['mean']:.2f} % ± {100 * a['std']:.2f} (95 % CI {100 * ci['low']:.2f}–"
+            f"{100 * ci['high']:.2f}, n={a['n']})")
+
+
+def flops_partial(entry: ModelRecord | dict) -> dict[str, bool]:
+    """Which FLOP figures of a model miss ops that have no formula
+    ({"forward": ..., "train_step": ...}); a record written before this
+    was recorded derives it from its lists of uncounted ops."""
+    fl = lookup(entry, "measurements", "flops") or {}
+    stored = fl.get("partial") or {}
+    return {"forward": bool(stored.get("forward", fl.get("forward_uncounted_ops"))),
+            "train_step": bool(stored.get("train_step", fl.get("uncounted_ops")))}
+
+
+def _flops_cell(value: Any, partial: bool) -> str:
+    return fmt_si(value, "FLOPs") + (" (partial)" if partial and value is not None else "")
+
+
+def comparison_rows(record: RunRecord, analysis: dict[str, Any] | None = None) -> list[tuple[str, ...]]:
+    analysis = analysis or analyze(record)
+    rows: list[tuple[str, ...]] = []
+    for name, s in analysis["models"].items():
+        c = s["costs"]
+        partial = flops_partial(record["models"].get(name) or {})
+        rows.append((name, _acc_cell(s["accuracy"], len(s["failed"])), fmt_count(c["params"]),
+                     fmt_bytes(c["saved_bytes"]), _flops_cell(c["flops_inference"], partial["forward"]),
+                     _flops_cell(c["flops_train"], partial["train_step"]), fmt_bytes(c["peak_memory"]),
+                     fmt_seconds(c["train_time"])))
+    return rows
+
+
+def text_table(head, rows) -> str:
+    """A plain-text table for terminals."""
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    fmt = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths))  # noqa: E731
+    return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows])
