@@ -287,6 +287,33 @@ def test_merge_of_different_recipes_shows_each_models_own():
     assert an["models"]["mlp"]["conditions"]["epochs"] == 1 and an["models"]["cnn"]["conditions"]["epochs"] == 2
 
 
+def test_recipe_table_shows_what_the_record_says_not_todays_defaults():
+    """A record rebuilt later keeps its own run's options and defaults: which
+    recipe rows show follows its config.train and config.sources, not the
+    TRAIN_DEFAULTS of the archbench that rebuilds it."""
+    from archbench.config import TRAIN_DEFAULTS
+    from archbench.report.document import render_markdown
+    from archbench.report.sections import recipe_blocks
+
+    rec = fixed_record()
+    train, sources = rec["config"]["train"], rec["config"]["sources"]["train"]
+    assert TRAIN_DEFAULTS["warmup"] != 0.1 and "mixup" not in TRAIN_DEFAULTS
+    for m in train:
+        train[m]["warmup"], sources[m]["warmup"] = 0.1, "default"  # that run's default, not today's
+        train[m]["mixup"], sources[m]["mixup"] = 0.2, "cli"  # an option archbench no longer has
+        train[m]["label_smoothing"] = TRAIN_DEFAULTS["label_smoothing"]  # given, equal to today's default
+        sources[m]["label_smoothing"] = "cli"
+    md = render_report_markdown(rec)
+    assert "| warmup |" not in md
+    assert "| mixup | 0.2 (cli) | 0.2 (cli) | 0.2 (cli) |" in md
+    assert f"| label_smoothing | {TRAIN_DEFAULTS['label_smoothing']} (cli) |" in md
+    rows = [line.split(" |")[0] for line in md.splitlines() if line.startswith("| ")]
+    assert rows.index("| label_smoothing") < rows.index("| mixup")  # the record's order
+    # Models of merged runs whose defaults differ: the row shows, each value its own run's default.
+    train["big"]["warmup"] = 0.3
+    assert "| warmup | 0.1 | 0.3 | 0.1 |" in render_markdown(recipe_blocks(rec["config"], rec))
+
+
 def test_incomplete_run_has_a_banner_and_no_claims_about_models_without_data():
     rec = incomplete_record()
     md = render_report_markdown(rec)

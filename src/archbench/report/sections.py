@@ -121,22 +121,37 @@ def incomplete_banner(an: dict) -> list:
     return [Para(" ".join(parts))]
 
 
-# Training options always shown in the recipe table (others only where some model differs from the default).
+# Training options always shown in the recipe table (others only where a model's value is not its run's default).
 CORE_TRAIN_KEYS = ("epochs", "batch_size", "optimizer", "lr", "schedule", "precision")
 
 
-def recipe_blocks(cfg: dict, record: RunRecord | None = None) -> list:
-    """Each model's training recipe as it was resolved, every value with its
-    source (cli, api, file, file:model, recipe, default)."""
-    from archbench.config import TRAIN_DEFAULTS
+def _recipe_keys(train: dict, sources: dict) -> list[str]:
+    """The options the recipe table shows, in the record's own order: the
+    core ones, and any other whose value differs between models or from that
+    run's default. Which values were defaults is what the record says (their
+    source is "default", or none was recorded), not what archbench's
+    defaults are today; an option every model set elsewhere is shown, as the
+    record does not say what its default was."""
+    def shown(k: str) -> bool:
+        values = [train[m][k] for m in train if k in train[m]]
+        defaults = [train[m][k] for m in train if k in train[m]
+                    and (sources.get(m) or {}).get(k, "default") == "default"]
+        return any(v != values[0] or v not in defaults for v in values)
 
+    keys = dict.fromkeys(k for m in train for k in train[m])
+    return [k for k in keys if k in CORE_TRAIN_KEYS or shown(k)]
+
+
+def recipe_blocks(cfg: dict, record: RunRecord | None = None) -> list:
+    """Each model's training recipe as the record stores it (``config.train``),
+    every value with its source (cli, api, file, file:model, recipe, default;
+    ``config.sources``)."""
     train = cfg.get("train") or {}
     if not train:
         return []
     sources = (cfg.get("sources") or {}).get("train") or {}
     models = list(train)
-    keys = [k for k in TRAIN_DEFAULTS if any(k in train[m] for m in models)
-            and (k in CORE_TRAIN_KEYS or any(train[m].get(k, TRAIN_DEFAULTS[k]) != TRAIN_DEFAULTS[k] for m in models))]
+    keys = _recipe_keys(train, sources)
     rows = []
     if record is not None and record.get("merged_from"):
         rows.append(("run", *[source_run(record, m) or "?" for m in models]))
