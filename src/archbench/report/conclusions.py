@@ -10,6 +10,7 @@ conditions, a time ranking beyond the measured spread on an unloaded host).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 from archbench.records import RunRecord, lookup
 from archbench.report.analysis import (
@@ -231,13 +232,29 @@ def time_verdict_text(an: dict, axis: dict) -> str:
             + "; ".join(others))
 
 
-def cost_conclusions(an: dict) -> list:
-    items = []
+def _compared_axes(an: dict) -> Iterator[tuple[str, str, str, dict]]:
+    """(key, label, kind, axis) of each cost axis that two or more models
+    have values on: the time axes among the models with accuracy."""
     for key, label, kind in COST_AXES:
         axis = an["time_axes"][key] if key in TIME_AXES else an["axes"][key]
+        if len(axis["values"]) >= 2:
+            yield key, label, kind, axis
+
+
+def _cheapest(vals: dict) -> list[str]:
+    """The models within 0.5 % of the lowest value (a tie)."""
+    low = min(vals.values())
+    return [n for n, v in vals.items() if v <= low * 1.005]
+
+
+def _pair(an: dict, a: str, b: str) -> dict:
+    return next(p for p in an["pairs"] if {p["a"], p["b"]} == {a, b})
+
+
+def cost_conclusions(an: dict) -> list:
+    items = []
+    for key, label, kind, axis in _compared_axes(an):
         vals = axis["values"]
-        if len(vals) < 2:
-            continue
         listing = ", ".join(f"{n} {KIND_FMT[kind](v)}" for n, v in vals.items())
         cond = _measured_under(an, axis)
         head = f"**{label[0].upper() + label[1:]}**" + (f" ({cond})" if cond else "") + f": {listing}"
@@ -258,8 +275,8 @@ def cost_conclusions(an: dict) -> list:
                          + f" — least: **{fx}**")
             items.append(text + _recipe_mismatch(an, list(vals)) + ".")
         else:
+            best = _cheapest(vals)
             low = min(vals.values())
-            best = [n for n, v in vals.items() if v <= low * 1.005]
             others = [f"{n}: {_ratio_phrase(key, v, low)}" for n, v in vals.items() if n not in best]
             cheapest = ", ".join(f"**{n}**" for n in best) + (" (tied)" if len(best) > 1 else "")
             items.append(f"{head} — cheapest: {cheapest}" + (f"; {'; '.join(others)}" if others else "") + ".")
@@ -319,7 +336,7 @@ def _accuracy_sentence(an: dict, record: RunRecord) -> str:
         return (f"Only **{ranked[0]}** finished: {100 * a['mean']:.2f} % test accuracy "
                 f"(95 % CI {100 * a['ci']['low']:.2f}–{100 * a['ci']['high']:.2f} %).")
     top, second = ranked[0], ranked[1]
-    pair = next(p for p in an["pairs"] if {p["a"], p["b"]} == {top, second})
+    pair = _pair(an, top, second)
     ci = pair["difference_ci"]
     poi = pair["probability_of_improvement"]
     gap = (f"{fmt_pp(pair['difference'])} over {second} (95 % CI {fmt_pp(ci['low'])} to {fmt_pp(ci['high'])}"
@@ -355,18 +372,14 @@ def _cheaper_sentence(an: dict) -> str | None:
         return None
     by_winner: dict[tuple[str, ...], list[str]] = {}
     undecided: dict[str, list[str]] = {}
-    for key, label, _ in COST_AXES:
-        axis = an["time_axes"][key] if key in TIME_AXES else an["axes"][key]
+    for key, label, _, axis in _compared_axes(an):
         vals = axis["values"]
-        if len(vals) < 2:
-            continue
         w: list[str] = []
         if key in TIME_AXES:
             cheapest, beaten = time_cheapest(axis)
             w = cheapest if beaten and axis["comparable"] else []
         elif axis["comparable"]:
-            low = min(vals.values())
-            w = [n for n, v in vals.items() if v <= low * 1.005]
+            w = _cheapest(vals)
             if len(w) == len(vals):
                 continue  # all the same: nothing to say in one line
         if w:
@@ -386,7 +399,7 @@ def _tradeoff_sentence(an: dict) -> str | None:
     if len(ranked) < 2:
         return None
     top, second = ranked[0], ranked[1]
-    pair = next(p for p in an["pairs"] if {p["a"], p["b"]} == {top, second})
+    pair = _pair(an, top, second)
     phrases = _pair_cost_phrases(an, top, second)
     costlier = [ph for ph in phrases if any(ph.split("× ", 1)[-1].startswith(AXIS_WORDS[k][0] + " ")
                                             for k in AXIS_WORDS)]

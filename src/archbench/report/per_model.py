@@ -10,7 +10,7 @@ from archbench.records import ModelRecord, lookup
 from archbench.report.analysis import MEASURED_OPTIMIZER, MEASURED_PRECISION
 from archbench.report.document import Bullets, Heading, Para, Table
 from archbench.report.table import flops_partial
-from archbench.report.units import fmt_bytes, fmt_count, fmt_pct, fmt_seconds, fmt_si
+from archbench.report.units import fmt_bytes, fmt_count, fmt_latency, fmt_pct, fmt_seconds, fmt_si
 
 
 def model_section(name: str, entry: ModelRecord) -> list:
@@ -64,7 +64,7 @@ def model_section(name: str, entry: ModelRecord) -> list:
         if "speed" in meas:
             lat = meas["speed"]["inference_latency_batch1"]
             thr = meas["speed"]["inference_throughput_batch1024"]
-            items.append(f"Inference latency at batch 1{_views_text(lat)}: {_latency_text(lat)}; throughput at "
+            items.append(f"Inference latency at batch 1{_views_text(lat)}: {fmt_latency(lat)}; throughput at "
                          f"batch 1024: {thr['items_per_second']:,.0f} samples/s.")
         blocks.append(Bullets(items))
     rows: list[tuple[str, ...]] = []
@@ -142,17 +142,6 @@ def _step_text(desc: dict | None, batch_size: int) -> str:
     return ", ".join(parts)
 
 
-def _latency_text(t: dict) -> str:
-    """The median, and p90/p99 only where enough samples support them (else the maximum)."""
-    parts = [f"p50 {fmt_seconds(t['p50_seconds'])}"]
-    if t.get("min_seconds") is not None:
-        parts[0] += f" (min {fmt_seconds(t['min_seconds'])})"
-    parts += [f"{q} {fmt_seconds(t[q + '_seconds'])}" for q in ("p90", "p99") if t.get(q + "_seconds") is not None]
-    if t.get("p99_seconds") is None and t.get("max_seconds") is not None:
-        parts.append(f"max {fmt_seconds(t['max_seconds'])}")
-    return ", ".join(parts) + (f" ({fmt_count(t['calls'])} calls)" if "calls" in t else "")
-
-
 def _memory_detail(mem: dict) -> list[str]:
     out = []
     ps = mem.get("per_sample")
@@ -175,5 +164,5 @@ def _reference_text(ref: dict) -> str:
             f"{fmt_count(fl['train_step'])} matmul/conv + {fmt_count(fl['train_step_other'])} other FLOPs, peak "
             f"memory {fmt_bytes(mem['peak_bytes'])}")
     if lookup(ref, "speed", "train_step"):
-        text += f", step time {_latency_text(ref['speed']['train_step'])}"
+        text += f", step time {fmt_latency(ref['speed']['train_step'])}"
     return text + "."

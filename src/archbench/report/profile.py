@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from archbench.report.table import text_table
-from archbench.report.units import fmt_bytes, fmt_count, fmt_seconds, fmt_si
+from archbench.report.units import fmt_bytes, fmt_count, fmt_latency, fmt_si
 
 
 def step_words(desc: dict | None) -> str:
@@ -17,13 +17,7 @@ def step_words(desc: dict | None) -> str:
 
 def tail_latency(t: dict) -> str:
     """p90/p99 where the samples support them; otherwise the maximum, with the sample count."""
-    parts = [f"p50 {fmt_seconds(t['p50_seconds'])}"]
-    for q in ("p90", "p99"):
-        if t.get(f"{q}_seconds") is not None:
-            parts.append(f"{q} {fmt_seconds(t[f'{q}_seconds'])}")
-    if t.get("p99_seconds") is None and t.get("max_seconds") is not None:
-        parts.append(f"max {fmt_seconds(t['max_seconds'])} (p99 needs ≥ 1,000 samples)")
-    return ", ".join(parts) + f" ({fmt_count(t['calls'])} calls)"
+    return fmt_latency(t, with_min=False, max_note=" (p99 needs ≥ 1,000 samples)")
 
 
 def _phase_rows(ph: dict) -> list[tuple[str, ...]]:

@@ -45,3 +45,17 @@ def fmt_seconds(s: float | None) -> str:
 
 def fmt_pct(x: float | None, digits: int = 2) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.{digits}f} %"
+
+
+def fmt_latency(t: dict, with_min: bool = True, max_note: str = "") -> str:
+    """A timing's quantiles (``p50_seconds``...): the median (and the minimum
+    where recorded, if ``with_min``), p90/p99 only where enough samples
+    support them, else the maximum (then ``max_note``), and the number of
+    calls where recorded."""
+    parts = [f"p50 {fmt_seconds(t['p50_seconds'])}"]
+    if with_min and t.get("min_seconds") is not None:
+        parts[0] += f" (min {fmt_seconds(t['min_seconds'])})"
+    parts += [f"{q} {fmt_seconds(t[q + '_seconds'])}" for q in ("p90", "p99") if t.get(q + "_seconds") is not None]
+    if t.get("p99_seconds") is None and t.get("max_seconds") is not None:
+        parts.append(f"max {fmt_seconds(t['max_seconds'])}{max_note}")
+    return ", ".join(parts) + (f" ({fmt_count(t['calls'])} calls)" if "calls" in t else "")
