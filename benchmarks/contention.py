@@ -2,7 +2,7 @@
 
 Trains the seed study (models mlp and cnn, one seed, the exact recipe: 5
 epochs, batch 64, Adam) through archbench's local executor
-(``archbench.executors.run_units_locally``, as ``archbench run`` does; no cost
+(``archbench.run.executors.run_units_locally``, as ``archbench run`` does; no cost
 measurement) under each condition:
 
   load     quiet, or one core kept busy by a ``while True`` process that this
@@ -53,8 +53,8 @@ import torch
 from archbench.config import Source, resolve
 from archbench.data import load_dataset
 from archbench.env import affinity_cpus, cpu_model, load_average, usable_cpus
-from archbench.executors import run_units_locally
-from archbench.threads import sample_load
+from archbench.run.executors import run_units_locally
+from archbench.run.threads import sample_load
 
 
 @contextlib.contextmanager

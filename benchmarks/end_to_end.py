@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from archbench.env import cpu_model, load_average, usable_cpus
-from archbench.threads import sample_load
+from archbench.run.threads import sample_load
 
 DEFAULT_VARIANTS = ["--seeds 0,1,2 --jobs 1", "--seeds 0,1,2 --jobs auto"]
 

@@ -31,7 +31,7 @@ from archbench.data import encode_idx, fetch_dataset
 from archbench.data.loader import gunzip
 from archbench.errors import DataError
 from archbench.records import load_record
-from archbench.unit import safe_name
+from archbench.run.rundir import safe_name
 from tests.conftest import NAMES, strict_json, write_synthetic_fashion
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -639,7 +639,7 @@ def test_out_that_is_a_file_or_unwritable(data, tmp_path, capsys):
 def test_a_new_run_that_fails_before_any_unit_finished_leaves_nothing(data, tmp_path, capsys, no_plots,
                                                                       monkeypatch):
     """It used to leave a results.json without units, which blocked the same --name."""
-    import archbench.study as study
+    import archbench.run.study as study
 
     def unwritable_report(record, run_dir, *a, **k):
         raise PermissionError(errno.EACCES, "Permission denied", str(Path(run_dir) / "report.md"))
@@ -942,7 +942,7 @@ def fuzz_env(fuzz_world, monkeypatch, capsys):
     """The property tests run the real CLI except two costly parts with tests of their own: plots, and
     the cost measurements (whose failure is recorded as measurement_error, a path of its own)."""
     import archbench.report.plots as plots
-    import archbench.unit as unit
+    import archbench.run.unit as unit
 
     monkeypatch.setattr(plots, "make_plots", lambda *a, **k: [])
     monkeypatch.setattr(unit, "measure_model", _no_measurements)

@@ -112,7 +112,7 @@ def test_user_model_from_working_directory(tmp_path, fashion_dir):
     assert p.returncode == 0, p.stderr
     rec = json.loads((tmp_path / "runs" / "u" / "results.json").read_text())
     assert rec["models"]["mymodels:linear"]["measurements"]["params"]["trainable"] == 7850
-    from archbench.unit import safe_name
+    from archbench.run.rundir import safe_name
 
     stem = safe_name("mymodels:linear")
     assert stem.startswith("mymodels_linear-") and stem != safe_name("mymodels_linear")  # ':' is not a file name

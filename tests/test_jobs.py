@@ -1,4 +1,4 @@
-"""--jobs auto (archbench.jobs): the prediction it decides by, computed by
+"""--jobs auto (archbench.run.jobs): the prediction it decides by, computed by
 hand; the cases where it does not probe; a real decision on real steps; and
 a study run through it, side by side, equal to the same units one at a time."""
 
@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from archbench import jobs, threads
-from archbench.config import Source, resolve
+from archbench import config
+from archbench.config import ExecutionConfig, Source, resolve
 from archbench.data import load_dataset
 from archbench.errors import UsageError
-from archbench.executors import run_units_locally
-from archbench.study import RunOptions, run_study
+from archbench.run import jobs, threads
+from archbench.run.executors import run_units_locally
+from archbench.run.study import RunOptions, run_study
 
 CPU = torch.device("cpu")
 
@@ -23,7 +24,7 @@ CPU = torch.device("cpu")
 @pytest.fixture(autouse=True)
 def _policy_default(monkeypatch):
     """This file tests the policy: the default is "auto" here (conftest pins one job for other tests)."""
-    monkeypatch.delenv(jobs.ENV_JOBS, raising=False)
+    monkeypatch.delenv(config.ENV_JOBS, raising=False)
 
 
 def two_free(monkeypatch, free=2):
@@ -40,29 +41,36 @@ def two_free(monkeypatch, free=2):
 
 
 def test_parse_jobs(monkeypatch):
-    assert jobs.parse_jobs(None) == "auto"
-    assert jobs.parse_jobs("auto") == jobs.parse_jobs(" AUTO ") == "auto"
-    assert jobs.parse_jobs("3") == jobs.parse_jobs(3) == 3
-    monkeypatch.setenv(jobs.ENV_JOBS, "2")
-    assert jobs.parse_jobs(None) == 2
-    assert jobs.parse_jobs(1) == 1  # given explicitly, the option wins over the environment
-    monkeypatch.setenv(jobs.ENV_JOBS, "lots")
+    assert config.parse_jobs(None) == "auto"
+    assert config.parse_jobs("auto") == config.parse_jobs(" AUTO ") == "auto"
+    assert config.parse_jobs("3") == config.parse_jobs(3) == 3
+    monkeypatch.setenv(config.ENV_JOBS, "2")
+    assert config.parse_jobs(None) == 2
+    assert config.parse_jobs(1) == 1  # given explicitly, the option wins over the environment
+    monkeypatch.setenv(config.ENV_JOBS, "lots")
     with pytest.raises(UsageError, match=r"\$ARCHBENCH_JOBS 'lots' is invalid: expected 'auto'"):
-        jobs.parse_jobs(None)
+        config.parse_jobs(None)
     for bad in (0, -2, True, 1.5, "two", "\u00b2", "\u0662", 4097, "99999999"):  # ², an Arabic-Indic 2
         with pytest.raises(UsageError, match="--jobs"):
-            jobs.parse_jobs(bad)
-    monkeypatch.setenv(jobs.ENV_JOBS, "\u00b2")
+            config.parse_jobs(bad)
+    monkeypatch.setenv(config.ENV_JOBS, "\u00b2")
     with pytest.raises(UsageError, match=r"\$ARCHBENCH_JOBS '\u00b2' is invalid.*or unset ARCHBENCH_JOBS"):
-        jobs.parse_jobs(None)
+        config.parse_jobs(None)
 
 
 def test_errors_name_the_environment_when_it_set_the_jobs(monkeypatch, synthetic_fashion, tmp_path):
+    from archbench.models.registry import register_object, unregister_object
+
     cfg = resolve({"models": ["mlp"], "seeds": [0, 1], "epochs": 1, "data_dir": str(synthetic_fashion),
                    "verify": False, "out": str(tmp_path / "runs")}, source=Source.API)
-    monkeypatch.setenv(jobs.ENV_JOBS, "2")
-    with pytest.raises(UsageError, match=r"does not combine with \$ARCHBENCH_JOBS 2 .*unset ARCHBENCH_JOBS"):
-        run_study(cfg, RunOptions(quiet=True, executor_options={"batch_seeds": True}))
+    monkeypatch.setenv(config.ENV_JOBS, "2")
+    register_object("only_here", lambda: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)))
+    try:
+        cfg = dataclasses.replace(cfg, models=("only_here",), train={"only_here": cfg.train["mlp"]})
+        with pytest.raises(UsageError, match=r"\$ARCHBENCH_JOBS=2: .*unset or set to auto or 1"):
+            run_study(cfg, RunOptions(quiet=True, execution=ExecutionConfig.build()))
+    finally:
+        unregister_object("only_here")
     assert not (tmp_path / "runs").exists()  # refused before anything is written
 
 
@@ -115,8 +123,6 @@ def test_no_probe_where_side_by_side_cannot_help(study, monkeypatch):
     two_free(monkeypatch)
     one_unit = jobs.decide_jobs(pending[:1], cfg, data, CPU, "auto")
     assert one_unit["jobs"] == 1 and one_unit["note"] == "one unit to train" and one_unit["probe_ms_per_step"] is None
-    batched = jobs.decide_jobs(pending, cfg, data, CPU, "auto", batch_seeds=True)
-    assert batched["jobs"] == 1 and "--batch-seeds" in batched["note"]
     gpu = jobs.decide_jobs(pending, cfg, data, torch.device("cuda"), "auto")
     assert gpu["jobs"] == 1 and "accelerator" in gpu["note"]
     wide = jobs.decide_jobs(pending, cfg, data, CPU, 2)  # 2 threads per unit fill the 2 free cores
@@ -132,7 +138,7 @@ def test_no_probe_where_side_by_side_cannot_help(study, monkeypatch):
     two_free(monkeypatch, free=1)
     busy = jobs.decide_jobs(pending, cfg, data, CPU, "auto")
     assert busy["jobs"] == 1 and busy["note"].startswith("1 core free")
-    json.dumps([one_unit, batched, gpu, wide, local, busy], allow_nan=False)
+    json.dumps([one_unit, gpu, wide, local, busy], allow_nan=False)
 
 
 def test_a_real_decision_probes_each_model_once_and_leaves_the_rng_alone(study, monkeypatch):
@@ -186,7 +192,8 @@ def test_a_study_run_side_by_side_by_auto_equals_one_at_a_time(study, tmp_path, 
     monkeypatch.setattr(jobs, "POOL_START_SECONDS", 0.0)
     monkeypatch.setattr(jobs, "SIDE_BY_SIDE_SLOWDOWN", 0.5)
     cfg = dataclasses.replace(cfg, out=str(tmp_path / "runs"))
-    record, run_dir = run_study(cfg, RunOptions(quiet=True, timing=False, executor_options={"threads": "auto"}))
+    record, run_dir = run_study(cfg, RunOptions(quiet=True,
+                                                execution=ExecutionConfig.build(threads="auto", timing=False)))
     d = record["execution"]["jobs_decision"]
     assert record["execution"]["jobs"] == "auto"
     assert d["jobs"] == 2 and d["threads_per_unit"] == 1 and d["units"] == 4

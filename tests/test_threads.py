@@ -1,4 +1,4 @@
-"""The CPU thread policy (archbench.threads) and the local executor's use of
+"""The CPU thread policy (archbench.run.threads) and the local executor's use of
 it: free cores, the probe's isolation, the recorded decision, its reuse on
 resume, and units side by side in a process pool (bit-identical results)."""
 
@@ -15,13 +15,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from archbench import threads
+from archbench import config
 from archbench.config import Source, resolve
 from archbench.data import load_dataset
 from archbench.env import usable_cpus
 from archbench.errors import Interrupted, UsageError
-from archbench.executors import check_parallel_models, checkpoint_paths, run_units_locally, unit_threads
 from archbench.models import create_model
+from archbench.run import threads
+from archbench.run.executors import check_parallel_models, run_units_locally
+from archbench.run.rundir import RunDir
+from archbench.run.unit import unit_threads
 from tests.conftest import write_synthetic_fashion
 
 CPU = torch.device("cpu")
@@ -30,16 +33,16 @@ CPU = torch.device("cpu")
 @pytest.fixture(autouse=True)
 def _policy_default(monkeypatch):
     """This file tests the policy itself: the default is "auto" here (conftest pins it for other tests)."""
-    monkeypatch.delenv(threads.ENV_THREADS, raising=False)
+    monkeypatch.delenv(config.ENV_THREADS, raising=False)
 
 
 def test_env_var_sets_the_default(monkeypatch):
-    monkeypatch.setenv(threads.ENV_THREADS, "3")
-    assert threads.parse_threads(None) == 3
-    monkeypatch.setenv(threads.ENV_THREADS, "many")
+    monkeypatch.setenv(config.ENV_THREADS, "3")
+    assert config.parse_threads(None) == 3
+    monkeypatch.setenv(config.ENV_THREADS, "many")
     with pytest.raises(UsageError, match=r"\$ARCHBENCH_THREADS 'many' is invalid"):
-        threads.parse_threads(None)
-    assert threads.parse_threads(2) == 2  # given explicitly, the option wins
+        config.parse_threads(None)
+    assert config.parse_threads(2) == 2  # given explicitly, the option wins
 
 
 @pytest.fixture
@@ -166,7 +169,7 @@ def test_bad_thread_and_job_counts_are_usage_errors(study, tmp_path, bad):
 def test_the_decision_is_persisted_and_reused_when_the_unit_resumes(study, tmp_path):
     cfg, data = study
     run_dir = tmp_path / "run"
-    ckpt, saved = checkpoint_paths(run_dir, "mlp", 0)
+    ckpt, saved = RunDir(run_dir).checkpoint("mlp", 0), RunDir(run_dir).thread_decision("mlp", 0)
     first = unit_threads(1, "mlp", 0, cfg, data, run_dir, CPU)
     assert json.loads(saved.read_text()) == first and first["threads"] == 1
     # No checkpoint: the unit starts over, and the thread count is decided anew.
@@ -238,8 +241,8 @@ from pathlib import Path
 import torch
 from archbench.config import Source, resolve
 from archbench.data import load_dataset
-from archbench.executors import run_units_locally
-from archbench.signals import stop_on_signals
+from archbench.run.executors import run_units_locally
+from archbench.run.signals import stop_on_signals
 
 d, run_dir = sys.argv[1], Path(sys.argv[2])
 cfg = resolve({"models": ["mlp"], "seeds": [0, 1], "epochs": 500, "batch_size": 64, "data_dir": d,

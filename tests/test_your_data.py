@@ -235,18 +235,18 @@ def test_experiment_file_dataset_is_never_read_from_the_working_directory(tmp_pa
 
 
 def test_run_records_its_thread_policy_and_resume_keeps_it(tmp_path):
-    from archbench.study import RunOptions, local_threads
+    from archbench.config import ExecutionConfig
+    from archbench.run.study import thread_policy
 
     logs: list[str] = []
     new: dict = {}
-    assert local_threads(RunOptions(executor_options={"threads": 1, "jobs": 1}), new, logs.append) == 1
+    assert thread_policy(ExecutionConfig.build(threads=1, jobs=1), None, new, logs.append) == 1
     assert new["execution"] == {"threads": 1, "jobs": 1}
     # resumed without --threads: the stored policy, said in the log
-    assert local_threads(RunOptions(resume=tmp_path, executor_options={"jobs": 1}), new, logs.append) == 1
+    assert thread_policy(ExecutionConfig.build(jobs=1), tmp_path, new, logs.append) == 1
     assert logs == ["resuming with the run's thread policy: --threads 1"]
     # given explicitly, the new value is used for the units that have not started
-    assert local_threads(RunOptions(resume=tmp_path, executor_options={"threads": "auto"}), new, logs.append) \
-        == "auto"
+    assert thread_policy(ExecutionConfig.build(threads="auto"), tmp_path, new, logs.append) == "auto"
 
 
 def test_a_split_missing_classes_is_said():

@@ -8,7 +8,7 @@ size, FLOPs, peak training memory, time), and report with uncertainty.
     >>> result.to_dataframe()
 """
 
-__version__ = "0.1.0"
+from archbench._version import __version__
 
 __all__ = ["StudyResult", "__version__", "compare", "load_run"]
 

@@ -188,7 +188,7 @@ def _python_models(models: Any) -> Iterator[list[str]]:
 
 def compare(models: Any, *, seeds: Any = None, dataset: str | None = None, quiet: bool = False,
             timing: bool = True, check_determinism: bool = False, threads: int | str | None = None,
-            jobs: int | str | None = None, batch_seeds: bool = False, **options: Any) -> StudyResult:
+            jobs: int | str | None = None, **options: Any) -> StudyResult:
     """Train and measure ``models`` over ``seeds``; write the run directory;
     return a :class:`StudyResult`.
 
@@ -198,18 +198,16 @@ def compare(models: Any, *, seeds: Any = None, dataset: str | None = None, quiet
     threads per unit, ``"auto"`` (the default: probed at each unit's start)
     or a number; ``jobs``: units side by side in worker processes, ``"auto"``
     (the default, unless ``$ARCHBENCH_JOBS`` says otherwise: measured, see
-    archbench.jobs; models given as Python objects train one at a time) or a
-    number (models given as Python objects need ``jobs=1``); ``batch_seeds``: a model's
-    seeds train as one batched model where it can be (each seed's results
-    those of its own run).
+    archbench.run.jobs; models given as Python objects train one at a time) or a
+    number (models given as Python objects need ``jobs=1``).
     ``options`` are the keys of ``archbench run``: study keys (``data_dir``,
     ``verify``, ``train_limit``, ``test_limit``, ``val_split``, ``out``, ``name``) and
     training keys (``epochs``, ``batch_size``, ``lr``, ``optimizer``, ...).
     An option given here wins over the model's recipe, as on the command line;
     one not given leaves the recipe's value (a zoo model trains with its own
     recipe). Progress bars show (in notebooks too) unless ``quiet``."""
-    from archbench.config import Source, resolve
-    from archbench.study import RunOptions, run_study
+    from archbench.config import ExecutionConfig, Source, resolve
+    from archbench.run.study import RunOptions, run_study
 
     explicit = dict(options)
     if seeds is not None:
@@ -219,12 +217,7 @@ def compare(models: Any, *, seeds: Any = None, dataset: str | None = None, quiet
     with _python_models(models) as names:
         explicit["models"] = names
         cfg = resolve(explicit, source=Source.API)
-        executor_options: dict[str, Any] = {"batch_seeds": batch_seeds}
-        if jobs is not None:
-            executor_options["jobs"] = jobs
-        if threads is not None:
-            executor_options["threads"] = threads
-        record, run_dir = run_study(cfg, RunOptions(quiet=quiet, timing=timing, notebook=True,
-                                                    check_determinism=check_determinism,
-                                                    executor_options=executor_options))
+        execution = ExecutionConfig.build(threads=threads, jobs=jobs, timing=timing,
+                                          check_determinism=check_determinism)
+        record, run_dir = run_study(cfg, RunOptions(quiet=quiet, notebook=True, execution=execution))
     return StudyResult(record, run_dir)

@@ -16,10 +16,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from archbench.config import MAX_JOBS, MAX_THREADS
 from archbench.errors import EXIT_RUNTIME, EXIT_USAGE, ArchbenchError, UsageError
 
 EXIT_INTERRUPTED = 130
-MAX_THREADS = 4096  # --cpus-per-unit sets torch's thread count: more is a typo, not a machine
 
 
 def _int_at_least(lo: int, what: str, hi: int | None = None):
@@ -120,7 +120,7 @@ def _add_train_options(r: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from archbench import __version__
+    from archbench._version import __version__
     from archbench.config import MAX_REPEATS
 
     p = argparse.ArgumentParser(prog="archbench", description=__doc__.split("\n")[0])
@@ -170,15 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPU threads per unit: auto (default) probes the unit's own training step on 1 vs the "
                         "free cores at its start and keeps the faster; N pins it. Recorded per unit; a resumed "
                         "unit keeps its count (CPU results depend on it)")
-    r.add_argument("--jobs", type=_auto_or_count("--jobs", "units side by side"), default=None, metavar="N|auto",
+    r.add_argument("--jobs", type=_auto_or_count("--jobs", "units side by side", MAX_JOBS), default=None,
+                   metavar="N|auto",
                    help="units trained side by side in worker processes (local executor): auto (default; "
                         "$ARCHBENCH_JOBS sets it) probes each model's step and runs units side by side with fewer "
-                        "threads each where that is predicted to finish sooner; N pins it. One at a time with "
-                        "--batch-seeds and for models given as Python objects. Recorded with the run and each unit")
-    r.add_argument("--batch-seeds", action="store_true",
-                   help="train a model's seeds as one batched model (each seed's results bit-identical to its own "
-                        "run; models with dropout and the like train one by one, said in the log). On these CPUs "
-                        "it is not faster for convolutional models: see docs/performance.md")
+                        "threads each where that is predicted to finish sooner; N pins it. One at a time for models "
+                        "given as Python objects. Recorded with the run and each unit")
     r.add_argument("--cpus-per-unit", type=_int_at_least(1, "--cpus-per-unit", MAX_THREADS), default=None,
                    help="CPU threads per unit (Ray: its CPU request, default 1; locally: the same as --threads)")
     r.add_argument("--gpus-per-unit", type=_non_negative_float("--gpus-per-unit"), default=0.0,
@@ -252,22 +249,19 @@ _STUDY_DESTS = ("models", "seeds", "repeats", "dataset", "data_dir", "no_verify"
                 "test_limit", "val_split")
 
 
-def _auto_or_count(what: str, unit: str) -> Callable[[str], int | str]:
+def _auto_or_count(what: str, unit: str, maximum: int) -> Callable[[str], int | str]:
+    from archbench.config import auto_or_count
+
     def parse(v: str) -> int | str:
-        if v.strip().lower() == "auto":
-            return "auto"
-        try:
-            n = int(v)
-        except ValueError:
-            n = 0
-        if not 1 <= n <= MAX_THREADS:
+        parsed = auto_or_count(v, maximum)
+        if parsed is None:
             raise argparse.ArgumentTypeError(f"{what} {v!r} is invalid: expected auto or an integer from 1 to "
-                                             f"{MAX_THREADS} ({unit}).")
-        return n
+                                             f"{maximum} ({unit}).")
+        return parsed
     return parse
 
 
-_threads = _auto_or_count("--threads", "intra-op threads per unit")
+_threads = _auto_or_count("--threads", "intra-op threads per unit", MAX_THREADS)
 
 
 def explicit_options(args: argparse.Namespace) -> dict:
@@ -287,10 +281,10 @@ def explicit_options(args: argparse.Namespace) -> dict:
 
 
 def cmd_run(args) -> int:
-    from archbench.config import Source, load_experiment, resolve, resume_config
+    from archbench.config import ExecutionConfig, Source, load_experiment, resolve, resume_config
     from archbench.records import load_record
     from archbench.report import TABLE_HEAD, comparison_rows, text_table
-    from archbench.study import RunOptions, run_study
+    from archbench.run.study import RunOptions, run_study
 
     explicit = explicit_options(args)
     if args.experiment and args.resume:
@@ -311,7 +305,7 @@ def cmd_run(args) -> int:
     mlflow_uri = None
     if args.mlflow is not None:
         from archbench.records import write_error
-        from archbench.tracking import default_uri, probe
+        from archbench.run.tracking import default_uri, probe
 
         parent = Path(args.resume).parent if args.resume else Path(cfg.out)
         mlflow_uri = default_uri(parent) if args.mlflow == "default" else args.mlflow
@@ -321,31 +315,23 @@ def cmd_run(args) -> int:
             except OSError as exc:
                 raise write_error(exc, f"the MLflow store's directory {parent}", "Choose another --out.") from exc
         probe(mlflow_uri)  # fails now, in seconds, if MLflow is missing, the URI unusable or the server down
-    options: dict = {"cpus_per_unit": args.cpus_per_unit, "batch_seeds": args.batch_seeds}
-    if args.jobs is not None:
-        options["jobs"] = args.jobs
-    if args.threads is not None:
-        options["threads"] = args.threads
     if args.executor == "ray":
-        if args.jobs is not None or args.threads is not None or args.batch_seeds:
-            raise UsageError("--jobs, --threads and --batch-seeds are for the local executor; with Ray, "
-                             "--cpus-per-unit sets each unit's CPUs (and threads).")
-        from archbench.executors import require_ray
+        from archbench.run.executors import require_ray
 
         require_ray()  # before anything is written
-        options = dict(address=args.address, cpus_per_unit=args.cpus_per_unit or 1,
-                       gpus_per_unit=args.gpus_per_unit, max_retries=args.max_retries)
-    record, run_dir = run_study(cfg, RunOptions(
-        quiet=args.quiet or args.executor == "ray", log=_log(args.quiet), resume=args.resume,
-        check_determinism=args.check_determinism, timing=not args.no_timing, executor=args.executor,
-        executor_options=options, mlflow_uri=mlflow_uri,
-        mlflow_experiment=args.mlflow_experiment or (Path(args.experiment).stem if args.experiment else "archbench")))
+    execution = ExecutionConfig.build(
+        executor=args.executor, threads=args.threads, jobs=args.jobs, cpus_per_unit=args.cpus_per_unit,
+        address=args.address, gpus_per_unit=args.gpus_per_unit, max_retries=args.max_retries,
+        mlflow_uri=mlflow_uri, timing=not args.no_timing, check_determinism=args.check_determinism,
+        mlflow_experiment=args.mlflow_experiment or (Path(args.experiment).stem if args.experiment else "archbench"))
+    record, run_dir = run_study(cfg, RunOptions(quiet=args.quiet, log=_log(args.quiet), resume=args.resume,
+                                                execution=execution))
     print(text_table(TABLE_HEAD, comparison_rows(record)))
     print(f"\nwrote {run_dir / 'results.json'}, {run_dir / 'report.md'}, {run_dir / 'report.html'} and "
           f"{run_dir / 'tables'}/")
     refresh_index(run_dir.parent, _log(args.quiet))
     if mlflow_uri is not None:
-        from archbench.tracking import ui_command
+        from archbench.run.tracking import ui_command
 
         print(f"logged to MLflow ({mlflow_uri}); to browse: {ui_command(mlflow_uri)}")
     failed = sum(u["status"] != "ok" for e in record["models"].values() for u in e["units"])
@@ -445,7 +431,7 @@ def _check_compare_out(out: Path, run_dirs: list[str], force: bool) -> None:
 def cmd_compare(args) -> int:
     from archbench.records import load_record, merge_records, save_record
     from archbench.report import TABLE_HEAD, comparison_rows, text_table, write_reports
-    from archbench.study import default_run_name
+    from archbench.run.study import default_run_name
 
     records = [load_record(d) for d in args.run_dirs]
     out = Path(args.out) if args.out else Path("runs") / f"compare-{default_run_name()}"
@@ -490,7 +476,7 @@ def cmd_profile(args) -> int:
         train_samples = args.train_samples or 60000
     model = create_model(name, input_shape=shape, num_classes=classes)
     check_model_io(model, name, shape, classes)
-    from archbench.unit import safe_name
+    from archbench.run.rundir import safe_name
 
     host0 = host_snapshot()
     record = {
@@ -556,7 +542,7 @@ def cmd_data(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     """The command line; returns the exit code (argparse's own exits for
     --help, --version and bad usage included)."""
-    from archbench.signals import stop_on_signals, stop_requested
+    from archbench.run.signals import stop_on_signals, stop_requested
 
     parser = build_parser()
     try:
@@ -571,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
     interrupted = ("\narchbench: interrupted; finished units are saved in the run directory's results.json "
                    "(archbench run --resume RUN_DIR continues).")
     # SIGTERM stops a run as Ctrl-C does; a stop request is honoured even if its
-    # KeyboardInterrupt was swallowed on the way (archbench.signals).
+    # KeyboardInterrupt was swallowed on the way (archbench.run.signals).
     with stop_on_signals(sigterm=True):
         try:
             code = handler(args)

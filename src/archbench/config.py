@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
@@ -398,6 +399,119 @@ class StudyConfig:
                    train_limit=values["train_limit"], test_limit=values["test_limit"], out=out, name=name,
                    val_split=values["val_split"],
                    specs=specs, sources=dict(d.get("sources") or {}), notes=tuple(d.get("notes") or ()))
+
+
+# --------------------------------------------------------------------------- how a study runs
+
+ENV_THREADS = "ARCHBENCH_THREADS"  # the default of --threads where it is not given (a CI runner may pin it)
+ENV_JOBS = "ARCHBENCH_JOBS"        # the default of --jobs where it is not given (tests pin it to 1)
+MAX_THREADS = 4096                 # more threads per unit is a typo, not a machine
+MAX_JOBS = 4096                    # more units side by side is a typo, not a machine
+EXECUTORS = ("local", "ray")
+
+
+def auto_or_count(value: Any, maximum: int | None = None) -> int | str | None:
+    """``"auto"`` (any case), a whole number from 1 to ``maximum`` (an int,
+    or a string of ASCII digits), or None when ``value`` is neither: the
+    parsing shared by ``--threads`` and ``--jobs`` (each names its own error)."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    if isinstance(value, str) and re.fullmatch(r"[0-9]+", value.strip()):
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or (maximum and value > maximum):
+        return None
+    return value
+
+
+def parse_threads(value: Any, what: str = "--threads") -> int | str:
+    """``"auto"`` or a thread count from 1 to :data:`MAX_THREADS`; None means
+    ``$ARCHBENCH_THREADS`` where it is set, else ``"auto"``."""
+    if value is None:
+        value, what = os.environ.get(ENV_THREADS) or "auto", f"${ENV_THREADS}"
+    parsed = auto_or_count(value, MAX_THREADS)
+    if parsed is None:
+        if isinstance(value, str) and re.fullmatch(r"[0-9]+", value.strip()):
+            value = int(value.strip())  # as the message has always shown a number: 0, not '0'
+        raise UsageError(f"{what} {value!r} is invalid: expected 'auto' or a whole number of threads from 1 to "
+                         f"{MAX_THREADS} (e.g. --threads 1).")
+    return parsed
+
+
+def jobs_source(given: Any) -> str:
+    """Where the jobs setting comes from, for messages: ``--jobs`` when
+    given, else ``$ARCHBENCH_JOBS`` when set."""
+    return "--jobs" if given is not None or not os.environ.get(ENV_JOBS) else f"${ENV_JOBS}"
+
+
+def parse_jobs(value: Any, what: str = "--jobs") -> int | str:
+    """``"auto"`` or a number of units side by side from 1 to
+    :data:`MAX_JOBS`; None means ``$ARCHBENCH_JOBS`` where it is set, else
+    ``"auto"``."""
+    fix = "(e.g. --jobs 2)"
+    if value is None:
+        value, what = os.environ.get(ENV_JOBS) or "auto", f"${ENV_JOBS}"
+        fix = f"(e.g. {ENV_JOBS}=2), or unset {ENV_JOBS}"
+    parsed = auto_or_count(value, MAX_JOBS)
+    if parsed is None:
+        raise UsageError(f"{what} {str(value)!r} is invalid: expected 'auto' or a whole number of units to run side "
+                         f"by side from 1 to {MAX_JOBS} {fix}.")
+    return parsed
+
+
+@dataclass(frozen=True)
+class ExecutionConfig:
+    """How a study runs (not what it is: that is the :class:`StudyConfig`),
+    validated once by :meth:`build`, which the CLI and the API both call.
+
+    ``threads`` is the thread policy (``"auto"`` or a count; ``threads_given``
+    says whether it was asked for, or came from ``$ARCHBENCH_THREADS`` or the
+    default: a resumed run keeps its stored policy unless one is asked for);
+    ``jobs`` the units side by side (``"auto"`` or a count; ``jobs_source``
+    names where it came from, for messages). With ``executor="ray"`` each unit
+    is a Ray task of ``cpus_per_unit`` CPUs and ``gpus_per_unit`` GPUs."""
+
+    executor: str = "local"
+    threads: int | str = "auto"
+    threads_given: bool = False
+    jobs: int | str = "auto"
+    jobs_source: str = "--jobs"
+    address: str | None = None
+    cpus_per_unit: int = 1
+    gpus_per_unit: float = 0.0
+    max_retries: int = 2
+    mlflow_uri: str | None = None
+    mlflow_experiment: str = "archbench"
+    timing: bool = True
+    check_determinism: bool = False
+
+    @classmethod
+    def build(cls, *, executor: str = "local", threads: Any = None, jobs: Any = None,
+              cpus_per_unit: int | None = None, address: str | None = None, gpus_per_unit: float = 0.0,
+              max_retries: int = 2, mlflow_uri: str | None = None, mlflow_experiment: str = "archbench",
+              timing: bool = True, check_determinism: bool = False) -> ExecutionConfig:
+        """Check every value and fill in the environment's defaults
+        (``$ARCHBENCH_THREADS``, ``$ARCHBENCH_JOBS``); a bad value is a
+        UsageError naming it and the fix."""
+        if executor not in EXECUTORS:
+            raise UsageError(f"executor {executor!r} is invalid: expected one of {', '.join(EXECUTORS)}.")
+        if cpus_per_unit is not None and auto_or_count(cpus_per_unit, MAX_THREADS) in (None, "auto"):
+            raise UsageError(f"--cpus-per-unit {cpus_per_unit!r} is invalid: expected a whole number from 1 to "
+                             f"{MAX_THREADS}.")
+        common = dict(mlflow_uri=mlflow_uri, mlflow_experiment=mlflow_experiment, timing=bool(timing),
+                      check_determinism=bool(check_determinism))
+        if executor == "ray":
+            if jobs is not None or threads is not None:
+                raise UsageError("--jobs and --threads are for the local executor; with Ray, --cpus-per-unit "
+                                 "sets each unit's CPUs (and threads).")
+            if not 0 <= gpus_per_unit <= MAX_THREADS or not 0 <= max_retries <= 1000:
+                raise UsageError(f"--gpus-per-unit {gpus_per_unit!r} / --max-retries {max_retries!r}: expected a "
+                                 "number >= 0 and a count from 0 to 1000.")
+            return cls(executor="ray", threads=cpus_per_unit or 1, threads_given=True, jobs=1,
+                       address=address, cpus_per_unit=cpus_per_unit or 1, gpus_per_unit=float(gpus_per_unit),
+                       max_retries=int(max_retries), **common)  # type: ignore[arg-type]
+        given = threads if threads is not None else cpus_per_unit
+        return cls(executor="local", threads=parse_threads(given), threads_given=given is not None,
+                   jobs=parse_jobs(jobs), jobs_source=jobs_source(jobs), **common)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- experiment files

@@ -26,6 +26,15 @@ def cpu_model() -> str:
     return _cpu_model()
 
 
+def physical_memory() -> int | None:
+    """This machine's physical memory in bytes (page size times page count),
+    or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def affinity_cpus() -> set[int] | None:
     """The CPU numbers this process may run on (its affinity mask), or None
     where the OS does not say."""
@@ -121,7 +130,7 @@ def _version(pkg: str) -> str | None:
 def environment() -> dict[str, Any]:
     import torch
 
-    from archbench import __version__
+    from archbench._version import __version__
 
     env: dict[str, Any] = {
         "archbench": __version__,

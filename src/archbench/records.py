@@ -46,6 +46,56 @@ class TestResult(TypedDict):
     views: NotRequired[int]  # test-time views averaged (1 = plain); the per-epoch curve uses one
 
 
+class ThreadDecision(TypedDict):
+    """A unit's intra-op thread count, decided once at its start
+    (archbench.run.threads.decide_threads)."""
+
+    policy: str                                  # "auto" or "fixed"
+    threads: int
+    free_cores: int
+    usable_cores: int
+    cap: int | None                              # the most "auto" may pick (a share, side by side)
+    probe_ms_per_step: dict[str, float] | None   # by thread count (as strings); None: not probed
+    probe_seconds: float
+    load: dict[str, Any]                         # busy_cores, busy_per_cpu, procs_running, load_average
+    note: NotRequired[str]                       # why the choice was not probed
+    reused: NotRequired[bool]                    # kept from the unit's start (resumed from its checkpoint)
+    requested: NotRequired[int | str]            # what the resuming run asked for
+
+
+class SideBySide(TypedDict):
+    """A unit trained in a local pool."""
+
+    jobs: int                  # the pool's size
+    threads_cap: int | None    # each unit's share of the cores (with --threads auto)
+    chosen_by: str             # "--jobs auto" or "--jobs"
+
+
+class JobsDecision(TypedDict, total=False):
+    """``--jobs auto``'s decision (archbench.run.jobs.decide_jobs)."""
+
+    policy: str                                       # "auto"
+    jobs: int
+    threads_per_unit: int | None
+    free_cores: int
+    usable_cores: int
+    units: int
+    predicted_seconds: dict[str, float] | None        # by jobs (as strings)
+    probe_ms_per_step: dict[str, dict[str, float]] | None  # model -> thread count -> ms
+    probe_seconds: float
+    note: str                                         # why one unit at a time without predicting
+    resumed: bool
+
+
+class Execution(TypedDict, total=False):
+    """How the local executor ran the study."""
+
+    threads: int | str                  # the thread policy: "auto" or a count
+    jobs: int | str                     # "auto" or a count
+    jobs_decision: JobsDecision
+    earlier_jobs_decisions: list[JobsDecision]
+
+
 class Unit(TypedDict):
     """One (model, seed) unit: trained, or failed with its error."""
 
@@ -61,9 +111,8 @@ class Unit(TypedDict):
     error: NotRequired[str]
     error_type: NotRequired[str]
     traceback: NotRequired[str]
-    threads: NotRequired[dict[str, Any]]     # the unit's thread decision: policy, threads, free_cores, probe
-    side_by_side: NotRequired[dict[str, Any]]  # trained in a local pool: jobs (its size), threads_cap (its
-    #                                            share), chosen_by ("--jobs auto" or "--jobs")
+    threads: NotRequired[ThreadDecision]
+    side_by_side: NotRequired[SideBySide]    # trained in a local pool
     host: NotRequired[dict[str, Any]]        # cpu, usable_cpus, torch_threads, torch_interop_threads,
     #                                          load_start, load_end ([1, 5, 15]-minute load averages)
 
@@ -87,7 +136,7 @@ class RunRecord(TypedDict):
     created: NotRequired[str]    # ISO 8601, UTC, when the run started
     device: NotRequired[str]
     determinism_check: NotRequired[dict[str, Any]]
-    execution: NotRequired[dict[str, Any]]  # local executor: threads policy ("auto" or a count), jobs
+    execution: NotRequired[Execution]       # the local executor's thread policy and jobs
     merged_from: NotRequired[list[str]]
     configs: NotRequired[dict[str, dict[str, Any]]]
     environments: NotRequired[dict[str, dict[str, Any]]]

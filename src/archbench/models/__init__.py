@@ -7,6 +7,7 @@ from archbench.models.keras_models import keras_input_shape
 from archbench.models.registry import (
     ModelEntry,
     adapts,
+    build_model,
     check_model_io,
     create_model,
     get_entry,
@@ -20,7 +21,8 @@ from archbench.models.registry import (
 )
 
 __all__ = [
-    "InputTooSmall", "ModelEntry", "adapts", "check_model_io", "create_model", "flat_features", "get_entry",
+    "InputTooSmall", "ModelEntry", "adapts", "build_model", "check_model_io", "create_model", "flat_features",
+    "get_entry",
     "input_shape_of", "is_reference", "keras_init_", "keras_input_shape", "list_models", "min_input_of",
     "recipe_of", "register_model", "register_spec", "trace_shape",
 ]

@@ -202,6 +202,14 @@ def _valid_shape(input_shape, num_classes) -> tuple[tuple[int, int, int] | None,
     return input_shape, num_classes
 
 
+def build_model(ref: str, seed: int, input_shape: tuple[int, ...] | None = None,
+                num_classes: int | None = None) -> nn.Module:
+    """A unit's model: :func:`create_model` initialised from ``seed`` (torch's
+    global RNG is seeded first, as every unit, measurement and probe does)."""
+    torch.manual_seed(seed)
+    return create_model(ref, input_shape=input_shape, num_classes=num_classes)
+
+
 def create_model(ref: str, *, input_shape: tuple[int, ...] | None = None,
                  num_classes: int | None = None) -> nn.Module:
     """Build a model from a registry name, a ``package.module:callable``, a

@@ -1,21 +1,21 @@
 """The unit runner: train one (model, seed) unit, save it, describe it.
 
-Every executor (local, Ray) calls :func:`run_unit`; executors only schedule.
-A unit checkpoints every epoch into ``checkpoints/`` and resumes from the
-checkpoint an interrupted run left; its weights go to ``models/``, under a
-file name that is the model's name where that is a safe, short file name and
-otherwise its safe characters plus a hash of the whole name (so ``net 1`` and
-``net_1`` never share files, and a 300-character name still fits).
+Every executor (in this process, a pool, Ray) calls :func:`train_unit`;
+executors only schedule. A unit decides its CPU thread count once, at its
+start (kept beside its checkpoint, so a resumed unit keeps its arithmetic),
+checkpoints every epoch and resumes from the checkpoint an interrupted run
+left; its weights go to ``models/`` (names: :mod:`archbench.run.rundir`).
+Every unit record, a failed one included, is built here.
 """
 
 from __future__ import annotations
 
 import errno
-import hashlib
-import re
+import json
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -25,27 +25,36 @@ from archbench.config import StudyConfig
 from archbench.env import host_snapshot, unit_host
 from archbench.errors import ArchbenchError, Interrupted, TrainingError
 from archbench.measure import measure_model, save_model_files
-from archbench.models import create_model, get_entry, is_reference
-from archbench.records import ModelRecord, OutputError, Unit, atomic_write, write_error
-from archbench.signals import check_stop, stop_requested
+from archbench.models import build_model, get_entry, is_reference
+from archbench.records import (
+    ModelRecord,
+    OutputError,
+    ThreadDecision,
+    Unit,
+    atomic_write,
+    atomic_write_text,
+    write_error,
+)
+from archbench.run.rundir import RunDir
+from archbench.run.signals import check_stop, stop_requested
+from archbench.run.threads import decide_threads, describe
 from archbench.train import TrainResult, train
 
 Log = Callable[[str], None]
 
 
-MAX_STEM = 100
+@dataclass(frozen=True)
+class UnitContext:
+    """What every unit of a study needs, the same for every executor: the
+    configuration, the loaded data, the run directory, the device, and where
+    the log and progress bars go (``progress``: a tqdm-like factory, or None)."""
 
-
-def safe_name(model: str) -> str:
-    """The file-name stem of ``model``'s files, distinct for distinct names:
-    the name itself when it is made of ``A-Za-z0-9_.-`` only, does not start
-    with a dot and has at most 100 characters; else its safe characters
-    (shortened to 80) and 12 hex digits of the SHA-256 of the whole name."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", model)
-    if safe == model and len(model) <= MAX_STEM and not model.startswith("."):
-        return model
-    digest = hashlib.sha256(model.encode("utf-8", "surrogatepass")).hexdigest()[:12]
-    return f"{safe.lstrip('.')[:80]}-{digest}"
+    cfg: StudyConfig
+    data: Any
+    run_dir: RunDir
+    device: torch.device
+    log: Log
+    progress: Any = None
 
 
 # Fatal for the whole run, not for one model: no other unit could save its files either.
@@ -96,14 +105,6 @@ def load_checkpoint(path: Path, model: torch.nn.Module, ref: str, seed: int) -> 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
     atomic_write(path, lambda fh: torch.save(state, fh), binary=True)
-
-
-def build_model(ref: str, seed: int, input_shape: tuple[int, ...] | None = None,
-                num_classes: int | None = None) -> torch.nn.Module:
-    """The unit's model for images of ``input_shape`` (C, H, W) in
-    ``num_classes`` classes (None: the model's own default), initialised from ``seed``."""
-    torch.manual_seed(seed)
-    return create_model(ref, input_shape=input_shape, num_classes=num_classes)
 
 
 def data_shape(data: Any) -> tuple[tuple[int, ...], int]:
@@ -163,7 +164,8 @@ def run_unit(ref: str, seed: int, cfg: StudyConfig, data: Any, run_dir: Path, pr
     """Train, save and describe one (model, seed) unit. Failures come back as
     a unit with status "failed" (Ctrl-C is re-raised)."""
     t0, host0 = time.perf_counter(), host_snapshot()
-    ckpt = run_dir / "checkpoints" / f"{safe_name(ref)}-seed{seed}.pt"
+    rd = RunDir(Path(run_dir))
+    ckpt, stem = rd.checkpoint(ref, seed), rd.stem(ref, seed)
 
     def save_checkpoint(state: dict) -> None:
         _save_checkpoint(ckpt, state)
@@ -179,8 +181,8 @@ def run_unit(ref: str, seed: int, cfg: StudyConfig, data: Any, run_dir: Path, pr
                        val_x=getattr(data, "val_images", None), val_y=getattr(data, "val_labels", None),
                        stream=getattr(data, "storage", "memory") == "memmap")
         check_stop()
-        files = save_model_files(model, run_dir / "models", f"{safe_name(ref)}-seed{seed}")
-        onnx_note = _save_onnx(model, shape, run_dir, f"{safe_name(ref)}-seed{seed}", files)
+        files = save_model_files(model, rd.models, stem)
+        onnx_note = _save_onnx(model, shape, rd.path, stem, files)
         unit = _unit_record(seed, result, t0, files, resume is not None, host0)
         if onnx_note:
             unit["onnx_note"] = onnx_note
@@ -191,77 +193,85 @@ def run_unit(ref: str, seed: int, cfg: StudyConfig, data: Any, run_dir: Path, pr
     except (KeyboardInterrupt, Interrupted, OutputError):
         raise
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - a failing model must not sink the run
-        return cast(Unit, {"seed": seed, "status": "failed", **_failure(exc, f"{ref} seed {seed}", run_dir)})
+        return failed_unit(seed, exc, whose=f"{ref} seed {seed}", run_dir=rd.path)
 
 
-def _failure(exc: BaseException, whose: str, run_dir: Path) -> dict[str, str]:
-    """What a failed unit records about ``exc`` (``error``, ``error_type``,
-    and for an error of the model's own code its ``traceback``; call it in
-    the ``except`` block). A Ctrl-C that torch turned into an error (inside
+def failed_unit(seed: int, exc: BaseException, *, why: str | None = None, whose: str = "",
+                run_dir: Path | None = None) -> Unit:
+    """The record of a unit that failed with ``exc`` (call it in the
+    ``except`` block): ``error``, ``error_type`` and, for an error of the
+    model's own code or of an executor, the ``traceback``. ``why``: the
+    executor's own words (a worker that died, a Ray task that failed), put
+    before the error. A Ctrl-C that torch turned into an error (inside
     torch.save, say) is raised as the KeyboardInterrupt it was; a full disk
     stops the run (no other unit could save its files either)."""
     if stop_requested():
         raise KeyboardInterrupt from None
+    base: dict[str, Any] = {"seed": seed, "status": "failed", "error_type": type(exc).__name__}
+    if why is not None:
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        return cast(Unit, {**base, "error": f"{type(exc).__name__}: {why}: {first}",
+                           "traceback": "".join(traceback.format_exception(exc))})
     if isinstance(exc, ArchbenchError):
-        return {"error": str(exc), "error_type": type(exc).__name__}
+        return cast(Unit, {**base, "error": str(exc)})
     full = _disk_full(exc)
-    if full is not None:
+    if full is not None and run_dir is not None:
         raise write_error(full, f"the files of {whose} in {run_dir}",
                           f"Make room, then continue with: archbench run --resume {run_dir}") from exc
     what = f"SystemExit({exc.code!r}) (sys.exit() called)" if isinstance(exc, SystemExit) else \
         f"{type(exc).__name__}: {exc}"
-    return {"error": what, "error_type": type(exc).__name__, "traceback": traceback.format_exc()}
+    return cast(Unit, {**base, "error": what, "traceback": traceback.format_exc()})
 
 
-def batch_reason(ref: str, seed: int, cfg: StudyConfig, data: Any) -> str | None:
-    """Why ``ref``'s seeds cannot train as one batched model under its recipe
-    (None: they can; see :func:`archbench.train.batched.batchable`)."""
-    from archbench.train.batched import batchable
+# --------------------------------------------------------------------------- the unit's thread count
 
-    return batchable(build_model(ref, seed, *data_shape(data)), cfg.train_config_for(ref))
-
-
-def run_batched_units(ref: str, seeds: list[int], cfg: StudyConfig, data: Any, run_dir: Path, progress: Any,
-                      log: Log) -> list[Unit]:
-    """Train ``seeds`` of one model as one batched model
-    (:func:`archbench.train.batched.train_seeds`: each seed's results are those
-    of its own run), then save and describe each seed as :func:`run_unit`
-    does. The batch keeps no epoch checkpoints: interrupted, it trains again
-    from the start. A failure fails every seed of the batch (Ctrl-C is re-raised)."""
-    from archbench.train.batched import train_seeds
-
-    t0, host0 = time.perf_counter(), host_snapshot()
-    shape, classes = data_shape(data)
+def _read_decision(path: Path) -> ThreadDecision | None:
     try:
-        results = train_seeds(ref, seeds, data.train_images, data.train_labels, data.test_images, data.test_labels,
-                              cfg.train_config_for(ref), input_shape=shape, num_classes=classes,
-                              val_x=getattr(data, "val_images", None), val_y=getattr(data, "val_labels", None),
-                              progress=progress, stream=getattr(data, "storage", "memory") == "memmap")
-        check_stop()
-        units: list[Unit] = []
-        for seed, result in zip(seeds, results):
-            model = result.extra["model"]
-            stem = f"{safe_name(ref)}-seed{seed}"
-            files = save_model_files(model, run_dir / "models", stem)
-            onnx_note = _save_onnx(model, shape, run_dir, stem, files)
-            unit = _unit_record(seed, result, t0, files, False, host0)
-            batched = result.extra.get("batched") or {}
-            # Wall time and host are the batch's; train_seconds is this seed's share of the batch's training time.
-            unit["training"]["batched_with"] = list(seeds)
-            unit["training"]["batch_train_seconds"] = batched.get("batch_train_seconds")
-            unit["training"]["first_batch_bit_identical"] = batched.get("first_batch_bit_identical")
-            if onnx_note:
-                unit["onnx_note"] = onnx_note
-            units.append(unit)
-            log(f"[{ref}] seed {seed}: test accuracy {100 * result.test.accuracy:.2f} %, "
-                f"train {result.train_seconds:.2f} s (its share of {len(seeds)} seeds trained as one batch)")
-        return units
-    except (KeyboardInterrupt, Interrupted, OutputError):
-        raise
-    except (Exception, SystemExit) as exc:  # noqa: BLE001 - a failing batch must not sink the run
-        fail = _failure(exc, f"{ref} seeds {seeds}", run_dir)
-        fail["error"] = f"batched with seeds {seeds}: {fail['error']}"
-        return [cast(Unit, {"seed": s, "status": "failed", **fail}) for s in seeds]
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    n = d.get("threads") if isinstance(d, dict) else None
+    return cast(ThreadDecision, d) if isinstance(n, int) and not isinstance(n, bool) and n >= 1 else None
+
+
+def unit_threads(spec: int | str, ref: str, seed: int, cfg: StudyConfig, data: Any, run_dir: Path,
+                 device: torch.device, cap: int | None = None) -> ThreadDecision:
+    """The unit's thread decision (see :func:`archbench.run.threads.decide_threads`).
+    A unit resuming from its epoch checkpoint gets the decision it started
+    with (``reused``: true, ``requested``: what this run asked for): its
+    arithmetic must not change halfway. A new decision is written beside the
+    checkpoint (atomically) before the unit trains."""
+    rd = RunDir(Path(run_dir))
+    ckpt, saved = rd.checkpoint(ref, seed), rd.thread_decision(ref, seed)
+    note = None
+    if ckpt.exists():
+        prev = _read_decision(saved)
+        if prev is not None:
+            return cast(ThreadDecision, {**prev, "reused": True, "requested": spec})
+        note = "resumed from a checkpoint whose thread count was not recorded (an older run?): chosen anew"
+    decision = decide_threads(spec, ref, seed, cfg.train_config_for(ref), data, device, cap)
+    if note:
+        decision["note"] = f"{decision['note']}; {note}" if decision.get("note") else note
+    atomic_write_text(saved, json.dumps(decision))
+    return decision
+
+
+def train_unit(ref: str, seed: int, cfg: StudyConfig, data: Any, run_dir: Path, device: torch.device,
+               threads: int | str, progress: Any, log: Log, cap: int | None = None, where: str = "") -> Unit:
+    """What every executor runs for one unit: decide its thread count (kept
+    for its whole training), train it (:func:`run_unit`), and record the
+    decision in the unit. Torch's thread count is left at the unit's: the
+    executor restores its caller's."""
+    decision = unit_threads(threads, ref, seed, cfg, data, run_dir, device, cap)
+    torch.set_num_threads(decision["threads"])
+    log(f"[{ref}] seed {seed}: training {cfg.train_config_for(ref).epochs} epochs on "
+        f"{len(data.train_labels):,} images ({device}{where}), {describe(decision)}")
+    unit = run_unit(ref, seed, cfg, data, run_dir, progress, log)
+    rd = RunDir(Path(run_dir))
+    if not rd.checkpoint(ref, seed).exists():  # finished: its decision goes with its checkpoint
+        rd.thread_decision(ref, seed).unlink(missing_ok=True)
+    unit["threads"] = decision
+    return unit
 
 
 def measure_entry(entry: ModelRecord, ref: str, cfg: StudyConfig, train_samples: int, device: torch.device,
@@ -281,7 +291,7 @@ def measure_entry(entry: ModelRecord, ref: str, cfg: StudyConfig, train_samples:
         entry["measurements"] = measure_model(model, input_shape, device=device, cfg=tcfg,
                                               num_classes=num_classes,
                                               train_samples=train_samples, epochs=tcfg.epochs, timing=timing,
-                                              files_stem=f"{safe_name(ref)}-seed{cfg.seeds[0]}")
+                                              files_stem=RunDir.stem(ref, cfg.seeds[0]))
         entry.pop("measurement_error", None)
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - recorded; training still runs
         if stop_requested():

@@ -7,9 +7,9 @@ is too small to split well, and every op waits at a barrier for its slowest
 thread), so side by side often finishes a study sooner; a large model may
 not. Which one wins is measured, not guessed:
 
-1. the free cores (:func:`archbench.threads.sample_load`);
+1. the free cores (:func:`archbench.run.threads.sample_load`);
 2. each model's own training step, probed once with 1, the powers of two in
-   between, and all free threads (:func:`archbench.threads.probe_threads`,
+   between, and all free threads (:func:`archbench.run.threads.probe_threads`,
    on a copy of the model; torch's RNG state restored);
 3. for each way of splitting the free cores (J jobs of ``free // J``
    threads each), the predicted wall time: every unit's steps times its
@@ -33,15 +33,13 @@ from __future__ import annotations
 
 import heapq
 import math
-import os
 import time
 from typing import Any
 
 import torch
 
-from archbench.errors import UsageError
-
-ENV_JOBS = "ARCHBENCH_JOBS"  # the default of --jobs where it is not given (tests pin it to 1)
+from archbench.config import StudyConfig
+from archbench.records import JobsDecision
 
 # Two units side by side on two cores, one thread each, against each alone (seed mlp and cnn, one epoch each,
 # Intel Xeon 2 cores, 2026-11-26): 4-9 % slower (mlp), 5-18 % (cnn). The prediction takes the worst.
@@ -50,31 +48,6 @@ SIDE_BY_SIDE_SLOWDOWN = 1.15
 # cnn (measured 3.1-3.7 s, median 3.45 s, for two workers on the 2-core Intel Xeon, 2026-11-26).
 POOL_START_SECONDS = 3.5
 
-
-MAX_JOBS = 4096  # more units side by side is a typo, not a machine
-
-
-def jobs_source(given: Any) -> str:
-    """Where the jobs setting comes from, for messages: ``--jobs`` when
-    given, else ``$ARCHBENCH_JOBS`` when set."""
-    return "--jobs" if given is not None or not os.environ.get(ENV_JOBS) else f"${ENV_JOBS}"
-
-
-def parse_jobs(value: Any, what: str = "--jobs") -> int | str:
-    """``"auto"`` or a number of units side by side from 1 to
-    :data:`MAX_JOBS`; None means ``$ARCHBENCH_JOBS`` where it is set, else
-    ``"auto"``."""
-    fix = "(e.g. --jobs 2)"
-    if value is None:
-        value, what = os.environ.get(ENV_JOBS) or "auto", f"${ENV_JOBS}"
-        fix = f"(e.g. {ENV_JOBS}=2), or unset {ENV_JOBS}"
-    from archbench.threads import auto_or_count
-
-    parsed = auto_or_count(value, MAX_JOBS)
-    if parsed is None:
-        raise UsageError(f"{what} {str(value)!r} is invalid: expected 'auto' or a whole number of units to run side "
-                         f"by side from 1 to {MAX_JOBS} {fix}.")
-    return parsed
 
 
 def local_only_models(refs: list[str]) -> list[str]:
@@ -104,8 +77,8 @@ def unit_steps(cfg: Any, ref: str, n_train: int) -> int:
 
 def _best_within(ms: dict[int, float], share: int) -> float:
     """Milliseconds per step of the count a unit picks with at most ``share``
-    threads (:func:`archbench.threads.pick` over the counts within it)."""
-    from archbench.threads import pick
+    threads (:func:`archbench.run.threads.pick` over the counts within it)."""
+    from archbench.run.threads import pick
 
     within = {n: v for n, v in ms.items() if n <= share}
     return within[pick(within)]
@@ -135,28 +108,26 @@ def predict(pending: list[tuple[str, int]], steps: dict[str, int], ms: dict[str,
     return options
 
 
-def decide_jobs(pending: list[tuple[str, int]], cfg: Any, data: Any, device: torch.device, spec: int | str,
-                batch_seeds: bool = False) -> dict[str, Any]:
+def decide_jobs(pending: list[tuple[str, int]], cfg: StudyConfig, data: Any, device: torch.device,
+                spec: int | str) -> JobsDecision:
     """The ``--jobs auto`` decision for ``pending`` units, as a JSON-safe
     record: ``policy`` "auto", ``jobs``, ``threads_per_unit`` (the most
     threads each unit may take: its share), ``free_cores``/``usable_cores``,
     ``units``, and either ``predicted_seconds`` ({jobs: seconds}) with
     ``probe_ms_per_step`` ({model: {threads: ms}}) and ``probe_seconds``, or
     ``note`` saying why nothing was probed (one unit, one free core, an
-    accelerator, --batch-seeds, models that cannot be rebuilt in a worker)."""
-    from archbench.threads import candidates, probe_unit, sample_load
+    accelerator, models that cannot be rebuilt in a worker)."""
+    from archbench.run.threads import candidates, probe_unit, sample_load
 
     load = sample_load()
     free = int(load["free_cores"])
-    out: dict[str, Any] = {"policy": "auto", "jobs": 1, "threads_per_unit": None, "free_cores": free,
+    out: JobsDecision = {"policy": "auto", "jobs": 1, "threads_per_unit": None, "free_cores": free,
                            "usable_cores": load["usable_cores"], "units": len(pending),
                            "predicted_seconds": None, "probe_ms_per_step": None, "probe_seconds": 0.0}
     fixed = spec != "auto"
     note = None
     if device.type != "cpu":
         note = f"device {device.type}: units share one accelerator, one at a time"
-    elif batch_seeds:
-        note = "--batch-seeds trains a model's seeds as one batch in this process"
     elif len(pending) < 2:
         note = "one unit to train"
     elif free < 2 or (fixed and free // int(spec) < 2):
@@ -185,14 +156,15 @@ def decide_jobs(pending: list[tuple[str, int]], cfg: Any, data: Any, device: tor
     steps = {r: unit_steps(cfg, r, n_train) for r in refs}
     predicted = predict(pending, steps, ms, free, spec)
     jobs = min(predicted, key=lambda j: (predicted[j], j))
-    out.update(jobs=jobs, threads_per_unit=int(spec) if fixed else max(1, free // jobs),
-               predicted_seconds={str(j): round(s, 2) for j, s in sorted(predicted.items())},
-               probe_ms_per_step={r: {str(n): round(v, 4) for n, v in per.items()} for r, per in ms.items()},
-               probe_seconds=round(time.perf_counter() - t0, 4))
+    out["jobs"] = jobs
+    out["threads_per_unit"] = int(spec) if fixed else max(1, free // jobs)
+    out["predicted_seconds"] = {str(j): round(s, 2) for j, s in sorted(predicted.items())}
+    out["probe_ms_per_step"] = {r: {str(n): round(v, 4) for n, v in per.items()} for r, per in ms.items()}
+    out["probe_seconds"] = round(time.perf_counter() - t0, 4)
     return out
 
 
-def order_for_pool(pending: list[tuple[str, int]], decision: dict[str, Any], cfg: Any,
+def order_for_pool(pending: list[tuple[str, int]], decision: JobsDecision, cfg: Any,
                    n_train: int) -> list[tuple[str, int]]:
     """``pending`` longest predicted unit first (so the last unit to start is
     a short one), where the decision probed; else as given."""
@@ -208,7 +180,7 @@ def order_for_pool(pending: list[tuple[str, int]], decision: dict[str, Any], cfg
     return sorted(pending, key=seconds, reverse=True)  # stable: seeds keep their order within a model
 
 
-def describe_jobs(decision: dict[str, Any]) -> str:
+def describe_jobs(decision: JobsDecision) -> str:
     """One log line: ``jobs auto: 2 units side by side, 1 thread each (predicted 52 s vs 78 s one at a
     time; 2 of 2 cores free)``."""
     j, share = decision["jobs"], decision.get("threads_per_unit")

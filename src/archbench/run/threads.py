@@ -32,17 +32,15 @@ from __future__ import annotations
 
 import copy
 import math
-import os
-import re
 import statistics
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 
 from archbench.env import affinity_cpus, cpu_times, load_average, procs_running, usable_cpus
-from archbench.errors import UsageError
+from archbench.records import ThreadDecision
 
 Log = Callable[[str], None]
 
@@ -52,36 +50,6 @@ BURST_MS = 25.0         # one probe burst: steps until this much time has passed
 ROUNDS = 5              # timed bursts per candidate (alternating between candidates)
 MAX_ROUNDS = 12         # while the two fastest counts' bursts overlap, more rounds, up to this many
 TOLERANCE = 0.05        # fewer threads are preferred unless more are faster by more than this
-
-
-ENV_THREADS = "ARCHBENCH_THREADS"  # the default of --threads where it is not given (a CI runner may pin it)
-
-
-def auto_or_count(value: Any, maximum: int | None = None) -> int | str | None:
-    """``"auto"`` (any case), a whole number from 1 to ``maximum`` (an int,
-    or a string of ASCII digits), or None when ``value`` is neither: the
-    parsing shared by ``--threads`` and ``--jobs`` (each names its own error)."""
-    if isinstance(value, str) and value.strip().lower() == "auto":
-        return "auto"
-    if isinstance(value, str) and re.fullmatch(r"[0-9]+", value.strip()):
-        value = int(value.strip())
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or (maximum and value > maximum):
-        return None
-    return value
-
-
-def parse_threads(value: Any, what: str = "--threads") -> int | str:
-    """``"auto"`` or a thread count >= 1; None means ``$ARCHBENCH_THREADS``
-    where it is set, else ``"auto"``."""
-    if value is None:
-        value, what = os.environ.get(ENV_THREADS) or "auto", f"${ENV_THREADS}"
-    parsed = auto_or_count(value)
-    if parsed is None:
-        if isinstance(value, str) and re.fullmatch(r"[0-9]+", value.strip()):
-            value = int(value.strip())  # as the message has always shown a number: 0, not '0'
-        raise UsageError(f"{what} {value!r} is invalid: expected 'auto' or a whole number of threads >= 1 "
-                         "(e.g. --threads 1).")
-    return parsed
 
 
 def sample_load(interval: float = SAMPLE_SECONDS) -> dict[str, Any]:
@@ -213,22 +181,17 @@ def pick(ms_per_step: dict[int, float], tolerance: float = TOLERANCE) -> int:
 
 
 def _build(ref: str, seed: int, data: Any) -> torch.nn.Module:
-    """The unit's model, as the unit runner builds it (with the dataset's
-    image shape and class count where build_model takes them)."""
-    import inspect
+    """The unit's model, as the unit runner builds it (for the dataset's
+    image shape and class count)."""
+    from archbench.models import build_model
 
-    from archbench import unit
-
-    build: Any = unit.build_model
-    if "input_shape" in inspect.signature(build).parameters:
-        shape = tuple(getattr(data, "image_shape", (1, 28, 28)))
-        classes = getattr(data, "num_classes", None) or data.spec.num_classes
-        return build(ref, seed, input_shape=shape, num_classes=classes)
-    return build(ref, seed)
+    shape = tuple(getattr(data, "image_shape", (1, 28, 28)))
+    classes = getattr(data, "num_classes", None) or data.spec.num_classes
+    return build_model(ref, seed, input_shape=shape, num_classes=classes)
 
 
 def decide_threads(spec: int | str, ref: str, seed: int, tcfg: Any, data: Any, device: torch.device,
-                   cap: int | None = None) -> dict[str, Any]:
+                   cap: int | None = None) -> ThreadDecision:
     """The thread decision for one unit, as a JSON-safe record:
     ``policy`` ("auto" or "fixed"), ``threads``, ``free_cores`` and
     ``usable_cores`` (at the decision), ``cap`` (the most threads "auto" may
@@ -250,14 +213,14 @@ def decide_threads(spec: int | str, ref: str, seed: int, tcfg: Any, data: Any, d
     }
     if spec != "auto":
         record["threads"] = int(spec)
-        return record
+        return cast(ThreadDecision, record)
     limit = max(1, min(free, cap or free))
     if device.type != "cpu":
         record.update(threads=limit, note=f"device {device.type}: the step runs on the accelerator, not probed")
-        return record
+        return cast(ThreadDecision, record)
     if limit == 1:
         record.update(threads=1, note="one core free" + (" (its share)" if cap == 1 else ""))
-        return record
+        return cast(ThreadDecision, record)
     t0 = time.perf_counter()
     try:
         ms = probe_unit(ref, seed, tcfg, data, device, candidates(limit))
@@ -268,7 +231,7 @@ def decide_threads(spec: int | str, ref: str, seed: int, tcfg: Any, data: Any, d
         record.update(threads=limit, note=f"probe failed ({type(exc).__name__}: {exc}"[:300] + "); using the "
                       "free cores")
     record["probe_seconds"] = round(time.perf_counter() - t0, 4)
-    return record
+    return cast(ThreadDecision, record)
 
 
 def probe_unit(ref: str, seed: int, tcfg: Any, data: Any, device: torch.device, counts: list[int]
@@ -286,7 +249,7 @@ def probe_unit(ref: str, seed: int, tcfg: Any, data: Any, device: torch.device, 
         torch.set_rng_state(rng)
 
 
-def describe(decision: dict[str, Any]) -> str:
+def describe(decision: ThreadDecision) -> str:
     """One line for the log: ``2 threads (auto: 1 -> 0.91 ms/step, 2 -> 0.57 ms/step; 2 of 2 cores free)``."""
     n = decision.get("threads")
     parts = [f"{n} thread{'s' if n != 1 else ''} ({decision.get('policy')}"]

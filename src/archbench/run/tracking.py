@@ -100,7 +100,7 @@ def _trained_model(record: RunRecord, model: str, unit: Unit, run_dir: Path) -> 
     """The unit's trained model, rebuilt from its saved weights."""
     import torch
 
-    from archbench.unit import build_model
+    from archbench.models import build_model
 
     m = build_model(model, unit["seed"], *record_shape(record))
     state = torch.load(Path(run_dir) / "models" / unit["files"]["state_dict"], map_location="cpu",

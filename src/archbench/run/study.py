@@ -1,0 +1,327 @@
+"""Running a study: preflight, open the run directory, measure each model's
+costs, train every (model, seed) unit through an executor, write the report.
+
+Each finished unit is written into ``results.json`` atomically before the
+next one starts; a unit that fails (NaN loss, an exception) is recorded with
+its error and the study goes on. A run directory belongs to one process at a
+time (:class:`~archbench.run.rundir.RunDirLock`). Everything that can be
+checked is checked before the directory is touched
+(:mod:`archbench.run.preflight`); a new run that fails before any unit
+finished removes what it wrote, so the same ``--name`` can be used again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from archbench.config import ExecutionConfig, StudyConfig, config_differences
+from archbench.env import environment
+from archbench.errors import DataError, Interrupted, UsageError
+from archbench.models import build_model
+from archbench.records import (
+    JobsDecision,
+    RunRecord,
+    Unit,
+    load_record,
+    lookup,
+    model_entry,
+    new_record,
+    save_record,
+    write_error,
+)
+from archbench.report import missing_class_warnings, write_reports
+from archbench.run.executors import check_parallel_models, choose_executor
+from archbench.run.preflight import check_models, load_study_data
+from archbench.run.rundir import DiscardIfFailed, RunDir, RunDirLock
+from archbench.run.signals import check_stop, stop_on_signals
+from archbench.run.unit import UnitContext, data_shape, measure_entry
+from archbench.train import resolve_device, train
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class RunOptions:
+    """How to run a study (not what it is: that is the StudyConfig): where
+    its output goes, what to resume, and the :class:`ExecutionConfig`."""
+
+    quiet: bool = False
+    log: Log | None = None
+    resume: str | Path | None = None        # a run directory to continue
+    notebook: bool = False                  # progress bars for Jupyter (tqdm.auto)
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig.build)
+
+
+def default_run_name() -> str:
+    return _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def progress_factory(quiet: bool, notebook: bool = False) -> Callable[..., Any] | None:
+    if quiet:
+        return None
+    if notebook:
+        from tqdm.auto import tqdm as auto_tqdm
+
+        return lambda **kw: auto_tqdm(leave=True, unit_scale=True, **kw)
+    from tqdm import tqdm
+
+    tty = sys.stderr.isatty()
+
+    def make(**kw: Any) -> Any:
+        # In a log file (not a terminal), refresh rarely instead of spamming carriage returns.
+        return tqdm(file=sys.stderr, dynamic_ncols=True, leave=True, unit_scale=True,
+                    mininterval=0.1 if tty else 10.0, **kw)
+
+    return make
+
+
+def _same_data(record: RunRecord, data: Any, run_dir: Path) -> None:
+    """A resumed run must train on the data it started with: compared by
+    identity (each payload's SHA-256, where the record has them; else the
+    sizes and the test labels), not by where the files are."""
+    stored = record.get("dataset") or {}
+    now = data.describe()
+    diffs = []
+    a, b = stored.get("payload_sha256") or {}, now.get("payload_sha256") or {}
+    if a:
+        diffs += [f"{role}: SHA-256 {a.get(role)} when the run started, now {b.get(role)}"
+                  + (f" ({data.files[role]})" if data.files.get(role) else "")
+                  for role in sorted(set(a) | set(b)) if a.get(role) != b.get(role)]
+    if stored.get("identity_sha256") and stored.get("identity_sha256") != now.get("identity_sha256"):
+        diffs.append(f"identity SHA-256 {stored['identity_sha256']} when the run started, now "
+                     f"{now.get('identity_sha256')}")
+    for k in ("name", "train_samples", "val_samples", "test_samples"):
+        if stored.get(k) is not None and stored.get(k) != now.get(k):
+            diffs.append(f"{k}: {stored.get(k)!r} when the run started, now {now.get(k)!r}")
+    if stored.get("test_labels") is not None and stored["test_labels"] != data.test_labels.tolist():
+        diffs.append("the test labels differ")
+    if diffs:
+        registered = stored.get("source", "registry") == "registry"
+        raise DataError(f"cannot resume {run_dir}: the data differs from the data it started with ("
+                        + "; ".join(diffs) + "). Resume with the original data ("
+                        + ("--data-dir DIR where its files are now" if registered else
+                           f"{stored.get('name') or 'the dataset'} as it was: restore the file, or the folder's "
+                           "images") + "), or start a new run.")
+
+
+def _resume_run(cfg: StudyConfig, resume: str | Path, data: Any, log: Log, stack: contextlib.ExitStack
+                ) -> tuple[RunRecord, RunDir]:
+    run_dir = RunDir(Path(resume))
+    if not run_dir.record.is_file():
+        load_record(run_dir.path)  # the named error: no run here
+    stack.enter_context(RunDirLock(run_dir.path))
+    record = load_record(run_dir.path)
+    stored, new = dict(record["config"]), cfg.to_dict()
+    moved = stored.get("data_dir") != new.get("data_dir")
+    diffs = config_differences({**stored, "data_dir": None}, {**new, "data_dir": None})
+    if diffs:
+        raise UsageError(f"cannot resume {run_dir.path}: the configuration differs from the stored one ("
+                         + "; ".join(diffs) + "). Resume with the stored options, or start a new run "
+                         "with --name.")
+    _same_data(record, data, run_dir.path)
+    if moved:  # the same data (checked above), found somewhere else
+        log(f"{run_dir.path}: the data is now read from {new.get('data_dir')} (same files as when the run started)")
+        record["config"]["data_dir"] = new.get("data_dir")
+        record["dataset"]["files"] = dict(data.files)
+    _leftovers(run_dir, log)
+    log(f"resuming {run_dir.path}: " + ", ".join(
+        f"{m} {sum(u['status'] == 'ok' for u in e['units'])}/{len(cfg.seeds)} done"
+        for m, e in record["models"].items()))
+    return record, run_dir
+
+
+def _leftovers(run_dir: RunDir, log: Log) -> None:
+    removed = run_dir.remove_leftovers()
+    if removed:
+        log(f"{run_dir.path}: removed {removed} temporary file(s) left by an interrupted write")
+
+
+def _open_run(cfg: StudyConfig, opts: RunOptions, data: Any, device: torch.device, log: Log,
+              stack: contextlib.ExitStack) -> tuple[RunRecord, RunDir]:
+    """The run directory, locked for this process until ``stack`` closes, and
+    its record: a new one, or the one to resume."""
+    if opts.resume is not None:
+        return _resume_run(cfg, opts.resume, data, log, stack)
+    run_dir = RunDir(Path(cfg.out) / (cfg.name or default_run_name()))
+    created = not run_dir.path.exists()
+    stack.enter_context(RunDirLock(run_dir.path))
+    if run_dir.record.exists():
+        raise UsageError(f"run directory {run_dir.path} already holds results.json; choose another --name, "
+                         f"or continue it with --resume {run_dir.path}.")
+    _leftovers(run_dir, log)
+    described = data.describe()
+    described["test_labels"] = data.test_labels.tolist()  # paired statistics need them
+    record = new_record(run_dir.path.name, cfg.to_dict(), environment(), described)
+    record["device"] = str(device)
+    stack.enter_context(DiscardIfFailed(run_dir.path, created, record))
+    save_record(record, run_dir.path)
+    return record, run_dir
+
+
+def run_study(cfg: StudyConfig, opts: RunOptions | None = None) -> tuple[RunRecord, Path]:
+    """Run every (model, seed) unit of ``cfg``; return (record, run_dir).
+
+    With ``opts.resume`` (a run directory), finished units are kept and the
+    rest run (from their last epoch checkpoint, if any); ``cfg`` must be the
+    configuration stored there. Ctrl-C saves what finished and raises
+    :class:`Interrupted` with the command that resumes (also when the
+    KeyboardInterrupt itself was swallowed on its way: see archbench.run.signals).
+    """
+    with stop_on_signals(sigterm=False), contextlib.ExitStack() as stack:
+        return _Study(cfg, opts or RunOptions(), stack).run()
+
+
+def thread_policy(execution: ExecutionConfig, resume: object, record: RunRecord, log: Log) -> int | str:
+    """The local executor's thread policy ("auto" or a count): the one given
+    (--threads, else --cpus-per-unit, else $ARCHBENCH_THREADS, else auto),
+    recorded with a new run; a resumed run without one keeps its stored
+    policy (units that had started keep their own count in any case)."""
+    stored = lookup(record, "execution", "threads")
+    if resume is not None and not execution.threads_given and stored is not None:
+        log(f"resuming with the run's thread policy: --threads {stored}")
+        return stored
+    if resume is None and execution.executor == "local":
+        record["execution"] = {"threads": execution.threads, "jobs": execution.jobs}
+    return execution.threads
+
+
+class _Study:
+    """One study's run: the steps of :func:`run_study`, sharing its state."""
+
+    def __init__(self, cfg: StudyConfig, opts: RunOptions, stack: contextlib.ExitStack):
+        self.cfg, self.opts, self.stack = cfg, opts, stack
+        self.x = opts.execution
+        self.log: Log = opts.log or (lambda s: None)
+        self.tracker: Any = None
+
+    def preflight(self) -> None:
+        """Data and models checked, executor options and MLflow usable, before anything is written."""
+        self.device = resolve_device(self.cfg.device)
+        self.data = load_study_data(self.cfg)
+        for warning in missing_class_warnings(self.data.describe()):
+            self.log(f"warning: {warning}")
+        self.cfg = check_models(self.cfg, self.data, self.log)
+        if self.x.executor == "local" and self.x.jobs != "auto" and int(self.x.jobs) > 1:
+            check_parallel_models(list(self.cfg.models), int(self.x.jobs), self.x.jobs_source)
+        if self.x.mlflow_uri is not None:
+            from archbench.run.tracking import Tracker
+
+            self.tracker = Tracker(self.x.mlflow_uri, self.x.mlflow_experiment)
+
+    def open(self) -> None:
+        self.record, self.run_dir = _open_run(self.cfg, self.opts, self.data, self.device, self.log, self.stack)
+        self.threads = thread_policy(self.x, self.opts.resume, self.record, self.log)
+        if self.tracker is not None:
+            try:
+                self.tracker.start(self.record, self.run_dir.path)
+            except Exception as exc:  # noqa: BLE001 - named, before any unit runs
+                raise UsageError(f"cannot log to MLflow at {self.x.mlflow_uri}: {type(exc).__name__}: {exc}. Check "
+                                 "the --mlflow URI (or leave --mlflow out).") from exc
+
+    def on_result(self, ref: str, seed: int, unit: Unit) -> None:
+        entry, seeds = self.record["models"][ref], self.cfg.seeds
+        entry["units"] = [u for u in entry["units"] if u["seed"] != seed] + [unit]
+        entry["units"].sort(key=lambda u: seeds.index(u["seed"]) if u["seed"] in seeds else 1 << 30)
+        if unit["status"] != "ok":
+            self.log(f"[{ref}] seed {seed}: FAILED — {unit['error']}")
+        if self.tracker is not None:
+            self.tracker.log_unit(self.record, ref, unit, self.run_dir.path, self.log)
+        save_record(self.record, self.run_dir.path)
+        check_stop()  # a Ctrl-C swallowed during the unit (in a __del__, say) stops the run here
+
+    def on_jobs_decision(self, decision: JobsDecision) -> None:
+        execution = self.record.setdefault("execution", {})
+        if self.opts.resume is not None:
+            decision["resumed"] = True
+            if execution.get("jobs_decision"):  # the earlier sessions' decisions are kept, oldest first
+                execution.setdefault("earlier_jobs_decisions", []).append(execution["jobs_decision"])
+        execution["jobs_decision"] = decision
+        save_record(self.record, self.run_dir.path)
+
+    def train(self) -> None:
+        """Measure each model's costs (once), then train every unit not yet done."""
+        cfg, record, data = self.cfg, self.record, self.data
+        for ref in cfg.models:
+            entry = model_entry(record, ref)
+            if not entry.get("measurements"):
+                measure_entry(entry, ref, cfg, len(data.train_labels), self.device, self.x.timing, self.log,
+                              *data_shape(data))
+                save_record(record, self.run_dir.path)
+        pending = [(ref, seed) for ref in cfg.models for seed in cfg.seeds
+                   if not any(u["seed"] == seed and u["status"] == "ok" for u in record["models"][ref]["units"])]
+        ctx = UnitContext(cfg, data, self.run_dir, self.device, self.log,
+                          progress_factory(self.opts.quiet or self.x.executor == "ray", self.opts.notebook))
+        executor, pending = choose_executor(ctx, self.x, self.threads, pending, self.on_jobs_decision)
+        executor.run(pending, self.on_result)
+        check_stop()
+        self.run_dir.drop_empty_checkpoints()
+
+    def run(self) -> tuple[RunRecord, Path]:
+        self.preflight()
+        self.open()
+        run_dir = self.run_dir.path
+        try:
+            self.train()
+        except (KeyboardInterrupt, Interrupted) as exc:
+            save_record(self.record, run_dir)
+            if self.tracker is not None:
+                self.tracker.finish(self.record, run_dir, "KILLED")
+            where = f" {exc}" if isinstance(exc, Interrupted) else ""
+            raise Interrupted(f"interrupted{where}. Finished units are saved in {run_dir / 'results.json'}; "
+                              f"continue with: archbench run --resume {run_dir}") from None
+        if self.x.check_determinism:
+            self.record["determinism_check"] = determinism_check(self.record, self.cfg, self.data, self.device,
+                                                                 self.log)
+            save_record(self.record, run_dir)
+        try:
+            write_reports(self.record, run_dir)
+        except OSError as exc:
+            raise write_error(exc, f"the report in {run_dir}", "The results are saved in results.json; once the "
+                              f"directory is writable again, `archbench report {run_dir}` rebuilds the report.") \
+                from exc
+        if self.tracker is not None:
+            self.tracker.finish(self.record, run_dir)
+        return self.record, run_dir
+
+
+def determinism_check(record: RunRecord, cfg: StudyConfig, data: Any, device: torch.device, log: Log
+                      ) -> dict[str, Any]:
+    """Retrain the first finished unit with the same seed and compare."""
+    for ref in cfg.models:
+        for u in record["models"][ref]["units"]:
+            if u["status"] != "ok":
+                continue
+            log(f"[{ref}] seed {u['seed']}: retraining to check determinism")
+            threads = lookup(u, "host", "torch_threads")
+            before = torch.get_num_threads()
+            if threads:  # CPU arithmetic depends on the thread count: retrain with the unit's
+                torch.set_num_threads(int(threads))
+            try:
+                result = train(build_model(ref, u["seed"], *data_shape(data)), data.train_images, data.train_labels,
+                               data.test_images, data.test_labels, cfg.train_config_for(ref), seed=u["seed"],
+                               val_x=getattr(data, "val_images", None), val_y=getattr(data, "val_labels", None),
+                               stream=getattr(data, "storage", "memory") == "memmap")
+            finally:
+                torch.set_num_threads(before)
+            same_preds = result.test.predictions.tolist() == u["test"]["predictions"]
+            out: dict[str, Any] = {
+                "model": ref, "seed": u["seed"], "device": str(device),
+                "identical": same_preds and result.test.loss == u["test"]["loss"]
+                and [h.train_loss for h in result.history] == [h["train_loss"] for h in u["history"]],
+                "test_loss": [u["test"]["loss"], result.test.loss],
+                "test_accuracy": [u["test"]["accuracy"], result.test.accuracy],
+                "predictions_identical": same_preds,
+            }
+            log(f"determinism check: {'identical' if out['identical'] else 'DIFFERENT'} "
+                f"(test loss {out['test_loss'][0]!r} vs {out['test_loss'][1]!r})")
+            return out
+    return {"identical": None, "note": "no finished unit to check"}
+
