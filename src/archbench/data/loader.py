@@ -31,6 +31,7 @@ import torch
 from archbench.data.arrays import balance, channel_stats, class_counts, identity_sha256
 from archbench.data.idx import IDX_DTYPES, MAX_DIMS, parse_idx
 from archbench.data.registry import ROLES, DataFile, DatasetSpec, get_dataset_spec
+from archbench.env import physical_memory
 from archbench.errors import DataError
 
 ENV_VAR = "ARCHBENCH_DATA"
@@ -188,18 +189,11 @@ def payload_limit(raw: bytes, path: Path, f: DataFile, verify: bool) -> tuple[in
     declared = declared_size(raw, str(path))
     if declared is None:
         return published
-    memory = _physical_memory()
+    memory = physical_memory()
     if memory is not None and declared > memory:
         raise DataError(f"{path}: its IDX header declares {declared:,} bytes of data, more than this machine's "
                         f"memory ({memory:,} bytes); the file is damaged or not an IDX file.")
     return declared, "the size its IDX header declares"
-
-
-def _physical_memory() -> int | None:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def check_size(payload: bytes, expected_nbytes: int | None, source: str) -> None:

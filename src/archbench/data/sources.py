@@ -25,7 +25,6 @@ is decided by :mod:`archbench.data.storage` (``memory_limit``).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import importlib
@@ -74,6 +73,7 @@ from archbench.data.storage import (
     storage_info,
     write_entry,
 )
+from archbench.env import physical_memory
 from archbench.errors import DataError, UsageError
 
 DIGITS = "digits"
@@ -607,9 +607,7 @@ def _tar_members(path: Path) -> dict[str, bytes]:
     a member named twice, a member larger than this machine's memory."""
     wanted = set(CIFAR10_FILES) | set(CIFAR100_FILES)
     where = str(path)
-    limit = None
-    with contextlib.suppress(ValueError, OSError, AttributeError):
-        limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    limit = physical_memory()
     out: dict[str, bytes] = {}
     tops: set[str] = set()
     try:

@@ -60,6 +60,7 @@ from pathlib import Path
 
 import numpy as np
 
+from archbench.env import physical_memory
 from archbench.errors import DataError, UsageError
 
 try:
@@ -99,13 +100,6 @@ def _meminfo_available(path: str = "/proc/meminfo") -> int | None:
     return None
 
 
-def _physical_memory() -> int | None:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
 def resolve_threshold(memory_limit: int | None = None) -> Threshold:
     """The threshold in force (see the module doc for the order)."""
     if memory_limit is not None:
@@ -127,7 +121,7 @@ def resolve_threshold(memory_limit: int | None = None) -> Threshold:
     if available is not None:
         return Threshold(int(available * MEMORY_FRACTION),
                          f"{MEMORY_FRACTION:.0%} of MemAvailable ({available:,} bytes) in /proc/meminfo")
-    physical = _physical_memory()
+    physical = physical_memory()
     if physical is not None:
         return Threshold(int(physical * MEMORY_FRACTION), f"{MEMORY_FRACTION:.0%} of physical memory "
                                                           f"({physical:,} bytes)")

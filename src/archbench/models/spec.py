@@ -39,13 +39,13 @@ biases zero, as Keras initialises them.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
 from torch import nn
 
+from archbench.env import physical_memory
 from archbench.errors import ModelError
 from archbench.models.blocks import InputTooSmall, Residual, keras_init_
 
@@ -85,19 +85,12 @@ class _Layer:
         return v
 
 
-def _physical_memory() -> int | None:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
 def _weights(layer: _Layer, params: int, cls: Callable[..., nn.Module], *args, **kwargs) -> nn.Module:
     """``cls(*args, **kwargs)``: a layer of ``params`` float32 parameters,
     refusing one that cannot fit in memory (named, with its bytes) before
     allocating it."""
     nbytes = 4 * params
-    memory = _physical_memory()
+    memory = physical_memory()
     if memory is not None and nbytes > memory:
         raise SpecError(f"{layer.where} ({layer.kind}): {params:,} parameters = {nbytes:,} bytes as float32, more "
                         f"than this machine's memory ({memory:,} bytes); make the layer smaller.")
