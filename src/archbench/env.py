@@ -130,7 +130,7 @@ def _version(pkg: str) -> str | None:
 def environment() -> dict[str, Any]:
     import torch
 
-    from archbench import __version__
+    from archbench._version import __version__
 
     env: dict[str, Any] = {
         "archbench": __version__,
