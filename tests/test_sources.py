@@ -755,51 +755,46 @@ def test_unambiguous_4d_and_3d_arrays_still_load_and_bad_layouts_are_named(tmp_p
         load_data(path)
 
 
-_LOAD_AND_HOLD = """
-import sys, time
+_LOAD_MAPPED = """
+import sys
 from archbench.data import load_data
-for p in sys.argv[2:]:
-    load_data(p, memory_limit=1)
-print("loaded", flush=True)
-if sys.argv[1] == "hold":
-    sys.stdin.readline()
+ds = load_data(sys.argv[1], memory_limit=1)
+print(ds.identity, ds.storage, int(ds.train_images.sum()), flush=True)
 """
 
 
-def test_array_cache_is_bounded_and_never_removes_an_entry_in_use(tmp_path, monkeypatch):
+def test_array_cache_keeps_one_entry_per_identity_and_evicts_nothing(tmp_path):
+    paths = [keras_npz(tmp_path, name=f"d{i}.npz", n_train=30 + i)[0] for i in range(4)]
+    idents = [load_data(p, memory_limit=1).identity for p in paths]
+    assert [load_data(p, memory_limit=1).identity for p in paths] == idents  # a second load maps the same entry
+    assert sorted(d.name for d in arrays_root().iterdir()) == sorted(idents) + ["sources"]
+    for d in arrays_root().iterdir():  # no lock files, no temporary directories
+        assert not d.name.startswith("."), d
+
+
+def test_two_writers_of_one_entry_need_no_lock_the_first_rename_wins(tmp_path):
+    from archbench.data.storage import CacheEntry, read_entry
+
+    identity = "ab" * 32
+    entries = [CacheEntry(64) for _ in range(2)]  # both started before either finished
+    for value, entry in enumerate(entries):
+        entry.save("labels", np.full(4, value, dtype=np.int64))
+    assert [e.commit(identity, {}) for e in entries] == [arrays_root() / identity] * 2
+    found = read_entry(identity)
+    assert found is not None and found[1]["shapes"] == {"labels": [4]}
+    np.testing.assert_array_equal(np.load(found[0] / "labels.npy"), np.zeros(4, np.int64))  # the first's copy
+    assert [d.name for d in arrays_root().iterdir()] == [identity]  # the second's copy is gone
+
+
+def test_processes_loading_one_dataset_at_once_share_one_entry(tmp_path):
+    import os
     import subprocess
 
-    from archbench.data import storage
-
-    paths = [keras_npz(tmp_path, name=f"d{i}.npz", n_train=30 + i)[0] for i in range(5)]
-    env = {**__import__("os").environ, "XDG_CACHE_HOME": str(tmp_path / "xdg")}
-    # Three entries written by a process that has ended (nothing holds them), oldest first.
-    for p in paths[:3]:
-        subprocess.run([sys.executable, "-c", _LOAD_AND_HOLD, "exit", str(p)], env=env, check=True,
-                       capture_output=True)
-    idents = {p: load_data(p).identity for p in paths}  # in memory: identities without holding anything
-    entries = lambda: {d.name for d in arrays_root().iterdir() if len(d.name) == 64}  # noqa: E731
-    assert entries() == {idents[p] for p in paths[:3]}
-    # The oldest one is in use by a live process.
-    holder = subprocess.Popen([sys.executable, "-c", _LOAD_AND_HOLD, "hold", str(paths[0])], env=env,
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "loaded"
-        monkeypatch.setattr(storage, "CACHE_MAX_ENTRIES", 2)
-        newest = load_data(paths[3], memory_limit=1)  # writes a 4th entry: the bound removes unused old ones
-        assert entries() == {idents[paths[0]], idents[paths[3]]}  # d0 in use, d3 new; d1, d2 gone
-        sources = [json.loads(f.read_text())["identity"] for f in (arrays_root() / "sources").glob("*.json")]
-        assert sorted(sources) == sorted([idents[paths[0]], idents[paths[3]]])  # no record of a removed entry
-        # This process holds d3 (it maps it): a 5th entry removes neither it nor d0, even above the bound.
-        load_data(paths[4], memory_limit=1)
-        assert entries() == {idents[paths[0]], idents[paths[3]], idents[paths[4]]}
-        np.testing.assert_array_equal(newest.train_images.numpy(), load_data(paths[3]).train_images.numpy())
-    finally:
-        holder.stdin.write("\n")
-        holder.stdin.close()
-        holder.wait(timeout=60)
-    # Once nothing holds d0, the next write removes it; a removed entry is rebuilt on demand.
-    monkeypatch.setattr(storage, "CACHE_MAX_BYTES", 1)
-    assert storage.prune() == [idents[paths[0]]]
-    again = load_data(paths[1], memory_limit=1)
-    assert again.identity == idents[paths[1]] and idents[paths[1]] in entries()
+    npz, _ = keras_npz(tmp_path, n_train=300, channels=3)
+    procs = [subprocess.Popen([sys.executable, "-c", _LOAD_MAPPED, str(npz)], env=dict(os.environ),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 3, [err for _, err in outs]
+    mem = load_data(npz)
+    assert {out.strip() for out, _ in outs} == {f"{mem.identity} memmap {int(mem.train_images.sum())}"}
+    assert sorted(d.name for d in arrays_root().iterdir()) == [mem.identity, "sources"]

@@ -16,34 +16,26 @@ converts one batch at a time.
 5. none (nothing known): memory.
 
 **The cache.** Memory-mapped arrays live in
-``$XDG_CACHE_HOME/archbench/arrays/<identity>/`` (default ``~/.cache``), one
-``.npy`` per image array plus the labels and a ``meta.json``; ``<identity>``
-is the dataset's ``identity_sha256``. An entry is written into a temporary
-directory and renamed into place when complete, so a directory under its
-final name is always whole (two processes writing the same entry: the first
-rename wins, the other discards its copy). ``arrays/sources/<key>.json``
-remembers which identity a source file (an ``.npz`` by its SHA-256; a
-folder by the SHA-256 of every image file's name and bytes) was extracted
-to, so it is extracted once.
+``$XDG_CACHE_HOME/archbench/arrays/<identity>/`` (default
+``~/.cache/archbench/arrays/``): one entry per distinct data, ``<identity>``
+being the dataset's ``identity_sha256``, holding one ``.npy`` per image
+array plus the labels and a ``meta.json``. An entry is written into a
+temporary directory beside it and renamed into place when complete, so a
+directory under its final name is always whole, and concurrent writers need
+no lock: two processes writing the same entry each write their own copy,
+the first rename wins and the other discards its copy and maps the
+winner's. ``arrays/sources/<key>.json`` remembers which identity a source
+file (an ``.npz`` by its SHA-256; a folder by the SHA-256 of every image
+file's name and bytes) was extracted to, so it is extracted once.
 
-**What the cache holds, and its bound.** An entry is a full uint8 copy of
-the images it serves: one per distinct source content above the
-threshold, and one more per distinct operation on it (each
-``--val-split``/seed writes the divided training split as an entry of its
-own, under the derived identity). So it grows with every distinct split
-of a large dataset. After each new entry is written, the least recently
-used entries are removed while there are more than
-:data:`CACHE_MAX_ENTRIES` or they take more than :data:`CACHE_MAX_BYTES`
-bytes, except the ones in use: a process that maps an entry (or looks it
-up) holds a shared ``flock`` on its ``.lock`` file for the rest of its life
-(worker processes take their own when they map it), and an entry is
-removed only under an exclusive lock (taken without waiting: an entry in
-use is skipped), by renaming it out of place first, so a reader either
-finds it whole and locked or not at all (and writes it again). The most
-recent entry, and any in use, are kept even above the bound. "Used" is the
-``.lock`` file's modification time, touched at each first use in a process.
-Without ``fcntl`` (Windows) nothing is removed. Delete the directory to
-reclaim all the space at once (no archbench process running).
+**Its size.** An entry is a full uint8 copy of the images it serves: one
+per distinct source content above the threshold, and one more per distinct
+operation on it (each ``--val-split``/seed writes the divided training split
+as an entry of its own, under the derived identity). Nothing is evicted:
+the cache grows with every distinct split of a large dataset. To clear it,
+delete the directory, ``rm -r "${XDG_CACHE_HOME:-$HOME/.cache}/archbench/arrays"``,
+while no archbench process is running (a deleted entry is written again
+when next needed).
 """
 
 from __future__ import annotations
@@ -63,18 +55,9 @@ import numpy as np
 from archbench.env import physical_memory
 from archbench.errors import DataError, UsageError
 
-try:
-    import fcntl
-except ImportError:  # Windows: no advisory locks; the cache is then never pruned
-    fcntl = None  # type: ignore[assignment]
-
 ENV_MEMORY_LIMIT = "ARCHBENCH_MEMORY_LIMIT"
 MEMORY_FRACTION = 0.5
 CACHE_VERSION = 1
-# The cache's bound (module doc): least recently used entries beyond these are removed, unless in use.
-CACHE_MAX_ENTRIES = 8
-CACHE_MAX_BYTES = 32 << 30
-LOCK_NAME = ".lock"
 RULE = ("memmap when the trainer's float32 copy of every image (N_train + N_val + N_test) * C * H * W * 4 bytes "
         "exceeds the threshold, else in memory")
 
@@ -148,152 +131,9 @@ def arrays_root() -> Path:
     return Path(base) / "archbench" / "arrays"
 
 
-# Entry directory -> the descriptor holding its shared lock, kept open for this process's life.
-_HELD: dict[str, int] = {}
-
-
-def _same_file(fd: int, path: Path) -> bool:
-    try:
-        a, b = os.fstat(fd), os.stat(path)
-    except OSError:
-        return False
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
-
-
-def hold(directory: Path) -> bool:
-    """Mark the cache entry ``directory`` in use by this process (a shared
-    lock on its ``.lock`` file, kept until the process ends) and as just
-    used. False when the entry is not there (removed, or never written).
-    Where locks are unavailable (no ``fcntl``, a read-only cache), whether
-    the entry exists."""
-    key = str(directory)
-    lock = directory / LOCK_NAME
-    fd = _HELD.get(key)
-    if fd is not None:
-        if _same_file(fd, lock):
-            return True
-        release(directory)  # the entry was replaced: hold the new one
-    if fcntl is None:
-        return directory.is_dir()
-    try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    except FileNotFoundError:
-        return False
-    except OSError:
-        try:
-            fd = os.open(lock, os.O_RDONLY)
-        except OSError:
-            return directory.is_dir()
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH)  # waits only while a pruner renames the entry away
-    except OSError:
-        os.close(fd)
-        return directory.is_dir()
-    if not _same_file(fd, lock):  # renamed away (pruned) before the lock was ours
-        os.close(fd)
-        return False
-    with contextlib.suppress(OSError):
-        os.utime(fd)
-    _HELD[key] = fd
-    return True
-
-
-def release(directory: Path) -> None:
-    """Drop this process's hold on ``directory`` (see :func:`hold`)."""
-    fd = _HELD.pop(str(directory), None)
-    if fd is not None:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-
-
-def _is_entry_name(name: str) -> bool:
-    return len(name) == 64 and all(ch in "0123456789abcdef" for ch in name)
-
-
-def _entry_usage(d: Path) -> tuple[float, int]:
-    """(last use, bytes) of an entry directory."""
-    size, last = 0, 0.0
-    with contextlib.suppress(OSError):
-        for f in d.iterdir():
-            st = f.stat()
-            size += st.st_size
-            if f.name in (LOCK_NAME, "meta.json"):
-                last = max(last, st.st_mtime)
-    return last, size
-
-
-def _remove_unused(d: Path) -> bool:
-    """Remove entry ``d`` if no process holds it: exclusive lock without
-    waiting, rename out of place, delete. False when it is in use."""
-    if fcntl is None or str(d) in _HELD:
-        return False
-    try:
-        fd = os.open(d / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError:
-        return False
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return False
-        if not _same_file(fd, d / LOCK_NAME):
-            return False
-        trash = d.parent / f".trash-{os.getpid()}-{d.name}"
-        try:
-            os.rename(d, trash)
-        except OSError:
-            return False
-    finally:
-        os.close(fd)
-    shutil.rmtree(trash, ignore_errors=True)
-    return True
-
-
-def prune(max_entries: int | None = None, max_bytes: int | None = None) -> list[str]:
-    """Remove least recently used cache entries that no process holds
-    while there are more than ``max_entries`` or they take more than
-    ``max_bytes`` (defaults: :data:`CACHE_MAX_ENTRIES`,
-    :data:`CACHE_MAX_BYTES`); the most recent entry is always kept. Then
-    forget source records whose entry is gone. Returns the removed
-    identities. Best effort: any error leaves things as they are."""
-    max_entries = CACHE_MAX_ENTRIES if max_entries is None else max_entries
-    max_bytes = CACHE_MAX_BYTES if max_bytes is None else max_bytes
-    root = arrays_root()
-    if fcntl is None:
-        return []
-    try:
-        dirs = [d for d in root.iterdir() if _is_entry_name(d.name) and d.is_dir()]
-    except OSError:
-        return []
-    usage = {d: _entry_usage(d) for d in dirs}
-    order = sorted(dirs, key=lambda d: (usage[d][0], d.name))  # oldest first
-    count, total = len(order), sum(size for _, size in usage.values())
-    removed = []
-    for d in order[:-1]:
-        if count <= max_entries and total <= max_bytes:
-            break
-        if _remove_unused(d):
-            removed.append(d.name)
-            count -= 1
-            total -= usage[d][1]
-    if removed:
-        with contextlib.suppress(OSError):
-            for f in (root / "sources").glob("*.json"):
-                try:
-                    identity = json.loads(f.read_text(encoding="utf-8")).get("identity")
-                except (OSError, ValueError, AttributeError):
-                    continue
-                if isinstance(identity, str) and identity in removed:
-                    f.unlink(missing_ok=True)
-    return removed
-
-
 def open_array(path: str | Path) -> np.ndarray:
     """A cached ``.npy`` memory-mapped copy-on-write (writable for torch,
-    never written back). Its entry is held (:func:`hold`) first, so that
-    no other process prunes it while this one maps it."""
-    if Path(path).parent.parent == arrays_root():
-        hold(Path(path).parent)
+    never written back)."""
     try:
         return np.load(path, mmap_mode="c", allow_pickle=False)
     except (OSError, ValueError) as exc:
@@ -304,25 +144,18 @@ def open_array(path: str | Path) -> np.ndarray:
 def read_entry(identity: str) -> tuple[Path, dict] | None:
     """``(directory, meta)`` of a complete cache entry, or None."""
     d = arrays_root() / identity
-    if not (d / "meta.json").is_file() or not hold(d):  # held from here on: not pruned while this process lives
-        return None
     try:
         meta = json.loads((d / "meta.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        release(d)
         return None
     if meta.get("version") != CACHE_VERSION:
-        release(d)
         return None
     for name, shape in (meta.get("shapes") or {}).items():
-        p = d / f"{name}.npy"
         try:
-            arr = np.load(p, mmap_mode="r", allow_pickle=False)
+            arr = np.load(d / f"{name}.npy", mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError):
-            release(d)
             return None
         if list(arr.shape) != list(shape):
-            release(d)
             return None
     return d, meta
 
@@ -358,8 +191,8 @@ def _alive(pid: int) -> bool:
 
 
 def _remove_stale(root: Path) -> None:
-    """Temporary entries of writers and pruners that are gone (killed
-    mid-write or mid-delete)."""
+    """Temporary entries of writers that are gone (killed mid-write; also
+    ``.trash-*`` directories left by earlier versions, which pruned)."""
     for d in [*root.glob(".tmp-*"), *root.glob(".trash-*")]:
         pid = d.name.split("-")[1] if d.name.count("-") >= 2 else ""
         if pid.isdigit() and not _alive(int(pid)):
@@ -410,9 +243,6 @@ class CacheEntry:
                 raise DataError(f"cannot write the array cache {final}: {exc.strerror or exc}. Set "
                                 "$XDG_CACHE_HOME to a writable directory.") from exc
             self.abort()  # another process finished the same entry first
-            return final
-        hold(final)  # in use from now on; then keep the cache within its bound
-        prune()
         return final
 
     def abort(self) -> None:
