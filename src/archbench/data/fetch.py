@@ -23,6 +23,7 @@ from pathlib import Path
 
 from archbench.data.loader import gunzip, user_cache_dir, verify_file
 from archbench.data.registry import DataFile, DatasetSpec, get_dataset_spec
+from archbench.data.storage import pid_alive
 from archbench.errors import DataError, UsageError
 from archbench.records import file_mode
 
@@ -90,7 +91,7 @@ def remove_stale_parts(dest: Path, f: DataFile, log: Callable[[str], None] | Non
     prefix = _part_prefix(f)
     for part in dest.glob(f"{prefix}*.part"):
         owner = part.name[len(prefix):].split(".")[0]
-        if owner.isdigit() and _alive(int(owner)):  # a download in progress (or this one)
+        if owner.isdigit() and pid_alive(int(owner)):  # a download in progress (or this one)
             continue
         try:
             part.unlink()
@@ -100,16 +101,6 @@ def remove_stale_parts(dest: Path, f: DataFile, log: Callable[[str], None] | Non
     if removed and log:
         log(f"{dest}: removed {removed} unfinished download(s) of {f.name}.gz left by an interrupted fetch")
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # it exists, owned by someone else
-        return True
-    return True
 
 
 def fetch_file(spec_file, mirrors, dest: Path, timeout: float = 60.0, progress=None) -> Path:

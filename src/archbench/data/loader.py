@@ -31,6 +31,7 @@ import torch
 from archbench.data.arrays import balance, channel_stats, class_counts, identity_sha256
 from archbench.data.idx import IDX_DTYPES, MAX_DIMS, parse_idx
 from archbench.data.registry import ROLES, DataFile, DatasetSpec, get_dataset_spec
+from archbench.data.storage import cache_home, open_array
 from archbench.env import physical_memory
 from archbench.errors import DataError
 
@@ -38,8 +39,7 @@ ENV_VAR = "ARCHBENCH_DATA"
 
 
 def user_cache_dir(dataset: str) -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "archbench" / dataset
+    return cache_home() / dataset
 
 
 def candidate_dirs(spec: DatasetSpec, data_dir: str | os.PathLike | None = None) -> list[tuple[Path, str, bool]]:
@@ -438,8 +438,6 @@ class _Mapped:
     length: int
 
     def open(self) -> torch.Tensor:
-        from archbench.data.storage import open_array
-
         arr = open_array(self.path)
         if arr.shape[0] < self.length:
             raise DataError(f"the cached array {self.path} holds {arr.shape[0]} images, fewer than the "

@@ -126,9 +126,15 @@ def storage_info(needed: int, threshold: Threshold, storage: str, path: str | Pa
             "threshold_from": threshold.source, "path": None if path is None else str(path)}
 
 
-def arrays_root() -> Path:
+def cache_home() -> Path:
+    """archbench's cache folder: ``$XDG_CACHE_HOME/archbench`` (default
+    ``~/.cache/archbench``), holding downloads and the array cache."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "archbench" / "arrays"
+    return Path(base) / "archbench"
+
+
+def arrays_root() -> Path:
+    return cache_home() / "arrays"
 
 
 def open_array(path: str | Path) -> np.ndarray:
@@ -180,12 +186,13 @@ def remember_source(key: str, identity: str) -> None:
         os.replace(tmp, d / f"{key}.json")
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (owned by anyone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except OSError:
+    except OSError:  # it exists, owned by someone else
         return True
     return True
 
@@ -195,7 +202,7 @@ def _remove_stale(root: Path) -> None:
     ``.trash-*`` directories left by earlier versions, which pruned)."""
     for d in [*root.glob(".tmp-*"), *root.glob(".trash-*")]:
         pid = d.name.split("-")[1] if d.name.count("-") >= 2 else ""
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(d, ignore_errors=True)
 
 
