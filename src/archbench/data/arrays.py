@@ -224,6 +224,12 @@ def infer_classes(labels: dict[str, np.ndarray], where: str, n_train: int) -> tu
     return tuple(str(i) for i in range(k))
 
 
+def as_text(value: object) -> str:
+    """A name read from a file: bytes as UTF-8 (undecodable bytes
+    replaced), anything else through ``str``."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
 def check_class_names(names: Iterable[str], where: str, field: str) -> tuple[str, ...]:
     out = tuple(names)
     if not out:
