@@ -18,8 +18,8 @@ from PIL import Image
 
 from archbench.data import DIGITS, load_data, load_dataset, with_validation
 from archbench.data.arrays import channel_stats
-from archbench.data.split import held_out_count, split_keys, stratified_split
 from archbench.data.storage import ENV_MEMORY_LIMIT, arrays_root, resolve_threshold
+from archbench.data.stratify import held_out_count, split_keys, stratified_split
 from archbench.errors import DataError, UsageError
 from tests.conftest import write_files
 

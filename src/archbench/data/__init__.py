@@ -1,9 +1,10 @@
 """Datasets: registry, strict IDX parsing, verification, download; every
 source through :func:`load_data`; validation splits; the data card."""
 
+from archbench.data.dataset import Dataset
 from archbench.data.fetch import fetch_dataset
 from archbench.data.idx import encode_idx, parse_idx
-from archbench.data.loader import Dataset, load_dataset, locate, user_cache_dir
+from archbench.data.loader import load_dataset, locate, user_cache_dir
 from archbench.data.registry import (
     FASHION_MNIST,
     DataFile,

@@ -23,10 +23,9 @@ from archbench.data.arrays import (
     check_not_empty,
     check_two_classes,
 )
-from archbench.data.common import from_arrays
-from archbench.data.loader import Dataset, read_raw
+from archbench.data.dataset import Dataset, from_arrays
 from archbench.data.registry import DatasetSpec
-from archbench.data.storage import Threshold, resolve_threshold
+from archbench.data.storage import Threshold, read_raw, resolve_threshold
 from archbench.env import physical_memory
 from archbench.errors import DataError
 

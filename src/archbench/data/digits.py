@@ -8,13 +8,12 @@ from pathlib import Path
 import numpy as np
 
 from archbench.data.arrays import check_labels
-from archbench.data.common import from_arrays
-from archbench.data.loader import Dataset
+from archbench.data.dataset import Dataset, from_arrays
 from archbench.data.registry import DatasetSpec
-from archbench.data.split import RULE as SPLIT_RULE
-from archbench.data.split import RULE_ID as SPLIT_RULE_ID
-from archbench.data.split import stratified_split
 from archbench.data.storage import Threshold, resolve_threshold
+from archbench.data.stratify import RULE as SPLIT_RULE
+from archbench.data.stratify import RULE_ID as SPLIT_RULE_ID
+from archbench.data.stratify import stratified_split
 from archbench.errors import DataError
 
 DIGITS = "digits"
@@ -30,7 +29,7 @@ def load_digits_dataset(threshold: Threshold | None = None) -> Dataset:
     Pixels: the integer values 0..16 become uint8 by ``(v * 255 + 8) // 16``
     (round half up of v * 255 / 16: 0 -> 0, 1 -> 16, 8 -> 128, 16 -> 255).
     Split: scikit-learn ships no test set, so a fixed one is made by
-    :mod:`archbench.data.split`'s rule with fraction 0.2 and seed 0
+    :mod:`archbench.data.stratify`'s rule with fraction 0.2 and seed 0
     (stratified; 359 test / 1,438 train images with scikit-learn's data),
     both parts in the original order. Digits are not mirror-symmetric.
     Needs scikit-learn: ``pip install 'archbench[datasets]'``."""

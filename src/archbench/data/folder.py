@@ -14,10 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from archbench.data.arrays import check_no_empty_class, check_two_classes, rows_per_chunk
-from archbench.data.common import SPLITS, stream
-from archbench.data.loader import Dataset, read_raw
+from archbench.data.dataset import SPLITS, Dataset, stream
 from archbench.data.registry import DatasetSpec
-from archbench.data.storage import Threshold, choose_storage, float32_bytes, resolve_threshold
+from archbench.data.storage import Threshold, choose_storage, float32_bytes, read_raw, resolve_threshold
 from archbench.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")

@@ -18,20 +18,18 @@ inflates to more (a decompression bomb) is refused after that many bytes.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import os
 import zlib
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from archbench.data.arrays import balance, channel_stats, class_counts, identity_sha256
+from archbench.data.dataset import PAYLOAD_SHA256, UPSTREAM_GZ_MD5, Dataset
 from archbench.data.idx import IDX_DTYPES, MAX_DIMS, parse_idx
 from archbench.data.registry import ROLES, DataFile, DatasetSpec, get_dataset_spec
-from archbench.data.storage import cache_home, open_array
+from archbench.data.storage import cache_home, read_raw
 from archbench.env import physical_memory
 from archbench.errors import DataError
 
@@ -104,13 +102,6 @@ def locate(spec: DatasetSpec | str, data_dir: str | os.PathLike | None = None) -
     raise DataError(
         f"dataset {spec.name} not found; looked in: {'; '.join(looked)}. To get it, {_missing_help(spec)}"
     )
-
-
-def read_raw(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror or exc}. Check its permissions.") from exc
 
 
 def is_gzip(raw: bytes, path: Path | str) -> bool:
@@ -204,10 +195,6 @@ def check_size(payload: bytes, expected_nbytes: int | None, source: str) -> None
         )
 
 
-PAYLOAD_SHA256 = "payload SHA-256"
-UPSTREAM_GZ_MD5 = "upstream .gz MD5"
-
-
 def verify_file(raw: bytes, payload: bytes, f: DataFile, source: str, sha256: str | None = None) -> str:
     """Check one file against the registry; return how it was verified.
 
@@ -242,208 +229,6 @@ def verify_file(raw: bytes, payload: bytes, f: DataFile, source: str, sha256: st
             )
         return UPSTREAM_GZ_MD5
     raise DataError(f"{source}: the registry has no checksum for {f.name}; pass --no-verify to use it unchecked.")
-
-
-def _default_split() -> dict:
-    return {"test": {"from": "source"}, "val": None, "operations": []}
-
-
-IMAGE_ROLES = ("train_images", "val_images", "test_images")
-
-
-@dataclass
-class Dataset:
-    """A loaded image-classification dataset.
-
-    Images are uint8 tensors of shape ``(N, C, H, W)`` (values 0..255, as
-    stored; nothing is normalised), labels int64 ``(N,)`` with values
-    ``0 .. num_classes-1``. ``val_images``/``val_labels`` exist only after
-    :func:`archbench.data.with_validation`.
-
-    ``source`` says where it came from (``"registry"``, ``"digits"``,
-    ``"npz"``, ``"cifar"``, ``"folder"``), ``format`` in more words;
-    ``split`` how the train/val/test splits were made (``"test"``: the
-    source's own test split or the rule that made it; ``"val"``: the
-    validation split or None; ``"operations"``: subsets and splits applied
-    after loading, in order). ``storage`` is ``"memory"`` or ``"memmap"``
-    (images backed by memory-mapped ``.npy`` files in the array cache; see
-    :mod:`archbench.data.storage`), ``storage_info`` the decision's numbers.
-    ``notes``: sentences for a person about the source (entries or files it
-    held that are not used).
-
-    ``sha256``: the digest of each part by role: the decompressed payload
-    of each IDX file for registry datasets, else the canonical digest of each
-    array as loaded (:mod:`archbench.data.arrays`). :attr:`identity` combines
-    them with the classes, shape and operations.
-
-    A Dataset pickles whole (process pools, Ray); memory-mapped images are
-    pickled as their file paths and mapped again on arrival (the cache must
-    be on a file system the receiver shares)."""
-
-    spec: DatasetSpec
-    train_images: torch.Tensor
-    train_labels: torch.Tensor
-    test_images: torch.Tensor
-    test_labels: torch.Tensor
-    files: dict[str, str]
-    verified: bool
-    verification: str | None = None  # how: PAYLOAD_SHA256 / UPSTREAM_GZ_MD5 (mixed: joined with " + ")
-    # SHA-256 of each decompressed payload (or array), by role: the data's identity (a resumed run checks it)
-    sha256: dict[str, str] = field(default_factory=dict)
-    val_images: torch.Tensor | None = None
-    val_labels: torch.Tensor | None = None
-    source: str = "registry"
-    format: str = "IDX"
-    split: dict = field(default_factory=_default_split)
-    storage: str = "memory"
-    storage_info: dict = field(default_factory=dict)
-    details: dict = field(default_factory=dict)  # source-specific facts for the card (versions, ignored files)
-    # sentences a person should read (what was ignored, ...): `data info` prints them, the card keeps them
-    notes: list[str] = field(default_factory=list)
-    # role -> .npy path for memory-mapped images: the tensor is that file's first len(tensor) images
-    backing: dict[str, str] = field(default_factory=dict, repr=False)
-
-    @property
-    def classes(self) -> tuple[str, ...]:
-        return self.spec.classes
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.spec.classes)
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        """``(C, H, W)``."""
-        c, h, w = self.spec.image_shape
-        return int(c), int(h), int(w)
-
-    @property
-    def identity(self) -> str:
-        """The data card's ``identity_sha256`` (see :func:`archbench.data.arrays.identity_sha256`)."""
-        return identity_sha256(self.sha256, self.classes, self.image_shape, self.split.get("operations", []))
-
-    def _splits(self) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
-        out = [("train", self.train_images, self.train_labels)]
-        if self.val_images is not None and self.val_labels is not None:
-            out.append(("val", self.val_images, self.val_labels))
-        out.append(("test", self.test_images, self.test_labels))
-        return out
-
-    def describe(self) -> dict:
-        """The data card (JSON-safe). Keys kept from before: name, files,
-        verified_sha256, verified, verification, payload_sha256,
-        train_samples, test_samples, image_shape, classes. Added: source,
-        format, identity_sha256, num_classes, class_counts, balance,
-        val_samples, split, normalization (train split only), storage,
-        storage_detail, mirror_symmetric, details, notes (sentences for a
-        person: what the source held that is not used)."""
-        card = getattr(self, "_card", None)
-        if card is None:
-            card = self._describe()
-            self._card = card
-        return copy.deepcopy(card)
-
-    def _describe(self) -> dict:
-        if self.source == "registry":
-            verification = self.verification if self.verified else "not verified (--no-verify)"
-            payload_of = "the decompressed IDX files"
-        else:
-            verification = "none: no published checksum for this source (identity_sha256 identifies the data)"
-            payload_of = "the arrays as loaded (uint8 N,C,H,W images; int64 labels; C order)"
-        counts = {name: class_counts(labels, self.num_classes) for name, _, labels in self._splits()}
-        mean, std = channel_stats(self.train_images) if self.train_labels.numel() else (None, None)
-        return {
-            "name": self.spec.name,
-            "files": dict(self.files),
-            "verified_sha256": self.verified and self.verification == PAYLOAD_SHA256,
-            "verified": self.verified,
-            "verification": verification,
-            "payload_sha256": dict(self.sha256),
-            "train_samples": int(self.train_labels.numel()),
-            "test_samples": int(self.test_labels.numel()),
-            "image_shape": list(self.spec.image_shape),
-            "classes": list(self.spec.classes),
-            "source": self.source,
-            "format": self.format,
-            "payload_sha256_of": payload_of,
-            "identity_sha256": self.identity,
-            "num_classes": self.num_classes,
-            "val_samples": 0 if self.val_labels is None else int(self.val_labels.numel()),
-            "class_counts": counts,
-            "balance": {name: balance(c) for name, c in counts.items()},
-            "split": copy.deepcopy(self.split),
-            "normalization": {
-                "computed_on": "train",
-                "samples": int(self.train_labels.numel()),
-                "mean": mean,
-                "std": std,
-                "of": "x / 255 per channel; population std (ddof=0)",
-                "applied": "x / 255 (no standardisation)",
-            },
-            "mirror_symmetric": self.spec.mirror_symmetric,
-            "storage": self.storage,
-            "storage_detail": dict(self.storage_info),
-            "details": copy.deepcopy(self.details),
-            "notes": list(self.notes),
-        }
-
-    def subset(self, train_limit: int | None = None, test_limit: int | None = None,
-               val_limit: int | None = None) -> Dataset:
-        """The first ``train_limit`` / ``test_limit`` / ``val_limit`` samples
-        of each split (deterministic). A limit that cuts something is
-        recorded in ``split["operations"]`` (and so in the identity)."""
-        cut = {}
-        out = {}
-        for name, images, labels, limit in (
-            ("train", self.train_images, self.train_labels, train_limit),
-            ("val", self.val_images, self.val_labels, val_limit),
-            ("test", self.test_images, self.test_labels, test_limit),
-        ):
-            if images is None or labels is None:
-                continue
-            kept = labels[:limit]
-            if len(kept) < len(labels):
-                cut[name] = len(kept)
-            out[name] = (images[:limit], kept)
-        split = self.split
-        if cut:
-            split = {**self.split, "operations": [*self.split.get("operations", []),
-                                                  {"op": "subset", "rule": "first N of each split", **cut}]}
-        val = out.get("val", (None, None))
-        return replace(self, train_images=out["train"][0], train_labels=out["train"][1],
-                       val_images=val[0], val_labels=val[1],
-                       test_images=out["test"][0], test_labels=out["test"][1], split=split)
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state.pop("_card", None)
-        for role, path in self.backing.items():
-            tensor = state.get(role)
-            if tensor is not None:
-                state[role] = _Mapped(path, int(tensor.shape[0]))
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        for role in IMAGE_ROLES:
-            if isinstance(state.get(role), _Mapped):
-                state[role] = state[role].open()
-        self.__dict__.update(state)
-
-
-@dataclass(frozen=True)
-class _Mapped:
-    """A memory-mapped image tensor in a pickle: its file and length."""
-
-    path: str
-    length: int
-
-    def open(self) -> torch.Tensor:
-        arr = open_array(self.path)
-        if arr.shape[0] < self.length:
-            raise DataError(f"the cached array {self.path} holds {arr.shape[0]} images, fewer than the "
-                            f"{self.length} the dataset was sent with; the cache changed underneath the run. "
-                            "Load the dataset again.")
-        return torch.from_numpy(arr[:self.length])
 
 
 def _check_images(arr: np.ndarray, spec: DatasetSpec, source: str) -> None:

@@ -26,8 +26,7 @@ from archbench.data.arrays import (
     infer_classes,
     rows_per_chunk,
 )
-from archbench.data.common import SPLITS, stream
-from archbench.data.loader import Dataset
+from archbench.data.dataset import SPLITS, Dataset, stream
 from archbench.data.registry import DatasetSpec
 from archbench.data.storage import Threshold, choose_storage, float32_bytes, resolve_threshold
 from archbench.errors import DataError

@@ -15,7 +15,7 @@
    * an image-folder tree ``train/<class>/*``, ``test/<class>/*``
      (:func:`load_folder`).
 
-Every source gives the same :class:`~archbench.data.loader.Dataset`: uint8
+Every source gives the same :class:`~archbench.data.dataset.Dataset`: uint8
 ``(N, C, H, W)`` images, int64 labels, a spec with the class names and
 ``(C, H, W)``, and the data card (``describe()``). Bad data is a
 :class:`~archbench.errors.DataError` naming the file, the field and the fix.
@@ -25,7 +25,8 @@ is decided by :mod:`archbench.data.storage` (``memory_limit``).
 This module is the dispatch; each format has its own module
 (:mod:`~archbench.data.digits`, :mod:`~archbench.data.npz`,
 :mod:`~archbench.data.cifar`, :mod:`~archbench.data.folder`), sharing
-:mod:`archbench.data.common`. Their loaders are importable from here too.
+:mod:`archbench.data.dataset` (building a Dataset, :func:`apply_storage`).
+Their loaders are importable from here too.
 """
 
 from __future__ import annotations
@@ -34,10 +35,10 @@ import os
 from pathlib import Path
 
 from archbench.data.cifar import _cifar_dir_kind, load_cifar
-from archbench.data.common import apply_storage
+from archbench.data.dataset import Dataset, apply_storage
 from archbench.data.digits import DIGITS, load_digits_dataset
 from archbench.data.folder import load_folder
-from archbench.data.loader import Dataset, load_dataset
+from archbench.data.loader import load_dataset
 from archbench.data.npz import load_npz
 from archbench.data.registry import DatasetSpec, get_dataset_spec, list_datasets
 from archbench.data.storage import Threshold, resolve_threshold

@@ -36,6 +36,8 @@ the cache grows with every distinct split of a large dataset. To clear it,
 delete the directory, ``rm -r "${XDG_CACHE_HOME:-$HOME/.cache}/archbench/arrays"``,
 while no archbench process is running (a deleted entry is written again
 when next needed).
+
+Also :func:`read_raw`: a source file's bytes, or a DataError naming it.
 """
 
 from __future__ import annotations
@@ -145,6 +147,14 @@ def open_array(path: str | Path) -> np.ndarray:
     except (OSError, ValueError) as exc:
         raise DataError(f"cannot map the cached array {path}: {exc}. Delete {Path(path).parent} and load the "
                         "dataset again (it is rebuilt).") from exc
+
+
+def read_raw(path: Path) -> bytes:
+    """A source file's bytes; an unreadable file is a DataError naming it."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}. Check its permissions.") from exc
 
 
 def read_entry(identity: str) -> tuple[Path, dict] | None:
