@@ -50,9 +50,10 @@ from typing import Any
 
 import torch
 
-from archbench.config import Source, resolve
+from archbench.config import Source
 from archbench.data import load_dataset
 from archbench.env import affinity_cpus, cpu_model, load_average, usable_cpus
+from archbench.resolve import resolve
 from archbench.run.executors import run_units_locally
 from archbench.run.threads import sample_load
 

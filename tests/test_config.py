@@ -9,19 +9,10 @@ import pytest
 import torch
 
 from archbench.cli import build_parser, explicit_options, main
-from archbench.config import (
-    TRAIN_DEFAULTS,
-    Formulation,
-    Precision,
-    StudyConfig,
-    TrainConfig,
-    config_differences,
-    load_experiment,
-    resolve,
-    resume_config,
-)
+from archbench.config import TRAIN_DEFAULTS, Formulation, Precision, StudyConfig, TrainConfig
 from archbench.errors import ModelError, UsageError
 from archbench.models.registry import recipe_of
+from archbench.resolve import config_differences, load_experiment, resolve, resume_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -191,6 +182,32 @@ def test_a_v1_record_upgrades_to_per_model_recipes():
     assert cfg.train_config_for("cnn_bn").lr == 0.006 and cfg.train_config_for("mlp").lr == 1e-3
 
 
+def test_reading_a_stored_configuration_registers_nothing(tmp_path):
+    from archbench.models.registry import is_reference
+    from archbench.resolve import register_specs
+
+    spec = {"layers": [{"type": "flatten"}, {"type": "dense", "units": 10}]}
+    stored = {**cli_config("--models", "mlp").to_dict(), "models": ["mlp", "stored_only_spec"], "specs": {
+        "stored_only_spec": spec}}
+    stored["train"] = {**stored["train"], "stored_only_spec": stored["train"]["mlp"]}
+    cfg = StudyConfig.from_dict(stored)  # validation only: no side effect on the model registry
+    assert cfg.specs == {"stored_only_spec": spec} and not is_reference("stored_only_spec")
+    register_specs(cfg)  # where models are built (run_study, the pool's and Ray's workers)
+    assert is_reference("stored_only_spec")
+
+
+def test_a_resumed_configuration_checks_that_its_dataset_still_exists(tmp_path):
+    npz = tmp_path / "gone.npz"
+    npz.write_bytes(b"")
+    stored = cli_config("--models", "mlp", "--dataset", str(npz)).to_dict()
+    assert stored["dataset"] == str(npz.resolve())
+    assert StudyConfig.from_dict(stored).dataset == str(npz.resolve())
+    npz.unlink()
+    assert StudyConfig.from_dict(stored).dataset == str(npz.resolve())  # the schema checks the shape only
+    with pytest.raises(UsageError, match=r"stored configuration: unknown dataset '.*gone\.npz'"):
+        resume_config(stored)
+
+
 # ---------------------------------------------------------------- import structure
 
 def _imports(path: Path, package: str) -> set[str]:
@@ -231,6 +248,11 @@ def test_no_import_loops_in_the_package():
     for m in sorted(graph):
         visit(m)
     assert loops == [], loops
+
+
+def test_config_is_a_leaf_schema():
+    # the dataclasses and their checks: no registry, no resolution (those are archbench.resolve's)
+    assert _imports(ROOT / "src" / "archbench" / "config.py", "archbench") == {"archbench.errors"}
 
 
 def test_building_blocks_register_nothing():

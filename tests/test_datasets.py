@@ -7,11 +7,11 @@ from dataclasses import replace
 
 import pytest
 
-from archbench.config import load_experiment, resolve
 from archbench.data import encode_idx, fetch_dataset, get_dataset_spec, list_datasets, load_dataset
 from archbench.data.loader import PAYLOAD_SHA256, UPSTREAM_GZ_MD5
 from archbench.data.registry import ROLES
 from archbench.errors import DataError, UsageError
+from archbench.resolve import load_experiment, resolve
 from tests.conftest import NAMES, write_files
 from tests.test_fetch import serve
 

@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from archbench import config
-from archbench.config import ExecutionConfig, Source, resolve
+from archbench.config import ExecutionConfig, Source
 from archbench.data import load_dataset
 from archbench.errors import UsageError
+from archbench.resolve import resolve
 from archbench.run import jobs, threads
 from archbench.run.executors import run_units_locally
 from archbench.run.study import RunOptions, run_study

@@ -4,11 +4,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from archbench.config import load_experiment, resolve
 from archbench.errors import UsageError
 from archbench.measure import count_parameters
 from archbench.models import create_model
 from archbench.models.spec import SpecError, build_from_spec
+from archbench.resolve import load_experiment, resolve
 
 SEED_CNN = {"layers": [
     {"type": "conv2d", "filters": 16, "kernel": 3, "activation": "relu"},
@@ -129,7 +129,7 @@ def test_malformed_experiment_files(tmp_path, text, words):
 def test_seed_study_file_equals_the_default_config():
     from pathlib import Path
 
-    from archbench.config import config_differences
+    from archbench.resolve import config_differences
 
     cfg = resolve(experiment=load_experiment(Path(__file__).parents[1] / "examples" / "seed_study.toml"))
     assert config_differences(cfg.to_dict(), resolve().to_dict()) == []

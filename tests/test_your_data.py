@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from archbench.config import TrainConfig, resolve
+from archbench.config import TrainConfig
 from archbench.errors import UsageError
+from archbench.resolve import resolve
 from archbench.train import train
 from tests.conftest import strict_json
 
@@ -116,7 +117,7 @@ def test_config_checks_dataset_and_val_split(tmp_path, monkeypatch):
 
 
 def test_experiment_file_dataset_path_is_relative_to_the_file(tmp_path, monkeypatch):
-    from archbench.config import load_experiment
+    from archbench.resolve import load_experiment
 
     (tmp_path / "exp").mkdir()
     write_npz(tmp_path / "exp" / "d.npz")
@@ -224,7 +225,7 @@ def test_per_class_metrics_are_undefined_not_zero_without_test_images():
 
 
 def test_experiment_file_dataset_is_never_read_from_the_working_directory(tmp_path, monkeypatch):
-    from archbench.config import load_experiment
+    from archbench.resolve import load_experiment
 
     (tmp_path / "exp").mkdir()
     write_npz(tmp_path / "d.npz")  # in the working directory, not beside the file

@@ -1,5 +1,5 @@
 """The Python API, equal to the CLI: ``archbench.compare([...])`` resolves its
-arguments through the same :func:`archbench.config.resolve` as ``archbench
+arguments through the same :func:`archbench.resolve.resolve` as ``archbench
 run`` (so recipes apply exactly as there), runs the study, and returns a
 result that tabulates itself (and renders inline in Jupyter);
 ``archbench.load_run(path)`` returns the same result for a saved run.
@@ -206,7 +206,8 @@ def compare(models: Any, *, seeds: Any = None, dataset: str | None = None, quiet
     An option given here wins over the model's recipe, as on the command line;
     one not given leaves the recipe's value (a zoo model trains with its own
     recipe). Progress bars show (in notebooks too) unless ``quiet``."""
-    from archbench.config import ExecutionConfig, Source, resolve
+    from archbench.config import ExecutionConfig, Source
+    from archbench.resolve import resolve
     from archbench.run.study import RunOptions, run_study
 
     explicit = dict(options)

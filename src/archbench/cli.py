@@ -20,6 +20,7 @@ from archbench.config import MAX_JOBS, MAX_THREADS
 from archbench.errors import EXIT_RUNTIME, EXIT_USAGE, ArchbenchError, UsageError
 
 EXIT_INTERRUPTED = 130
+_Sub = argparse._SubParsersAction  # what add_subparsers returns: each command adds its parser to it
 
 
 def _int_at_least(lo: int, what: str, hi: int | None = None):
@@ -121,16 +122,31 @@ def _add_train_options(r: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from archbench._version import __version__
-    from archbench.config import MAX_REPEATS
 
     p = argparse.ArgumentParser(prog="archbench", description=__doc__.split("\n")[0])
     p.add_argument("--version", action="version", version=f"archbench {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    _add_run_parser(sub)
+    _add_report_parsers(sub)
+    _add_profile_parser(sub)
+    _add_data_parser(sub)
+    return p
 
+
+def _add_run_parser(sub: _Sub) -> None:
     r = sub.add_parser("run", help="train and measure models, write runs/<name>/ (default: the seed study)")
     r.add_argument("experiment", nargs="?", default=None,
                    help="an experiment file (TOML; see examples/); options given here override it")
+    _add_study_options(r)
+    _add_train_options(r)
+    _add_execution_options(r)
+
+
+def _add_study_options(r: argparse.ArgumentParser) -> None:
+    """What the study is: its models, seeds and data."""
+    from archbench.config import MAX_REPEATS
+
     S = argparse.SUPPRESS  # an option not given is absent: "given" means explicit, whatever the value
     r.add_argument("--models", type=_models, default=S,
                    help="comma-separated registry names, package.module:function or spec files (default: mlp,cnn)")
@@ -155,7 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use only the first N training images")
     r.add_argument("--test-limit", type=_int_at_least(1, "--test-limit"), default=S,
                    help="use only the first N test images")
-    _add_train_options(r)
+
+
+def _add_execution_options(r: argparse.ArgumentParser) -> None:
+    """How the study runs: output, resume, executor, threads and jobs, MLflow."""
     r.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
     r.add_argument("--no-timing", action="store_true",
                    help="skip the latency/throughput/step-time measurements (a few seconds per model)")
@@ -190,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--check-determinism", action="store_true",
                    help="after the run, retrain one unit with the same seed and compare the results")
 
+
+def _add_report_parsers(sub: _Sub) -> None:
+    """report, models, index and compare: the commands that read what was run."""
     rep = sub.add_parser("report", help="rebuild the report (md, html, plots) and tables (csv, tex) from "
                                         "RUN_DIR/results.json")
     rep.add_argument("run_dir")
@@ -208,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--force", action="store_true",
                       help="write into an --out that already holds files (replacing its results.json and reports)")
 
+
+def _add_profile_parser(sub: _Sub) -> None:
     pr = sub.add_parser("profile", help="measure one model's costs (no training): layers, FLOPs, memory, size, speed")
     pr.add_argument("model", help="registry name or package.module:function")
     pr.add_argument("--batch-size", type=_int_at_least(1, "--batch-size"), default=None,
@@ -227,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", default=None, metavar="DIR",
                     help="keep the files whose sizes are measured (safetensors, .pt, ONNX) in DIR")
 
+
+def _add_data_parser(sub: _Sub) -> None:
     d = sub.add_parser("data", help="dataset commands")
     dsub = d.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
     f = dsub.add_parser("fetch", help="download and verify the dataset")
@@ -237,7 +263,6 @@ def build_parser() -> argparse.ArgumentParser:
     i = dsub.add_parser("info", help="where the dataset is found, and whether it verifies")
     i.add_argument("--data-dir", default=None)
     i.add_argument("--dataset", default="fashion-mnist")
-    return p
 
 
 def _log(quiet: bool):
@@ -281,9 +306,10 @@ def explicit_options(args: argparse.Namespace) -> dict:
 
 
 def cmd_run(args) -> int:
-    from archbench.config import ExecutionConfig, Source, load_experiment, resolve, resume_config
+    from archbench.config import ExecutionConfig, Source
     from archbench.records import load_record
     from archbench.report import TABLE_HEAD, comparison_rows, text_table
+    from archbench.resolve import load_experiment, resolve, resume_config
     from archbench.run.study import RunOptions, run_study
 
     explicit = explicit_options(args)
@@ -448,11 +474,11 @@ def cmd_compare(args) -> int:
 def cmd_profile(args) -> int:
     import json
 
-    from archbench.config import resolve
     from archbench.env import host_snapshot, unit_host
     from archbench.measure import layer_table, measure_model
     from archbench.models import check_model_io, create_model, input_shape_of
     from archbench.report.profile import render_profile
+    from archbench.resolve import resolve
     from archbench.train import resolve_device
 
     # The model's own recipe (zoo models train in bf16 with AdamW at batch 256, ...), as `run` would train it.
@@ -505,10 +531,10 @@ def cmd_data(args) -> int:
         print(f"{args.dataset}: {len(paths)} files verified in {Path(next(iter(paths.values()))).parent}")
         return 0
     if args.data_command == "info":
-        from archbench.config import STUDY_CHECKS, check_value
         from archbench.data import load_data
+        from archbench.resolve import check_dataset
 
-        name = check_value("dataset", args.dataset, STUDY_CHECKS["dataset"], "--dataset: ")
+        name = check_dataset(args.dataset, "--dataset: ")
         ds = load_data(name, args.data_dir)
         card = ds.describe()
         for role, path in ds.files.items():

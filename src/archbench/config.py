@@ -1,21 +1,15 @@
-"""Configuration: one home, one ``resolve``.
+"""Configuration: the typed schema and its value checks.
 
-Every way of starting a study -- the command line, an experiment file,
-``--resume`` and the Python API -- ends in :func:`resolve` (or, for a stored
-run, :func:`resume_config`), which returns one validated, immutable
-:class:`StudyConfig`. Nothing downstream re-validates or re-resolves.
+The frozen dataclasses a study is described by -- :class:`TrainConfig` (one
+model's recipe), :class:`StudyConfig` (a resolved study) and
+:class:`ExecutionConfig` (how it runs) -- and the checks of every value's type
+and range, with the error that names the key and what is allowed. Constructing
+one validates it; nothing here registers anything or looks anything up.
 
-Precedence, for every key, highest first:
-
-1. an explicit option: given on the command line or as an API argument,
-   whatever its value (``--epochs 5`` wins even where 5 is the default);
-2. the experiment file's per-model ``train`` table;
-3. the experiment file's ``[train]`` table (or its top-level study keys);
-4. the model's registered recipe (zoo models);
-5. the defaults (the seed notebook's recipe).
-
-The resolved configuration records, per model and key, where each value came
-from (:class:`Source`); results.json and the report show it.
+This module is a leaf: it imports nothing from archbench but the error types.
+Whatever needs a registry -- whether a dataset or model name exists, the
+models' recipes, experiment files, precedence, ``--resume`` -- is in
+:mod:`archbench.resolve`, which every way of starting a study goes through.
 """
 
 from __future__ import annotations
@@ -269,29 +263,16 @@ def _opt_path_convert(v: Any) -> str | None:
     return str(Path(v).expanduser().resolve())
 
 
-DATASET_NAMES = ("fashion-mnist", "mnist", "kmnist", "digits")  # the names that are not paths
-
-
 def _dataset_convert(v: Any) -> str:
-    """A dataset name (kept as given) or a path to the user's data (made
-    absolute, so a run resumed from elsewhere finds it). A registered
-    dataset name wins over a file of that name in the working directory."""
+    """The shape of a dataset value: a non-empty string (or path) without NUL,
+    kept as given. Whether it names a registered dataset or an existing file
+    (then made absolute) is checked by :func:`archbench.resolve.check_dataset`,
+    which knows the registry."""
     if isinstance(v, os.PathLike):
         v = str(v)
     if not isinstance(v, str) or not v or "\0" in v:
         raise ValueError
-    from archbench.data.registry import list_datasets
-
-    if v in list_datasets() or v in DATASET_NAMES:
-        return v
-    path = Path(v).expanduser()
-    if not path.exists():
-        known = ", ".join(sorted({*list_datasets(), *DATASET_NAMES}))
-        raise UsageError(f"unknown dataset {v!r}: not a dataset name ({known}) and no file or directory of that "
-                         "name exists. Give a name, or the path of an .npz file (x_train, y_train, x_test, "
-                         "y_test), a CIFAR-10/100 python-batch directory or .tar.gz, or an image-folder tree "
-                         "(train/<class>/*.png, test/<class>/...).")
-    return str(path.resolve())
+    return v
 
 
 def _val_split_convert(v: Any) -> float | None:
@@ -312,6 +293,7 @@ def _name_convert(v: Any) -> str | None:
 
 DEFAULT_MODELS = ("mlp", "cnn")
 MAX_REPEATS = 10_000  # seeds 0..N-1 are made as a list: a larger N is a typo (and would not fit in memory)
+REPEATS_CHECK = _int_check(1, MAX_REPEATS)
 STUDY_CHECKS: dict[str, _Check] = {
     "models": _Check("a non-empty list of model names, module:function references or spec files", _models_convert),
     "seeds": _Check("a non-empty list of distinct integers >= 0, e.g. [0, 1, 2]", _seeds_convert),
@@ -379,7 +361,10 @@ class StudyConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], out: str = "runs", name: str | None = None) -> StudyConfig:
         """A stored configuration (a record's ``config``), checked again
-        (the file may have been edited) and with its specs registered."""
+        (the file may have been edited). Checking registers nothing: the
+        specs are registered where models are built
+        (:func:`archbench.resolve.register_specs`), and whether the dataset
+        still exists is checked by :func:`archbench.resolve.resume_config`."""
         known = set(RECORDED_STUDY_KEYS) | {"specs", "train", "sources", "notes"}
         unknown = set(d) - known
         if unknown:
@@ -387,7 +372,6 @@ class StudyConfig:
         values = {k: check_value(k, d.get(k, STUDY_DEFAULTS[k]), STUDY_CHECKS[k], "stored configuration: ")
                   for k in RECORDED_STUDY_KEYS}
         specs = dict(d.get("specs") or {})
-        _register_specs(specs)
         train_d = d.get("train") or {}
         missing = [m for m in values["models"] if m not in train_d]
         if missing:
@@ -512,301 +496,3 @@ class ExecutionConfig:
         given = threads if threads is not None else cpus_per_unit
         return cls(executor="local", threads=parse_threads(given), threads_given=given is not None,
                    jobs=parse_jobs(jobs), jobs_source=jobs_source(jobs), **common)  # type: ignore[arg-type]
-
-
-# --------------------------------------------------------------------------- experiment files
-
-TOP_KEYS = set(STUDY_DEFAULTS) | {"repeats", "train"}
-MODEL_KEYS = {"name", "spec", "spec_file", "train"}
-
-
-@dataclass(frozen=True)
-class ExperimentFile:
-    """An experiment file, checked but not yet resolved (see
-    :func:`load_experiment` for the format)."""
-
-    path: Path
-    study: dict[str, Any]                # top-level study keys given in the file
-    train: dict[str, Any]                # [train]
-    per_model: dict[str, dict[str, Any]]  # model name -> its train table
-    specs: dict[str, dict]               # model name -> inline spec or spec_file contents
-
-
-def _check_keys(table: Mapping, allowed: set, where: str) -> None:
-    unknown = set(table) - allowed
-    if unknown:
-        raise UsageError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {', '.join(sorted(allowed))}.")
-
-
-def _check_train_table(table: Any, where: str) -> dict[str, Any]:
-    if not isinstance(table, dict):
-        raise UsageError(f"{where} must be a table of training options, got {table!r}.")
-    _check_keys(table, set(TRAIN_KEYS), where)
-    return {k: check_value(k, v, TRAIN_CHECKS[k], f"{where}: ") for k, v in table.items()}
-
-
-def load_experiment(path: str | os.PathLike) -> ExperimentFile:
-    """Read and check an experiment file::
-
-        name = "zoo"                  # run directory name (default: a timestamp)
-        out = "runs"
-        dataset = "fashion-mnist"
-        data_dir = "/data/fashion"    # optional; relative to the file
-        verify = true
-        seeds = [0, 1, 2]             # or: repeats = 3
-        train_limit = 10000           # optional subsets
-        test_limit = 2000
-        models = ["mlp", "cnn"]       # a list of references, or [[models]] tables:
-
-        [train]                       # training options for every model
-        epochs = 5
-
-        [[models]]
-        name = "small_cnn"            # registry name, module:function, or a spec file *.toml
-        spec = { layers = [ ... ] }   # or spec_file = "small_cnn.toml"
-        train = { epochs = 3 }        # options for this model only
-
-    Every key and every value is checked here, with the file and the table
-    named in the error; precedence is applied by :func:`resolve`.
-    """
-    from archbench.data.registry import list_datasets
-    from archbench.errors import read_toml
-    from archbench.models.spec import load_spec_file
-
-    path = Path(path)
-    data = read_toml(path, "experiment file")
-    where = f"{path}"
-    _check_keys(data, TOP_KEYS, f"{where}: the top level")
-    if "seeds" in data and "repeats" in data:
-        raise UsageError(f"{where}: give either 'seeds' or 'repeats', not both.")
-    study: dict[str, Any] = {}
-    if "repeats" in data:
-        n = check_value("repeats", data["repeats"], _int_check(1, MAX_REPEATS), f"{where}: ")
-        study["seeds"] = list(range(n))
-    for k in STUDY_DEFAULTS:
-        if k in data and k != "models":
-            v = data[k]
-            relative = (k in ("data_dir", "dataset") and isinstance(v, str) and v
-                        and not Path(v).expanduser().is_absolute())
-            named = k == "dataset" and (v in DATASET_NAMES or v in list_datasets())
-            if relative and not named:
-                v = str(path.parent / v)  # a path in the file is relative to the file, never to the working dir
-            study[k] = check_value(k, v, STUDY_CHECKS[k], f"{where}: ")
-    train = _check_train_table(data.get("train", {}), f"{where}: [train]")
-    models_t = data.get("models")
-    if not isinstance(models_t, list) or not models_t:
-        raise UsageError(f"{where}: expected models = [\"mlp\", ...] or at least one [[models]] table with a 'name'.")
-    names: list[str] = []
-    specs: dict[str, dict] = {}
-    per_model: dict[str, dict[str, Any]] = {}
-    for i, m in enumerate(models_t):
-        at = f"{where}: models #{i + 1}"
-        if isinstance(m, str):
-            m = {"name": m}
-        if not isinstance(m, dict) or not isinstance(m.get("name"), str) or not m["name"]:
-            raise UsageError(f"{at} needs a 'name' (a registry name, module:function or spec file), got {m!r}.")
-        _check_keys(m, MODEL_KEYS, at)
-        name = m["name"]
-        if "spec" in m and "spec_file" in m:
-            raise UsageError(f"{at} ({name}) gives both 'spec' and 'spec_file'; keep one.")
-        if "spec" in m:
-            if not isinstance(m["spec"], dict):
-                raise UsageError(f"{at} ({name}): spec must be a table with 'layers', got {m['spec']!r}.")
-            specs[name] = m["spec"]
-        elif "spec_file" in m:
-            specs[name] = load_spec_file(path.parent / str(m["spec_file"]))[1]
-        elif name.endswith(".toml"):  # a spec file is known by its own name
-            name, specs_from_file = load_spec_file(path.parent / name)
-            specs[name] = specs_from_file
-        if "train" in m:
-            per_model[name] = _check_train_table(m["train"], f"{at} ({name}) train")
-        names.append(name)
-    study["models"] = names
-    return ExperimentFile(path=path, study=study, train=train, per_model=per_model, specs=specs)
-
-
-# --------------------------------------------------------------------------- resolution
-
-def _register_specs(specs: Mapping[str, dict]) -> None:
-    from archbench.models.registry import register_spec
-
-    for name, spec in specs.items():
-        register_spec(name, spec)
-
-
-def _name_models(refs: list[Any], specs: dict[str, dict], where: str) -> list[str]:
-    """Model references -> model names. A spec file is known by its own
-    ``name`` (else the file's stem); its spec is kept in ``specs``."""
-    from archbench.models.registry import get_entry, is_reference, list_models
-    from archbench.models.spec import load_spec_file
-
-    names: list[str] = []
-    for ref in refs:
-        if not isinstance(ref, str) or not ref:
-            raise UsageError(f"{where}models: {ref!r} is not a model name; give registry names, "
-                             "module:function references or spec files (*.toml).")
-        name = ref
-        if ref.endswith(".toml") and ref not in specs:
-            own, spec = load_spec_file(ref)
-            name = own
-            if name in list_models():
-                raise UsageError(f"{where}spec file {ref!r} is named {name!r}, which is a registered model; "
-                                 "rename it (the 'name' key in its [model] table).")
-            if name in specs and specs[name] != spec:
-                raise UsageError(f"{where}two different specs are both named {name!r}; rename one.")
-            specs[name] = spec
-        elif not is_reference(ref) and ref not in specs:
-            get_entry(ref)  # raises with the list of known models
-        if name in names:
-            raise UsageError(f"{where}models name {name!r} twice; each model is trained once per seed.")
-        names.append(name)
-    return names
-
-
-def resolve(explicit: Mapping[str, Any] | None = None, *, experiment: ExperimentFile | None = None,
-            source: Source = Source.CLI) -> StudyConfig:
-    """The one way to a :class:`StudyConfig`.
-
-    ``explicit``: the options given on the command line or as API arguments
-    (study keys such as ``models``/``seeds``/``dataset`` and training keys such
-    as ``epochs``/``lr``), exactly those given, whatever their values.
-    ``experiment``: a loaded experiment file. Precedence as in the module
-    docstring; every value is checked, every error names the key and the
-    allowed values.
-    """
-    from archbench.models.registry import recipe_of
-
-    explicit = dict(explicit or {})
-    unknown = set(explicit) - set(STUDY_DEFAULTS) - set(TRAIN_KEYS)
-    if unknown:
-        raise UsageError(f"unknown option(s) {sorted(unknown)}; known: "
-                         f"{', '.join(sorted(set(STUDY_DEFAULTS) | set(TRAIN_KEYS)))}.")
-    file_study = experiment.study if experiment else {}
-    study: dict[str, Any] = {}
-    sources: dict[str, Any] = {}
-    for k in STUDY_DEFAULTS:
-        if k in explicit:
-            study[k], sources[k] = check_value(k, explicit[k], STUDY_CHECKS[k]), source
-        elif k in file_study:
-            study[k], sources[k] = file_study[k], Source.FILE
-        else:
-            study[k], sources[k] = STUDY_DEFAULTS[k], Source.DEFAULT
-    given_train = {k: check_value(k, v, TRAIN_CHECKS[k]) for k, v in explicit.items() if k in TRAIN_KEYS}
-    file_train = experiment.train if experiment else {}
-    per_model_file = experiment.per_model if experiment else {}
-    specs = dict(experiment.specs) if experiment else {}
-    models = _name_models(study["models"], specs, "")  # adds the specs of spec files named on the CLI
-    _register_specs(specs)
-    ds_name, mirror = dataset_symmetry(study["dataset"])
-    for m, table in per_model_file.items():
-        for k in STUDY_WIDE_TRAIN_KEYS:
-            if k in table:
-                raise UsageError(f"{experiment.path if experiment else ''}: model {m}: {k} is set for the whole "
-                                 "study; move it to [train] or the command line.")
-    train: dict[str, TrainConfig] = {}
-    train_sources: dict[str, dict[str, Source]] = {}
-    notes: list[str] = []
-    for m in models:
-        recipe = recipe_of(m)
-        own = per_model_file.get(m, {})
-        values: dict[str, Any] = {}
-        srcs: dict[str, Source] = {}
-        for k in TRAIN_KEYS:
-            if k in given_train:
-                values[k], srcs[k] = given_train[k], source
-            elif k in own:
-                values[k], srcs[k] = own[k], Source.FILE_MODEL
-            elif k in file_train:
-                values[k], srcs[k] = file_train[k], Source.FILE
-            elif k in recipe and not (k in FLIP_OPTIONS and mirror is not True):
-                values[k], srcs[k] = recipe[k], Source.RECIPE
-            else:
-                values[k], srcs[k] = TRAIN_DEFAULTS[k], Source.DEFAULT
-        dropped = [k for k in FLIP_OPTIONS if recipe.get(k) and srcs[k] == Source.DEFAULT]
-        if dropped:
-            notes.append(f"{m}: the recipe's {', '.join(dropped)} left out: " + (
-                f"{ds_name}'s classes change in a mirror image." if mirror is False else
-                f"whether {ds_name}'s classes survive a mirror image is not known; give "
-                + " ".join(f"--{k.replace('_', '-')}" for k in dropped) + " if they do."))
-        flips = [k for k in FLIP_OPTIONS if values[k]]
-        if flips and mirror is False:
-            raise UsageError(
-                f"model {m}: horizontal flips ({', '.join(f'{k} from {srcs[k]}' for k in flips)}) are on, but "
-                f"{ds_name}'s classes change in a mirror image; set augment_flip = false and "
-                "tta_flip = false for it.")
-        train[m] = TrainConfig.from_dict(values, f"model {m}: ")
-        train_sources[m] = srcs
-    sources["train"] = train_sources
-    return StudyConfig(models=tuple(models), seeds=tuple(study["seeds"]), train=train, dataset=study["dataset"],
-                       data_dir=study["data_dir"], verify=study["verify"], train_limit=study["train_limit"],
-                       test_limit=study["test_limit"], out=study["out"], name=study["name"],
-                       val_split=study["val_split"], specs=specs,
-                       sources=sources, notes=tuple(notes))
-
-
-def dataset_symmetry(dataset: str) -> tuple[str, bool | None]:
-    """(a short name, do its classes keep their identity in a mirror image?)
-    for a checked ``dataset`` value: the registry's answer for a registered
-    dataset; False for digits; True for CIFAR batches (objects, photographed
-    either way round); None (not known) for the user's own arrays and folders."""
-    from archbench.data.registry import get_dataset_spec, list_datasets
-
-    if dataset in list_datasets():
-        return dataset, get_dataset_spec(dataset).mirror_symmetric
-    if dataset == "digits":
-        return dataset, False
-    # The same dispatch as archbench.data.sources.load_data: a tar archive is CIFAR's; a directory with
-    # train/ or test/ is an image folder (symmetry unknown), else a CIFAR batch directory.
-    path = Path(dataset)
-    if path.is_file() and path.name.lower().endswith((".tar.gz", ".tgz", ".tar")):
-        return path.name, True
-    if path.is_dir() and not ((path / "train").is_dir() or (path / "test").is_dir()):
-        from archbench.data.sources import _cifar_dir_kind
-
-        if _cifar_dir_kind(path):
-            return path.name, True
-    return path.name, None
-
-
-def resume_config(stored: Mapping[str, Any], explicit: Mapping[str, Any] | None = None,
-                  where: str = "") -> StudyConfig:
-    """The stored configuration of a run to resume. An explicit option whose
-    value differs from the stored one is refused, naming it: a resumed run
-    finishes the study it started."""
-    cfg = StudyConfig.from_dict(stored)
-    explicit = dict(explicit or {})
-    for k in ("out", "name"):
-        if k in explicit:
-            raise UsageError(f"--{k} does not apply with --resume: the run directory is given by --resume.")
-    diffs = []
-    for k, v in explicit.items():
-        if k in STUDY_CHECKS:
-            given = check_value(k, v, STUDY_CHECKS[k])
-            if k == "models":
-                given = _name_models(given, dict(cfg.specs), "")
-            have = getattr(cfg, k)
-            have = list(have) if isinstance(have, tuple) else have
-            if given != have:
-                diffs.append(f"{k}: stored {have!r}, given {given!r}")
-        elif k in TRAIN_CHECKS:
-            given = check_value(k, v, TRAIN_CHECKS[k])
-            for m in cfg.models:
-                have = getattr(cfg.train[m], k)
-                if given != have:
-                    diffs.append(f"{k} (model {m}): stored {have!r}, given {given!r}")
-        else:
-            raise UsageError(f"unknown option {k!r}.")
-    if diffs:
-        raise UsageError(f"cannot resume {where}: " + "; ".join(diffs) + ". A resumed run finishes the study it "
-                         "started: leave these options out, or start a new run with another --name.")
-    return cfg
-
-
-def config_differences(stored: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    """The values (not their sources) that differ between two recorded
-    configurations, as 'key: old -> new'."""
-    from archbench.records import flatten
-
-    a = flatten({k: v for k, v in stored.items() if k not in ("sources", "notes")})
-    b = flatten({k: v for k, v in new.items() if k not in ("sources", "notes")})
-    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
