@@ -8,12 +8,14 @@ size, FLOPs, peak training memory, time), and report with uncertainty.
     >>> result.to_dataframe()
 """
 
+from typing import Any
+
 from archbench._version import __version__
 
 __all__ = ["StudyResult", "__version__", "compare", "load_run"]
 
 
-def __getattr__(name):  # lazy: `import archbench` stays cheap
+def __getattr__(name: str) -> Any:  # lazy: `import archbench` stays cheap
     if name in ("compare", "load_run", "StudyResult"):
         from archbench import api
 

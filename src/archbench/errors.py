@@ -9,6 +9,11 @@ Exit codes: 0 ok, 2 usage or configuration, 3 data, 4 runtime failure.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import os
+
 EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_DATA = 3
@@ -43,7 +48,7 @@ class TrainingError(ArchbenchError):
     exit_code = EXIT_RUNTIME
 
 
-def read_toml(path, what: str, error: type[ArchbenchError] = UsageError) -> dict:
+def read_toml(path: str | os.PathLike, what: str, error: type[ArchbenchError] = UsageError) -> dict:
     """Parse a TOML file, turning a missing or malformed file into ``error``
     naming ``what`` it was meant to be."""
     import tomllib

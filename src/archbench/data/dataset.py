@@ -317,7 +317,7 @@ def stream(spec: DatasetSpec, n: dict[str, int], chunks: Mapping[str, Callable[[
             raise DataError(f"{files}: {s} split yielded {i} images, expected {n[s]}.")
         return d.hexdigest()
 
-    def dataset(images: dict[str, torch.Tensor], digests: dict[str, str], **kw) -> Dataset:
+    def dataset(images: dict[str, torch.Tensor], digests: dict[str, str], **kw: Any) -> Dataset:
         return Dataset(spec, images["train"], torch.from_numpy(labels["train"]), images["test"],
                        torch.from_numpy(labels["test"]), files, False, None, digests, source=source, format=fmt,
                        split=split, details=details, notes=list(notes or []), **kw)

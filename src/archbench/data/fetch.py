@@ -18,8 +18,9 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import IO
 
 from archbench.data.loader import gunzip, user_cache_dir, verify_file
 from archbench.data.registry import DataFile, DatasetSpec, get_dataset_spec
@@ -56,7 +57,7 @@ def check_mirror(url: object) -> str:
     return url
 
 
-def _download(url: str, tmp, timeout: float, progress: Callable[[int, int | None], None] | None,
+def _download(url: str, tmp: IO[bytes], timeout: float, progress: Callable[[int, int | None], None] | None,
               limit: int | None = None) -> None:
     req = urllib.request.Request(url, headers={"User-Agent": "archbench"})
     with urllib.request.urlopen(req, timeout=timeout) as resp:
@@ -103,7 +104,8 @@ def remove_stale_parts(dest: Path, f: DataFile, log: Callable[[str], None] | Non
     return removed
 
 
-def fetch_file(spec_file, mirrors, dest: Path, timeout: float = 60.0, progress=None) -> Path:
+def fetch_file(spec_file: DataFile, mirrors: Iterable[str], dest: Path, timeout: float = 60.0,
+               progress: Callable[[int, int | None], None] | None = None) -> Path:
     """Fetch ``spec_file.name + '.gz'`` from the first mirror that serves a
     verifiable copy; return the final path. Raises DataError listing every
     attempt when none does."""
@@ -162,7 +164,7 @@ def fetch_dataset(
     dest: str | os.PathLike | None = None,
     mirrors: list[str] | tuple[str, ...] | None = None,
     timeout: float = 60.0,
-    progress=None,
+    progress: Callable[[int, int | None], None] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Path]:
     """Download every file of the dataset into ``dest`` (default: the user

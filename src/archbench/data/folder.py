@@ -10,6 +10,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,6 +20,8 @@ from archbench.data.registry import DatasetSpec
 from archbench.data.storage import Threshold, choose_storage, float32_bytes, read_raw, resolve_threshold
 from archbench.errors import DataError
 
+if TYPE_CHECKING:
+    from PIL import Image
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 # Image files of other formats: not read (their decoding has more choices: frames, bit depths, colour spaces), but
 # named in the notes, as data the user likely meant to use.
@@ -126,7 +129,7 @@ def _scan_folder(root: Path) -> tuple[tuple[str, ...], dict[str, list[_Image]], 
     return classes, images, details, _folder_notes(root.name or str(root), ignored)
 
 
-def _open_image(path: Path, raw: bytes):
+def _open_image(path: Path, raw: bytes) -> Image.Image:
     from PIL import Image, UnidentifiedImageError
 
     buf = io.BytesIO(raw)

@@ -101,5 +101,5 @@ def _no_data_dir(name: str, data_dir: object) -> None:
                          f"{name!r} is found by its own path. Leave --data-dir out.")
 
 
-def _registry(spec: DatasetSpec, data_dir, verify: bool, threshold: Threshold) -> Dataset:
+def _registry(spec: DatasetSpec, data_dir: str | os.PathLike | None, verify: bool, threshold: Threshold) -> Dataset:
     return apply_storage(load_dataset(spec, data_dir, verify), threshold)

@@ -53,6 +53,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from archbench.env import physical_memory
 from archbench.errors import DataError, UsageError
@@ -236,7 +237,7 @@ class CacheEntry:
         self.dir = Path(tempfile.mkdtemp(prefix=f".tmp-{os.getpid()}-", dir=self.root))
         self.shapes: dict[str, list[int]] = {}
 
-    def create(self, name: str, shape: tuple[int, ...], dtype=np.uint8) -> np.memmap:
+    def create(self, name: str, shape: tuple[int, ...], dtype: DTypeLike = np.uint8) -> np.memmap:
         self.shapes[name] = [int(d) for d in shape]
         return np.lib.format.open_memmap(self.dir / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
 

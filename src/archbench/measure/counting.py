@@ -30,13 +30,17 @@ Per-module attribution uses ``torch.utils.module_tracker.ModuleTracker``
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
+
+if TYPE_CHECKING:
+    from torch._ops import OpOverload
+    from torch.utils.module_tracker import ModuleTracker
 
 MATMUL = "matmul_conv"
 OTHER_CATEGORIES = ("bias", "activation", "pooling", "normalization", "loss", "elementwise",
@@ -48,23 +52,23 @@ OTHER_CATEGORIES = ("bias", "activation", "pooling", "normalization", "loss", "e
 ADAM_FLOPS_PER_ELEMENT = 12
 
 
-def _numel(t) -> int:
+def _numel(t: object) -> int:
     return t.numel() if isinstance(t, torch.Tensor) else 0
 
 
-def _out_numel(out) -> int:
+def _out_numel(out: Any) -> int:
     return sum(t.numel() for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor))
 
 
-def _mm(a, b) -> int:
+def _mm(a: torch.Tensor, b: torch.Tensor) -> int:
     return 2 * a.shape[0] * a.shape[1] * b.shape[1]
 
 
-def _bmm(a, b) -> int:
+def _bmm(a: torch.Tensor, b: torch.Tensor) -> int:
     return 2 * a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2]
 
 
-def _conv_macs(x_shape, w_shape, out_shape, transposed: bool) -> int:
+def _conv_macs(x_shape: Sequence[int], w_shape: Sequence[int], out_shape: Sequence[int], transposed: bool) -> int:
     # w: (Cout, Cin/groups, *k) normally; (Cin, Cout/groups, *k) when transposed.
     k = math.prod(w_shape[2:])
     if transposed:
@@ -72,7 +76,7 @@ def _conv_macs(x_shape, w_shape, out_shape, transposed: bool) -> int:
     return out_shape[0] * math.prod(out_shape[2:]) * w_shape[0] * w_shape[1] * k
 
 
-def _count_matmul(name: str, args, out) -> tuple[int, int]:
+def _count_matmul(name: str, args: Sequence[Any], out: Any) -> tuple[int, int]:
     """(matmul/conv FLOPs, bias FLOPs) of a matmul/conv op: the bias add in a
     forward op, the bias-gradient reduction in ``convolution_backward``
     (counted as a reduction, like the ``sum`` that gives a Linear's)."""
@@ -112,15 +116,15 @@ MATMUL_OPS = {"mm", "matmul", "addmm", "bmm", "baddbmm", "addbmm", "mv", "dot", 
               "convolution", "_convolution", "mkldnn_convolution", "convolution_backward"}
 
 
-def _per_out(k: float):
+def _per_out(k: float) -> Callable[[Sequence[Any], Any], int]:
     return lambda args, out: int(k * _out_numel(out))
 
 
-def _per_in(k: float):
+def _per_in(k: float) -> Callable[[Sequence[Any], Any], int]:
     return lambda args, out: int(k * _numel(args[0]))
 
 
-def _pool_fwd(args, out):
+def _pool_fwd(args: Sequence[Any], out: Any) -> int:
     k = args[1]
     k = [k, k] if isinstance(k, int) else list(k)
     if len(k) == 1:
@@ -129,7 +133,7 @@ def _pool_fwd(args, out):
     return values.numel() * (math.prod(k) - 1)
 
 
-def _avgpool_fwd(args, out):
+def _avgpool_fwd(args: Sequence[Any], out: Any) -> int:
     k = args[1]
     k = [k, k] if isinstance(k, int) else list(k)
     if len(k) == 1:
@@ -137,19 +141,19 @@ def _avgpool_fwd(args, out):
     return out.numel() * math.prod(k)
 
 
-def _batch_norm(training_index: int):
+def _batch_norm(training_index: int) -> Callable[[Sequence[Any], Any], int]:
     """7 FLOPs per element when the op computes batch statistics, 4 when it
     uses running statistics (eval mode, grad enabled or not)."""
     return lambda args, out: (7 if len(args) > training_index and args[training_index] else 4) * _numel(args[0])
 
 
-def _adam(args, out):
+def _adam(args: Sequence[Any], out: Any) -> int:
     params = args[0]
     n = sum(p.numel() for p in params)
     return ADAM_FLOPS_PER_ELEMENT * n
 
 
-def _foreach(args, out):
+def _foreach(args: Sequence[Any], out: Any) -> int:
     return sum(t.numel() for t in args[0])
 
 
@@ -277,7 +281,7 @@ DATA_MOVEMENT = frozenset((
 class _Args:
     """An op's arguments by their schema names, defaults filled in."""
 
-    def __init__(self, func, args, kwargs) -> None:
+    def __init__(self, func: OpOverload, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
         values: dict[str, Any] = {}
         for i, a in enumerate(func._schema.arguments):
             if i < len(args) and not a.kwarg_only:
@@ -312,7 +316,8 @@ def _lengths(t: torch.Tensor) -> list[int]:
     return [t.shape[1]] * t.shape[0]
 
 
-def _attention_pairs(q, k, layout: str, cum_q=None, cum_k=None) -> int:
+def _attention_pairs(q: torch.Tensor, k: torch.Tensor, layout: str, cum_q: torch.Tensor | None = None,
+                     cum_k: torch.Tensor | None = None) -> int:
     """(query, key) pairs summed over batch and heads. ``layout`` "bhld":
     (..., L, d) with every leading dimension a batch or head; "blhd":
     (B, L, H, d); with ``cum_q``/``cum_k`` (variable-length batches) the
@@ -326,7 +331,8 @@ def _attention_pairs(q, k, layout: str, cum_q=None, cum_k=None) -> int:
     return q.shape[0] * q.shape[2] * q.shape[1] * k.shape[1]
 
 
-def _attention(a: _Args, layout: str = "bhld", backward: bool = False, cum=("cum_seq_q", "cum_seq_k")):
+def _attention(a: _Args, layout: str = "bhld", backward: bool = False,
+               cum: tuple[str, str] = ("cum_seq_q", "cum_seq_k")) -> tuple[int, dict[str, int]]:
     q, k, v = a.query, a.key, a.value
     pairs = _attention_pairs(q, k, layout, a.get(cum[0]), a.get(cum[1]))
     d, dv = q.shape[-1], v.shape[-1]
@@ -336,7 +342,8 @@ def _attention(a: _Args, layout: str = "bhld", backward: bool = False, cum=("cum
     return 2 * pairs * (d + dv), {"elementwise": pairs * (1 + masked), "loss": 5 * pairs}
 
 
-def _mha_parts(query, key, embed_dim: int, num_heads: int, masked: bool, need_weights: bool) -> tuple[int, dict]:
+def _mha_parts(query: torch.Tensor, key: torch.Tensor, embed_dim: int, num_heads: int, masked: bool,
+               need_weights: bool) -> tuple[int, dict]:
     """Projections, attention and output projection of one multi-head
     attention with embed_dim E (key/value projections from ``key``)."""
     lq, lk = _lengths(query), _lengths(key)
@@ -350,11 +357,11 @@ def _mha_parts(query, key, embed_dim: int, num_heads: int, masked: bool, need_we
     return mm, other
 
 
-def _native_mha(a: _Args):
+def _native_mha(a: _Args) -> tuple[int, dict]:
     return _mha_parts(a.query, a.key, a.embed_dim, a.num_head, a.mask is not None, bool(a.need_weights))
 
 
-def _encoder_layer(a: _Args):
+def _encoder_layer(a: _Args) -> tuple[int, dict]:
     mm, other = _mha_parts(a.src, a.src, a.embed_dim, a.num_heads, a.mask is not None, False)
     n = sum(_lengths(a.src))
     e, f = a.embed_dim, a.ffn_weight_1.shape[0]
@@ -402,8 +409,8 @@ def _layer_groups(weights: list, layers: int, directions: int) -> list[list]:
     return [list(weights[i * per:(i + 1) * per]) for i in range(layers * directions)]
 
 
-def _rnn_stack(x, groups: list[list], hidden: int, biases: bool, relu: bool, backward: bool = False,
-               mask=(True, True, True, True), directions: int = 1):
+def _rnn_stack(x: torch.Tensor, groups: list[list], hidden: int, biases: bool, relu: bool, backward: bool = False,
+               mask: Sequence[bool] = (True, True, True, True), directions: int = 1) -> tuple[int, dict[str, int]]:
     """A stack of recurrent layers, each group [w_ih, w_hh, (b_ih, b_hh), (w_hr)]."""
     rows = _rows(x)
     mm = 0
@@ -427,17 +434,17 @@ def _rnn_stack(x, groups: list[list], hidden: int, biases: bool, relu: bool, bac
     return mm, other
 
 
-def _mkldnn_rnn_layer(a: _Args):
+def _mkldnn_rnn_layer(a: _Args) -> tuple[int, dict[str, int]]:
     return _rnn_stack(a.input, [[a.weight0, a.weight1] + ([a.weight2, a.weight3] if a.has_biases else [])],
                       a.hidden_size, bool(a.has_biases), a.mode == 0)
 
 
-def _mkldnn_rnn_layer_backward(a: _Args):
+def _mkldnn_rnn_layer_backward(a: _Args) -> tuple[int, dict[str, int]]:
     return _rnn_stack(a.input, [[a.weight1, a.weight2] + ([a.weight3, a.weight4] if a.has_biases else [])],
                       a.hidden_size, bool(a.has_biases), a.mode == 0, backward=True)
 
 
-def _cudnn_rnn(a: _Args, backward: bool = False):
+def _cudnn_rnn(a: _Args, backward: bool = False) -> tuple[int, dict[str, int]]:
     directions = 2 if a.bidirectional else 1
     groups = _layer_groups(a.weight, a.num_layers, directions)
     biases = a.weight_stride0 in (4, 5)
@@ -445,10 +452,10 @@ def _cudnn_rnn(a: _Args, backward: bool = False):
     return _rnn_stack(a.input, groups, a.hidden_size, biases, a.mode == 0, backward, mask, directions)
 
 
-def _whole_rnn(kind: str):
+def _whole_rnn(kind: str) -> Callable[[_Args], tuple[int, dict[str, int]]]:
     """``aten::lstm``/``gru``/``rnn_tanh``/``rnn_relu`` where a backend runs them
     as one op (their .input and .data overloads)."""
-    def count(a: _Args):
+    def count(a: _Args) -> tuple[int, dict[str, int]]:
         hx = a.hx[0] if isinstance(a.hx, (list, tuple)) else a.hx
         hidden = (a.hx[1] if kind == "lstm" else hx).shape[-1]
         x = a.get("input", "data")
@@ -458,17 +465,17 @@ def _whole_rnn(kind: str):
     return count
 
 
-def _rnn_cell(kind: str):
-    def count(a: _Args):
+def _rnn_cell(kind: str) -> Callable[[_Args], tuple[int, dict[str, int]]]:
+    def count(a: _Args) -> tuple[int, dict[str, int]]:
         g = [a.w_ih, a.w_hh] + ([a.b_ih, a.b_hh] if a.b_ih is not None else [])
         return _rnn_stack(a.input, [g], a.w_hh.shape[1], a.b_ih is not None, kind == "rnn_relu")
     return count
 
 
-def _fused_cell(kind: str, backward: bool = False):
+def _fused_cell(kind: str, backward: bool = False) -> Callable[[_Args], tuple[int, dict]]:
     """The element-wise halves of CUDA's fused LSTM/GRU cells (their gate
     matrix products are ``mm``/``addmm`` ops of their own)."""
-    def count(a: _Args):
+    def count(a: _Args) -> tuple[int, dict]:
         state = a.get("cx", "hx", "grad_hy")
         units = state.numel()
         gates = 4 if kind == "lstm" else 3
@@ -566,7 +573,7 @@ class FlopCount:
         return out
 
 
-def op_name(func) -> str:
+def op_name(func: object) -> str:
     return func._schema.name.split("::")[-1] if hasattr(func, "_schema") else str(func)
 
 
@@ -576,7 +583,7 @@ class OpCounter(TorchDispatchMode):
     (a ``torch.utils.module_tracker.ModuleTracker`` entered alongside), ops are
     attributed to the innermost running module."""
 
-    def __init__(self, module_tracker=None):
+    def __init__(self, module_tracker: ModuleTracker | None = None) -> None:
         super().__init__()
         self.count = FlopCount()
         self.tracker = module_tracker
@@ -598,7 +605,8 @@ class OpCounter(TorchDispatchMode):
         # ModuleTracker names the root by its class: "Sequential.3" -> "3".
         return inner.split(".", 1)[1] if "." in inner else ""
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+    def __torch_dispatch__(self, func: OpOverload, types: Sequence[type], args: Sequence[Any] = (),
+                           kwargs: dict[str, Any] | None = None) -> Any:
         out = func(*args, **(kwargs or {}))
         name = op_name(func)
         c = self.count

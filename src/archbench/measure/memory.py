@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -35,6 +36,11 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+if TYPE_CHECKING:
+    from torch._ops import OpOverload
+
+    from archbench.config import TrainConfig
+    from archbench.measure.step import Inference, MeasuredStep
 CATEGORIES = ("parameters", "buffers", "gradients", "optimizer_state", "input", "activations", "temporaries",
               "scratch")
 
@@ -65,7 +71,7 @@ def quiet_profiler() -> Iterator[None]:
         else:
             os.environ["KINETO_LOG_LEVEL"] = before
 
-def _storage(t: torch.Tensor):
+def _storage(t: torch.Tensor) -> torch.UntypedStorage | None:
     try:
         return t.untyped_storage()
     except (RuntimeError, NotImplementedError):  # sparse/opaque tensors
@@ -90,7 +96,8 @@ class LiveTensorTracker(TorchDispatchMode):
         self.peak_snapshot: dict[int, _Entry] = {}
         self.ops = 0
 
-    def _key_and_storage(self, t: torch.Tensor):
+    def _key_and_storage(self, t: torch.Tensor) -> tuple[int | None, Any]:
+        # (key, storage), or (None, None); the storage is Any because track() checks only the key.
         s = _storage(t)
         if s is None or s.device.type == "meta":
             return None, None
@@ -120,7 +127,8 @@ class LiveTensorTracker(TorchDispatchMode):
             self.peak_bytes = self.live_bytes
             self.peak_snapshot = dict(self.entries)
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+    def __torch_dispatch__(self, func: OpOverload, types: Sequence[type], args: Sequence[Any] = (),
+                           kwargs: dict[str, Any] | None = None) -> Any:
         out = func(*args, **(kwargs or {}))
         self.ops += 1
         self.sweep()
@@ -134,7 +142,7 @@ class LiveTensorTracker(TorchDispatchMode):
         return self._key_and_storage(t)[0]
 
 
-def _storage_bytes(tensors) -> int:
+def _storage_bytes(tensors: Iterable[torch.Tensor]) -> int:
     seen, total = set(), 0
     for t in tensors:
         s = _storage(t)
@@ -197,7 +205,7 @@ MEASURED_BY = {"cpu": "the CPU allocator's allocation events (torch.profiler, pr
                "cuda": "the CUDA caching allocator's peak (torch.cuda.max_memory_allocated)"}
 
 
-def allocator_peak(run, base_bytes: int, device: torch.device) -> int:
+def allocator_peak(run: Callable[[], object], base_bytes: int, device: torch.device) -> int:
     """``base_bytes`` (what exists before) plus the largest excursion of the
     allocator's live bytes while ``run()`` runs, with nothing else watching
     (no dispatch mode: the peak is not perturbed by a tracker)."""
@@ -222,11 +230,11 @@ def allocator_peak(run, base_bytes: int, device: torch.device) -> int:
     return base_bytes + peak
 
 
-def _device_of(step) -> torch.device:
+def _device_of(step: MeasuredStep | Inference) -> torch.device:
     return step.pool_x.device if hasattr(step, "pool_x") else step.x.device
 
 
-def step_peak(step, warmup: int = 1) -> int:
+def step_peak(step: MeasuredStep, warmup: int = 1) -> int:
     """The allocator's peak over one run of ``step`` (a MeasuredStep), after
     ``warmup`` runs, gradients cleared as every step starts."""
     for _ in range(warmup):
@@ -235,7 +243,7 @@ def step_peak(step, warmup: int = 1) -> int:
     return allocator_peak(step, _storage_bytes(t for t, _ in step.tensors_before()), _device_of(step))
 
 
-def step_memory(make_step, first_step: bool = False) -> StepMemory:
+def step_memory(make_step: Callable[[], MeasuredStep], first_step: bool = False) -> StepMemory:
     """Peak memory of one step made by ``make_step()`` (a MeasuredStep), with
     its breakdown. Steady state (default): after one warm-up step, as every
     step but the first; ``first_step``: the very first step (an optimizer
@@ -288,8 +296,9 @@ def step_memory(make_step, first_step: bool = False) -> StepMemory:
     )
 
 
-def measure_step_memory(model: nn.Module, input_shape=(1, 28, 28), batch_size: int | None = None, device=None,
-                        first_step: bool = False, cfg=None, reference: bool = False,
+def measure_step_memory(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28), batch_size: int | None = None,
+                        device: torch.device | str | None = None, first_step: bool = False,
+                        cfg: TrainConfig | None = None, reference: bool = False,
                         num_classes: int = 10) -> StepMemory:
     """Peak memory of one training step on a deep copy of ``model``: the step
     ``cfg`` trains (default: the default recipe at ``batch_size``, 64 if
@@ -303,8 +312,9 @@ def measure_step_memory(model: nn.Module, input_shape=(1, 28, 28), batch_size: i
     return step_memory(lambda: build(model, cfg, input_shape, device, batch_size, num_classes), first_step)
 
 
-def measure_inference_memory(model: nn.Module, input_shape=(1, 28, 28), batch_size: int = 1,
-                             device=None, cfg=None, warmup: int = 1) -> dict:
+def measure_inference_memory(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28), batch_size: int = 1,
+                             device: torch.device | str | None = None, cfg: TrainConfig | None = None,
+                             warmup: int = 1) -> dict:
     """Peak bytes of one evaluation pass (eval mode, no_grad, the recipe's
     test-time views and precision) at ``batch_size``, as the allocator sees
     it, weights and input included, on a deep copy, after ``warmup`` passes
@@ -332,8 +342,9 @@ def process_peak_rss_bytes() -> int | None:
         return None
 
 
-def profiler_step_peak(model: nn.Module, input_shape=(1, 28, 28), batch_size: int | None = None, cfg=None,
-                       reference: bool = False, device=None) -> int:
+def profiler_step_peak(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28), batch_size: int | None = None,
+                       cfg: TrainConfig | None = None, reference: bool = False,
+                       device: torch.device | str | None = None) -> int:
     """An independent measurement of the steady-state step peak on CPU:
     PyTorch profiler's memory timeline (every allocation and free the CPU
     allocator reports, each tensor categorised by the profiler) over the same

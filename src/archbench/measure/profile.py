@@ -8,6 +8,7 @@ when counting raises).
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -15,13 +16,17 @@ from torch.utils.module_tracker import ModuleTracker
 
 from archbench.measure.counting import FlopCount, OpCounter
 
+if TYPE_CHECKING:
+    from archbench.config import TrainConfig
+    from archbench.measure.step import Inference, MeasuredStep
+
 
 def _device_of(model: nn.Module) -> torch.device:
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
 
 
-def count_forward(model: nn.Module, input_shape=(1, 28, 28), batch_size: int = 1,
+def count_forward(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28), batch_size: int = 1,
                   train_mode: bool = False) -> FlopCount:
     m = copy.deepcopy(model).train(train_mode)
     x = torch.zeros(batch_size, *input_shape, device=_device_of(m))
@@ -30,7 +35,7 @@ def count_forward(model: nn.Module, input_shape=(1, 28, 28), batch_size: int = 1
     return counter.count
 
 
-def count_step(step, warmup: int = 1) -> dict[str, FlopCount]:
+def count_step(step: MeasuredStep, warmup: int = 1) -> dict[str, FlopCount]:
     """Counts of one run of a :class:`archbench.measure.step.MeasuredStep`
     (after ``warmup`` uncounted steps, so lazily created optimizer state
     exists), by phase -- data (gather, augmentation), forward (with the loss),
@@ -54,7 +59,7 @@ def count_step(step, warmup: int = 1) -> dict[str, FlopCount]:
     return out
 
 
-def count_inference(inference) -> FlopCount:
+def count_inference(inference: Inference) -> FlopCount:
     """Counts of one :class:`archbench.measure.step.Inference` pass (every
     test-time view)."""
     with ModuleTracker() as mt, OpCounter(mt) as counter:
@@ -62,8 +67,9 @@ def count_inference(inference) -> FlopCount:
     return counter.count
 
 
-def count_train_step(model: nn.Module, input_shape=(1, 28, 28), batch_size: int = 64,
-                     num_classes: int = 10, cfg=None, device=None, reference: bool = False) -> dict[str, FlopCount]:
+def count_train_step(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28), batch_size: int = 64,
+                     num_classes: int = 10, cfg: TrainConfig | None = None, device: torch.device | str | None = None,
+                     reference: bool = False) -> dict[str, FlopCount]:
     """Counts of one training step -- forward with the loss, backward, the
     optimizer update, and the loop's data and bookkeeping ops -- separately
     and in total: the step ``cfg`` trains (default: the default recipe), or
@@ -76,7 +82,7 @@ def count_train_step(model: nn.Module, input_shape=(1, 28, 28), batch_size: int 
     return count_step(build(model, cfg, input_shape, device, batch_size, num_classes))
 
 
-def layer_table(model: nn.Module, input_shape=(1, 28, 28)) -> list[dict]:
+def layer_table(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28)) -> list[dict]:
     """One row per leaf module, in execution order: name, type, output shape
     (batch 1), own parameters, MACs, matmul/conv FLOPs, other FLOPs."""
     m = copy.deepcopy(model).eval()
@@ -84,7 +90,7 @@ def layer_table(model: nn.Module, input_shape=(1, 28, 28)) -> list[dict]:
     rows: dict[str, dict] = {}
     order: list[str] = []
 
-    def hook(mod, inputs, output):
+    def hook(mod: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
         name = names.get(mod, "?")
         if name not in rows:
             order.append(name)
@@ -118,8 +124,9 @@ def layer_table(model: nn.Module, input_shape=(1, 28, 28)) -> list[dict]:
     return out
 
 
-def epoch_flops(model: nn.Module, input_shape, batch_size: int, samples: int,
-                step_cache: dict | None = None, cfg=None, device=None, num_classes: int = 10) -> dict:
+def epoch_flops(model: nn.Module, input_shape: tuple[int, ...], batch_size: int, samples: int,
+                step_cache: dict | None = None, cfg: TrainConfig | None = None,
+                device: torch.device | str | None = None, num_classes: int = 10) -> dict:
     """Exact FLOPs of one epoch over ``samples`` images: the full steps plus
     the last partial one (whose optimizer update costs as much as a full one)."""
     full, rest = divmod(samples, batch_size)

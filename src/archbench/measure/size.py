@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -17,7 +18,7 @@ def onnx_available() -> bool:
     return True
 
 
-def export_onnx(model: nn.Module, path: Path, input_shape=(1, 28, 28)) -> None:
+def export_onnx(model: nn.Module, path: Path, input_shape: tuple[int, ...] = (1, 28, 28)) -> None:
     """ONNX export of an eval-mode copy (batch dimension dynamic). Needs the
     optional ``onnx`` package (``pip install archbench[onnx]``)."""
     import copy
@@ -50,7 +51,8 @@ def _plain_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_model_files(model: nn.Module, directory: str | os.PathLike, stem: str,
-                     formats=("safetensors", "state_dict"), input_shape=(1, 28, 28)) -> dict[str, dict]:
+                     formats: Sequence[str] = ("safetensors", "state_dict"),
+                     input_shape: tuple[int, ...] = (1, 28, 28)) -> dict[str, dict]:
     """Write the model's weights in each format under ``directory`` and return
     ``{format: {"path": relative file name, "bytes": size on disk}}``.
 
@@ -91,7 +93,7 @@ def save_model_files(model: nn.Module, directory: str | os.PathLike, stem: str,
     return out
 
 
-def measure_saved_sizes(model: nn.Module, directory: str | os.PathLike, input_shape=(1, 28, 28),
+def measure_saved_sizes(model: nn.Module, directory: str | os.PathLike, input_shape: tuple[int, ...] = (1, 28, 28),
                         onnx: bool | None = None, stem: str = "model") -> dict:
     """Bytes per format of a model written into ``directory`` as ``stem.*``
     (files kept; their paths under ``"files"``). ONNX is included when

@@ -11,9 +11,13 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from archbench.config import TrainConfig
 
 
 @dataclass
@@ -75,8 +79,9 @@ def time_calls(fn: Callable[[], object], warmup: int = 10, min_calls: int = 200,
     return Timing(samples)
 
 
-def inference_latency(model: nn.Module, input_shape=(1, 28, 28), batch_size: int = 1, device=None,
-                      min_calls: int = 200, min_seconds: float = 1.0, cfg=None, warmup: int = 10) -> dict:
+def inference_latency(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28), batch_size: int = 1,
+                      device: torch.device | str | None = None, min_calls: int = 200, min_seconds: float = 1.0,
+                      cfg: TrainConfig | None = None, warmup: int = 10) -> dict:
     """Latency of the evaluation's prediction at ``batch_size`` (default 1):
     eval mode, ``no_grad``, the recipe's test-time views (their logits
     averaged), precision and formulation (archbench.measure.step), the input
@@ -88,9 +93,9 @@ def inference_latency(model: nn.Module, input_shape=(1, 28, 28), batch_size: int
     return {**t.to_dict(per_call_items=batch_size), "views": len(inf.views)}
 
 
-def train_step_time(model: nn.Module, input_shape=(1, 28, 28), batch_size: int | None = None, device=None,
-                    min_calls: int = 50, min_seconds: float = 1.0, cfg=None, reference: bool = False,
-                    num_classes: int = 10) -> dict:
+def train_step_time(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28), batch_size: int | None = None,
+                    device: torch.device | str | None = None, min_calls: int = 50, min_seconds: float = 1.0,
+                    cfg: TrainConfig | None = None, reference: bool = False, num_classes: int = 10) -> dict:
     """Time of one training step as the unit trains it (gather, augmentation,
     forward, loss, backward, optimizer update, the loop's bookkeeping; the
     step ``cfg`` trains, default recipe if None) or with ``reference`` the plain

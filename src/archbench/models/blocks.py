@@ -11,6 +11,7 @@ import copy
 import math
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -48,7 +49,7 @@ def _path(name: str) -> str:
 
 
 def _needs(m: nn.Module) -> str:
-    def pair(v) -> str:
+    def pair(v: int | Sequence[int]) -> str:
         a, b = (v, v) if isinstance(v, int) else tuple(v)
         return f"{a}x{b}"
 
@@ -135,10 +136,10 @@ def _trace(seq: nn.Sequential, input_shape: Sequence[int], device: str) -> tuple
                     f"({shape[1]} channel{'s' if shape[1] != 1 else ''})")
         return f"{label[id(m)]} gets an input of shape {shape[1:]}"
 
-    def pre(m, args):
+    def pre(m: nn.Module, args: tuple[Any, ...]) -> None:
         entered.append((m, tuple(args[0].shape)))
 
-    def post(m, args, out):
+    def post(m: nn.Module, args: tuple[Any, ...], out: Any) -> None:
         entered.pop()
         if isinstance(out, torch.Tensor) and out.numel() == 0:
             raise InputTooSmall(gets(m, tuple(args[0].shape)) + _needs(m) + " and makes an empty one")
@@ -225,9 +226,9 @@ def fixed_dct_conv(k: int = 3, channels: int = 1) -> nn.Conv2d:
 class Residual(nn.Module):
     """x + body(x)."""
 
-    def __init__(self, body: nn.Module):
+    def __init__(self, body: nn.Module) -> None:
         super().__init__()
         self.body = body
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)

@@ -39,9 +39,9 @@ biases zero, as Keras initialises them.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from torch import nn
 
@@ -69,14 +69,14 @@ class SpecInputTooSmall(SpecError, InputTooSmall):
 
 
 class _Layer:
-    def __init__(self, where: str, kind: str, d: dict):
+    def __init__(self, where: str, kind: str, d: dict) -> None:
         self.where, self.kind, self.d = where, kind, d
 
-    def fail(self, field: str | None, value, expect: str) -> NoReturn:
+    def fail(self, field: str | None, value: object, expect: str) -> NoReturn:
         what = f"field {field!r} = {value!r}" if field else f"value {value!r}"
         raise SpecError(f"{self.where} ({self.kind}): {what} is invalid: expected {expect}.")
 
-    def int_field(self, name, default=None, lo=1):
+    def int_field(self, name: str, default: int | None = None, lo: int = 1) -> int:
         v = self.d.get(name, default)
         if v is None:
             raise SpecError(f"{self.where} ({self.kind}): field {name!r} is required (an integer >= {lo}).")
@@ -85,7 +85,7 @@ class _Layer:
         return v
 
 
-def _weights(layer: _Layer, params: int, cls: Callable[..., nn.Module], *args, **kwargs) -> nn.Module:
+def _weights(layer: _Layer, params: int, cls: Callable[..., nn.Module], *args: Any, **kwargs: Any) -> nn.Module:
     """``cls(*args, **kwargs)``: a layer of ``params`` float32 parameters,
     refusing one that cannot fit in memory (named, with its bytes) before
     allocating it."""
@@ -101,7 +101,7 @@ def _weights(layer: _Layer, params: int, cls: Callable[..., nn.Module], *args, *
                         f"bytes as float32): {type(exc).__name__}: {exc}; make the layer smaller.") from exc
 
 
-def _activation(layer: _Layer):
+def _activation(layer: _Layer) -> list[nn.Module]:
     a = layer.d.get("activation")
     if a is None or a in ("none", "linear"):
         return []
@@ -113,11 +113,11 @@ def _activation(layer: _Layer):
     return [ACTIVATIONS[a]()]
 
 
-def _shape(s) -> str:
+def _shape(s: Sequence[int]) -> str:
     return "(" + ", ".join(map(str, s)) + ("," if len(s) == 1 else "") + ")"
 
 
-def build_layers(layers, shape: tuple[int, ...], prefix: str = "layer",
+def build_layers(layers: object, shape: tuple[int, ...], prefix: str = "layer",
                  num_classes: int = 10) -> tuple[list[nn.Module], tuple[int, ...]]:
     if not isinstance(layers, list) or not layers:
         raise SpecError(f"{prefix}s: expected a non-empty list of layer tables, got {layers!r}.")

@@ -15,7 +15,7 @@ __all__ = ["TABLE_HEAD", "analyze", "build_blocks", "comparison_rows", "missing_
            "render_report_markdown", "text_table", "write_reports"]
 
 
-def render_report_markdown(record: RunRecord, plots=None) -> str:
+def render_report_markdown(record: RunRecord, plots: list[tuple[str, str]] | None = None) -> str:
     return render_markdown(build_blocks(record, analyze(record), plots))
 
 

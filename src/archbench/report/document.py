@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import html
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,7 +111,7 @@ def _fence(text: str) -> str:
     return "`" * max(3, longest + 1)
 
 
-def render_markdown(blocks) -> str:
+def render_markdown(blocks: Iterable[Heading | Para | Bullets | Table | Image | Pre]) -> str:
     out: list[str] = []
     for b in blocks:
         if isinstance(b, Heading):
@@ -154,7 +155,8 @@ pre{background:#f6f8fa;padding:.8em;overflow-x:auto;font-size:.85em}figcaption{c
 """
 
 
-def render_html(blocks, title: str, base_dir: str | Path) -> str:
+def render_html(blocks: Iterable[Heading | Para | Bullets | Table | Image | Pre], title: str,
+                base_dir: str | Path) -> str:
     """One HTML file with every image inlined as a data: URI (readable offline)."""
     base = Path(base_dir)
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',

@@ -13,12 +13,14 @@ It falls back to ``torch.optim.Adam`` where the fused kernel is unavailable.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 
 
 class LeanAdam:
-    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, decoupled: bool = False):
+    def __init__(self, params: Iterable[torch.Tensor], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0, decoupled: bool = False) -> None:
         self.decoupled = decoupled  # AdamW
         self.params = [p for p in params if p.requires_grad]
         self.lr, (self.beta1, self.beta2), self.eps, self.weight_decay = lr, betas, eps, weight_decay
@@ -47,7 +49,8 @@ class LeanAdam:
         torch._foreach_add_(steps, 1)
         kernel = torch._fused_adamw_ if self.decoupled else torch._fused_adam_
         kernel(
-            params, [p.grad for p in params], exp_avg, exp_avg_sq, [], steps,
+            # every p.grad is a tensor: params keeps only those with one (mypy cannot see the filter)
+            params, [p.grad for p in params], exp_avg, exp_avg_sq, [], steps,  # type: ignore[misc]
             lr=self.lr, beta1=self.beta1, beta2=self.beta2, weight_decay=self.weight_decay,
             eps=self.eps, amsgrad=False, maximize=False,
         )
@@ -73,7 +76,7 @@ class LeanAdam:
         return sum(t.numel() * t.element_size() for t in self.state_tensors())
 
 
-def optimizer_state_tensors(opt) -> list[torch.Tensor]:
+def optimizer_state_tensors(opt: LeanAdam | torch.optim.Optimizer) -> list[torch.Tensor]:
     """Every state tensor of ``opt``: LeanAdam's, or a ``torch.optim`` optimizer's."""
     if isinstance(opt, LeanAdam):
         return opt.state_tensors()
