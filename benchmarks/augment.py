@@ -18,7 +18,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from archbench.train.loop import augment
+from archbench.train.step import augment
 
 
 def textbook(xb, pad, flip, gen):

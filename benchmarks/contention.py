@@ -2,7 +2,7 @@
 
 Trains the seed study (models mlp and cnn, one seed, the exact recipe: 5
 epochs, batch 64, Adam) through archbench's local executor
-(``archbench.run.executors.run_units_locally``, as ``archbench run`` does; no cost
+(``archbench.run.study.run_units_locally``, as ``archbench run`` does; no cost
 measurement) under each condition:
 
   load     quiet, or one core kept busy by a ``while True`` process that this
@@ -54,7 +54,7 @@ from archbench.config import Source
 from archbench.data import load_dataset
 from archbench.env import affinity_cpus, cpu_model, load_average, usable_cpus
 from archbench.resolve import resolve
-from archbench.run.executors import run_units_locally
+from archbench.run.study import run_units_locally
 from archbench.run.threads import sample_load
 
 

@@ -20,8 +20,8 @@ import torch
 
 from archbench.models import create_model
 from archbench.train.formulation import fast_cpu_view
-from archbench.train.loop import _Step
 from archbench.train.optim import LeanAdam
+from archbench.train.step import Step as _Step
 
 
 def make(name: str):

@@ -35,7 +35,7 @@ from archbench.run.rundir import safe_name
 from tests.conftest import NAMES, strict_json, write_synthetic_fashion
 
 ROOT = Path(__file__).resolve().parents[1]
-QUICK = ["--no-verify", "--epochs", "1", "--quiet", "--no-timing"]
+QUICK = ["--no-verify", "--epochs", "1", "--quiet", "--no-timing", "--seeds", "0"]
 
 MODELS = '''
 import os
@@ -942,10 +942,10 @@ def fuzz_env(fuzz_world, monkeypatch, capsys):
     """The property tests run the real CLI except two costly parts with tests of their own: plots, and
     the cost measurements (whose failure is recorded as measurement_error, a path of its own)."""
     import archbench.report.plots as plots
-    import archbench.run.unit as unit
+    import archbench.run.study as study
 
     monkeypatch.setattr(plots, "make_plots", lambda *a, **k: [])
-    monkeypatch.setattr(unit, "measure_model", _no_measurements)
+    monkeypatch.setattr(study, "measure_model", _no_measurements)
     monkeypatch.setenv("ARCHBENCH_DATA", str(fuzz_world["data"].parent))
     monkeypatch.setenv("XDG_CACHE_HOME", str(fuzz_world["root"] / "cache"))
     monkeypatch.chdir(fuzz_world["root"])

@@ -16,8 +16,7 @@ from archbench.data import load_dataset
 from archbench.errors import UsageError
 from archbench.resolve import resolve
 from archbench.run import jobs, threads
-from archbench.run.executors import run_units_locally
-from archbench.run.study import RunOptions, run_study
+from archbench.run.study import RunOptions, run_study, run_units_locally
 
 CPU = torch.device("cpu")
 

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 import archbench.train.loop as loop
+import archbench.train.step as step_mod
 from archbench.config import TrainConfig
 from archbench.errors import UsageError
 from archbench.measure import (
@@ -100,7 +101,7 @@ def test_frozen_parameters_and_buffers_are_counted_separately():
 def test_trained_step_is_the_training_loops_step():
     model = create_model("cnn")
     step = trained_step(model, ZOO)
-    assert type(step.setup.step) is loop._Step
+    assert type(step.setup.step) is step_mod.Step
     assert isinstance(step.setup.opt, LeanAdam) and step.setup.opt.decoupled  # AdamW, as make_optimizer builds
     assert step.setup.autocast_dtype == torch.bfloat16 and step.setup.step.label_smoothing == 0.1
     assert step.setup.channels_last and step.setup.run_model is not step.model  # the fast CPU view
@@ -112,7 +113,7 @@ def test_trained_step_is_the_training_loops_step():
 
 def test_the_training_loop_builds_its_step_with_the_same_function(monkeypatch):
     built = []
-    real = loop.build_step
+    real = step_mod.build_step
 
     def spy(model, cfg, device):
         built.append(cfg)

@@ -3,7 +3,8 @@ import torch
 
 from archbench.models import create_model, recipe_of
 from archbench.train import TrainConfig, train
-from archbench.train.loop import augment, evaluate, shift, tta_views
+from archbench.train.evaluate import evaluate, shift, tta_views
+from archbench.train.step import augment
 
 
 def test_lr_schedules():

@@ -16,15 +16,17 @@ import pytest
 import torch
 
 from archbench import config
-from archbench.config import Source, resolve
+from archbench.config import Source
 from archbench.data import load_dataset
 from archbench.env import usable_cpus
 from archbench.errors import Interrupted, UsageError
 from archbench.models import create_model
+from archbench.resolve import resolve
 from archbench.run import threads
-from archbench.run.executors import check_parallel_models, run_units_locally
+from archbench.run.pool import check_parallel_models
 from archbench.run.rundir import RunDir
-from archbench.run.unit import unit_threads
+from archbench.run.study import run_units_locally
+from archbench.run.unit import unit_model, unit_threads
 from tests.conftest import write_synthetic_fashion
 
 CPU = torch.device("cpu")
@@ -124,13 +126,13 @@ def test_auto_probes_the_units_step_and_records_the_choice(study, monkeypatch):
     real = threads.sample_load
     monkeypatch.setattr(threads, "sample_load", lambda interval=0.2: {**real(0.01), "free_cores": 2})
     rng = torch.get_rng_state()
-    d = threads.decide_threads("auto", "mlp", 0, cfg.train_config_for("mlp"), data, CPU)
+    d = threads.decide_threads("auto", "mlp", 0, cfg.train_config_for("mlp"), data, CPU, build=unit_model)
     assert torch.equal(torch.get_rng_state(), rng)
     assert d["policy"] == "auto" and d["free_cores"] == 2
     ms = {int(k): v for k, v in d["probe_ms_per_step"].items()}
     assert set(ms) == {1, 2} and d["threads"] == threads.pick(ms)
     assert json.loads(json.dumps(d)) == d
-    capped = threads.decide_threads("auto", "mlp", 0, cfg.train_config_for("mlp"), data, CPU, cap=1)
+    capped = threads.decide_threads("auto", "mlp", 0, cfg.train_config_for("mlp"), data, CPU, cap=1, build=unit_model)
     assert capped["threads"] == 1 and capped["probe_ms_per_step"] is None and "one core" in capped["note"]
 
 
@@ -239,9 +241,10 @@ STOPPER = """
 import sys
 from pathlib import Path
 import torch
-from archbench.config import Source, resolve
+from archbench.config import Source
+from archbench.resolve import resolve
 from archbench.data import load_dataset
-from archbench.run.executors import run_units_locally
+from archbench.run.study import run_units_locally
 from archbench.run.signals import stop_on_signals
 
 d, run_dir = sys.argv[1], Path(sys.argv[2])

@@ -15,6 +15,7 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from archbench.config import MAX_JOBS, MAX_THREADS
 from archbench.errors import EXIT_RUNTIME, EXIT_USAGE, ArchbenchError, UsageError
@@ -23,7 +24,7 @@ EXIT_INTERRUPTED = 130
 _Sub = argparse._SubParsersAction  # what add_subparsers returns: each command adds its parser to it
 
 
-def _int_at_least(lo: int, what: str, hi: int | None = None):
+def _int_at_least(lo: int, what: str, hi: int | None = None) -> Callable[[str], int]:
     expect = f"an integer >= {lo}" if hi is None else f"an integer from {lo} to {hi}"
 
     def parse(text: str) -> int:
@@ -38,7 +39,7 @@ def _int_at_least(lo: int, what: str, hi: int | None = None):
     return parse
 
 
-def _positive_float(what: str):
+def _positive_float(what: str) -> Callable[[str], float]:
     def parse(text: str) -> float:
         try:
             v = float(text)
@@ -51,7 +52,7 @@ def _positive_float(what: str):
     return parse
 
 
-def _non_negative_float(what: str):
+def _non_negative_float(what: str) -> Callable[[str], float]:
     def parse(text: str) -> float:
         try:
             v = float(text)
@@ -85,14 +86,14 @@ def _models(text: str) -> list[str]:
     return models
 
 
-def _train_flag_type(key: str, flag: str):
+def _train_flag_type(key: str, flag: str) -> Callable[[str], Any]:
     """An argparse type for training option ``key``, checked as resolve checks it."""
     from archbench.config import TRAIN_CHECKS, TRAIN_DEFAULTS
 
     check = TRAIN_CHECKS[key]
     kind = type(TRAIN_DEFAULTS[key])
 
-    def parse(text: str):
+    def parse(text: str) -> Any:
         try:
             value = kind(text) if kind in (int, float) else text
             return check.convert(value)
@@ -150,7 +151,9 @@ def _add_study_options(r: argparse.ArgumentParser) -> None:
     S = argparse.SUPPRESS  # an option not given is absent: "given" means explicit, whatever the value
     r.add_argument("--models", type=_models, default=S,
                    help="comma-separated registry names, package.module:function or spec files (default: mlp,cnn)")
-    r.add_argument("--seeds", type=_seeds, default=S, help="comma-separated seeds (default: 0)")
+    r.add_argument("--seeds", type=_seeds, default=S,
+                   help="comma-separated seeds (default: 0,1,2; an architecture is named more accurate only with 2 "
+                        "or more seeds per model: one seed compares two trained networks)")
     r.add_argument("--repeats", type=_int_at_least(1, "--repeats", MAX_REPEATS), default=S,
                    help="shorthand for --seeds 0,1,...,N-1")
     r.add_argument("--dataset", default=S, metavar="NAME|PATH",
@@ -265,7 +268,7 @@ def _add_data_parser(sub: _Sub) -> None:
     i.add_argument("--dataset", default="fashion-mnist")
 
 
-def _log(quiet: bool):
+def _log(quiet: bool) -> Callable[[str], None]:
     return (lambda s: None) if quiet else (lambda s: print(s, file=sys.stderr, flush=True))
 
 
@@ -305,10 +308,10 @@ def explicit_options(args: argparse.Namespace) -> dict:
     return out
 
 
-def cmd_run(args) -> int:
+def cmd_run(args: argparse.Namespace) -> int:
     from archbench.config import ExecutionConfig, Source
     from archbench.records import load_record
-    from archbench.report import TABLE_HEAD, comparison_rows, text_table
+    from archbench.report.terminal import terminal_summary
     from archbench.resolve import load_experiment, resolve, resume_config
     from archbench.run.study import RunOptions, run_study
 
@@ -352,9 +355,6 @@ def cmd_run(args) -> int:
         mlflow_experiment=args.mlflow_experiment or (Path(args.experiment).stem if args.experiment else "archbench"))
     record, run_dir = run_study(cfg, RunOptions(quiet=args.quiet, log=_log(args.quiet), resume=args.resume,
                                                 execution=execution))
-    print(text_table(TABLE_HEAD, comparison_rows(record)))
-    print(f"\nwrote {run_dir / 'results.json'}, {run_dir / 'report.md'}, {run_dir / 'report.html'} and "
-          f"{run_dir / 'tables'}/")
     refresh_index(run_dir.parent, _log(args.quiet))
     if mlflow_uri is not None:
         from archbench.run.tracking import ui_command
@@ -365,14 +365,17 @@ def cmd_run(args) -> int:
     if det is not None:
         print(f"determinism check ({det.get('model')}, seed {det.get('seed')}): "
               + ("identical results" if det.get("identical") else f"results DIFFER: {det}"))
-        if det.get("identical") is False:
-            return EXIT_RUNTIME
     if failed:
         print(f"{failed} unit(s) failed; see the report's 'Failed units'.", file=sys.stderr)
+    # The answer last, where the user looks: the comparison, the bottom line, the report's path.
+    sys.stdout.flush()
+    print(terminal_summary(record, run_dir))
+    if det is not None and det.get("identical") is False:
+        return EXIT_RUNTIME
     return EXIT_RUNTIME if failed else 0
 
 
-def cmd_report(args) -> int:
+def cmd_report(args: argparse.Namespace) -> int:
     from archbench.records import load_record, write_error
     from archbench.report import write_reports
 
@@ -390,7 +393,7 @@ def cmd_report(args) -> int:
     return 0
 
 
-def refresh_index(runs_dir: Path, log) -> None:
+def refresh_index(runs_dir: Path, log: Callable[[str], None]) -> None:
     """Rewrite RUNS_DIR/index.html after a run; a failure is reported, not fatal."""
     from archbench.report.index import write_index
 
@@ -400,7 +403,7 @@ def refresh_index(runs_dir: Path, log) -> None:
         log(f"could not update {runs_dir / 'index.html'}: {exc.strerror or exc}")
 
 
-def cmd_index(args) -> int:
+def cmd_index(args: argparse.Namespace) -> int:
     from archbench.report.index import write_index
 
     root = Path(args.runs_dir)
@@ -412,7 +415,7 @@ def cmd_index(args) -> int:
     return 0
 
 
-def cmd_models(args) -> int:
+def cmd_models(args: argparse.Namespace) -> int:
     from archbench.measure import count_forward, count_parameters
     from archbench.models import create_model, get_entry, list_models
     from archbench.report import text_table
@@ -454,9 +457,10 @@ def _check_compare_out(out: Path, run_dirs: list[str], force: bool) -> None:
                          "--out, or add --force to replace its results.json and reports.")
 
 
-def cmd_compare(args) -> int:
+def cmd_compare(args: argparse.Namespace) -> int:
     from archbench.records import load_record, merge_records, save_record
-    from archbench.report import TABLE_HEAD, comparison_rows, text_table, write_reports
+    from archbench.report import write_reports
+    from archbench.report.terminal import terminal_summary
     from archbench.run.study import default_run_name
 
     records = [load_record(d) for d in args.run_dirs]
@@ -466,12 +470,12 @@ def cmd_compare(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     save_record(merged, out)
     paths = write_reports(merged, out)
-    print(text_table(TABLE_HEAD, comparison_rows(merged)))
-    print(f"\nwrote {out / 'results.json'}, {paths['markdown']} and {paths['html']}")
+    print(f"wrote {out / 'results.json'}, {paths['markdown']} and {paths['html']}")
+    print(terminal_summary(merged, out))
     return 0
 
 
-def cmd_profile(args) -> int:
+def cmd_profile(args: argparse.Namespace) -> int:
     import json
 
     from archbench.env import host_snapshot, unit_host
@@ -523,7 +527,7 @@ def cmd_profile(args) -> int:
     return 0
 
 
-def cmd_data(args) -> int:
+def cmd_data(args: argparse.Namespace) -> int:
     from archbench.data import fetch_dataset
 
     if args.data_command == "fetch":

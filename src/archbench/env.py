@@ -127,13 +127,14 @@ def _version(pkg: str) -> str | None:
         return None
 
 
-def environment() -> dict[str, Any]:
+def environment(version: str) -> dict[str, Any]:
+    """The record's ``environment``: archbench's ``version`` (given by the
+    caller: this module imports nothing of archbench), Python, the platform,
+    the CPU, torch and its threads, the accelerator."""
     import torch
 
-    from archbench._version import __version__
-
     env: dict[str, Any] = {
-        "archbench": __version__,
+        "archbench": version,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "machine": platform.machine(),

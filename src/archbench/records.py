@@ -152,6 +152,29 @@ def lookup(d: Any, *path: str) -> Any:
     return d
 
 
+def source_run(record: RunRecord, model: str) -> str | None:
+    """The run a merged record's model came from (None for a plain record)."""
+    runs = record.get("merged_from")
+    if not runs:
+        return None
+    if "@" in model and model.rsplit("@", 1)[1] in runs:
+        return model.rsplit("@", 1)[1]
+    for run in runs:
+        if model in (lookup(record, "configs", run, "models") or []):
+            return run
+    return None
+
+
+def flops_partial(entry: ModelRecord | dict[str, Any]) -> dict[str, bool]:
+    """Which FLOP figures of a model miss ops that have no formula
+    ({"forward": ..., "train_step": ...}); a record written before this
+    was recorded derives it from its lists of uncounted ops."""
+    fl = lookup(entry, "measurements", "flops") or {}
+    stored = fl.get("partial") or {}
+    return {"forward": bool(stored.get("forward", fl.get("forward_uncounted_ops"))),
+            "train_step": bool(stored.get("train_step", fl.get("uncounted_ops")))}
+
+
 def ok_units(entry: ModelRecord) -> list[Unit]:
     return [u for u in entry["units"] if u["status"] == "ok"]
 

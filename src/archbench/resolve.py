@@ -343,7 +343,7 @@ def dataset_symmetry(dataset: str) -> tuple[str, bool | None]:
     if path.is_file() and path.name.lower().endswith((".tar.gz", ".tgz", ".tar")):
         return path.name, True
     if path.is_dir() and not ((path / "train").is_dir() or (path / "test").is_dir()):
-        from archbench.data.sources import _cifar_dir_kind
+        from archbench.data.cifar import _cifar_dir_kind
 
         if _cifar_dir_kind(path):
             return path.name, True

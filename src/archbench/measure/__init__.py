@@ -4,9 +4,13 @@ changes the model it looks at (they work on deep copies)."""
 from __future__ import annotations
 
 import math
+import os
 import tempfile
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
+from torch import nn
 
 from archbench.config import TrainConfig
 from archbench.measure.counting import FlopCount, OpCounter
@@ -31,6 +35,8 @@ from archbench.measure.profile import (
 from archbench.measure.size import measure_saved_sizes, onnx_available, save_model_files
 from archbench.measure.timing import inference_latency, time_calls, train_step_time
 
+if TYPE_CHECKING:
+    from archbench.measure.step import MeasuredStep
 __all__ = [
     "FlopCount", "LiveTensorTracker", "OpCounter", "StepMemory", "analytic_adam_estimate",
     "count_forward", "count_inference", "count_parameters", "count_step", "count_train_step", "epoch_flops",
@@ -45,7 +51,7 @@ def _phase(c: FlopCount) -> dict:
             "total": c.total}
 
 
-def analytic_activation_bytes(model, input_shape, batch_size: int) -> int:
+def analytic_activation_bytes(model: nn.Module, input_shape: tuple[int, ...], batch_size: int) -> int:
     """The usual estimate of activation memory: the output bytes of every
     leaf layer in one forward pass (float32), times the batch size."""
     rows = layer_table(model, input_shape)
@@ -71,7 +77,7 @@ def _step_flops(step: dict[str, FlopCount], batch_size: int) -> dict:
     }
 
 
-def _per_sample_memory(make_step, batch_size: int, peak: int) -> dict | None:
+def _per_sample_memory(make_step: Callable[[int], MeasuredStep], batch_size: int, peak: int) -> dict | None:
     """Activation bytes per sample and fixed bytes, from the steady-state
     peaks at the batch size and at half of it: peak(B) = fixed + B x per_sample."""
     half = batch_size // 2
@@ -87,56 +93,22 @@ def _per_sample_memory(make_step, batch_size: int, peak: int) -> dict | None:
                     "the two measured points)"}
 
 
-def measure_model(model, input_shape=(1, 28, 28), batch_size: int | None = None, device=None,
-                  train_samples: int | None = None, epochs: int | None = None,
-                  timing: bool = True, latency_seconds: float = 1.0, cfg: TrainConfig | None = None,
-                  reference: bool = True, num_classes: int = 10, files_dir=None, files_stem: str = "model") -> dict:
-    """Every cost of ``model`` as one JSON-ready dict, in base units (bytes,
-    seconds, counts).
-
-    The costs are those of the step the unit trains under ``cfg`` (its
-    optimizer, precision, formulation, batch size, loss and augmentation:
-    archbench.measure.step; default: the default recipe) and of its
-    evaluation (the recipe's test-time views). ``batch_size`` overrides the
-    recipe's; ``train_samples`` caps it, as training does, and with
-    ``epochs`` adds per-epoch and per-run FLOPs. With ``reference`` (default)
-    ``"reference"`` holds the same costs for a plain PyTorch step of the model
-    as written (torch.optim.Adam, fp32). ``timing`` adds latency, throughput
-    and step times. The saved sizes are those of files written as
-    ``files_dir/files_stem.*`` and kept there (ONNX included when the onnx
-    package is installed); without ``files_dir``, in a temporary directory
-    (the stem is part of a ``.pt`` file's bytes: pass the run's own)."""
-    from archbench.measure.memory import step_memory
-    from archbench.measure.step import inference_pass, reference_step, trained_step
-
-    cfg = cfg or TrainConfig(batch_size=batch_size or 64)
-    bs = batch_size or cfg.batch_size
-    if train_samples:
-        bs = min(bs, train_samples)
-    p = next(model.parameters(), None)
-    dev = torch.device(device) if device is not None else (p.device if p is not None else torch.device("cpu"))
-
-    def trained(b: int = bs):
-        return trained_step(model, cfg, input_shape, dev, b, num_classes)
-
-    def plain():
-        return reference_step(model, cfg, input_shape, dev, bs, num_classes)
-
-    params = count_parameters(model)
-    first = trained()  # builds the step: a model it cannot train fails here, by name
-    inference = inference_pass(model, cfg, input_shape, dev, 1)
+def _flops_section(model: nn.Module, inference: Any, first: Any, input_shape: tuple, bs: int,
+                   train_samples: int | None, epochs: int | None, cfg: TrainConfig, dev: torch.device,
+                   num_classes: int) -> dict:
+    """The FLOPs of the evaluation's prediction and of the trained step (per
+    epoch and per run with ``train_samples`` and ``epochs``)."""
     fwd = count_inference(inference)
     one_view = count_forward(model, input_shape, batch_size=1)
     step = count_step(first)
     total = step["total"]
-    views = len(inference.views)
     flops = {
         "convention": "1 MAC = 2 FLOPs. matmul_conv: exact multiply-accumulates of matrix products and "
                       "convolutions; other: bias adds, activations, pooling comparisons, normalisation, "
                       "softmax/loss, element-wise, reductions and the optimizer update, by the per-element "
                       "conventions of docs/measurement.md. Inference: the evaluation's prediction of one "
                       "sample over every test-time view; training: the step this unit trains",
-        "inference_views": views,
+        "inference_views": len(inference.views),
         "forward_per_sample": fwd.matmul_conv,
         "forward_macs_per_sample": fwd.matmul_conv // 2,
         "forward_other_per_sample": fwd.other_total,
@@ -155,10 +127,19 @@ def measure_model(model, input_shape=(1, 28, 28), batch_size: int | None = None,
         flops["per_epoch"] = ep
         if epochs:
             flops["per_run"] = {k: v * epochs for k, v in ep.items()}
+    return flops
+
+
+def _memory_section(model: nn.Module, trained: Callable[..., Any], input_shape: tuple, bs: int,
+                    cfg: TrainConfig, dev: torch.device, param_bytes: int) -> dict:
+    """Peak memory of the trained step (steady and first), per sample, of
+    evaluation at batch 1 and at the evaluation batch, and the estimates."""
+    from archbench.measure.memory import step_memory
+
     act_estimate = analytic_activation_bytes(model, input_shape, bs)
     input_bytes = bs * math.prod(input_shape) * 4
     steady = step_memory(trained)
-    memory = {
+    return {
         "convention": "peak bytes the allocator holds during one step of the trained recipe at its batch size "
                       "(CPU: the profiler's allocation events; CUDA: the caching allocator), measured with no "
                       "tracker attached; the breakdown is a dispatch-level tracker's, from a second run of the same "
@@ -170,39 +151,98 @@ def measure_model(model, input_shape=(1, 28, 28), batch_size: int | None = None,
         # The evaluation batch: its first pass (a warm-up would double the cost of a large batch).
         "inference_eval_batch": measure_inference_memory(model, input_shape, cfg.eval_batch_size, device=dev,
                                                          cfg=cfg, warmup=0),
-        "estimate": analytic_adam_estimate(params["param_bytes"], input_bytes, act_estimate),
+        "estimate": analytic_adam_estimate(param_bytes, input_bytes, act_estimate),
         "estimate_activation_bytes": act_estimate,
     }
+
+
+def _saved_sizes(model: nn.Module, input_shape: tuple, files_dir: Any, files_stem: str) -> dict:
     if files_dir is not None:
-        sizes = measure_saved_sizes(model, files_dir, input_shape, stem=files_stem)
-    else:
-        with tempfile.TemporaryDirectory() as tmp:
-            sizes = measure_saved_sizes(model, tmp, input_shape, stem=files_stem)
-            sizes.pop("files", None)
+        return measure_saved_sizes(model, files_dir, input_shape, stem=files_stem)
+    with tempfile.TemporaryDirectory() as tmp:
+        sizes = measure_saved_sizes(model, tmp, input_shape, stem=files_stem)
+        sizes.pop("files", None)
+    return sizes
+
+
+def _speed_section(model: nn.Module, input_shape: tuple, bs: int, dev: torch.device, cfg: TrainConfig,
+                   seconds: float, num_classes: int) -> dict:
+    return {
+        "inference_latency_batch1": inference_latency(model, input_shape, 1, dev, min_seconds=seconds, cfg=cfg),
+        "inference_throughput_batch1024": inference_latency(model, input_shape, 1024, dev, min_calls=3,
+                                                            min_seconds=seconds, cfg=cfg, warmup=1),
+        "train_step": train_step_time(model, input_shape, bs, dev, min_calls=10, min_seconds=seconds,
+                                      cfg=cfg, num_classes=num_classes),
+    }
+
+
+def _reference_section(model: nn.Module, plain: Callable[[], Any], input_shape: tuple, bs: int,
+                       dev: torch.device, cfg: TrainConfig, timing: bool, seconds: float,
+                       num_classes: int) -> dict:
+    """The same costs for a plain PyTorch step of the model as written."""
+    from archbench.measure.memory import step_memory
+
+    ref = plain()
+    ref_flops = count_step(ref)
+    out: dict[str, Any] = {
+        "step": ref.description,
+        "flops": {**_step_flops(ref_flops, bs), "partial": {"train_step": ref_flops["total"].partial}},
+        "memory": {"train_step": step_memory(plain).to_dict(),
+                   "first_step": step_memory(plain, first_step=True).to_dict()},
+    }
+    if timing:
+        out["speed"] = {"train_step": train_step_time(model, input_shape, bs, dev, min_calls=10, min_seconds=seconds,
+                                                      cfg=cfg, reference=True, num_classes=num_classes)}
+    return out
+
+
+def measure_model(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28), batch_size: int | None = None,
+                  device: torch.device | str | None = None, train_samples: int | None = None,
+                  epochs: int | None = None, timing: bool = True, latency_seconds: float = 1.0,
+                  cfg: TrainConfig | None = None, reference: bool = True, num_classes: int = 10,
+                  files_dir: str | os.PathLike | None = None, files_stem: str = "model") -> dict:
+    """Every cost of ``model`` as one JSON-ready dict, in base units (bytes,
+    seconds, counts).
+
+    The costs are those of the step the unit trains under ``cfg`` (its
+    optimizer, precision, formulation, batch size, loss and augmentation:
+    archbench.measure.step; default: the default recipe) and of its
+    evaluation (the recipe's test-time views). ``batch_size`` overrides the
+    recipe's; ``train_samples`` caps it, as training does, and with
+    ``epochs`` adds per-epoch and per-run FLOPs. With ``reference`` (default)
+    ``"reference"`` holds the same costs for a plain PyTorch step of the model
+    as written (torch.optim.Adam, fp32). ``timing`` adds latency, throughput
+    and step times. The saved sizes are those of files written as
+    ``files_dir/files_stem.*`` and kept there (ONNX included when the onnx
+    package is installed); without ``files_dir``, in a temporary directory
+    (the stem is part of a ``.pt`` file's bytes: pass the run's own)."""
+    from archbench.measure.step import inference_pass, reference_step, trained_step
+
+    cfg = cfg or TrainConfig(batch_size=batch_size or 64)
+    bs = batch_size or cfg.batch_size
+    if train_samples:
+        bs = min(bs, train_samples)
+    p = next(model.parameters(), None)
+    dev = torch.device(device) if device is not None else (p.device if p is not None else torch.device("cpu"))
+
+    def trained(b: int = bs) -> MeasuredStep:
+        return trained_step(model, cfg, input_shape, dev, b, num_classes)
+
+    def plain() -> MeasuredStep:
+        return reference_step(model, cfg, input_shape, dev, bs, num_classes)
+
+    params = count_parameters(model)
+    first = trained()  # builds the step: a model it cannot train fails here, by name
+    inference = inference_pass(model, cfg, input_shape, dev, 1)
+    flops = _flops_section(model, inference, first, input_shape, bs, train_samples, epochs, cfg, dev, num_classes)
+    memory = _memory_section(model, trained, input_shape, bs, cfg, dev, params["param_bytes"])
+    sizes = _saved_sizes(model, input_shape, files_dir, files_stem)
     out = {"params": params, "step": first.description, "inference": inference.description,
            "flops": flops, "memory": memory, "saved_size_bytes": sizes}
     if timing:
-        out["speed"] = {
-            "inference_latency_batch1": inference_latency(model, input_shape, 1, dev, min_seconds=latency_seconds,
-                                                          cfg=cfg),
-            "inference_throughput_batch1024": inference_latency(model, input_shape, 1024, dev, min_calls=3,
-                                                                min_seconds=latency_seconds, cfg=cfg, warmup=1),
-            "train_step": train_step_time(model, input_shape, bs, dev, min_calls=10, min_seconds=latency_seconds,
-                                          cfg=cfg, num_classes=num_classes),
-        }
+        out["speed"] = _speed_section(model, input_shape, bs, dev, cfg, latency_seconds, num_classes)
     if reference:
-        ref = plain()
-        ref_flops = count_step(ref)
-        out["reference"] = {
-            "step": ref.description,
-            "flops": {**_step_flops(ref_flops, bs),
-                      "partial": {"train_step": ref_flops["total"].partial}},
-            "memory": {"train_step": step_memory(plain).to_dict(),
-                       "first_step": step_memory(plain, first_step=True).to_dict()},
-        }
-        if timing:
-            out["reference"]["speed"] = {"train_step": train_step_time(model, input_shape, bs, dev, min_calls=10,
-                                                                       min_seconds=latency_seconds, cfg=cfg,
-                                                                       reference=True, num_classes=num_classes)}
+        out["reference"] = _reference_section(model, plain, input_shape, bs, dev, cfg, timing, latency_seconds,
+                                              num_classes)
     out["memory"]["process_peak_rss_bytes"] = process_peak_rss_bytes()
     return out

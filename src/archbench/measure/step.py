@@ -1,15 +1,15 @@
 """The steps archbench measures, built by the training loop's own code.
 
-* the **trained** step: what a unit trains -- :func:`archbench.train.loop.build_step`
+* the **trained** step: what a unit trains -- :func:`archbench.train.step.build_step`
   (formulation, optimizer as ``make_optimizer`` builds it, precision, label
   smoothing) at the recipe's batch size, fed as the loop feeds it (the batch
   gathered with ``index_select``, then ``augment`` when the recipe augments);
 * the **reference** step: the model as written, ``torch.optim.Adam`` in its
   default implementation, fp32, plain cross-entropy, no augmentation, same
   batch size -- what a plain PyTorch training loop costs, so a user can relate
-  archbench's numbers to their own. It is a second ``_Step`` object, not a copy
+  archbench's numbers to their own. It is a second ``Step`` object, not a copy
   of the loop;
-* the **inference** pass: :func:`archbench.train.loop.predict` as evaluation
+* the **inference** pass: :func:`archbench.train.evaluate.predict` as evaluation
   runs it (eval mode, ``no_grad``, the recipe's test-time views, precision and
   formulation).
 
@@ -29,27 +29,29 @@ from torch import nn
 
 from archbench.config import TrainConfig
 from archbench.errors import UsageError
-from archbench.train.loop import StepSetup, _Step, augment, build_step, predict, tta_views
-from archbench.train.optim import optimizer_state_tensors
+from archbench.train.evaluate import predict, tta_views
+from archbench.train.optim import LeanAdam, optimizer_state_tensors
+from archbench.train.step import Step, StepSetup, aug_generator, augment, autocast_dtype, build_step, run_view
 
 TRAINED, REFERENCE = "trained", "reference"
 
 
-def _device(model: nn.Module, device) -> torch.device:
+def _device(model: nn.Module, device: torch.device | str | None) -> torch.device:
     if device is not None:
         return torch.device(device)
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
 
 
-def _optimizer_name(cfg: TrainConfig, opt) -> str:
+def _optimizer_name(cfg: TrainConfig, opt: LeanAdam | torch.optim.Optimizer) -> str:
     kind = "AdamW" if cfg.optimizer == "adamw" else "Adam"
     if type(opt).__name__ == "LeanAdam":
         return f"{kind} (archbench's lean Adam: torch._fused_{kind.lower()}_ kernel)"
     return f"{kind} (torch.optim.{kind}, fused=True)"
 
 
-def check_batch_norm_batch(model: nn.Module, batch_size: int, input_shape, dev: torch.device) -> None:
+def check_batch_norm_batch(model: nn.Module, batch_size: int, input_shape: tuple[int, ...],
+                           dev: torch.device) -> None:
     """A training step of batch 1 cannot compute BatchNorm statistics where a
     channel holds one value (BatchNorm1d on (1, C)); say so by name instead of
     PyTorch's traceback."""
@@ -115,7 +117,8 @@ class MeasuredStep:
         return out
 
 
-def _pools(batch_size: int, input_shape, num_classes: int, dev: torch.device, channels_last: bool, seed: int):
+def _pools(batch_size: int, input_shape: tuple[int, ...], num_classes: int, dev: torch.device, channels_last: bool,
+           seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator(device="cpu").manual_seed(seed)
     x = torch.rand(batch_size, *input_shape, generator=gen).to(dev)
     if channels_last and x.dim() == 4:
@@ -124,8 +127,9 @@ def _pools(batch_size: int, input_shape, num_classes: int, dev: torch.device, ch
     return x, y
 
 
-def trained_step(model: nn.Module, cfg: TrainConfig, input_shape=(1, 28, 28), device=None,
-                 batch_size: int | None = None, num_classes: int = 10, seed: int = 0) -> MeasuredStep:
+def trained_step(model: nn.Module, cfg: TrainConfig, input_shape: tuple[int, ...] = (1, 28, 28),
+                 device: torch.device | str | None = None, batch_size: int | None = None, num_classes: int = 10,
+                 seed: int = 0) -> MeasuredStep:
     """The unit's own training step under ``cfg``, on a deep copy of ``model``."""
     dev = _device(model, device)
     m = copy.deepcopy(model).to(dev).train()
@@ -151,11 +155,12 @@ def trained_step(model: nn.Module, cfg: TrainConfig, input_shape=(1, 28, 28), de
     return MeasuredStep(TRAINED, m, setup, bs, desc, x, y, torch.arange(bs, device=dev),
                         torch.zeros((), device=dev), torch.zeros(bs, dtype=torch.long, device=dev),
                         crop if augmenting else 0, flip if augmenting else False,
-                        torch.Generator(device=dev).manual_seed(seed + 1_000_003))
+                        aug_generator(seed, dev))
 
 
-def reference_step(model: nn.Module, cfg: TrainConfig, input_shape=(1, 28, 28), device=None,
-                   batch_size: int | None = None, num_classes: int = 10, seed: int = 0) -> MeasuredStep:
+def reference_step(model: nn.Module, cfg: TrainConfig, input_shape: tuple[int, ...] = (1, 28, 28),
+                   device: torch.device | str | None = None, batch_size: int | None = None, num_classes: int = 10,
+                   seed: int = 0) -> MeasuredStep:
     """A plain PyTorch step at the unit's batch size: the model as written,
     ``torch.optim.Adam`` with its default implementation, fp32, plain
     cross-entropy, no augmentation."""
@@ -167,7 +172,7 @@ def reference_step(model: nn.Module, cfg: TrainConfig, input_shape=(1, 28, 28), 
     if not params:
         build_step(m, cfg, dev)  # raises the named error
     opt = torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
-    setup = StepSetup(m, False, opt, _Step(m, opt), None)
+    setup = StepSetup(m, False, opt, Step(m, opt), None)
     x, y = _pools(bs, input_shape, num_classes, dev, False, seed)
     desc = {
         "kind": REFERENCE,
@@ -207,21 +212,19 @@ class Inference:
                 + [(self.x, "input")])
 
 
-def inference_pass(model: nn.Module, cfg: TrainConfig | None = None, input_shape=(1, 28, 28), device=None,
-                   batch_size: int = 1, seed: int = 0) -> Inference:
+def inference_pass(model: nn.Module, cfg: TrainConfig | None = None, input_shape: tuple[int, ...] = (1, 28, 28),
+                   device: torch.device | str | None = None, batch_size: int = 1, seed: int = 0) -> Inference:
     """Evaluation as the unit runs it (``cfg`` None: one view, fp32, the fast
     formulation on CPU)."""
-    from archbench.train.formulation import fast_cpu_view
-
     cfg = cfg or TrainConfig()
     dev = _device(model, device)
     m = copy.deepcopy(model).to(dev)
-    run, channels_last = (fast_cpu_view(m) if cfg.formulation == "fast" and dev.type == "cpu" else (m, False))
+    run, channels_last = run_view(m, cfg, dev)
     run.eval()
     gen = torch.Generator(device="cpu").manual_seed(seed)
     x = torch.rand(batch_size, *input_shape, generator=gen).to(dev)
     views = tta_views(cfg.tta_flip, cfg.tta_shift) if x.dim() == 4 else tta_views(False, 0)
-    amp = torch.bfloat16 if cfg.precision == "bf16" else None
+    amp = autocast_dtype(cfg)
     desc = {"batch_size": batch_size, "views": len(views), "tta_flip": cfg.tta_flip, "tta_shift": cfg.tta_shift,
             "precision": "bf16 autocast" if amp is not None else "fp32",
             "formulation": "fast" if run is not m else "plain", "device": str(dev)}

@@ -7,8 +7,9 @@ import importlib
 import inspect
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -42,11 +43,12 @@ class ModelEntry:
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
+_Factory = TypeVar("_Factory", bound=Callable[..., nn.Module])
 
 
 def register_model(name: str | None = None, *, description: str = "",
                    input_shape: tuple[int, ...] = DEFAULT_SHAPE, num_classes: int = 10,
-                   recipe: dict | None = None, expected: dict | None = None):
+                   recipe: dict | None = None, expected: dict | None = None) -> Callable[[_Factory], _Factory]:
     """Decorator registering a model factory under ``name`` (default: the
     function's name). Registering a name twice is an error.
 
@@ -56,7 +58,7 @@ def register_model(name: str | None = None, *, description: str = "",
     without them). A factory that takes neither is called without arguments.
     """
 
-    def deco(fn: Callable[..., nn.Module]):
+    def deco(fn: _Factory) -> _Factory:
         key = name or fn.__name__
         if ":" in key or not key:
             raise ModelError(f"model name {key!r} is invalid: it must be non-empty and contain no ':'.")
@@ -188,8 +190,9 @@ def _shape_args(factory: Callable[..., nn.Module]) -> dict[str, bool]:
             if p.name in SHAPE_ARGS and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
-def _valid_shape(input_shape, num_classes) -> tuple[tuple[int, int, int] | None, int | None]:
-    def positive(v) -> bool:
+def _valid_shape(input_shape: Any, num_classes: Any) -> tuple[tuple[int, int, int] | None, int | None]:
+    # Any: the caller's unchecked values; this function checks them.
+    def positive(v: object) -> bool:
         return isinstance(v, int) and not isinstance(v, bool) and v > 0
 
     if input_shape is not None:
@@ -200,6 +203,13 @@ def _valid_shape(input_shape, num_classes) -> tuple[tuple[int, int, int] | None,
     if num_classes is not None and not positive(num_classes):
         raise ModelError(f"num_classes = {num_classes!r} is invalid: expected a positive integer.")
     return input_shape, num_classes
+
+
+def local_only_models(refs: list[str]) -> list[str]:
+    """Models that exist only in this Python process (given as objects, or
+    registered by the running script): a worker process cannot rebuild them."""
+    return sorted({r for r in refs if r in _OBJECTS
+                   or (r in _REGISTRY and _REGISTRY[r].factory.__module__ == "__main__")})
 
 
 def build_model(ref: str, seed: int, input_shape: tuple[int, ...] | None = None,
@@ -280,11 +290,11 @@ def _build(ref: str, input_shape: tuple[int, int, int] | None, num_classes: int 
     return model
 
 
-def _shape_str(shape) -> str:
+def _shape_str(shape: Sequence[int]) -> str:
     return "(" + ", ".join(map(str, shape)) + ")"
 
 
-def _too_small(ref: str, shape, exc: InputTooSmall) -> str:
+def _too_small(ref: str, shape: Sequence[int], exc: InputTooSmall) -> str:
     msg = f"model {ref!r} cannot take {_shape_str(shape)} images: {exc.detail.rstrip('.')}"
     need = min_input_of(ref, channels=shape[0]) if len(shape) == 3 else None
     if need is not None:
@@ -294,7 +304,7 @@ def _too_small(ref: str, shape, exc: InputTooSmall) -> str:
                   "images" if fit else ". Choose a model for smaller images or resize the images") + "."
 
 
-def _fits(name: str, shape) -> bool:
+def _fits(name: str, shape: Sequence[int]) -> bool:
     need = min_input_of(name, channels=shape[0]) if get_entry(name).adapts else None
     return need is not None and need[0] <= shape[-2] and need[1] <= shape[-1]
 
@@ -423,7 +433,8 @@ def recipe_of(ref: str) -> dict:
     return dict(get_entry(ref).recipe or {})
 
 
-def check_model_io(model: nn.Module, ref: str, input_shape=DEFAULT_SHAPE, num_classes: int = 10) -> None:
+def check_model_io(model: nn.Module, ref: str, input_shape: tuple[int, ...] = DEFAULT_SHAPE,
+                   num_classes: int = 10) -> None:
     """Run a 2-sample batch through ``model`` (in eval mode, no grad, state
     restored) and check it maps ``(N, *input_shape)`` to ``(N, num_classes)``."""
     was_training = model.training

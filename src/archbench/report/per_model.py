@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import statistics
 
-from archbench.records import ModelRecord, lookup
+from archbench.records import ModelRecord, flops_partial, lookup
 from archbench.report.analysis import MEASURED_OPTIMIZER, MEASURED_PRECISION
 from archbench.report.document import Bullets, Heading, Para, Table
-from archbench.report.table import flops_partial
 from archbench.report.units import fmt_bytes, fmt_count, fmt_latency, fmt_pct, fmt_seconds, fmt_si
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import shlex
 
-from archbench.records import RunRecord, lookup
-from archbench.report.analysis import source_run
+from archbench.records import RunRecord, lookup, source_run
 
 MORE_SEEDS = "0,1,2,3,4"
 

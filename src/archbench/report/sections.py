@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from archbench.records import RunRecord, lookup
-from archbench.report.analysis import analyze, source_run
+from archbench.records import RunRecord, lookup, source_run
+from archbench.report.analysis import analyze
 from archbench.report.conclusions import (
     accuracy_conclusions,
     bottom_line,

@@ -4,9 +4,10 @@ interval and every cost. report.md shows it, ``archbench run`` prints it
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from archbench.records import ModelRecord, RunRecord, lookup
+from archbench.records import RunRecord, flops_partial
 from archbench.report.analysis import analyze
 from archbench.report.units import fmt_bytes, fmt_count, fmt_seconds, fmt_si
 
@@ -22,16 +23,6 @@ def _acc_cell(a: dict, failed: int) -> str:
         return f"{100 * a['mean']:.2f} % (95 % CI {100 * ci['low']:.2f}–{100 * ci['high']:.2f}, 1 run)"
     return (f"{100 * a['mean']:.2f} % ± {100 * a['std']:.2f} (95 % CI {100 * ci['low']:.2f}–"
             f"{100 * ci['high']:.2f}, n={a['n']})")
-
-
-def flops_partial(entry: ModelRecord | dict) -> dict[str, bool]:
-    """Which FLOP figures of a model miss ops that have no formula
-    ({"forward": ..., "train_step": ...}); a record written before this
-    was recorded derives it from its lists of uncounted ops."""
-    fl = lookup(entry, "measurements", "flops") or {}
-    stored = fl.get("partial") or {}
-    return {"forward": bool(stored.get("forward", fl.get("forward_uncounted_ops"))),
-            "train_step": bool(stored.get("train_step", fl.get("uncounted_ops")))}
 
 
 def _flops_cell(value: Any, partial: bool) -> str:
@@ -51,7 +42,7 @@ def comparison_rows(record: RunRecord, analysis: dict[str, Any] | None = None) -
     return rows
 
 
-def text_table(head, rows) -> str:
+def text_table(head: Sequence[object], rows: Sequence[Sequence[object]]) -> str:
     """A plain-text table for terminals."""
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
     fmt = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths))  # noqa: E731

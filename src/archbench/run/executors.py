@@ -3,8 +3,8 @@ has the shape of :class:`Executor` (``run(pending, on_result)``) and runs
 each unit with :func:`archbench.run.unit.train_unit`.
 
 - :class:`SerialExecutor`: in this process, one unit after another.
-- :class:`~archbench.run.pool.PoolExecutor`: ``jobs`` worker processes, units
-  side by side.
+- :class:`~archbench.run.pool.PoolExecutor` (its own module): ``jobs``
+  worker processes, units side by side.
 - :class:`RayExecutor`: each unit one Ray task with its resource request, on
   an existing cluster (``--address`` or ``$RAY_ADDRESS``) or on a local Ray
   instance started for the run. The dataset is put into Ray's object store
@@ -19,14 +19,13 @@ Each unit's intra-op thread count is decided once, at its start, by
 :mod:`archbench.run.threads` (``"auto"``: the free cores, then a short probe of
 the unit's own step; or a fixed count), recorded in the unit and never
 switched while it trains: the thread count changes PyTorch's CPU arithmetic.
-:func:`choose_executor` picks the local executor (``--jobs auto`` measures).
+:func:`archbench.run.study.choose_executor` picks one (``--jobs auto`` measures).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,17 +34,15 @@ import torch
 from archbench.config import ExecutionConfig, StudyConfig
 from archbench.env import usable_cpus
 from archbench.errors import Interrupted, UsageError
-from archbench.records import JobsDecision, Unit
-from archbench.run.jobs import decide_jobs, describe_jobs, order_for_pool
-from archbench.run.pool import PoolExecutor, check_parallel_models
+from archbench.records import Unit
+from archbench.resolve import register_specs
+from archbench.run import OnResult
 from archbench.run.rundir import RunDir
 from archbench.run.unit import UnitContext, failed_unit, train_unit
 
-OnResult = Callable[[str, int, Unit], None]
 Pending = list[tuple[str, int]]
 
-__all__ = ["Executor", "PoolExecutor", "RayExecutor", "SerialExecutor", "check_parallel_models", "choose_executor",
-           "require_ray"]
+__all__ = ["Executor", "RayExecutor", "SerialExecutor", "require_ray"]
 
 
 class Executor(Protocol):
@@ -85,44 +82,6 @@ class SerialExecutor:
             torch.set_num_threads(before)
 
 
-def choose_executor(ctx: UnitContext, execution: ExecutionConfig, threads: int | str, pending: Pending,
-                    on_jobs_decision: Callable[[JobsDecision], None] | None = None) -> tuple[Executor, Pending]:
-    """The executor for ``pending`` (and the order to give it the units in):
-    Ray where asked; else a pool where ``--jobs`` (measured by
-    :func:`archbench.run.jobs.decide_jobs` when "auto", whose record goes to
-    ``on_jobs_decision``) puts more than one unit side by side; else this process."""
-    if execution.executor == "ray":
-        return RayExecutor(ctx, execution), pending
-    decision: JobsDecision | None = None
-    if execution.jobs == "auto":
-        decision = decide_jobs(pending, ctx.cfg, ctx.data, ctx.device, threads)
-        if len(pending) > 1:
-            ctx.log(describe_jobs(decision))
-        if on_jobs_decision is not None:
-            on_jobs_decision(decision)
-        jobs = int(decision["jobs"])
-        if jobs > 1:
-            pending = order_for_pool(pending, decision, ctx.cfg, len(ctx.data.train_labels))
-    else:
-        jobs = int(execution.jobs)
-    if jobs > 1 and len(pending) > 1:
-        return PoolExecutor(ctx, threads, jobs, decision), pending
-    return SerialExecutor(ctx, threads), pending
-
-
-def run_units_locally(pending: Pending, cfg: StudyConfig, data: Any, run_dir: Path, on_result: OnResult,
-                      log: Callable[[str], None], progress: Any, device: torch.device,
-                      threads: int | str | None = None, jobs: int | str | None = 1,
-                      on_jobs_decision: Callable[[JobsDecision], None] | None = None) -> None:
-    """Run ``pending`` units with the local executor ``threads`` and ``jobs``
-    choose (None: their environment defaults): the function form of
-    :func:`choose_executor`, for scripts and benchmarks."""
-    execution = ExecutionConfig.build(threads=threads, jobs=jobs)
-    ctx = UnitContext(cfg, data, RunDir(Path(run_dir)), device, log, progress)
-    executor, pending = choose_executor(ctx, execution, execution.threads, pending, on_jobs_decision)
-    executor.run(pending, on_result)
-
-
 # --------------------------------------------------------------------------- Ray
 
 def _ray_unit(ref: str, seed: int, cfg_dict: dict, data: Any, run_dir: str, threads: int,
@@ -135,6 +94,7 @@ def _ray_unit(ref: str, seed: int, cfg_dict: dict, data: Any, run_dir: str, thre
     workers.mkdir(parents=True, exist_ok=True)
     (workers / f"{RunDir.stem(ref, seed)}.pid").write_text(str(os.getpid()))
     cfg = StudyConfig.from_dict(cfg_dict)
+    register_specs(cfg)  # the worker's registry has not seen them
     return train_unit(ref, seed, cfg, data, Path(run_dir), torch.device("cpu"), max(1, threads), None,
                       lambda s: None)
 

@@ -39,6 +39,7 @@ from typing import Any
 import torch
 
 from archbench.config import StudyConfig
+from archbench.models.registry import local_only_models
 from archbench.records import JobsDecision
 
 # Two units side by side on two cores, one thread each, against each alone (seed mlp and cnn, one epoch each,
@@ -48,15 +49,6 @@ SIDE_BY_SIDE_SLOWDOWN = 1.15
 # cnn (measured 3.1-3.7 s, median 3.45 s, for two workers on the 2-core Intel Xeon, 2026-11-26).
 POOL_START_SECONDS = 3.5
 
-
-
-def local_only_models(refs: list[str]) -> list[str]:
-    """Models that exist only in this Python process (given as objects, or
-    registered by the running script): a worker process cannot rebuild them."""
-    from archbench.models import registry
-
-    return sorted({r for r in refs if r in registry._OBJECTS
-                   or (r in registry._REGISTRY and registry._REGISTRY[r].factory.__module__ == "__main__")})
 
 
 def makespan(seconds: list[float], workers: int) -> float:
@@ -118,6 +110,7 @@ def decide_jobs(pending: list[tuple[str, int]], cfg: StudyConfig, data: Any, dev
     ``note`` saying why nothing was probed (one unit, one free core, an
     accelerator, models that cannot be rebuilt in a worker)."""
     from archbench.run.threads import candidates, probe_unit, sample_load
+    from archbench.run.unit import unit_model
 
     load = sample_load()
     free = int(load["free_cores"])
@@ -147,7 +140,7 @@ def decide_jobs(pending: list[tuple[str, int]], cfg: StudyConfig, data: Any, dev
     try:
         for ref in refs:
             seed = next(s for r, s in pending if r == ref)
-            ms[ref] = probe_unit(ref, seed, cfg.train_config_for(ref), data, device, counts)
+            ms[ref] = probe_unit(ref, seed, cfg.train_config_for(ref), data, device, counts, build=unit_model)
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:  # noqa: BLE001 - the unit fails in its own runner, saying why

@@ -37,13 +37,11 @@ import torch
 
 from archbench.env import usable_cpus
 from archbench.errors import Interrupted, UsageError
+from archbench.models.registry import local_only_models
 from archbench.records import JobsDecision, SideBySide, Unit
-from archbench.run.jobs import local_only_models
+from archbench.run import Log, OnResult
 from archbench.run.threads import free_cores
 from archbench.run.unit import UnitContext, failed_unit, train_unit
-
-OnResult = Callable[[str, int, Unit], None]
-Log = Callable[[str], None]
 
 
 def check_parallel_models(refs: list[str], jobs: int, source: str = "jobs") -> None:
@@ -131,13 +129,12 @@ def _worker_init(payload: bytes, queue: Any, sys_path: list[str], modules: list[
             sys.path.insert(0, p)
     import importlib
 
-    from archbench.models import register_spec
+    from archbench.resolve import register_specs
 
     for m in modules:
         importlib.import_module(m)
     cfg, data = pickle.loads(payload)
-    for name, spec in cfg.specs.items():  # registered specs live in the parent's registry
-        register_spec(name, spec)
+    register_specs(cfg)  # registered specs live in the parent's registry
     _W.update(cfg=cfg, data=data, queue=queue)
     _send("pid", None, os.getpid())
 

@@ -4,20 +4,20 @@ smallest training batch each model will see, distinct file names."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 import torch
 
 from archbench.config import StudyConfig
-from archbench.data import load_data, with_validation
+from archbench.data.sources import load_data
+from archbench.data.split import with_validation
 from archbench.errors import DataError, ModelError, UsageError
-from archbench.models import check_model_io, create_model, is_reference
+from archbench.models.registry import check_model_io, create_model, is_reference
+from archbench.run import Log
 from archbench.run.rundir import safe_name
 from archbench.run.unit import data_shape
 
-Log = Callable[[str], None]
 VAL_SPLIT_SEED = 0  # one validation split for every model and seed of a study: their curves compare
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +23,15 @@ from typing import Any
 
 import torch
 
-from archbench.config import ExecutionConfig, StudyConfig, config_differences
+from archbench._version import __version__
+from archbench.config import ExecutionConfig, StudyConfig
 from archbench.env import environment
 from archbench.errors import DataError, Interrupted, UsageError
-from archbench.models import build_model
+from archbench.measure import measure_model
+from archbench.models.registry import build_model, get_entry, is_reference
 from archbench.records import (
     JobsDecision,
+    ModelRecord,
     RunRecord,
     Unit,
     load_record,
@@ -37,15 +41,19 @@ from archbench.records import (
     save_record,
     write_error,
 )
-from archbench.report import missing_class_warnings, write_reports
-from archbench.run.executors import check_parallel_models, choose_executor
+from archbench.report import write_reports
+from archbench.report.datacheck import missing_class_warnings
+from archbench.resolve import config_differences, register_specs
+from archbench.run import Log, OnResult
+from archbench.run.executors import Executor, Pending, RayExecutor, SerialExecutor
+from archbench.run.jobs import decide_jobs, describe_jobs, order_for_pool
+from archbench.run.pool import PoolExecutor, check_parallel_models
 from archbench.run.preflight import check_models, load_study_data
 from archbench.run.rundir import DiscardIfFailed, RunDir, RunDirLock
-from archbench.run.signals import check_stop, stop_on_signals
-from archbench.run.unit import UnitContext, data_shape, measure_entry
-from archbench.train import resolve_device, train
-
-Log = Callable[[str], None]
+from archbench.run.signals import check_stop, stop_on_signals, stop_requested
+from archbench.run.unit import UnitContext, data_shape
+from archbench.train.loop import train
+from archbench.train.step import resolve_device
 
 
 @dataclass
@@ -159,7 +167,7 @@ def _open_run(cfg: StudyConfig, opts: RunOptions, data: Any, device: torch.devic
     _leftovers(run_dir, log)
     described = data.describe()
     described["test_labels"] = data.test_labels.tolist()  # paired statistics need them
-    record = new_record(run_dir.path.name, cfg.to_dict(), environment(), described)
+    record = new_record(run_dir.path.name, cfg.to_dict(), environment(__version__), described)
     record["device"] = str(device)
     stack.enter_context(DiscardIfFailed(run_dir.path, created, record))
     save_record(record, run_dir.path)
@@ -265,6 +273,7 @@ class _Study:
         self.run_dir.drop_empty_checkpoints()
 
     def run(self) -> tuple[RunRecord, Path]:
+        register_specs(self.cfg)  # a stored configuration (--resume) builds its spec models by name
         self.preflight()
         self.open()
         run_dir = self.run_dir.path
@@ -290,6 +299,71 @@ class _Study:
         if self.tracker is not None:
             self.tracker.finish(self.record, run_dir)
         return self.record, run_dir
+
+
+def choose_executor(ctx: UnitContext, execution: ExecutionConfig, threads: int | str, pending: Pending,
+                    on_jobs_decision: Callable[[JobsDecision], None] | None = None) -> tuple[Executor, Pending]:
+    """The executor for ``pending`` (and the order to give it the units in):
+    Ray where asked; else a pool where ``--jobs`` (measured by
+    :func:`archbench.run.jobs.decide_jobs` when "auto", whose record goes to
+    ``on_jobs_decision``) puts more than one unit side by side; else this process."""
+    if execution.executor == "ray":
+        return RayExecutor(ctx, execution), pending
+    decision: JobsDecision | None = None
+    if execution.jobs == "auto":
+        decision = decide_jobs(pending, ctx.cfg, ctx.data, ctx.device, threads)
+        if len(pending) > 1:
+            ctx.log(describe_jobs(decision))
+        if on_jobs_decision is not None:
+            on_jobs_decision(decision)
+        jobs = int(decision["jobs"])
+        if jobs > 1:
+            pending = order_for_pool(pending, decision, ctx.cfg, len(ctx.data.train_labels))
+    else:
+        jobs = int(execution.jobs)
+    if jobs > 1 and len(pending) > 1:
+        return PoolExecutor(ctx, threads, jobs, decision), pending
+    return SerialExecutor(ctx, threads), pending
+
+
+def run_units_locally(pending: Pending, cfg: StudyConfig, data: Any, run_dir: Path, on_result: OnResult,
+                      log: Callable[[str], None], progress: Any, device: torch.device,
+                      threads: int | str | None = None, jobs: int | str | None = 1,
+                      on_jobs_decision: Callable[[JobsDecision], None] | None = None) -> None:
+    """Run ``pending`` units with the local executor ``threads`` and ``jobs``
+    choose (None: their environment defaults): the function form of
+    :func:`choose_executor`, for scripts and benchmarks."""
+    execution = ExecutionConfig.build(threads=threads, jobs=jobs)
+    ctx = UnitContext(cfg, data, RunDir(Path(run_dir)), device, log, progress)
+    executor, pending = choose_executor(ctx, execution, execution.threads, pending, on_jobs_decision)
+    executor.run(pending, on_result)
+
+
+def measure_entry(entry: ModelRecord, ref: str, cfg: StudyConfig, train_samples: int, device: torch.device,
+                  timing: bool, log: Log, input_shape: tuple[int, ...] = (1, 28, 28), num_classes: int = 10) -> None:
+    """Fill a model entry's description, recipe and measured costs (or
+    ``measurement_error``: training still runs when measuring fails), for
+    images of ``input_shape`` in ``num_classes`` classes (the dataset's)."""
+    t0 = time.perf_counter()
+    model = build_model(ref, cfg.seeds[0], input_shape, num_classes)
+    entry["description"] = get_entry(ref).description if not is_reference(ref) else f"user model {ref}"
+    log(f"[{ref}] measuring costs (params, FLOPs, memory, saved size" + (", latency)" if timing else ")"))
+    tcfg = cfg.train_config_for(ref)
+    entry["recipe"] = tcfg.to_dict()
+    try:
+        # The costs of the step this unit trains (its whole recipe), and of a plain PyTorch reference step.
+        # Saved sizes of files named as the units' (a .pt file's bytes include its name).
+        entry["measurements"] = measure_model(model, input_shape, device=device, cfg=tcfg,
+                                              num_classes=num_classes,
+                                              train_samples=train_samples, epochs=tcfg.epochs, timing=timing,
+                                              files_stem=RunDir.stem(ref, cfg.seeds[0]))
+        entry.pop("measurement_error", None)
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - recorded; training still runs
+        if stop_requested():
+            raise KeyboardInterrupt from None
+        entry["measurement_error"] = f"{type(exc).__name__}: {exc}"
+        log(f"[{ref}] measuring FAILED — {entry['measurement_error']}")
+    entry["measure_seconds"] = time.perf_counter() - t0
 
 
 def determinism_check(record: RunRecord, cfg: StudyConfig, data: Any, device: torch.device, log: Log

@@ -20,7 +20,7 @@ the count it started with (the executor persists it beside the checkpoint).
   ones busy right now, from two ``/proc/stat`` samples ~0.2 s apart (the load
   average lags by a minute and counts threads, not cores).
 - :func:`probe_threads` / :func:`probe_unit`: time the unit's own training
-  step (its model, :func:`archbench.train.loop.build_step`, a real batch at
+  step (its model, :func:`archbench.train.step.build_step`, a real batch at
   the recipe's batch size) with each candidate thread count, in short
   alternating bursts, on a deep copy of the model with torch's RNG state
   restored: nothing the unit computes changes.
@@ -41,8 +41,6 @@ import torch
 
 from archbench.env import affinity_cpus, cpu_times, load_average, procs_running, usable_cpus
 from archbench.records import ThreadDecision
-
-Log = Callable[[str], None]
 
 SAMPLE_SECONDS = 0.2    # between the two /proc/stat samples of free_cores
 FREE_THRESHOLD = 0.75   # a core counts as free when at least this much of it is idle
@@ -116,7 +114,8 @@ def probe_threads(model: torch.nn.Module, tcfg: Any, images: torch.Tensor, label
     are a real batch. The step runs on a deep copy of ``model``; torch's RNG
     state and thread count are restored: the model and everything the unit
     later computes are untouched."""
-    from archbench.train.loop import build_step, to_input
+    from archbench.train.evaluate import to_input
+    from archbench.train.step import build_step
 
     rng = torch.get_rng_state()
     threads_before = torch.get_num_threads()
@@ -180,18 +179,11 @@ def pick(ms_per_step: dict[int, float], tolerance: float = TOLERANCE) -> int:
     return min(n for n, ms in ms_per_step.items() if ms <= best * (1 + tolerance))
 
 
-def _build(ref: str, seed: int, data: Any) -> torch.nn.Module:
-    """The unit's model, as the unit runner builds it (for the dataset's
-    image shape and class count)."""
-    from archbench.models import build_model
-
-    shape = tuple(getattr(data, "image_shape", (1, 28, 28)))
-    classes = getattr(data, "num_classes", None) or data.spec.num_classes
-    return build_model(ref, seed, input_shape=shape, num_classes=classes)
+Build = Callable[[str, int, Any], torch.nn.Module]  # (model, seed, data) -> the unit's model, as its runner builds it
 
 
 def decide_threads(spec: int | str, ref: str, seed: int, tcfg: Any, data: Any, device: torch.device,
-                   cap: int | None = None) -> ThreadDecision:
+                   cap: int | None = None, *, build: Build) -> ThreadDecision:
     """The thread decision for one unit, as a JSON-safe record:
     ``policy`` ("auto" or "fixed"), ``threads``, ``free_cores`` and
     ``usable_cores`` (at the decision), ``cap`` (the most threads "auto" may
@@ -223,7 +215,7 @@ def decide_threads(spec: int | str, ref: str, seed: int, tcfg: Any, data: Any, d
         return cast(ThreadDecision, record)
     t0 = time.perf_counter()
     try:
-        ms = probe_unit(ref, seed, tcfg, data, device, candidates(limit))
+        ms = probe_unit(ref, seed, tcfg, data, device, candidates(limit), build=build)
         record.update(threads=pick(ms), probe_ms_per_step={str(n): round(v, 4) for n, v in ms.items()})
     except (KeyboardInterrupt, SystemExit):
         raise
@@ -234,15 +226,15 @@ def decide_threads(spec: int | str, ref: str, seed: int, tcfg: Any, data: Any, d
     return cast(ThreadDecision, record)
 
 
-def probe_unit(ref: str, seed: int, tcfg: Any, data: Any, device: torch.device, counts: list[int]
-               ) -> dict[int, float]:
+def probe_unit(ref: str, seed: int, tcfg: Any, data: Any, device: torch.device, counts: list[int], *,
+               build: Build) -> dict[int, float]:
     """:func:`probe_threads` on the unit's own model (built as its runner
     builds it) and its data's first batch at the recipe's batch size, with
     ``counts`` threads; torch's RNG state is restored after (building draws
     from it)."""
     rng = torch.get_rng_state()
     try:
-        model = _build(ref, seed, data)
+        model = build(ref, seed, data)
         bs = min(tcfg.batch_size, len(data.train_labels))
         return probe_threads(model, tcfg, data.train_images[:bs], data.train_labels[:bs], device, counts)
     finally:

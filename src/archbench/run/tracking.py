@@ -24,16 +24,15 @@ archbench's results only. Nothing global is changed (no fluent
 
 from __future__ import annotations
 
+import re
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from archbench.errors import UsageError
 from archbench.records import ModelRecord, RunRecord, Unit, flatten, lookup
-
-Log = Callable[[str], None]
+from archbench.run import Log
 
 
 def default_uri(out_dir: str | Path) -> str:
@@ -100,7 +99,7 @@ def _trained_model(record: RunRecord, model: str, unit: Unit, run_dir: Path) -> 
     """The unit's trained model, rebuilt from its saved weights."""
     import torch
 
-    from archbench.models import build_model
+    from archbench.models.registry import build_model
 
     m = build_model(model, unit["seed"], *record_shape(record))
     state = torch.load(Path(run_dir) / "models" / unit["files"]["state_dict"], map_location="cpu",
@@ -219,10 +218,20 @@ class Tracker:
             self.client.log_artifacts(rid, str(path), artifact_path="model")
 
     def finish(self, record: RunRecord, run_dir: Path, status: str = "FINISHED") -> None:
-        """Attach the report, results.json, tables and plots to the parent run and close it."""
+        """Log the study's answer on the parent run (:func:`study_metrics`:
+        each model's mean accuracy, its interval and costs as metrics; the
+        verdicts and the bottom line as tags), so studies sort and compare in
+        the MLflow UI; attach the report, results.json, tables and plots; close it."""
         if self.parent_id is None:
             return
         run_dir = Path(run_dir)
+        if status == "FINISHED":
+            from mlflow.entities import Metric, RunTag
+
+            metrics, tags = study_metrics(record)
+            now = int(time.time() * 1000)
+            self.client.log_batch(self.parent_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
+                                  tags=[RunTag(k, v) for k, v in tags.items()])
         for f in ("report.md", "report.html", "results.json"):
             if (run_dir / f).exists():
                 self.client.log_artifact(self.parent_id, str(run_dir / f))
@@ -230,6 +239,40 @@ class Tracker:
             if (run_dir / sub).is_dir():
                 self.client.log_artifacts(self.parent_id, str(run_dir / sub), artifact_path=sub)
         self.client.set_terminated(self.parent_id, status)
+
+
+def metric_key(text: str) -> str:
+    """``text`` as an MLflow metric or tag key (letters, digits, ``_-. /``)."""
+    return re.sub(r"[^A-Za-z0-9_\-. /]", "_", text)[:250]
+
+
+def study_metrics(record: RunRecord) -> tuple[dict[str, float], dict[str, str]]:
+    """The parent run's metrics and tags: per model ``<model>.accuracy_mean``,
+    ``.accuracy_ci_low``, ``.accuracy_ci_high``, ``.seeds`` and its measured
+    costs (base units); tags ``archbench.bottom_line`` and, per pair,
+    ``archbench.verdict.<a>_vs_<b>``."""
+    import math
+
+    from archbench.report.analysis import analyze
+    from archbench.report.conclusions import bottom_line
+
+    an = analyze(record)
+    metrics: dict[str, float] = {}
+    for name, m in an["models"].items():
+        a, key = m["accuracy"], metric_key(name)
+        if a.get("n"):
+            metrics.update({f"{key}.accuracy_mean": a["mean"], f"{key}.accuracy_ci_low": a["ci"]["low"],
+                            f"{key}.accuracy_ci_high": a["ci"]["high"], f"{key}.seeds": float(a["n"])})
+        for cost, value in m["costs"].items():
+            if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+                metrics[f"{key}.{cost}"] = float(value)
+    tags = {"archbench.bottom_line": " ".join(bottom_line(an, record)).replace("**", "")[:5000]}
+    for p in an["pairs"]:
+        ci = p["difference_ci"]
+        tags[metric_key(f"archbench.verdict.{p['a']}_vs_{p['b']}")] = (
+            f"{p['verdict']}; difference {100 * p['difference']:+.2f} pp (95 % CI {100 * ci['low']:+.2f} "
+            f"to {100 * ci['high']:+.2f}), p = {p['p_value']:.3g}, {p['scope']}")[:5000]
+    return metrics, tags
 
 
 def probe(uri: str, timeout: float = 5.0) -> None:

@@ -14,7 +14,6 @@ import errno
 import json
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -24,10 +23,9 @@ import torch
 from archbench.config import StudyConfig
 from archbench.env import host_snapshot, unit_host
 from archbench.errors import ArchbenchError, Interrupted, TrainingError
-from archbench.measure import measure_model, save_model_files
-from archbench.models import build_model, get_entry, is_reference
+from archbench.measure.size import save_model_files
+from archbench.models.registry import build_model
 from archbench.records import (
-    ModelRecord,
     OutputError,
     ThreadDecision,
     Unit,
@@ -35,12 +33,11 @@ from archbench.records import (
     atomic_write_text,
     write_error,
 )
+from archbench.run import Log
 from archbench.run.rundir import RunDir
 from archbench.run.signals import check_stop, stop_requested
 from archbench.run.threads import decide_threads, describe
-from archbench.train import TrainResult, train
-
-Log = Callable[[str], None]
+from archbench.train.loop import TrainResult, train
 
 
 @dataclass(frozen=True)
@@ -105,6 +102,12 @@ def load_checkpoint(path: Path, model: torch.nn.Module, ref: str, seed: int) -> 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
     atomic_write(path, lambda fh: torch.save(state, fh), binary=True)
+
+
+def unit_model(ref: str, seed: int, data: Any) -> torch.nn.Module:
+    """The unit's model, built for the data's image shape and classes and
+    initialised from ``seed``."""
+    return build_model(ref, seed, *data_shape(data))
 
 
 def data_shape(data: Any) -> tuple[tuple[int, ...], int]:
@@ -172,8 +175,8 @@ def run_unit(ref: str, seed: int, cfg: StudyConfig, data: Any, run_dir: Path, pr
         check_stop()  # a Ctrl-C swallowed during the epoch stops the unit here, its epoch saved
 
     try:
-        shape, classes = data_shape(data)
-        model = build_model(ref, seed, shape, classes)
+        shape = data_shape(data)[0]
+        model = unit_model(ref, seed, data)
         resume = load_checkpoint(ckpt, model, ref, seed)
         result = train(model, data.train_images, data.train_labels, data.test_images, data.test_labels,
                        cfg.train_config_for(ref), seed=seed, progress=progress,
@@ -249,7 +252,7 @@ def unit_threads(spec: int | str, ref: str, seed: int, cfg: StudyConfig, data: A
         if prev is not None:
             return cast(ThreadDecision, {**prev, "reused": True, "requested": spec})
         note = "resumed from a checkpoint whose thread count was not recorded (an older run?): chosen anew"
-    decision = decide_threads(spec, ref, seed, cfg.train_config_for(ref), data, device, cap)
+    decision = decide_threads(spec, ref, seed, cfg.train_config_for(ref), data, device, cap, build=unit_model)
     if note:
         decision["note"] = f"{decision['note']}; {note}" if decision.get("note") else note
     atomic_write_text(saved, json.dumps(decision))
@@ -272,30 +275,3 @@ def train_unit(ref: str, seed: int, cfg: StudyConfig, data: Any, run_dir: Path, 
         rd.thread_decision(ref, seed).unlink(missing_ok=True)
     unit["threads"] = decision
     return unit
-
-
-def measure_entry(entry: ModelRecord, ref: str, cfg: StudyConfig, train_samples: int, device: torch.device,
-                  timing: bool, log: Log, input_shape: tuple[int, ...] = (1, 28, 28), num_classes: int = 10) -> None:
-    """Fill a model entry's description, recipe and measured costs (or
-    ``measurement_error``: training still runs when measuring fails), for
-    images of ``input_shape`` in ``num_classes`` classes (the dataset's)."""
-    t0 = time.perf_counter()
-    model = build_model(ref, cfg.seeds[0], input_shape, num_classes)
-    entry["description"] = get_entry(ref).description if not is_reference(ref) else f"user model {ref}"
-    log(f"[{ref}] measuring costs (params, FLOPs, memory, saved size" + (", latency)" if timing else ")"))
-    tcfg = cfg.train_config_for(ref)
-    entry["recipe"] = tcfg.to_dict()
-    try:
-        # The costs of the step this unit trains (its whole recipe), and of a plain PyTorch reference step.
-        # Saved sizes of files named as the units' (a .pt file's bytes include its name).
-        entry["measurements"] = measure_model(model, input_shape, device=device, cfg=tcfg,
-                                              num_classes=num_classes,
-                                              train_samples=train_samples, epochs=tcfg.epochs, timing=timing,
-                                              files_stem=RunDir.stem(ref, cfg.seeds[0]))
-        entry.pop("measurement_error", None)
-    except (Exception, SystemExit) as exc:  # noqa: BLE001 - recorded; training still runs
-        if stop_requested():
-            raise KeyboardInterrupt from None
-        entry["measurement_error"] = f"{type(exc).__name__}: {exc}"
-        log(f"[{ref}] measuring FAILED — {entry['measurement_error']}")
-    entry["measure_seconds"] = time.perf_counter() - t0

@@ -17,8 +17,8 @@ alternative A's log-odds are raised until its population accuracy is
 ``gap`` higher. Population accuracies are computed by Gauss-Hermite
 quadrature (the log-odds are normal), not simulated.
 
-    python -m archbench.stats.simulate                 # the table quoted in docs/statistics.md
-    python -m archbench.stats.simulate --seeds 2,3,5,10 --studies 4000
+    python -m tests.simulate                 # the table quoted in docs/statistics.md
+    python -m tests.simulate --seeds 2,3,5,10 --studies 4000
 
 Everything is vectorised over studies (torch); 1,000 studies of 3 seeds on
 10,000 test images take about a second per setting on one core.
@@ -164,7 +164,7 @@ def monte_carlo_error(rate: float, studies: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m archbench.stats.simulate", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tests.simulate", description=__doc__.split("\n")[0])
     p.add_argument("--seeds", default="2,3,5", help="comma-separated seed counts (default 2,3,5)")
     p.add_argument("--studies", type=int, default=2000, help="simulated studies per setting (default 2000)")
     p.add_argument("--gap", type=float, default=0.01, help="true accuracy gap for power (default 0.01 = 1 pp)")
