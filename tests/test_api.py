@@ -12,7 +12,7 @@ def test_compare_returns_a_result_that_tabulates_itself(tmp_path, fashion_dir):
     assert rows["cnn"]["accuracy_ci_low"] <= rows["cnn"]["accuracy_mean"] <= rows["cnn"]["accuracy_ci_high"]
     html = r._repr_html_()
     assert html.startswith("<div>") and "<table>" in html and "235,146" in html
-    assert "Test accuracy" in repr(r)
+    assert "Bottom line:" in repr(r) and repr(r).rstrip().endswith("report.html")  # the answer, then where
     try:
         import pandas  # noqa: F401
     except ImportError:

@@ -46,7 +46,8 @@ def test_run_writes_record_report_and_weights(small_run):
             for fmt, f in u["files"].items():
                 assert (run_dir / "models" / f).stat().st_size == u["saved_size_bytes"][fmt]
     table = p.stdout
-    assert "Test accuracy" in table and "235,146" in table and "56,714" in table
+    assert "mlp: " in table and "235,146" in table and "56,714" in table  # narrow (subprocess): one block per model
+    assert "Bottom line:" in table and table.rstrip().endswith(str(run_dir / "report.html"))
     report = (run_dir / "report.md").read_text()
     assert "| mlp |" in report and "| cnn |" in report and "n=2)" in report
     assert (run_dir / "report.html").stat().st_size > 10_000 and (run_dir / "plots" / "learning_curves.png").exists()

@@ -305,7 +305,7 @@ def test_api_equals_cli(synthetic_fashion, tmp_path, capsys):
         assert ua["test"] == uc["test"] and [h["train_loss"] for h in ua["history"]] == \
             [h["train_loss"] for h in uc["history"]]
     assert [row["model"] for row in cli.costs()] == ["dct_cnn", "mlp"]
-    assert len(cli.verdicts()) == 1 and {"difference", "significant"} <= set(cli.verdicts()[0])
+    assert len(cli.verdicts()) == 1 and cli.verdicts()[0].a in ("dct_cnn", "mlp")
 
 
 class TinyNet(torch.nn.Module):

@@ -102,6 +102,17 @@ def test_mlflow_logging_reads_back(tmp_path, fashion_dir):
                 == parent.info.run_id}
     assert set(children) == {"mlp", "cnn"}
     rec = json.loads((tmp_path / "m" / "results.json").read_text())
+    # The parent run carries the answer: each model's mean accuracy and interval as metrics (the studies sort
+    # and compare in the UI), the verdict and the bottom line as tags.
+    pm = client.get_run(parent.info.run_id).data
+    for m in ("mlp", "cnn"):
+        mean = rec["models"][m]["units"][0]["test"]["accuracy"]
+        assert pm.metrics[f"{m}.accuracy_mean"] == pytest.approx(mean)
+        assert 0 <= pm.metrics[f"{m}.accuracy_ci_low"] < mean < pm.metrics[f"{m}.accuracy_ci_high"] <= 1
+        assert pm.metrics[f"{m}.params"] == rec["models"][m]["measurements"]["params"]["trainable"]
+    verdicts = [v for k, v in pm.tags.items() if k.startswith("archbench.verdict.")]
+    assert len(verdicts) == 1 and "these two trained networks" in verdicts[0]
+    assert "not established" in pm.tags["archbench.bottom_line"]
     u = rec["models"]["mlp"]["units"][0]
     assert "mlflow_run_id" not in u  # MLflow's ids stay in MLflow: the record holds archbench's results
     run = children["mlp"]

@@ -19,7 +19,7 @@ from archbench.stats import (
     t_two_sided_p,
     wilson_interval,
 )
-from archbench.stats.simulate import Scenario, describe, monte_carlo_error, rates
+from tests.simulate import Scenario, describe, monte_carlo_error, rates
 
 scipy_stats = pytest.importorskip("scipy.stats")
 
@@ -56,7 +56,9 @@ def test_wilson_interval_known_value():
 def test_accuracy_summary_switches_interval_with_n():
     assert "Wilson" in accuracy_summary([0.9], 10000)["ci"]["method"]
     s = accuracy_summary([0.9, 0.91, 0.92], 10000)
-    assert "Student t" in s["ci"]["method"] and s["n"] == 3 and s["std"] == pytest.approx(0.01)
+    assert "effective sample size" in s["ci"]["method"] and s["n"] == 3 and s["std"] == pytest.approx(0.01)
+    # it covers the seeds' spread and the test images' sampling, inside [0, 1]
+    assert 0.0 < s["ci"]["low"] < 0.91 - 2 * 0.01 / 3**0.5 and 0.91 + 2 * 0.01 / 3**0.5 < s["ci"]["high"] <= 1.0
 
 
 @settings(max_examples=60, deadline=None)
@@ -116,7 +118,13 @@ def test_crossed_variance_by_hand():
     assert st_["var_images"] == pytest.approx(v_img)
     assert st_["se"] == pytest.approx(math.sqrt(va + vb + v_img))
     satt = (va + vb + v_img) ** 2 / (va**2 / 2 + vb**2 / 3 + v_img**2 / 799)
-    assert st_["df"] == pytest.approx(satt) and st_["df_satterthwaite"] == pytest.approx(satt)
+    assert st_["df_satterthwaite"] == pytest.approx(satt)
+    # With 3 seeds on one side the rule takes the seed parts' Welch df (docs/statistics.md), never more.
+    welch = (va + vb) ** 2 / (va**2 / 2 + vb**2 / 3)
+    assert st_["df"] == pytest.approx(welch) and st_["df"] <= satt
+    ca5 = _random_correctness(gen, 5, 800, 0.85)
+    st5 = {k: float(v[0]) for k, v in crossed_difference(ca5, cb).items()}
+    assert st5["df"] == st5["df_satterthwaite"]  # 4 and 5 seeds: Satterthwaite's
 
 
 def test_seed_degrees_of_freedom_are_welchs():
@@ -145,7 +153,9 @@ def test_one_seed_each_is_the_paired_test_over_images():
     r = compare_pair("A", a, "B", b)
     bb, cc = int((a[0] & (1 - b[0])).sum()), int(((1 - a[0]) & b[0]).sum())
     assert r["p_value"] == pytest.approx(scipy_stats.binomtest(min(bb, cc), bb + cc, 0.5).pvalue, rel=1e-9)
-    assert r["scope"] == "test images only" and r["unmeasured"] == ["A", "B"]
+    assert r["scope"].startswith("test images only") and r["unmeasured"] == ["A", "B"]
+    assert r["winner"] is None and r["observed_winner"] == (("A" if r["difference"] > 0 else "B")
+                                                            if r["significant"] else None)
     assert r["probability_of_improvement"] is None
     assert r["significant"] == (r["p_value"] < 0.05)
 
@@ -161,7 +171,7 @@ def test_compare_pair_verdicts():
     assert r["significant"] and r["winner"] == "A" and r["verdict"] == "A more accurate"
     assert r["scope"] == "seeds and test images" and r["unmeasured"] == []
     assert all(s["c"] == 0 for s in r["mcnemar_per_seed"]) and r["difference_ci"]["low"] > 0
-    assert r["probability_of_improvement"] == {"value": 1.0, "pairs": 9}
+    assert r["probability_of_improvement"] == {"value": 1.0, "pairs": 9, "wins": 9, "p_value": pytest.approx(0.1)}
     same = compare_pair("A", a, "A2", a.clone())
     assert not same["significant"] and same["verdict"].startswith("no significant difference")
     assert same["p_value"] == 1.0 and same["difference"] == 0
@@ -175,7 +185,8 @@ def test_per_seed_mcnemar_pairs_equal_seeds():
     b0, c0 = int((a[0].bool() & ~b[1].bool()).sum()), int((~a[0].bool() & b[1].bool()).sum())
     assert (r["mcnemar_per_seed"][0]["b"], r["mcnemar_per_seed"][0]["c"]) == (b0, c0)
     one = compare_pair("A", a, "B", b[:1], seeds_a=[0, 1, 2], seeds_b=[2])
-    assert one["scope"] == "test images only" and one["unmeasured"] == ["B"]
+    assert one["scope"] == "test images and the seeds of A only" and one["unmeasured"] == ["B"]
+    assert one["winner"] is None and "B: one seed" in one["test"]
 
 
 def test_seed_variance_widens_the_interval():

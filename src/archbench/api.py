@@ -39,6 +39,57 @@ from archbench.errors import ModelError, UsageError
 from archbench.records import RunRecord
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """One pairwise accuracy comparison, ``a`` the model with the higher mean.
+    Differences in percentage points; ``winner`` is the architecture called
+    more accurate (None unless both have 2 or more seeds and the interval
+    excludes 0); ``observed_winner`` the one ahead under the test used, whatever
+    its scope (with one seed: about the two trained networks only)."""
+
+    a: str
+    b: str
+    difference_pp: float
+    ci_low_pp: float
+    ci_high_pp: float
+    p_value: float
+    test: str
+    scope: str
+    seeds_a: int
+    seeds_b: int
+    winner: str | None
+    observed_winner: str | None
+    architecture_verdict: bool
+    probability_of_improvement: float | None
+    seed_pairs: int | None
+    text: str
+
+    @classmethod
+    def from_pair(cls, p: dict[str, Any]) -> Verdict:
+        ci, poi = p["difference_ci"], p.get("probability_of_improvement") or {}
+        return cls(p["a"], p["b"], 100 * p["difference"], 100 * ci["low"], 100 * ci["high"], p["p_value"],
+                   p["test"], p["scope"], p["seeds_a"], p["seeds_b"], p["winner"], p.get("observed_winner"),
+                   bool(p.get("architecture_verdict")), poi.get("value"), poi.get("pairs"), p["verdict"])
+
+
+class Verdicts(list):
+    """The pairwise verdicts (a list of :class:`Verdict`), also as a DataFrame."""
+
+    def to_dataframe(self) -> Any:
+        import dataclasses
+
+        return _frame([dataclasses.asdict(v) for v in self]).set_index(["a", "b"])
+
+
+def _frame(rows: list[dict[str, Any]]) -> Any:
+    try:
+        import pandas as pd
+    except ImportError as exc:
+        raise ImportError("to_dataframe() needs pandas: pip install pandas "
+                          "(or use the list of rows itself)") from exc
+    return pd.DataFrame(rows)
+
+
 @dataclass
 class StudyResult:
     record: RunRecord
@@ -68,34 +119,52 @@ class StudyResult:
         """The cost table: one row per model, base units (counts, bytes, FLOPs, seconds)."""
         return [{"model": n, **s["costs"]} for n, s in self._analysis()["models"].items()]
 
-    def verdicts(self) -> list[dict]:
-        """Pairwise accuracy comparisons (more accurate model first): the
-        difference with its interval, the paired test and whether it is significant."""
-        return [dict(p) for p in self._analysis()["pairs"]]
+    def verdicts(self) -> Verdicts:
+        """Pairwise accuracy comparisons (higher mean first) as :class:`Verdict`
+        objects, differences in percentage points; ``.to_dataframe()`` tabulates them."""
+        return Verdicts(Verdict.from_pair(p) for p in self._analysis()["pairs"])
+
+    def bottom_line(self) -> list[str]:
+        """The report's bottom line: 2-4 sentences (Markdown)."""
+        from archbench.report.conclusions import bottom_line
+
+        return bottom_line(self._analysis(), self.record)
 
     def to_dataframe(self) -> Any:
         """The summary as a pandas DataFrame (pandas is optional)."""
+        return _frame(self.summary()).set_index("model")
+
+    def _report_link(self) -> str:
+        """report.html relative to the working directory where it can be (a notebook serves files from there)."""
+        import os
+
+        path = self.run_dir / "report.html"
         try:
-            import pandas as pd
-        except ImportError as exc:
-            raise ImportError("to_dataframe() needs pandas: pip install pandas "
-                              "(or use .summary(), a list of dicts)") from exc
-        return pd.DataFrame(self.summary()).set_index("model")
+            return os.path.relpath(path)
+        except ValueError:
+            return str(path)
 
     def _repr_html_(self) -> str:
+        import re
+
         from archbench.report import TABLE_HEAD, comparison_rows
 
+        def para(s: str) -> str:
+            return "<p>" + re.sub(r"[*][*](.+?)[*][*]", r"<b>\1</b>", html.escape(s)).replace("`", "") + "</p>"
+
+        lines = "".join(para(s) for s in self.bottom_line())
         head = "".join(f"<th>{html.escape(h)}</th>" for h in TABLE_HEAD)
         body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
-                       for r in comparison_rows(self.record))
-        return (f"<div><strong>archbench run {html.escape(self.record['name'])}</strong> "
-                f"({html.escape(str(self.run_dir))})<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody>"
-                f"</table></div>")
+                       for r in comparison_rows(self.record, self._analysis()))
+        link = html.escape(self._report_link())
+        return (f"<div><strong>archbench run {html.escape(self.record['name'])}</strong>: "
+                f"<a href=\"{link}\" target=\"_blank\">the report</a> ({link})"
+                f"<div>{lines}</div><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>")
 
     def __repr__(self) -> str:
-        from archbench.report import TABLE_HEAD, comparison_rows, text_table
+        from archbench.report.terminal import terminal_summary
 
-        return text_table(TABLE_HEAD, comparison_rows(self.record))
+        return terminal_summary(self.record, self.run_dir, analysis=self._analysis())
 
 
 def load_run(path: str | Path) -> StudyResult:

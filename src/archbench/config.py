@@ -310,7 +310,7 @@ STUDY_CHECKS: dict[str, _Check] = {
     "name": _Check("a directory name without '/' (200 characters at most)", _name_convert),
 }
 STUDY_DEFAULTS: dict[str, Any] = {
-    "models": list(DEFAULT_MODELS), "seeds": [0], "dataset": "fashion-mnist", "data_dir": None, "verify": True,
+    "models": list(DEFAULT_MODELS), "seeds": [0, 1, 2], "dataset": "fashion-mnist", "data_dir": None, "verify": True,
     "train_limit": None, "test_limit": None, "out": "runs", "name": None, "val_split": None,
 }
 # Keys stored in results.json (out and name say where the run is, not what it is).

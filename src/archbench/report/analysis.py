@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from archbench.records import ModelRecord, RunRecord, Unit, lookup
+from archbench.records import ModelRecord, RunRecord, Unit, lookup, source_run
 from archbench.stats import accuracy_summary, compare_pair, verdict_rule
 
 # (key, label, kind) — kind picks the unit renderer.
@@ -85,7 +85,8 @@ def correctness_by_seed(record: RunRecord, model: str) -> tuple[torch.Tensor, li
 
 
 def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
-    """Names not dominated on (higher accuracy, lower cost)."""
+    """Names not dominated on (higher accuracy, lower cost), by the values
+    alone (no uncertainty: see :func:`verdict_front` for the report's)."""
     front = []
     for name, (acc, cost) in points.items():
         dominated = any(a >= acc and c <= cost and (a > acc or c < cost)
@@ -95,19 +96,42 @@ def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
     return sorted(front, key=lambda n: points[n][1])
 
 
-# --- where each model came from (merged records) -----------------------------------
+def verdict_front(an: dict[str, Any], key: str, axis: dict[str, Any]) -> dict[str, Any]:
+    """The accuracy-vs-cost front that the verdicts support. A model is
+    dominated only by one that is established more accurate (the accuracy
+    verdict, training randomness and test-set sampling included) and no more
+    costly (on a time axis: cheaper beyond the measured spread); every other
+    model is on the front, and pairs where neither dominates although one
+    leads on both by the means are "not distinguishable".
 
-def source_run(record: RunRecord, model: str) -> str | None:
-    """The run a merged record's model came from (None for a plain record)."""
-    runs = record.get("merged_from")
-    if not runs:
-        return None
-    if "@" in model and model.rsplit("@", 1)[1] in runs:
-        return model.rsplit("@", 1)[1]
-    for run in runs:
-        if model in (lookup(record, "configs", run, "models") or []):
-            return run
-    return None
+    Returns front (by cost), dominated {model: the model that dominates it},
+    indistinct [(a, b)]."""
+    vals = axis["values"]
+    names = [n for n in an["ranked"] if n in vals]
+    by_pair = {frozenset((p["a"], p["b"])): p for p in an["pairs"]}
+
+    def cheaper_or_equal(a: str, b: str) -> bool:
+        if key in TIME_AXES:
+            return time_order(axis, a, b) == a
+        return bool(vals[a] <= vals[b])
+
+    dominated: dict[str, str] = {}
+    indistinct: list[tuple[str, str]] = []
+    for a, b in itertools.permutations(names, 2):
+        pair = by_pair.get(frozenset((a, b)))
+        if pair is None:
+            continue
+        if pair["winner"] == a and cheaper_or_equal(a, b):
+            dominated.setdefault(b, a)
+        elif (a, b) not in indistinct and (b, a) not in indistinct and pair["winner"] is None:
+            acc_a, acc_b = an["models"][a]["accuracy"]["mean"], an["models"][b]["accuracy"]["mean"]
+            if acc_a >= acc_b and vals[a] <= vals[b] and (acc_a > acc_b or vals[a] < vals[b]):
+                indistinct.append((a, b))
+    front = sorted((n for n in names if n not in dominated), key=lambda n: vals[n])
+    return {"front": front, "dominated": dominated, "indistinct": indistinct}
+
+
+# --- where each model came from (merged records) -----------------------------------
 
 
 def _run_value(record: RunRecord, model: str, key: str) -> Any:
@@ -280,6 +304,10 @@ def cost_axis(an: dict[str, Any], record: RunRecord, key: str, names: list[str])
                                                          for u in _ok(record["models"][n])) for n in vals}
         if any(s is None or s["low"] is None for s in spreads.values()) and out["comparable"]:
             out["comparable"], out["reason"] = False, "no spread"
+        # One unit's epochs share its moment's load: a time winner needs the spread between units (two or more
+        # each); with one unit each, models of identical speed were told apart in a third of comparisons.
+        if key == "train_time" and out["comparable"] and any(len(_ok(record["models"][n])) < 2 for n in vals):
+            out["comparable"], out["reason"] = False, "one unit"
     return out
 
 
@@ -358,8 +386,9 @@ def analyze(record: RunRecord, alpha: float = 0.05) -> dict[str, Any]:
         ok = _ok(entry)
         accs = [u["test"]["accuracy"] for u in ok]
         losses = [u["test"]["loss"] for u in ok]
+        correct = correctness_by_seed(record, name)
         models[name] = {
-            "accuracy": accuracy_summary(accs, n_test),
+            "accuracy": accuracy_summary(accs, n_test, correct=correct[0] if correct else None),
             "loss": {"mean": statistics.fmean(losses) if losses else math.nan,
                      "std": statistics.stdev(losses) if len(losses) > 1 else 0.0, "n": len(losses)},
             "costs": model_costs(entry),
@@ -385,13 +414,12 @@ def analyze(record: RunRecord, alpha: float = 0.05) -> dict[str, Any]:
     with_accuracy = [n for n in models if n in ranked]  # record order
     an["time_axes"] = {key: cost_axis(an, record, key, with_accuracy) for key in TIME_AXES}
     an["host"] = host_load(record, list(models))
-    pareto = {}
+    pareto, fronts = {}, {}
     for key, _label, _kind in COST_AXES:
         axis = an["time_axes"][key] if key in TIME_AXES else cost_axis(an, record, key, with_accuracy)
-        pts = {n: (models[n]["accuracy"]["mean"], v) for n, v in axis["values"].items()}
-        if key in TIME_AXES and any(time_order(axis, a, b) is None for a, b in itertools.combinations(pts, 2)):
-            continue  # a time front only where every pair differs beyond the measured spread
-        if pts and (axis["comparable"] or len(pts) == 1):
-            pareto[key] = pareto_front(pts)
+        if axis["values"] and (axis["comparable"] or len(axis["values"]) == 1):
+            fronts[key] = verdict_front(an, key, axis)
+            pareto[key] = fronts[key]["front"]
     an["pareto"] = pareto
+    an["fronts"] = fronts
     return an

@@ -10,7 +10,7 @@ conditions, a time ranking beyond the measured spread on an unloaded host).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from archbench.records import RunRecord, lookup
 from archbench.report.analysis import (
@@ -56,7 +56,7 @@ def name_list(names: list[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
-def _in_order(an: dict, names) -> list[str]:
+def _in_order(an: dict, names: Iterable[str]) -> list[str]:
     """``names`` in the record's model order."""
     return [n for n in an["models"] if n in set(names)]
 
@@ -91,13 +91,41 @@ def _pair_detail(p: dict, n_test: int) -> str:
         out += f"; p = {fmt_p(p['p_value'])}, {p['test']})"
     poi = p.get("probability_of_improvement")
     if poi:
-        out += f"; probability of improvement of {a} over {b} {poi['value']:.2f} ({poi['pairs']} seed pairs)"
+        out += f"; probability of improvement of {a} over {b} " + poi_text(poi)
     seeds = [f"seed {s['seed']}: {fmt_pp(s['difference'])}, p = {fmt_p(s['p_value'])} "
              f"({fmt_count(s['b'])} vs {fmt_count(s['c'])})" for s in p["mcnemar_per_seed"]]
     out += _recipe_note(p)
     if seeds:
         out += (f". Exact McNemar per seed (images only {a} vs only {b} got right): " + "; ".join(seeds))
     return out + "."
+
+
+def poi_text(poi: dict) -> str:
+    """``0.89 (8 of 9 seed pairs; exact Mann-Whitney p = 0.10)``: the value with
+    the seed pairs it rests on and how far from 1/2 chance alone takes it."""
+    wins = poi.get("wins")
+    won = (f"{wins:g} of {poi['pairs']} seed pairs" if wins is not None else f"{poi['pairs']} seed pairs")
+    p = poi.get("p_value")
+    return f"{poi['value']:.2f} ({won}" + (f"; exact Mann-Whitney p = {fmt_p(p)}" if p is not None else "") + ")"
+
+
+def seed_noise(an: dict) -> str | None:
+    """How far seeds of one architecture fall apart in this run: the seed
+    standard deviation of each model with two or more seeds, or None."""
+    spread = [(n, m["accuracy"]) for n, m in an["models"].items() if m["accuracy"].get("n", 0) >= 2]
+    if not spread:
+        return None
+    return ", ".join(f"{n} {100 * a['std']:.2f} pp ({a['n']} seeds)" for n, a in spread)
+
+
+def _one_seed_words(an: dict, record: RunRecord, unmeasured: list[str]) -> str:
+    """Why one seed cannot separate architectures, with the training-noise scale or how to measure it."""
+    noise = seed_noise(an)
+    scale = (f"seeds of one architecture differ in this run by a standard deviation of {noise}" if noise else
+             "how far seeds of one architecture differ is not measured in this run; "
+             + seeds_command(record, an["ranked"]) + " measures it")
+    return (f"one seed for {name_list(unmeasured)} cannot separate architectures, since a second seed of the same "
+            f"architecture can land elsewhere ({scale})")
 
 
 def accuracy_conclusions(an: dict, record: RunRecord) -> list:
@@ -122,11 +150,10 @@ def accuracy_conclusions(an: dict, record: RunRecord) -> list:
                            f"{'every other model' if len(ranked) > 2 else ranked[1]} beyond both training "
                            f"randomness and test-set noise (α = {an['alpha']})."))
     elif one_seed:
-        blocks.append(Para(f"**{top}** has the highest accuracy{among}, but with one seed for "
-                           f"{name_list(_in_order(an, {u for p in one_seed for u in p['unmeasured']}))} training "
-                           "variance is "
-                           "unmeasured: the comparisons below cover test-set noise only and say nothing certain "
-                           "about the architectures. " + seeds_command(record, ranked) + " measures it."))
+        unmeasured = _in_order(an, {u for p in one_seed for u in p["unmeasured"]})
+        blocks.append(Para(f"{top} has the highest accuracy{among}, but {_one_seed_words(an, record, unmeasured)}. "
+                           "The comparisons below with a model of one seed cover test-set noise only: they are "
+                           "about those trained networks, not the architectures."))
     else:
         rivals = [p["b"] if p["a"] == top else p["a"] for p in top_pairs if not p["significant"]]
         blocks.append(Para(f"**{top}** has the highest mean accuracy{among}, but is not significantly ahead of "
@@ -135,10 +162,12 @@ def accuracy_conclusions(an: dict, record: RunRecord) -> list:
                            "noise of training randomness and test-set sampling."))
     items = []
     for p in pairs:
-        other = (p["b"] if p["winner"] == p["a"] else p["a"]) if p["winner"] else None
-        if p["winner"] and p["unmeasured"]:
-            items.append(f"On these trained models, **{p['winner']}** scored higher than {other} on the test set "
-                         f"(training variance of {name_list(p['unmeasured'])} unmeasured): " + _pair_detail(p, n_test))
+        ahead = p["winner"] or p["observed_winner"]
+        other = (p["b"] if ahead == p["a"] else p["a"]) if ahead else None
+        if ahead and not p["winner"]:
+            items.append(f"On these trained networks, {ahead} scored higher than {other} on the test set "
+                         f"(training variance of {name_list(p['unmeasured'])} unmeasured, so nothing is said about "
+                         "the architectures): " + _pair_detail(p, n_test))
         elif p["winner"]:
             items.append(f"**{p['winner']}** is more accurate than {other}: " + _pair_detail(p, n_test))
         else:
@@ -215,6 +244,9 @@ def time_verdict_text(an: dict, axis: dict) -> str:
         return "no winner on time: the machine was loaded (" + load_words(axis["load"]) + ")"
     if axis["reason"] == "conditions":
         return "no winner: measured under different conditions"
+    if axis["reason"] == "one unit":
+        return ("no winner: one unit of a model shows no spread between units (its epochs share one moment's "
+                "load); two or more seeds per model measure it")
     if axis["reason"] == "no spread":
         return ("no winner: a single timing shows no spread to compare the difference with ("
                 + ", ".join(f"{n} {axis['spreads'][n]['source']}" for n in names) + ")")
@@ -306,8 +338,8 @@ def tradeoff_conclusions(an: dict) -> list:
     for p in an["pairs"]:
         a, b = p["a"], p["b"]
         phrases = _pair_cost_phrases(an, a, b)
-        verdict = ("test-set noise only" if p["unmeasured"] else "significant") if p["significant"] \
-            else "not significant"
+        verdict = ("test-set noise only: these trained networks" if p["unmeasured"] else "significant") \
+            if p["significant"] else "not significant"
         items.append(f"**{a}** vs {b}: {', '.join(phrases) or 'no cost compared'}; {fmt_pp(p['difference'])} "
                      f"accuracy (p = {fmt_p(p['p_value'])}, {verdict}).")
     blocks: list[Para | Bullets] = [Bullets(items)] if items else []
@@ -315,14 +347,18 @@ def tradeoff_conclusions(an: dict) -> list:
         blocks.append(Para("Time costs appear above only where the difference exceeds the measured spread."))
     pareto_items = []
     for key, label, _ in COST_AXES:
-        front = an["pareto"].get(key)
-        if front:
-            dominated = [n for n in an["ranked"] if n not in front and n in an["axes"][key]["values"]]
-            pareto_items.append(f"accuracy vs {label}: **{', '.join(front)}**"
-                                + (f" (dominated: {', '.join(dominated)})" if dominated else ""))
+        fr = (an.get("fronts") or {}).get(key)
+        if fr and fr["front"]:
+            dominated = [f"{n} (by {by})" for n, by in fr["dominated"].items()]
+            close = [f"{a} vs {b}" for a, b in fr["indistinct"]]
+            pareto_items.append(f"accuracy vs {label}: **{', '.join(fr['front'])}**"
+                                + (f"; dominated: {', '.join(dominated)}" if dominated else "")
+                                + (f"; not distinguishable (one leads on both by the means, but the accuracy "
+                                   f"difference is not established): {', '.join(close)}" if close else ""))
     if pareto_items and len(an["ranked"]) > 1:
-        blocks += [Para("Pareto-optimal models (no other model is both at least as accurate and at most as "
-                        "costly, by mean accuracy; time and memory axes only where comparable):"),
+        blocks += [Para("Pareto-optimal models: a model is dominated only by one that is established more "
+                        "accurate (the verdict above) and costs no more (on time axes: less, beyond the measured "
+                        "spread); time and memory axes only where comparable:"),
                    Bullets(pareto_items)]
     return blocks
 
@@ -340,15 +376,13 @@ def _accuracy_sentence(an: dict, record: RunRecord) -> str:
     ci = pair["difference_ci"]
     poi = pair["probability_of_improvement"]
     gap = (f"{fmt_pp(pair['difference'])} over {second} (95 % CI {fmt_pp(ci['low'])} to {fmt_pp(ci['high'])}"
-           + (f"; probability of improvement {poi['value']:.2f} over {poi['pairs']} seed pairs" if poi else "")
+           + (f"; probability of improvement {poi_text(poi)}" if poi else "")
            + ")")
     n_test = fmt_count(lookup(record, "dataset", "test_samples"))
     if pair["unmeasured"]:
-        return (f"With one seed for {name_list(pair['unmeasured'])}, **{top}** scored {gap} on these {n_test} test "
-                "images" + (f" ({'exact McNemar ' if pair['test'].startswith('exact McNemar') else ''}"
-                            f"p = {fmt_p(pair['p_value'])})" if pair["significant"] else ", within test-set noise")
-                + ", but training variance is unmeasured, so which architecture is more accurate is not "
-                  "established.")
+        return (f"Which architecture is more accurate is not established: "
+                f"{_one_seed_words(an, record, pair['unmeasured'])}. On these {n_test} test images {top} scored "
+                f"{fmt_pp(pair['difference'])} against {second}.")
     lead = "the most accurate" if len(ranked) > 2 else "more accurate"
     recipe = _recipe_note(pair)
     if all(p["winner"] == top for p in an["pairs"] if top in (p["a"], p["b"])):
@@ -363,7 +397,8 @@ def _accuracy_sentence(an: dict, record: RunRecord) -> str:
 def _undecided_reason(axis: dict) -> str:
     return {"loaded": "the machine was loaded", "batch sizes differ": "batch sizes differ",
             "conditions": "measured under different conditions",
-            "no spread": "no spread measured"}.get(axis["reason"], "the measured ranges overlap")
+            "no spread": "no spread measured", "one unit": "one unit per model"}.get(
+                axis["reason"], "the measured ranges overlap")
 
 
 def _cheaper_sentence(an: dict) -> str | None:
@@ -419,14 +454,14 @@ def _tradeoff_sentence(an: dict) -> str | None:
             "not established.")
 
 
-def _caveat_sentence(an: dict, record: RunRecord) -> str | None:
+def _caveat_sentence(an: dict, record: RunRecord, said_seeds: bool = False) -> str | None:
     notes = []
     inc = an["incomplete"]
     if inc:
         notes.append(f"the run is incomplete ({inc['finished']} of {inc['expected']} units finished"
                      + (f"; no data for {name_list(inc['no_data'])}" if inc["no_data"] else "") + ")")
     one = _in_order(an, {u for p in an["pairs"] for u in p["unmeasured"]})
-    if one:
+    if one and not said_seeds:
         notes.append(f"one seed for {name_list(one)} leaves training variance unmeasured "
                      f"({seeds_command(record, an['ranked'])} measures it)")
     if an["host"].get("loaded"):
@@ -437,6 +472,7 @@ def _caveat_sentence(an: dict, record: RunRecord) -> str | None:
 def bottom_line(an: dict, record: RunRecord) -> list[str]:
     """2-4 sentences answering the seed notebook's questions: which model is
     more accurate, which is cheaper, the trade-off (and the caveat that limits them)."""
-    sentences = [_accuracy_sentence(an, record), _cheaper_sentence(an), _tradeoff_sentence(an),
-                 _caveat_sentence(an, record)]
+    accuracy = _accuracy_sentence(an, record)
+    sentences = [accuracy, _cheaper_sentence(an), _tradeoff_sentence(an),
+                 _caveat_sentence(an, record, said_seeds="cannot separate architectures" in accuracy)]
     return [s for s in sentences if s][:4]

@@ -20,7 +20,7 @@ from typing import Any
 
 from archbench.errors import ArchbenchError
 from archbench.records import RunRecord, atomic_write_text, load_record, lookup, ok_units
-from archbench.report.analysis import model_costs
+from archbench.report.analysis import correctness_by_seed, model_costs
 from archbench.stats import accuracy_summary
 
 
@@ -30,7 +30,8 @@ def run_summary(record: RunRecord, run_dir: Path, root: Path) -> dict[str, Any]:
     models = []
     for name, entry in record["models"].items():
         accs = [u["test"]["accuracy"] for u in ok_units(entry) if "test" in u]
-        a = accuracy_summary(accs, n_test)
+        correct = correctness_by_seed(record, name)  # the report's interval: seeds and test images
+        a = accuracy_summary(accs, n_test, correct=correct[0] if correct else None)
         models.append({"name": name, "acc": a.get("mean") if accs else None,
                        "low": lookup(a, "ci", "low") if accs else None,
                        "high": lookup(a, "ci", "high") if accs else None, "n": len(accs),

@@ -15,12 +15,16 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from archbench.records import RunRecord
+from archbench.records import ModelRecord, RunRecord
 from archbench.report.analysis import COST_AXES, TIME_AXES, correctness, time_spread
+
+if TYPE_CHECKING:
+    from matplotlib.axis import Axis
+    from matplotlib.figure import Figure
 
 PAD_INCHES = 0.1  # blank margin around the tight bounding box
 PNG_DPI = 150  # print quality for papers and slides; the SVG beside it scales without limit
@@ -41,14 +45,15 @@ def model_colors(record: RunRecord) -> dict[str, Any]:
     return {n: cmap(i % cmap.N) for i, n in enumerate(names)}
 
 
-def _figure(nrows: int = 1, ncols: int = 1, figsize=None, **kw):
+def _figure(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] | None = None,
+            **kw: Any) -> tuple[Figure, Any]:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=figsize, layout="constrained")
     return fig, fig.subplots(nrows, ncols, **kw)
 
 
-def save_figure(fig, png: Path) -> list[Path]:
+def save_figure(fig: Figure, png: Path) -> list[Path]:
     """PNG (at PNG_DPI) and SVG of ``fig``, with a tight bounding box (nothing clipped).
 
     Laid out once for both files, as ``savefig(bbox_inches="tight", pad_inches=PAD_INCHES)`` lays out the PNG
@@ -103,7 +108,7 @@ def scale_for(kind: str, values: list[float]) -> tuple[float, str]:
     return 1.0, ""
 
 
-def _plain_ticks(axis) -> None:
+def _plain_ticks(axis: Axis) -> None:
     """Tick labels as plain numbers (3, 10, 30), not 10^k, on a log axis."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
@@ -113,13 +118,13 @@ def _plain_ticks(axis) -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
-def _ok_units(entry):
+def _ok_units(entry: ModelRecord) -> list[Any]:  # Units; Any, as learning_curves reads their rows by computed keys
     return [u for u in entry.get("units", []) if u.get("status") == "ok"]
 
 
 # --- figures ------------------------------------------------------------------------------
 
-def learning_curves(record: RunRecord):
+def learning_curves(record: RunRecord) -> Figure | None:
     from matplotlib.ticker import MaxNLocator
 
     colors = model_colors(record)
@@ -161,7 +166,7 @@ def learning_curves(record: RunRecord):
     return fig if drawn else None
 
 
-def confusion(record: RunRecord, model: str):
+def confusion(record: RunRecord, model: str) -> Figure | None:
     labels = record["dataset"].get("test_labels")
     units = _ok_units(record["models"][model])
     if labels is None or not units:
@@ -193,7 +198,7 @@ def confusion(record: RunRecord, model: str):
     return fig
 
 
-def per_class_accuracy(record: RunRecord):
+def per_class_accuracy(record: RunRecord) -> Figure | None:
     labels = record["dataset"].get("test_labels")
     if labels is None:
         return None
@@ -221,7 +226,7 @@ def per_class_accuracy(record: RunRecord):
     return fig
 
 
-def accuracy_vs_cost(record: RunRecord, analysis: dict[str, Any]):
+def accuracy_vs_cost(record: RunRecord, analysis: dict[str, Any]) -> Figure | None:
     models = analysis["models"]
     colors = model_colors(record)
     axes_with_data = [(k, label, kind) for k, label, kind in COST_AXES
@@ -257,14 +262,16 @@ def accuracy_vs_cost(record: RunRecord, analysis: dict[str, Any]):
         ax.set_xlabel(f"{label}" + (f" ({unit}, log scale)" if unit else " (log scale)"))
         ax.set_ylabel("test accuracy, %")
         ax.margins(x=0.15)
+        low, high = ax.get_ylim()  # accuracy lives in 0-100 %: the axis never shows more or less
+        ax.set_ylim(max(0.0, low), min(100.0, high) if high > max(0.0, low) else 100.0)
     for ax in list(axs.flat)[len(axes_with_data):]:
         ax.axis("off")
     fig.suptitle("Accuracy vs cost (error bars: 95 % CI of accuracy; for times, the measured range; "
-                 "dashed: Pareto front where the costs compare like for like)")
+                 "dashed: the front the verdicts support)")
     return fig
 
 
-def cost_breakdown(record: RunRecord):
+def cost_breakdown(record: RunRecord) -> Figure | None:
     mem_rows, flop_rows = {}, {}
     for name, entry in record["models"].items():
         meas = entry.get("measurements") or {}

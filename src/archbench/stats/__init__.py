@@ -5,7 +5,7 @@ uncertainty includes both training randomness (seeds) and test-set sampling
 
 Pure Python plus torch; no SciPy needed at run time. The tests check these
 against SciPy, textbook values and a simulation with known truth
-(:mod:`archbench.stats.simulate`).
+(``tests/simulate.py``, also a script: ``python -m tests.simulate``).
 """
 
 from __future__ import annotations
@@ -133,17 +133,114 @@ def wilson_interval(successes: int, n: int, level: float = 0.95) -> Interval:
     return Interval(max(0.0, centre - half), min(1.0, centre + half), f"Wilson score, n={n}", level)
 
 
+def beta_quantile(q: float, a: float, b: float) -> float:
+    """The q-quantile of Beta(a, b) (bisection on :func:`betainc`)."""
+    lo, hi = 0.0, 1.0
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if betainc(a, b, mid) < q:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-15:
+            break
+    return (lo + hi) / 2
+
+
+def clopper_pearson(k: int, n: int, level: float = 0.95) -> Interval:
+    """The exact (Clopper-Pearson) interval of a binomial proportion, k of n:
+    the inversion of two one-sided exact binomial tests at (1 - level) / 2 each."""
+    if n <= 0:
+        raise ValueError("n must be positive")
+    tail = (1 - level) / 2
+    low = 0.0 if k == 0 else beta_quantile(tail, k, n - k + 1)
+    high = 1.0 if k == n else beta_quantile(1 - tail, k + 1, n - k)
+    return Interval(low, high, f"Clopper-Pearson, {k} of {n}", level)
+
+
+def mcnemar_interval(b: int, c: int, n_images: int, level: float = 0.95) -> Interval:
+    """The interval of one seed pair's accuracy difference (b - c) / N that
+    inverts the exact McNemar test: given the b + c discordant images, b is
+    binomial with probability pi, the difference is (b + c) (2 pi - 1) / N, and
+    pi's Clopper-Pearson interval maps onto it. The interval excludes 0
+    exactly when :func:`mcnemar_exact`'s p is below 1 - level (both are the
+    two one-sided exact tests at (1 - level) / 2)."""
+    n = b + c
+    if n == 0:
+        return Interval(0.0, 0.0, "exact McNemar: no discordant image", level)
+    cp = clopper_pearson(b, n, level)
+    scale = n / n_images
+    return Interval(scale * (2 * cp.low - 1), scale * (2 * cp.high - 1),
+                    f"exact, inverts McNemar's test ({b} vs {c} discordant images)", level)
+
+
+def effective_wilson(mean: float, var: float, n_max: float, df: float, level: float = 0.95,
+                     method: str = "", n_certain: float | None = None) -> Interval:
+    """A Wilson score interval whose sample size is the effective one,
+    n_eff = mean (1 - mean) / var (the binomial sample size with the same
+    variance of the mean: the design effect of seeds and images together),
+    at most ``n_max``, and whose quantile is Student's t with ``df``. It stays
+    inside [0, 1] and has positive width for any finite data, also at 0 % and
+    100 % (where the sample size is ``n_certain``, the test images: seeds that
+    all score 100 % on them say no more than one seed does) and when every
+    seed scored the same."""
+    pq = mean * (1 - mean)
+    if pq <= 0:
+        n_eff = n_certain or n_max
+    else:
+        n_eff = n_max if var <= 0 else min(n_max, pq / var)
+    z = t_quantile(1 - (1 - level) / 2, max(df, 1.0)) if math.isfinite(df) else normal_quantile(1 - (1 - level) / 2)
+    denom = 1 + z * z / n_eff
+    centre = (mean + z * z / (2 * n_eff)) / denom
+    half = z * math.sqrt(pq / n_eff + z * z / (4 * n_eff * n_eff)) / denom
+    # Wilson's bounds hold the estimate; at 0 % and 100 % a rounding error must not move it outside.
+    return Interval(max(0.0, min(mean, centre - half)), min(1.0, max(mean, centre + half)), method, level)
+
+
+def accuracy_interval(correct: torch.Tensor, level: float = 0.95) -> Interval:
+    """The interval of a model's mean accuracy over its seeds, from its
+    (K seeds, N images) 0/1 correctness: the variance of the mean counts
+    training randomness (the seeds' accuracies, s^2 / K) and test-set sampling
+    (the images, V_img / N, estimated as in :func:`crossed_difference`), with
+    Welch-Satterthwaite df; the interval is :func:`effective_wilson` (bounded
+    in [0, 1]). With one seed it is Wilson's interval of that run (V_img = p(1 - p))."""
+    c = correct.unsqueeze(0) if correct.dim() == 1 else correct
+    k, n = c.shape
+    comp = components(c)
+    mean = float(comp.acc.mean())
+    v_seeds = float(comp.acc.var()) / k if k >= 2 else 0.0
+    v_img = max(0.0, float(comp.per_image[0].var()) - float(comp.ms_residual[0]) / k) / n if n >= 2 else 0.0
+    var = v_seeds + v_img
+    den = (v_seeds**2 / (k - 1) if k >= 2 else 0.0) + v_img**2 / max(n - 1, 1)
+    df = var**2 / den if den > 0 else float(max(n - 1, 1))
+    what = (f"seeds and test images, n={k} seeds" if k >= 2 else "test images only, one seed")
+    if k == 1:  # one run: Wilson's own interval, on the images
+        return effective_wilson(mean, mean * (1 - mean) / n, n, math.inf, level, f"Wilson score, {what}")
+    return effective_wilson(mean, var, n * k, df, level, f"Wilson score at the effective sample size, {what}",
+                            n_certain=n)
+
+
 def accuracy_summary(accuracies: list[float], n_test: int, correct_counts: list[int] | None = None,
-                     level: float = 0.95) -> dict:
-    """mean, std, min, max, n and a CI: Student t over seeds for n >= 2, the
-    Wilson binomial interval of the single run for n = 1."""
+                     level: float = 0.95, correct: torch.Tensor | None = None) -> dict:
+    """mean, std, min, max, n and a CI that stays in [0, 1]: with the
+    per-image ``correct`` (seeds x images) :func:`accuracy_interval` (seeds
+    and test images); without it, the same interval with the test-image part
+    taken as binomial, p (1 - p) / N (one seed: Wilson's interval of the run)."""
     n = len(accuracies)
     if n == 0:
         return {"n": 0}
     out: dict[str, Any] = {"mean": statistics.fmean(accuracies), "std": statistics.stdev(accuracies) if n > 1 else 0.0,
            "min": min(accuracies), "max": max(accuracies), "n": n}
-    if n >= 2:
-        out["ci"] = t_interval(accuracies, level).to_dict()
+    if correct is not None and correct.shape[0] == n:
+        out["ci"] = accuracy_interval(correct, level).to_dict()
+    elif n >= 2 and n_test > 0:
+        m = out["mean"]
+        v_seeds, v_img = out["std"] ** 2 / n, m * (1 - m) / n_test
+        den = v_seeds**2 / (n - 1) + v_img**2 / max(n_test - 1, 1)
+        df = (v_seeds + v_img) ** 2 / den if den > 0 else float(n - 1)
+        out["ci"] = effective_wilson(m, v_seeds + v_img, n * n_test, df, level,
+                                     f"Wilson score at the effective sample size, seeds and test images "
+                                     f"(binomial), n={n} seeds", n_certain=n_test).to_dict()
     else:
         k = correct_counts[0] if correct_counts else round(accuracies[0] * n_test)
         out["ci"] = wilson_interval(k, n_test, level).to_dict()
@@ -186,6 +283,37 @@ def probability_of_improvement(acc_a: list[float], acc_b: list[float]) -> float:
         raise ValueError("probability_of_improvement needs at least one accuracy per model")
     wins = sum((x > y) + 0.5 * (x == y) for x in acc_a for y in acc_b)
     return wins / (len(acc_a) * len(acc_b))
+
+
+def mann_whitney_p(acc_a: list[float], acc_b: list[float], max_splits: int = 200_000) -> float:
+    """Two-sided p-value of the Mann-Whitney statistic of two sets of seeds'
+    accuracies: the share of all ways to split the pooled values into groups
+    of these sizes whose probability of improvement is at least as far from
+    1/2 as the observed one (exact; by the normal approximation with the tie
+    correction beyond ``max_splits`` splits). What a probability of
+    improvement of 0 or 1 from few seeds is worth: with 3 seeds each it is 0.1."""
+    import itertools
+
+    ka, kb = len(acc_a), len(acc_b)
+    observed = abs(probability_of_improvement(acc_a, acc_b) - 0.5)
+    pooled = list(acc_a) + list(acc_b)
+    if math.comb(ka + kb, ka) <= max_splits:
+        hits = total = 0
+        for idx in itertools.combinations(range(ka + kb), ka):
+            chosen = set(idx)
+            a = [pooled[i] for i in idx]
+            b = [pooled[i] for i in range(ka + kb) if i not in chosen]
+            total += 1
+            hits += abs(probability_of_improvement(a, b) - 0.5) >= observed - 1e-12
+        return hits / total
+    n = ka + kb
+    ranks = sorted(pooled)
+    ties = sum(c**3 - c for c in (ranks.count(v) for v in set(ranks)))
+    var = ka * kb / 12 * ((n + 1) - ties / (n * (n - 1)))
+    if var <= 0:
+        return 1.0
+    z = observed * ka * kb / math.sqrt(var)
+    return min(1.0, 2 * (1 - statistics.NormalDist().cdf(z)))
 
 
 # --- the verdict: training randomness and test-set sampling together -------------------
@@ -244,9 +372,10 @@ def crossed_difference(correct_a: torch.Tensor, correct_b: torch.Tensor) -> dict
     (the residual mean squares remove the seed-to-seed part already counted
     in s²; floored at 0). A model with one seed contributes no training
     variance (it cannot be measured). Degrees of freedom: Welch-Satterthwaite
-    over the three parts (K_A - 1, K_B - 1, N - 1); when a model has exactly
-    2 seeds, the seed parts' Welch df alone (conservative: simulation showed
-    Satterthwaite's df too liberal there).
+    over the three parts (K_A - 1, K_B - 1, N - 1); when the model with fewer
+    seeds has 2 or 3, the seed parts' Welch df alone (conservative: simulation
+    showed Satterthwaite's df too liberal with 2, and same-architecture splits
+    of real trainings at 3 vs 3 reached 5.0-5.3 % with it, 2.6-4.8 % without).
 
     Returns tensors of shape (S,): difference, var_train_a, var_train_b,
     var_images, se, df (the one the verdict uses), df_satterthwaite,
@@ -277,10 +406,11 @@ def crossed_difference(correct_a: torch.Tensor, correct_b: torch.Tensor) -> dict
     df_satterthwaite = torch.where(den > 0, var**2 / den.clamp(min=1e-300), images_df)
     # The seed parts' own Welch df: never more than Satterthwaite's (the image part only adds df).
     df_seeds = torch.where(den_seeds > 0, (va + vb) ** 2 / den_seeds.clamp(min=1e-300), df_satterthwaite)
-    # With 2 seeds a variance has 1 df, often far too small by chance, and then Satterthwaite's df shoots up
-    # exactly when the variance is underestimated (simulated false-positive rate 6.5 %): use the seed parts'
-    # df there (docs/statistics.md).
-    df = df_seeds if 2 in (ka, kb) else df_satterthwaite
+    # With 2 or 3 seeds a variance has 1 or 2 df, often far too small by chance, and then Satterthwaite's df
+    # shoots up exactly when the variance is underestimated (simulated false-positive rate 6.5 % at 2 seeds;
+    # 5.0-5.3 % in same-architecture splits of real trainings at 3): use the seed parts' df there
+    # (docs/statistics.md).
+    df = df_seeds if min(ka, kb) in (2, 3) else df_satterthwaite
     se = var.sqrt()
     t = torch.where(se > 0, diff / se.clamp(min=1e-300),
                     torch.where(diff == 0, zero, torch.sign(diff) * math.inf))
@@ -301,9 +431,10 @@ def verdict_rule(alpha: float = 0.05) -> str:
             f"difference excludes 0 (two-sided p below {alpha:g}). With at least 2 seeds per model the interval's "
             "standard error adds the spread of each model's per-seed accuracies (training randomness: "
             "initialisation, data order) to the spread over test images of the per-image difference "
-            "(test-set sampling), with Welch-Satterthwaite degrees of freedom (with 2 seeds, the seeds' own, "
-            "which is conservative). With one seed, only the test images vary (exact McNemar test): the verdict "
-            "is then about these trained models, not the architectures.")
+            "(test-set sampling), with Welch-Satterthwaite degrees of freedom (with 2 or 3 seeds, the seeds' own, "
+            "which is conservative). An architecture is called more accurate only when both models have at least "
+            "2 seeds: with one seed, only the test images vary (exact McNemar test, with the exact interval that "
+            "inverts it), and its result is about those two trained networks, not the architectures.")
 
 
 def compare_pair(name_a: str, correct_a: torch.Tensor, name_b: str, correct_b: torch.Tensor,
@@ -331,38 +462,58 @@ def compare_pair(name_a: str, correct_a: torch.Tensor, name_b: str, correct_b: t
                          "b": b, "c": c, "p_value": mcnemar_exact(b, c),
                          "difference": (b - c) / correct_a.shape[1]})
     unmeasured = [n for n, k in ((name_a, ka), (name_b, kb)) if k < 2]
+    measured = [n for n, k in ((name_a, ka), (name_b, kb)) if k >= 2]
     level = 1 - alpha
+    diff, n_images = st["difference"], correct_a.shape[-1]
     if ka == 1 and kb == 1:
         test = "exact McNemar (test images only)"
         p = per_seed[0]["p_value"]
+        ci = mcnemar_interval(per_seed[0]["b"], per_seed[0]["c"], n_images, level)
+        scope = "test images only: these two trained networks"
     else:
-        measured = [n for n, k in ((name_a, ka), (name_b, kb)) if k >= 2]
         test = ("t test, crossed seed x image variance, Welch-Satterthwaite df" if not unmeasured else
-                "t test over test images and the seeds of " + ", ".join(measured))
+                f"t test over test images and the seed spread of {name_list(measured)} only ("
+                f"{name_list(unmeasured)}: one seed, its training variance is not in the interval)")
         p = t_two_sided_p(st["t"], st["df"])
-    half = t_quantile(1 - alpha / 2, st["df"]) * st["se"] if st["se"] > 0 else 0.0
-    ci = Interval(st["difference"] - half, st["difference"] + half,
-                  "Wald over test images" if ka == 1 and kb == 1 else "Student t, Satterthwaite df", level)
-    diff = st["difference"]
-    n_images = correct_a.shape[-1]
+        half = t_quantile(1 - alpha / 2, st["df"]) * st["se"] if st["se"] > 0 else 0.0
+        ci = Interval(diff - half, diff + half, "Student t, Satterthwaite df", level)
+        scope = ("seeds and test images" if not unmeasured else
+                 f"test images and the seeds of {name_list(measured)} only")
     significant = p < alpha and diff != 0 and n_images >= 2
-    winner = (name_a if diff > 0 else name_b) if significant else None
+    observed = (name_a if diff > 0 else name_b) if significant else None
+    # An architecture verdict needs each side's training randomness measured: two seeds or more each.
+    winner = observed if not unmeasured else None
     acc_a, acc_b = correct_a.double().mean(1).tolist(), correct_b.double().mean(1).tolist()
-    poi = ({"value": probability_of_improvement(acc_a, acc_b), "pairs": ka * kb}
-           if ka >= 2 and kb >= 2 else None)
+    poi = None
+    if ka >= 2 and kb >= 2:
+        wins = sum((x > y) + 0.5 * (x == y) for x in acc_a for y in acc_b)
+        poi = {"value": probability_of_improvement(acc_a, acc_b), "pairs": ka * kb, "wins": wins,
+               "p_value": mann_whitney_p(acc_a, acc_b)}
+    if winner:
+        verdict = f"{winner} more accurate"
+    elif observed:
+        verdict = (f"{observed} scored higher on these trained networks (test-set noise only; training variance "
+                   f"of {name_list(unmeasured)} unmeasured)")
+    elif n_images < 2:
+        verdict = f"no test: {n_images} test image(s), too few to compare on"
+    else:
+        verdict = f"no significant difference at alpha = {alpha}"
     return {
         "a": name_a, "b": name_b, "seeds_a": ka, "seeds_b": kb,
         "difference": diff, "difference_ci": ci.to_dict(), "p_value": p, "test": test,
         "se": st["se"], "df": st["df"],
         "se_training": math.sqrt(st["var_train_a"] + st["var_train_b"]),
         "se_test_images": math.sqrt(st["var_images"]),
-        "scope": "test images only" if unmeasured else "seeds and test images",
-        "unmeasured": unmeasured,
+        "scope": scope, "unmeasured": unmeasured, "architecture_verdict": not unmeasured,
         "mcnemar_per_seed": per_seed,
         "probability_of_improvement": poi,
-        "alpha": alpha, "significant": significant, "winner": winner,
-        "verdict": (f"{winner} more accurate" + (" on these trained models (test-set noise only)"
-                                                 if unmeasured else "")) if winner
-        else f"no test: {n_images} test image(s), too few to compare on" if n_images < 2
-        else f"no significant difference at alpha = {alpha}",
+        "alpha": alpha, "significant": significant, "winner": winner, "observed_winner": observed,
+        "verdict": verdict,
     }
+
+
+def name_list(names: list[str]) -> str:
+    """a, b and c"""
+    if not names:
+        return "none"
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
