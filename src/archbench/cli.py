@@ -165,6 +165,12 @@ def _add_study_options(r: argparse.ArgumentParser) -> None:
                    help="hold out this fraction of the training images (seeded, stratified) for the learning "
                         "curves; the test set is then evaluated once, after training (default: no validation "
                         "split, curves on the test set as in the seed notebook)")
+    r.add_argument("--match", default=S, choices=("epochs", "flops"),
+                   help="what every model gets the same of: epochs (default: the recipe's, as the seed notebook) "
+                        "or flops: the same training FLOPs, the costliest model's --epochs epochs (or "
+                        "--budget-flops); cheaper models train proportionally more steps")
+    r.add_argument("--budget-flops", type=_positive_float("--budget-flops"), default=S, metavar="FLOPS",
+                   help="with --match flops: the training budget in matmul/conv FLOPs (e.g. 2e12)")
     r.add_argument("--data-dir", default=S, help="directory holding the IDX files (.gz or raw)")
     r.add_argument("--no-verify", action="store_true", default=S,
                    help="skip the checksum check of the data files")
@@ -274,7 +280,7 @@ def _log(quiet: bool) -> Callable[[str], None]:
 
 # Command-line dests that are configuration keys (everything else is how to run).
 _STUDY_DESTS = ("models", "seeds", "repeats", "dataset", "data_dir", "no_verify", "out", "name", "train_limit",
-                "test_limit", "val_split")
+                "test_limit", "val_split", "match", "budget_flops")
 
 
 def _auto_or_count(what: str, unit: str, maximum: int) -> Callable[[str], int | str]:

@@ -283,6 +283,25 @@ def _val_split_convert(v: Any) -> float | None:
     return float(v)
 
 
+MATCHES = ("epochs", "flops")
+
+
+def _match_convert(v: Any) -> str:
+    if not isinstance(v, str) or v.strip().lower() not in MATCHES:
+        raise ValueError
+    return v.strip().lower()
+
+
+def _budget_convert(v: Any) -> float | None:
+    if v is None:
+        return None
+    if isinstance(v, str):
+        v = float(v)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 < v < 1e30:
+        raise ValueError
+    return float(v)
+
+
 def _name_convert(v: Any) -> str | None:
     if v is None:
         return None
@@ -302,6 +321,10 @@ STUDY_CHECKS: dict[str, _Check] = {
                       "(train/<class>/*.png, test/<class>/...)", _dataset_convert),
     "val_split": _Check("a fraction of the training images strictly between 0 and 1, e.g. 0.1 (or leave it "
                         "out: no validation split)", _val_split_convert),
+    "match": _Check("epochs (every model trains the recipe's epochs) or flops (every model trains the same "
+                    "training FLOPs)", _match_convert),
+    "budget_flops": _Check("a number of training FLOPs > 0, e.g. 2e12 (or leave it out: the costliest model's "
+                           "--epochs epochs)", _budget_convert),
     "data_dir": _Check("a directory path", _opt_path_convert),
     "verify": _Check("true or false", _bool_check().convert),
     "train_limit": _Check("an integer >= 1 (or leave it out for all samples)", _opt_int_convert),
@@ -312,9 +335,11 @@ STUDY_CHECKS: dict[str, _Check] = {
 STUDY_DEFAULTS: dict[str, Any] = {
     "models": list(DEFAULT_MODELS), "seeds": [0, 1, 2], "dataset": "fashion-mnist", "data_dir": None, "verify": True,
     "train_limit": None, "test_limit": None, "out": "runs", "name": None, "val_split": None,
+    "match": "epochs", "budget_flops": None,
 }
 # Keys stored in results.json (out and name say where the run is, not what it is).
-RECORDED_STUDY_KEYS = ("models", "seeds", "dataset", "data_dir", "verify", "train_limit", "test_limit", "val_split")
+RECORDED_STUDY_KEYS = ("models", "seeds", "dataset", "data_dir", "verify", "train_limit", "test_limit", "val_split",
+                       "match", "budget_flops")
 
 
 @dataclass(frozen=True)
@@ -333,6 +358,11 @@ class StudyConfig:
     out: str = "runs"
     name: str | None = None
     val_split: float | None = None   # fraction of the training images held out for the curves
+    match: str = "epochs"            # what every model gets the same of: epochs, or training FLOPs
+    budget_flops: float | None = None  # with match "flops": the budget (None: the costliest model's epochs)
+    # With match "flops", each model's step budget, planned once its FLOPs are measured (archbench.run.budget);
+    # not part of the record's config (it follows from it and the measurements).
+    budget_steps: Mapping[str, int] = field(default_factory=dict)
     specs: Mapping[str, dict] = field(default_factory=dict)     # model name -> declarative spec
     sources: Mapping[str, Any] = field(default_factory=dict)    # key -> Source; "train": model -> key -> Source
     notes: tuple[str, ...] = ()                                 # what resolution changed and why
@@ -347,14 +377,17 @@ class StudyConfig:
     def to_dict(self) -> dict[str, Any]:
         """The record's ``config``: values, then sources and notes."""
         d: dict[str, Any] = {k: getattr(self, k) for k in RECORDED_STUDY_KEYS}
-        if d["val_split"] is None:  # records of runs without a validation split keep their keys
-            del d["val_split"]
+        for key, default in (("val_split", None), ("match", "epochs"), ("budget_flops", None)):
+            if d[key] == default:  # records of runs without these options keep their keys
+                del d[key]
         d["models"], d["seeds"] = list(self.models), list(self.seeds)
         d["specs"] = {k: dict(v) for k, v in self.specs.items()}
         d["train"] = {m: self.train[m].to_dict() for m in self.models}
+        omitted = {"match", "budget_flops"} - set(d)  # at their defaults: not recorded (as before they existed)
         d["sources"] = {k: (str(v) if not isinstance(v, dict) else {m: {kk: str(s) for kk, s in vv.items()}
                                                                     for m, vv in v.items()})
-                        for k, v in self.sources.items() if k in RECORDED_STUDY_KEYS or k == "train"}
+                        for k, v in self.sources.items()
+                        if k == "train" or (k in RECORDED_STUDY_KEYS and k not in omitted)}
         d["notes"] = list(self.notes)
         return d
 
@@ -381,7 +414,7 @@ class StudyConfig:
         return cls(models=tuple(values["models"]), seeds=tuple(values["seeds"]), train=train,
                    dataset=values["dataset"], data_dir=values["data_dir"], verify=values["verify"],
                    train_limit=values["train_limit"], test_limit=values["test_limit"], out=out, name=name,
-                   val_split=values["val_split"],
+                   val_split=values["val_split"], match=values["match"], budget_flops=values["budget_flops"],
                    specs=specs, sources=dict(d.get("sources") or {}), notes=tuple(d.get("notes") or ()))
 
 

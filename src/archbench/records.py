@@ -137,6 +137,8 @@ class RunRecord(TypedDict):
     device: NotRequired[str]
     determinism_check: NotRequired[dict[str, Any]]
     execution: NotRequired[Execution]       # the local executor's thread policy and jobs
+    budget: NotRequired[dict[str, Any]]     # --match flops: budget_flops, by, models {m: steps, epochs, samples,
+    #                                         train_flops, flops_per_sample} (archbench.run.budget.plan)
     merged_from: NotRequired[list[str]]
     configs: NotRequired[dict[str, dict[str, Any]]]
     environments: NotRequired[dict[str, dict[str, Any]]]

@@ -273,6 +273,10 @@ def resolve(explicit: Mapping[str, Any] | None = None, *, experiment: Experiment
             study[k], sources[k] = file_study[k], Source.FILE
         else:
             study[k], sources[k] = STUDY_DEFAULTS[k], Source.DEFAULT
+    if study["budget_flops"] is not None and study["match"] != "flops":
+        raise UsageError(f"a FLOP budget ({study['budget_flops']:g}) is for equal-compute comparisons: give "
+                         "--match flops with --budget-flops (or match = \"flops\" in the experiment file), or leave "
+                         "the budget out.")
     given_train = {k: check_value(k, v, TRAIN_CHECKS[k]) for k, v in explicit.items() if k in TRAIN_KEYS}
     file_train = experiment.train if experiment else {}
     per_model_file = experiment.per_model if experiment else {}
@@ -322,7 +326,8 @@ def resolve(explicit: Mapping[str, Any] | None = None, *, experiment: Experiment
     return StudyConfig(models=tuple(models), seeds=tuple(study["seeds"]), train=train, dataset=study["dataset"],
                        data_dir=study["data_dir"], verify=study["verify"], train_limit=study["train_limit"],
                        test_limit=study["test_limit"], out=study["out"], name=study["name"],
-                       val_split=study["val_split"], specs=specs,
+                       val_split=study["val_split"], match=study["match"], budget_flops=study["budget_flops"],
+                       specs=specs,
                        sources=sources, notes=tuple(notes))
 
 

@@ -128,10 +128,25 @@ def _one_seed_words(an: dict, record: RunRecord, unmeasured: list[str]) -> str:
             f"architecture can land elsewhere ({scale})")
 
 
+def compute_words(record: RunRecord) -> str | None:
+    """What each model trained for in an equal-compute comparison (``--match flops``), or None."""
+    budget = record.get("budget")
+    if not budget or not budget.get("models"):
+        return None
+    each = ", ".join(f"{m} {b['epochs']:.2f} epochs ({b['steps']:,} steps, {fmt_si(b['train_flops'], 'FLOPs')})"
+                     for m, b in budget["models"].items())
+    return (f"at equal training compute — a budget of {fmt_si(budget['budget_flops'], 'FLOPs')} "
+            f"(matmul/conv, set by {budget['by']}): {each}")
+
+
 def accuracy_conclusions(an: dict, record: RunRecord) -> list:
     ranked, models, pairs = an["ranked"], an["models"], an["pairs"]
     n_test = lookup(record, "dataset", "test_samples") or 0
     blocks: list[Para | Bullets] = [Para("Rule: " + an["rule"])]
+    compute = compute_words(record)
+    if compute:
+        blocks.append(Para(f"Every model trained {compute}; the verdicts below compare them at that budget, not "
+                           "after equal epochs."))
     no_data = [n for n in models if not models[n]["accuracy"]["n"]]
     if not ranked:
         return blocks + [Para("No model finished a unit, so nothing can be concluded about accuracy.")]
@@ -473,6 +488,9 @@ def bottom_line(an: dict, record: RunRecord) -> list[str]:
     """2-4 sentences answering the seed notebook's questions: which model is
     more accurate, which is cheaper, the trade-off (and the caveat that limits them)."""
     accuracy = _accuracy_sentence(an, record)
+    compute = compute_words(record)
+    if compute:
+        accuracy = compute[0].upper() + compute[1:] + ". " + accuracy
     sentences = [accuracy, _cheaper_sentence(an), _tradeoff_sentence(an),
                  _caveat_sentence(an, record, said_seeds="cannot separate architectures" in accuracy)]
     return [s for s in sentences if s][:4]

@@ -13,6 +13,7 @@ is clipped.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -311,6 +312,40 @@ def cost_breakdown(record: RunRecord) -> Figure | None:
     return fig
 
 
+def accuracy_vs_compute(record: RunRecord) -> Figure | None:
+    """With ``--match flops``: each model's held-out accuracy at the end of
+    each epoch against the training FLOPs spent by then (mean over seeds, the
+    band their range), up to the common budget."""
+    budget = record.get("budget")
+    if not budget:
+        return None
+    colors = model_colors(record)
+    fig, ax = _figure(figsize=(7, 4.2))
+    for name, entry in record["models"].items():
+        units, m = _ok_units(entry), (budget.get("models") or {}).get(name)
+        if not units or not m:
+            continue
+        hist = units[0]["history"]
+        key = "val_acc" if hist and hist[0].get("val_acc") is not None else "test_acc"
+        same = [u for u in units if len(u["history"]) == len(hist)]
+        x = [min(h["epoch"] * budget["n_train"], m["samples"]) * m["flops_per_sample"] for h in hist]
+        vals = torch.tensor([[100 * (h.get(key) if h.get(key) is not None else math.nan) for h in u["history"]]
+                             for u in same], dtype=torch.float64)
+        ax.plot(x, vals.mean(0).tolist(), color=colors[name], marker="o", ms=3, label=f"{name} (n={len(same)})")
+        if len(same) > 1:
+            ax.fill_between(x, vals.min(0).values.tolist(), vals.max(0).values.tolist(), color=colors[name],
+                            alpha=0.2)
+    ax.axvline(budget["budget_flops"], color="k", ls="--", lw=1, label="the budget")
+    ax.set_xscale("log")
+    ax.set_xlabel("training FLOPs spent (matmul/conv, log scale)")
+    ax.set_ylabel("held-out accuracy, % (end of each epoch)")
+    low, high = ax.get_ylim()
+    ax.set_ylim(max(0.0, low), min(100.0, high))
+    ax.legend(fontsize=8)
+    ax.set_title("Accuracy against training compute (equal-FLOP comparison)")
+    return fig
+
+
 def make_plots(record: RunRecord, analysis: dict[str, Any], run_dir: Path) -> list[tuple[str, str]]:
     """Write every figure under ``run_dir/plots`` (PNG and SVG); return (relative PNG path, caption)."""
     import matplotlib
@@ -335,6 +370,8 @@ def plot_jobs(record: RunRecord, analysis: dict[str, Any]) -> list[tuple[str, st
         ("accuracy_vs_cost.png", "Accuracy vs each cost, with the Pareto front",
          lambda: accuracy_vs_cost(record, analysis)),
         ("per_class_accuracy.png", "Per-class accuracy", lambda: per_class_accuracy(record)),
+        ("accuracy_vs_compute.png", "Accuracy against training FLOPs spent (equal-compute comparison)",
+         lambda: accuracy_vs_compute(record)),
         ("cost_breakdown.png", "Cost breakdown: memory and FLOP categories", lambda: cost_breakdown(record))]
     for i, name in enumerate(record["models"]):
         # Short (a file name has at most 255 bytes); unique by i.

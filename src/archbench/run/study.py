@@ -17,7 +17,7 @@ import datetime as _dt
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -263,6 +263,8 @@ class _Study:
                 measure_entry(entry, ref, cfg, len(data.train_labels), self.device, self.x.timing, self.log,
                               *data_shape(data))
                 save_record(record, self.run_dir.path)
+        if cfg.match == "flops":
+            cfg = self.cfg = self.plan_budget()
         pending = [(ref, seed) for ref in cfg.models for seed in cfg.seeds
                    if not any(u["seed"] == seed and u["status"] == "ok" for u in record["models"][ref]["units"])]
         ctx = UnitContext(cfg, data, self.run_dir, self.device, self.log,
@@ -271,6 +273,24 @@ class _Study:
         executor.run(pending, self.on_result)
         check_stop()
         self.run_dir.drop_empty_checkpoints()
+
+    def plan_budget(self) -> StudyConfig:
+        """Equal compute: each model's step budget from its measured FLOPs
+        (:mod:`archbench.run.budget`), recorded as ``record["budget"]``."""
+        from archbench.run.budget import plan
+
+        fps = {m: lookup(self.record["models"][m], "measurements", "flops", "train_per_sample")
+               for m in self.cfg.models}
+        budget = plan(self.cfg, fps, len(self.data.train_labels))
+        self.record["budget"] = budget
+        for m in self.cfg.models:  # the recipe's whole-run FLOPs are not this run's: its budget is
+            flops = lookup(self.record["models"][m], "measurements", "flops")
+            if isinstance(flops, dict):
+                flops.pop("per_run", None)
+        save_record(self.record, self.run_dir.path)
+        self.log(f"equal training compute: {budget['budget_flops']:.4g} FLOPs ({budget['by']}): " + ", ".join(
+            f"{m} {b['steps']:,} steps ({b['epochs']:.2f} epochs)" for m, b in budget["models"].items()))
+        return replace(self.cfg, budget_steps={m: b["steps"] for m, b in budget["models"].items()})
 
     def run(self) -> tuple[RunRecord, Path]:
         register_specs(self.cfg)  # a stored configuration (--resume) builds its spec models by name

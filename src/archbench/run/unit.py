@@ -182,7 +182,7 @@ def run_unit(ref: str, seed: int, cfg: StudyConfig, data: Any, run_dir: Path, pr
                        cfg.train_config_for(ref), seed=seed, progress=progress,
                        checkpoint=save_checkpoint, resume_from=resume,
                        val_x=getattr(data, "val_images", None), val_y=getattr(data, "val_labels", None),
-                       stream=getattr(data, "storage", "memory") == "memmap")
+                       stream=getattr(data, "storage", "memory") == "memmap", max_steps=cfg.budget_steps.get(ref))
         check_stop()
         files = save_model_files(model, rd.models, stem)
         onnx_note = _save_onnx(model, shape, rd.path, stem, files)
@@ -267,7 +267,9 @@ def train_unit(ref: str, seed: int, cfg: StudyConfig, data: Any, run_dir: Path, 
     executor restores its caller's."""
     decision = unit_threads(threads, ref, seed, cfg, data, run_dir, device, cap)
     torch.set_num_threads(decision["threads"])
-    log(f"[{ref}] seed {seed}: training {cfg.train_config_for(ref).epochs} epochs on "
+    steps = cfg.budget_steps.get(ref)
+    log(f"[{ref}] seed {seed}: training " + (f"{steps:,} steps (the FLOP budget)" if steps else
+                                             f"{cfg.train_config_for(ref).epochs} epochs") + " on "
         f"{len(data.train_labels):,} images ({device}{where}), {describe(decision)}")
     unit = run_unit(ref, seed, cfg, data, run_dir, progress, log)
     rd = RunDir(Path(run_dir))

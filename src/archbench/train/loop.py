@@ -139,6 +139,22 @@ class _Run:
     history: list[EpochStats] = field(default_factory=list)
     total_train: float = 0.0
     first_epoch: int = 1
+    max_steps: int | None = None  # a step budget (equal-compute comparisons); None: the recipe's epochs
+
+    @property
+    def total_steps(self) -> int:
+        return self.max_steps if self.max_steps is not None else self.steps_per_epoch * self.cfg.epochs
+
+    @property
+    def epochs(self) -> int:
+        """Epochs to run: the recipe's, or as many as the step budget reaches into (the last may be partial)."""
+        return math.ceil(self.total_steps / self.steps_per_epoch)
+
+    def steps_in(self, epoch: int) -> int:
+        return min(self.steps_per_epoch, self.total_steps - (epoch - 1) * self.steps_per_epoch)
+
+    def samples_in(self, epoch: int) -> int:
+        return min(self.steps_in(epoch) * self.bs, self.n)
 
     @property
     def n(self) -> int:
@@ -191,20 +207,24 @@ def _step_runner(run: _Run, stream: bool) -> Step | GraphedStep:
 
 def _epoch(run: _Run, epoch: int, step: Step | GraphedStep, bar: ProgressBar | None,
            buffers: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> tuple[float, float, float]:
-    """One pass over the training images: (seconds of steps, mean loss, accuracy)."""
+    """One pass over the training images, or its first part where the step
+    budget ends inside it: (seconds of steps, mean loss, accuracy) over the
+    images it trained on. The learning-rate schedule runs over the whole
+    budget (a schedule with warm-up or decay stretches to the model's steps)."""
     cfg, device, X, Y, n, bs = run.cfg, run.device, run.X, run.Y, run.n, run.bs
     step_loss, step_size, preds = buffers
     spe, channels_last = run.steps_per_epoch, run.setup.channels_last
+    k, seen, total = run.steps_in(epoch), run.samples_in(epoch), run.total_steps
     augmenting = bool(cfg.augment_crop or cfg.augment_flip)
     perm = torch.randperm(n, generator=run.gen).to(device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     t0 = time.perf_counter()
-    for i in range(spe):
+    for i in range(k):
         lo, hi = i * bs, min((i + 1) * bs, n)
         idx = perm[lo:hi]
         if cfg.schedule != "constant":
-            set_lr(run.setup.opt, cfg.lr_at((epoch - 1) * spe + i, spe * cfg.epochs))
+            set_lr(run.setup.opt, cfg.lr_at((epoch - 1) * spe + i, total))
         xb = gather(X, idx, device, channels_last, run.stream)
         if augmenting:
             xb = augment(xb, cfg.augment_crop, cfg.augment_flip, run.aug_gen)
@@ -216,8 +236,8 @@ def _epoch(run: _Run, epoch: int, step: Step | GraphedStep, bar: ProgressBar | N
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - t0
-    train_loss = float((step_loss * step_size).sum()) / n
-    train_acc = int((preds == Y.index_select(0, perm)).sum()) / n
+    train_loss = float((step_loss[:k] * step_size[:k]).sum()) / seen
+    train_acc = int((preds[:seen] == Y.index_select(0, perm[:seen])).sum()) / seen
     return seconds, train_loss, train_acc
 
 
@@ -275,7 +295,7 @@ def _final_test(run: _Run, test: tuple[torch.Tensor | None, torch.Tensor | None]
                   cfg.tta_shift)
     seconds = time.perf_counter() - t1
     if Yt.numel() and not math.isfinite(ev.loss):
-        raise _non_finite_evaluation(ev.loss, cfg.epochs)
+        raise _non_finite_evaluation(ev.loss, run.epochs)
     return ev, seconds
 
 
@@ -285,7 +305,7 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
           on_epoch: Callable[[EpochStats], None] | None = None,
           checkpoint: Callable[[dict], None] | None = None,
           resume_from: dict | None = None, val_x: torch.Tensor | None = None,
-          val_y: torch.Tensor | None = None, stream: bool = False) -> TrainResult:
+          val_y: torch.Tensor | None = None, stream: bool = False, max_steps: int | None = None) -> TrainResult:
     """Train ``model`` in place with the recipe in ``cfg``.
 
     ``train_x``/``val_x``/``test_x`` are uint8 ``(N, C, H, W)`` (or
@@ -304,6 +324,10 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
     continue (weights, optimizer state, RNG states, history); passing that
     state back as ``resume_from`` continues training where it stopped, with
     the same result as an uninterrupted run on CPU.
+
+    ``max_steps``: train for this many steps instead of the recipe's epochs
+    (equal-compute comparisons): whole epochs, then the first steps of one
+    more; the schedule runs over the ``max_steps`` steps.
     """
     device = resolve_device(cfg.device)
     model.to(device)
@@ -315,7 +339,9 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
         raise UsageError("the training set is empty (check --train-limit).")
     held = (Xv, Yv, "validation") if Xv is not None else (Xt, Yt, "test")
     run = _Run(model, cfg, device, setup, X, Y, held, stream, torch.Generator().manual_seed(seed),
-               aug_generator(seed, device))
+               aug_generator(seed, device), max_steps=max_steps)
+    if max_steps is not None and max_steps < 1:
+        raise UsageError(f"a step budget of {max_steps} trains nothing: give at least one step.")
     n, spe = run.n, run.steps_per_epoch
     step_size = torch.full((spe,), float(run.bs), device=device)
     if n % run.bs:
@@ -325,8 +351,9 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
         _resume(run, resume_from)
     step = _step_runner(run, stream)
     curve: EvalResult | None = None
-    for epoch in range(run.first_epoch, cfg.epochs + 1):
-        bar = progress(total=n, desc=f"epoch {epoch}/{cfg.epochs}", unit="img") if progress else None
+    for epoch in range(run.first_epoch, run.epochs + 1):
+        bar = progress(total=run.samples_in(epoch), desc=f"epoch {epoch}/{run.epochs}", unit="img") \
+            if progress else None
         try:
             seconds, train_loss, train_acc = _epoch(run, epoch, step, bar, buffers)
             run.total_train += seconds
@@ -346,13 +373,14 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
                            point.accuracy if point is not None and not on_test else None)
         run.history.append(stats)
         if bar is not None:
-            bar.set_postfix_str(_postfix(stats, n))
+            bar.set_postfix_str(_postfix(stats, run.samples_in(epoch)))
             bar.close()
         if on_epoch:
             on_epoch(stats)
         if checkpoint is not None:
             checkpoint(_checkpoint_state(run, epoch))
     final, final_seconds = _final_test(run, (Xt, Yt), curve)
-    return TrainResult(run.history, final, run.total_train, spe * cfg.epochs, n * cfg.epochs, str(device),
+    samples = sum(run.samples_in(e) for e in range(1, run.epochs + 1))
+    return TrainResult(run.history, final, run.total_train, run.total_steps, samples, str(device),
                        str(cfg.formulation) if device.type == "cpu" else "plain", isinstance(step, GraphedStep),
                        test_views=len(tta_views(cfg.tta_flip, cfg.tta_shift)), final_eval_seconds=final_seconds)

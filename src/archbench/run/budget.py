@@ -1,0 +1,69 @@
+"""Equal compute (``--match flops``): every model trains for the same
+training FLOPs. The budget is the costliest model's recipe (its ``epochs``
+over the training images, at its measured matmul/conv FLOPs per training
+sample), or ``--budget-flops``; each model then trains whole epochs and the
+first steps of one more, so that its training FLOPs fall short of the
+budget by less than one step's. The plan is a pure function of the
+configuration and the measured FLOPs, so a resumed run plans the same."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from archbench.config import StudyConfig
+from archbench.errors import UsageError
+
+
+def steps_within(samples: int, n_train: int, batch_size: int) -> int:
+    """The most training steps whose images add up to at most ``samples``,
+    epochs of ``n_train`` images in batches of ``batch_size`` (each epoch's
+    last batch partial, as the loop trains them)."""
+    bs = min(batch_size, n_train)
+    per_epoch = math.ceil(n_train / bs)
+    full, rest = divmod(samples, n_train)
+    return full * per_epoch + rest // bs
+
+
+def samples_of(steps: int, n_train: int, batch_size: int) -> int:
+    """The training images ``steps`` steps go through (the inverse of :func:`steps_within`)."""
+    bs = min(batch_size, n_train)
+    per_epoch = math.ceil(n_train / bs)
+    full, rest = divmod(steps, per_epoch)
+    return full * n_train + min(rest * bs, n_train)
+
+
+def plan(cfg: StudyConfig, flops_per_sample: dict[str, float | None], n_train: int) -> dict[str, Any]:
+    """The step budget of each model for ``cfg.match == "flops"``: ``budget_flops``,
+    ``by`` (what set it), and per model ``steps``, ``epochs`` (fractional),
+    ``samples`` and ``train_flops`` (within one step's FLOPs below the budget).
+    A model whose training FLOPs were not measured cannot be budgeted: a
+    UsageError names it."""
+    missing = [m for m in cfg.models if not flops_per_sample.get(m)]
+    if missing:
+        raise UsageError(f"--match flops needs each model's training FLOPs, and measuring them failed for "
+                         f"{', '.join(missing)} (see the run's measurement_error); compare them with --match epochs.")
+    fps = {m: float(flops_per_sample[m] or 0) for m in cfg.models}
+    if cfg.budget_flops is not None:
+        budget, by = float(cfg.budget_flops), "--budget-flops"
+    else:
+        costs = {m: fps[m] * n_train * cfg.train_config_for(m).epochs for m in cfg.models}
+        top = max(costs, key=lambda m: costs[m])
+        budget, by = costs[top], f"{top}'s {cfg.train_config_for(top).epochs} epochs"
+    models = {}
+    for m in cfg.models:
+        bs = cfg.train_config_for(m).batch_size
+        steps = steps_within(int(budget // fps[m]), n_train, bs)
+        if steps < 1:
+            raise UsageError(f"a budget of {budget:g} training FLOPs is less than one step of {m} "
+                             f"({fps[m] * min(bs, n_train):g} FLOPs): give a larger --budget-flops.")
+        samples = samples_of(steps, n_train, bs)
+        models[m] = {"steps": steps, "epochs": samples / n_train, "samples": samples,
+                     "train_flops": samples * fps[m], "flops_per_sample": fps[m]}
+    return {"match": "flops", "budget_flops": budget, "by": by, "n_train": n_train, "models": models}
+
+
+def spent_flops(budget: dict[str, Any], model: str, epoch: int) -> float:
+    """Training FLOPs ``model`` had spent at the end of ``epoch`` under ``budget``."""
+    m = budget["models"][model]
+    return min(epoch * budget["n_train"], m["samples"]) * m["flops_per_sample"]

@@ -1,0 +1,91 @@
+"""Equal compute (issue #24, --match flops): the budget arithmetic, the
+loop's step budget with a stretched schedule, and a study at equal FLOPs."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import archbench.train.loop as loop
+from archbench.config import TrainConfig
+from archbench.errors import UsageError
+from archbench.models import build_model
+from archbench.resolve import resolve
+from archbench.run.budget import plan, samples_of, steps_within
+from archbench.train import train
+
+
+def test_steps_within_a_sample_budget_by_hand():
+    # 100 images in batches of 32: steps of 32, 32, 32, 4 per epoch.
+    assert steps_within(100, 100, 32) == 4 and samples_of(4, 100, 32) == 100
+    assert steps_within(99, 100, 32) == 3 and samples_of(3, 100, 32) == 96  # a partial epoch: full batches
+    assert steps_within(250, 100, 32) == 4 + 4 + 1 and samples_of(9, 100, 32) == 232
+    assert steps_within(31, 100, 32) == 0
+    for samples in range(0, 400):
+        steps = steps_within(samples, 100, 32)
+        assert samples - 32 < samples_of(steps, 100, 32) <= samples  # short of the budget by less than a step
+
+
+def test_plan_gives_every_model_the_costliest_models_flops():
+    cfg = resolve({"models": ["mlp", "cnn"], "epochs": 5, "batch_size": 64, "match": "flops"})
+    fps = {"mlp": 1_000.0, "cnn": 4_000.0}  # hand-set FLOPs per training sample
+    p = plan(cfg, fps, 6_000)
+    assert p["budget_flops"] == 4_000 * 6_000 * 5 and p["by"] == "cnn's 5 epochs"
+    cnn, mlp = p["models"]["cnn"], p["models"]["mlp"]
+    assert cnn["steps"] == 5 * 94 and cnn["samples"] == 30_000 and cnn["epochs"] == 5.0  # 6,000 = 93 x 64 + 48
+    assert mlp["samples"] == 120_000 and mlp["steps"] == 20 * 94 and mlp["epochs"] == 20.0
+    for m in p["models"].values():
+        assert 0 <= p["budget_flops"] - m["train_flops"] < 64 * m["flops_per_sample"]
+    own = plan(dataclasses.replace(cfg, budget_flops=1e6), fps, 6_000)
+    assert own["by"] == "--budget-flops" and own["models"]["mlp"]["samples"] == 960  # 15 x 64 <= 1,000
+    with pytest.raises(UsageError, match="less than one step of cnn"):
+        plan(dataclasses.replace(cfg, budget_flops=1e5), fps, 6_000)
+    with pytest.raises(UsageError, match="measuring them failed for cnn"):
+        plan(cfg, {"mlp": 1_000.0, "cnn": None}, 6_000)
+    with pytest.raises(UsageError, match="--match flops with --budget-flops"):
+        resolve({"budget_flops": 1e9})
+
+
+def test_the_loop_trains_the_step_budget_with_the_schedule_stretched_to_it(fashion, monkeypatch):
+    cfg = TrainConfig(epochs=1, batch_size=64, schedule="onecycle", warmup=0.2)
+    x, y = fashion.train_images[:640], fashion.train_labels[:640]
+    xt, yt = fashion.test_images[:200], fashion.test_labels[:200]
+    seen = []
+    real = loop.set_lr
+    monkeypatch.setattr(loop, "set_lr", lambda opt, lr: (seen.append(lr), real(opt, lr)))
+    r = train(build_model("mlp", 0), x, y, xt, yt, cfg, seed=0, max_steps=10 + 3)  # 10 steps an epoch
+    assert r.steps == 13 and r.samples_seen == 640 + 3 * 64 and [h.epoch for h in r.history] == [1, 2]
+    assert seen == [cfg.lr_at(i, 13) for i in range(13)] and seen[-1] == 0.0  # onecycle ends at 0 at the budget
+    # A budget of whole epochs is the recipe with those epochs, to the bit.
+    a = train(build_model("mlp", 0), x, y, xt, yt, dataclasses.replace(cfg, epochs=2), seed=0)
+    b = train(build_model("mlp", 0), x, y, xt, yt, cfg, seed=0, max_steps=20)
+    assert a.test.loss == b.test.loss and torch.equal(a.test.predictions, b.test.predictions)
+    assert [h.train_loss for h in a.history] == [h.train_loss for h in b.history]
+
+
+@pytest.mark.slow
+def test_a_study_at_equal_flops(tmp_path, fashion_dir):
+    env = {**os.environ, "COLUMNS": "100"}
+    p = subprocess.run([sys.executable, "-m", "archbench", "run", "--match", "flops", "--seeds", "0,1", "--epochs",
+                        "1", "--train-limit", "640", "--test-limit", "200", "--no-timing", "--quiet", "--out",
+                        str(tmp_path), "--name", "f"], env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    rec = json.loads((tmp_path / "f" / "results.json").read_text())
+    budget = rec["budget"]
+    assert rec["config"]["match"] == "flops" and budget["by"] == "cnn's 1 epochs"
+    for m in ("mlp", "cnn"):
+        fps = rec["models"][m]["measurements"]["flops"]["train_per_sample"]
+        step = fps * 64
+        for u in rec["models"][m]["units"]:
+            spent = budget["models"][m]["samples"] * fps
+            assert u["timings"]["steps"] == budget["models"][m]["steps"]
+            assert 0 <= budget["budget_flops"] - spent < step
+    assert budget["models"]["mlp"]["steps"] >= 2.9 * budget["models"]["cnn"]["steps"]  # ~3x fewer FLOPs a sample
+    assert len(rec["models"]["mlp"]["units"][0]["history"]) == 4  # 3.01 epochs: three whole and a few steps
+    md = (tmp_path / "f" / "report.md").read_text()
+    assert "At equal training compute" in md and (tmp_path / "f" / "plots" / "accuracy_vs_compute.png").exists()
+    assert "equal training compute" in p.stdout  # the terminal's bottom line says it too
