@@ -89,3 +89,39 @@ def test_a_study_at_equal_flops(tmp_path, fashion_dir):
     md = (tmp_path / "f" / "report.md").read_text()
     assert "At equal training compute" in md and (tmp_path / "f" / "plots" / "accuracy_vs_compute.png").exists()
     assert "equal training compute" in p.stdout  # the terminal's bottom line says it too
+
+
+# --- cost to a target accuracy (--target) ------------------------------------------------------------------------
+
+def test_reach_interpolates_between_the_evaluations_around_the_target():
+    from archbench.report.target import reach
+
+    curve = [{"accuracy": 0.70, "flops": 100.0, "seconds": 1.0, "epochs": 1.0},
+             {"accuracy": 0.80, "flops": 200.0, "seconds": 3.0, "epochs": 2.0},
+             {"accuracy": 0.84, "flops": 300.0, "seconds": 4.0, "epochs": 3.0}]
+    r = reach(curve, 0.82)  # half way from 0.80 to 0.84
+    assert r == {"flops": pytest.approx(250.0), "seconds": pytest.approx(3.5), "epochs": pytest.approx(2.5),
+                 "at_first_point": False}
+    assert reach(curve, 0.80)["flops"] == pytest.approx(200.0)
+    assert reach(curve, 0.65) == {"flops": 100.0, "seconds": 1.0, "epochs": 1.0, "at_first_point": True}
+    assert reach(curve, 0.90) is None
+
+
+def test_target_costs_of_a_record():
+    from archbench.report.target import target_costs
+    from tests.fixed_records import consistent_gap_record
+
+    rec = consistent_gap_record()
+    tg = target_costs(rec)
+    finals = {m: sum(u["history"][-1]["test_acc"] for u in e["units"]) / len(e["units"])
+              for m, e in rec["models"].items()}
+    low = min(finals, key=finals.get)
+    assert tg["value"] == pytest.approx(finals[low]) and low in tg["source"]
+    fps = rec["models"]["cnn"]["measurements"]["flops"]["train_per_sample"]
+    cnn = tg["models"]["cnn"]
+    assert cnn["reached"] == cnn["units"] == 5
+    assert cnn["flops"]["mean"] == pytest.approx(cnn["epochs"]["mean"] * rec["dataset"]["train_samples"] * fps,
+                                                 rel=0.01)
+    assert target_costs(rec, 0.999)["models"]["cnn"]["reached"] == 0  # never reached: said, not guessed
+    with pytest.raises(UsageError, match="between 0 and 1, e.g. 0.85"):
+        resolve({"target": 85})

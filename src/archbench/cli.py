@@ -171,6 +171,9 @@ def _add_study_options(r: argparse.ArgumentParser) -> None:
                         "--budget-flops); cheaper models train proportionally more steps")
     r.add_argument("--budget-flops", type=_positive_float("--budget-flops"), default=S, metavar="FLOPS",
                    help="with --match flops: the training budget in matmul/conv FLOPs (e.g. 2e12)")
+    r.add_argument("--target", type=float, default=S, metavar="ACCURACY",
+                   help="the report gives each model's training FLOPs, seconds and epochs to reach this held-out "
+                        "accuracy (a fraction, e.g. 0.85; default: the lowest final mean accuracy among the models)")
     r.add_argument("--data-dir", default=S, help="directory holding the IDX files (.gz or raw)")
     r.add_argument("--no-verify", action="store_true", default=S,
                    help="skip the checksum check of the data files")
@@ -280,7 +283,7 @@ def _log(quiet: bool) -> Callable[[str], None]:
 
 # Command-line dests that are configuration keys (everything else is how to run).
 _STUDY_DESTS = ("models", "seeds", "repeats", "dataset", "data_dir", "no_verify", "out", "name", "train_limit",
-                "test_limit", "val_split", "match", "budget_flops")
+                "test_limit", "val_split", "match", "budget_flops", "target")
 
 
 def _auto_or_count(what: str, unit: str, maximum: int) -> Callable[[str], int | str]:

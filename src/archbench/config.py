@@ -302,6 +302,16 @@ def _budget_convert(v: Any) -> float | None:
     return float(v)
 
 
+def _target_convert(v: Any) -> float | None:
+    if v is None:
+        return None
+    if isinstance(v, str):
+        v = float(v)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
+        raise ValueError
+    return float(v)
+
+
 def _name_convert(v: Any) -> str | None:
     if v is None:
         return None
@@ -325,6 +335,8 @@ STUDY_CHECKS: dict[str, _Check] = {
                     "training FLOPs)", _match_convert),
     "budget_flops": _Check("a number of training FLOPs > 0, e.g. 2e12 (or leave it out: the costliest model's "
                            "--epochs epochs)", _budget_convert),
+    "target": _Check("an accuracy strictly between 0 and 1, e.g. 0.85 for 85 % (or leave it out: the lowest "
+                     "final mean accuracy among the models)", _target_convert),
     "data_dir": _Check("a directory path", _opt_path_convert),
     "verify": _Check("true or false", _bool_check().convert),
     "train_limit": _Check("an integer >= 1 (or leave it out for all samples)", _opt_int_convert),
@@ -335,11 +347,11 @@ STUDY_CHECKS: dict[str, _Check] = {
 STUDY_DEFAULTS: dict[str, Any] = {
     "models": list(DEFAULT_MODELS), "seeds": [0, 1, 2], "dataset": "fashion-mnist", "data_dir": None, "verify": True,
     "train_limit": None, "test_limit": None, "out": "runs", "name": None, "val_split": None,
-    "match": "epochs", "budget_flops": None,
+    "match": "epochs", "budget_flops": None, "target": None,
 }
 # Keys stored in results.json (out and name say where the run is, not what it is).
 RECORDED_STUDY_KEYS = ("models", "seeds", "dataset", "data_dir", "verify", "train_limit", "test_limit", "val_split",
-                       "match", "budget_flops")
+                       "match", "budget_flops", "target")
 
 
 @dataclass(frozen=True)
@@ -360,6 +372,7 @@ class StudyConfig:
     val_split: float | None = None   # fraction of the training images held out for the curves
     match: str = "epochs"            # what every model gets the same of: epochs, or training FLOPs
     budget_flops: float | None = None  # with match "flops": the budget (None: the costliest model's epochs)
+    target: float | None = None      # the accuracy whose cost the report gives (None: the lowest final mean)
     # With match "flops", each model's step budget, planned once its FLOPs are measured (archbench.run.budget);
     # not part of the record's config (it follows from it and the measurements).
     budget_steps: Mapping[str, int] = field(default_factory=dict)
@@ -377,13 +390,13 @@ class StudyConfig:
     def to_dict(self) -> dict[str, Any]:
         """The record's ``config``: values, then sources and notes."""
         d: dict[str, Any] = {k: getattr(self, k) for k in RECORDED_STUDY_KEYS}
-        for key, default in (("val_split", None), ("match", "epochs"), ("budget_flops", None)):
+        for key, default in (("val_split", None), ("match", "epochs"), ("budget_flops", None), ("target", None)):
             if d[key] == default:  # records of runs without these options keep their keys
                 del d[key]
         d["models"], d["seeds"] = list(self.models), list(self.seeds)
         d["specs"] = {k: dict(v) for k, v in self.specs.items()}
         d["train"] = {m: self.train[m].to_dict() for m in self.models}
-        omitted = {"match", "budget_flops"} - set(d)  # at their defaults: not recorded (as before they existed)
+        omitted = {"match", "budget_flops", "target"} - set(d)  # at their defaults: not recorded (as before)
         d["sources"] = {k: (str(v) if not isinstance(v, dict) else {m: {kk: str(s) for kk, s in vv.items()}
                                                                     for m, vv in v.items()})
                         for k, v in self.sources.items()
@@ -415,6 +428,7 @@ class StudyConfig:
                    dataset=values["dataset"], data_dir=values["data_dir"], verify=values["verify"],
                    train_limit=values["train_limit"], test_limit=values["test_limit"], out=out, name=name,
                    val_split=values["val_split"], match=values["match"], budget_flops=values["budget_flops"],
+                   target=values["target"],
                    specs=specs, sources=dict(d.get("sources") or {}), notes=tuple(d.get("notes") or ()))
 
 

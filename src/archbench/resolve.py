@@ -327,6 +327,7 @@ def resolve(explicit: Mapping[str, Any] | None = None, *, experiment: Experiment
                        data_dir=study["data_dir"], verify=study["verify"], train_limit=study["train_limit"],
                        test_limit=study["test_limit"], out=study["out"], name=study["name"],
                        val_split=study["val_split"], match=study["match"], budget_flops=study["budget_flops"],
+                       target=study["target"],
                        specs=specs,
                        sources=sources, notes=tuple(notes))
 

@@ -10,7 +10,7 @@ conditions, a time ranking beyond the measured spread on an unloaded host).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from archbench.records import RunRecord, lookup
 from archbench.report.analysis import (
@@ -137,6 +137,44 @@ def compute_words(record: RunRecord) -> str | None:
                      for m, b in budget["models"].items())
     return (f"at equal training compute — a budget of {fmt_si(budget['budget_flops'], 'FLOPs')} "
             f"(matmul/conv, set by {budget['by']}): {each}")
+
+
+def _spread_text(s: dict, fmt: Callable[[float], str], n: int) -> str:
+    ci = s.get("ci")
+    if ci and ci["high"] > ci["low"]:
+        return f"{fmt(s['mean'])} (95 % CI {fmt(ci['low'])}–{fmt(ci['high'])}, {n} seeds)"
+    if n > 1 and s["max"] > s["min"]:
+        return f"{fmt(s['mean'])} ({fmt(s['min'])}–{fmt(s['max'])}, {n} seeds)"
+    return fmt(s["mean"]) + (f" ({n} seeds)" if n > 1 else " (1 seed)")
+
+
+def target_conclusions(tg: dict | None) -> list:
+    """Each model's training FLOPs, seconds and epochs to the target accuracy
+    (:func:`archbench.report.target.target_costs`)."""
+    if not tg:
+        return []
+    items = []
+    for m, r in tg["models"].items():
+        if not r["units"]:
+            continue
+        if not r["reached"]:
+            best = f" (final mean {100 * r['best']:.2f} %)" if r.get("best") is not None else ""
+            items.append(f"{m}: not reached within its training{best}.")
+            continue
+        part = f"{r['reached']} of {r['units']} seeds reached it" if r["reached"] < r["units"] else ""
+        items.append(f"{m}: {_spread_text(r['flops'], lambda v: fmt_si(v, 'FLOPs'), r['reached'])}, "
+                     f"{_spread_text(r['seconds'], fmt_seconds, r['reached'])} of training steps, "
+                     f"{_spread_text(r['epochs'], lambda v: f'{v:.2f} epochs', r['reached'])}"
+                     + (f"; {part}" if part else "")
+                     + ("; at its first evaluation already (an upper bound)" if r["at_first_point"] else "") + ".")
+    reached = {m: r["flops"]["mean"] for m, r in tg["models"].items() if r["reached"] and r["reached"] == r["units"]}
+    lead = ""
+    if len(reached) >= 2:
+        low = min(reached, key=lambda m: reached[m])
+        lead = f" Fewest training FLOPs to it, by the seeds' means: **{low}**."
+    return [Para(f"Target: {100 * tg['value']:.2f} % held-out accuracy ({tg['source']}). Cost where each model's "
+                 "learning curve (held-out accuracy after each epoch) first reaches it, interpolated linearly "
+                 "between the evaluations around it:" + lead), Bullets(items)]
 
 
 def accuracy_conclusions(an: dict, record: RunRecord) -> list:

@@ -20,13 +20,26 @@ from archbench.report.conclusions import (
     cost_conclusions,
     load_words,
     name_list,
+    target_conclusions,
     tradeoff_conclusions,
 )
 from archbench.report.datacheck import missing_class_warnings
 from archbench.report.document import Bullets, Heading, Image, Para, Pre, Table
 from archbench.report.per_model import model_section
 from archbench.report.table import TABLE_HEAD, comparison_rows
+from archbench.report.target import target_costs
 from archbench.report.units import fmt_count
+
+
+def _target_blocks(record: RunRecord, an: dict[str, Any]) -> list:
+    """The cost of each model to the target accuracy (--target, else the lowest final mean)."""
+    if len(an["models"]) < 2:
+        return []
+    given = lookup(record, "config", "target")
+    tg = target_costs(record, given if isinstance(given, float) else None)
+    if not tg:
+        return []
+    return [Heading(2, f"What does each model spend to reach {100 * tg['value']:.2f} %?"), *target_conclusions(tg)]
 
 
 def build_blocks(record: RunRecord, analysis: dict[str, Any] | None = None,
@@ -62,14 +75,16 @@ def build_blocks(record: RunRecord, analysis: dict[str, Any] | None = None,
         *recipe_blocks(cfg, record),
         Heading(2, "Comparison"),
         Table(TABLE_HEAD, comparison_rows(record, an)),
-        Para("Test accuracy: mean ± sample standard deviation over seeds, with a 95 % interval (Student t "
-             "over seeds; for a single run, the Wilson binomial interval over the test images). FLOPs count "
+        Para("Test accuracy: mean ± sample standard deviation over seeds, with a 95 % interval over seeds and "
+             "test images (Wilson's score interval at the effective sample size; for a single run, the Wilson "
+             "interval over the test images). FLOPs count "
              "matrix-multiply and convolution arithmetic (1 multiply-accumulate = 2 FLOPs); training FLOPs are "
              "one forward + backward step divided by the batch size. Peak training memory is measured over "
              "one steady-state step. Train time covers the training steps only."),
         *conditions_table(an),
         Heading(2, "Which model is more accurate?"),
         *accuracy_conclusions(an, record),
+        *_target_blocks(record, an),
         Heading(2, "Which model is cheaper?"),
         *cost_conclusions(an),
         *timing_blocks(an, record),

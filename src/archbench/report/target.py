@@ -1,0 +1,115 @@
+"""Cost to a target accuracy: for each model, the training FLOPs, seconds
+and epochs at which its learning curve (held-out accuracy at the end of
+each epoch: the validation split where there is one, else the test set)
+first reaches the target, interpolated linearly between the two evaluation
+points around it, with the spread over seeds; "not reached" where a seed's
+curve never gets there. The target is ``--target`` or, by default, the
+lowest final mean accuracy among the models (so that every model reaches it
+in the mean)."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any
+
+from archbench.records import ModelRecord, RunRecord, Unit, lookup
+from archbench.stats import t_interval
+
+
+def _curve(unit: Unit, flops_per_sample: float | None, samples: list[int], per_epoch: int
+           ) -> list[dict[str, float]]:
+    """(accuracy, FLOPs, seconds, epochs) at the end of each epoch of ``unit``
+    (``samples``: images seen by then; ``per_epoch``: images in a whole epoch)."""
+    hist = unit.get("history") or []
+    key = "val_acc" if hist and hist[0].get("val_acc") is not None else "test_acc"
+    out, seconds = [], 0.0
+    for h, s in zip(hist, samples):
+        seconds += float(h.get("seconds") or 0.0)
+        acc: Any = h.get(key)
+        if acc is None:
+            continue
+        out.append({"accuracy": float(acc), "flops": s * flops_per_sample if flops_per_sample else math.nan,
+                    "seconds": seconds, "epochs": s / per_epoch if per_epoch else math.nan})
+    return out
+
+
+def _epoch_samples(record: RunRecord, model: str, unit: Unit) -> tuple[list[int], int]:
+    """(training images seen by the end of each epoch, images in a whole
+    epoch): a FLOP budget's last epoch is partial."""
+    hist = unit.get("history") or []
+    budget = ((record.get("budget") or {}).get("models") or {}).get(model)
+    if budget:
+        n = int(record["budget"]["n_train"])
+        return [min(e * n, int(budget["samples"])) for e in range(1, len(hist) + 1)], n
+    t = unit.get("timings") or {}
+    n = round(t.get("samples_per_second", 0) * t.get("train_seconds", 0) / len(hist)) if hist else 0
+    return [e * n for e in range(1, len(hist) + 1)], n
+
+
+def reach(points: list[dict[str, float]], target: float) -> dict[str, Any] | None:
+    """Where a curve first reaches ``target``: the cost of that point,
+    interpolated linearly from the point before (``at_first_point`` when the
+    first evaluation already reaches it: the cost is then an upper bound); None
+    when it never does."""
+    for i, p in enumerate(points):
+        if p["accuracy"] >= target:
+            if i == 0:
+                return {**{k: p[k] for k in ("flops", "seconds", "epochs")}, "at_first_point": True}
+            q = points[i - 1]
+            f = (target - q["accuracy"]) / (p["accuracy"] - q["accuracy"])
+            return {**{k: q[k] + f * (p[k] - q[k]) for k in ("flops", "seconds", "epochs")}, "at_first_point": False}
+    return None
+
+
+def _spread(values: list[float]) -> dict[str, Any]:
+    out: dict[str, Any] = {"mean": statistics.fmean(values), "min": min(values), "max": max(values)}
+    if len(values) >= 2 and all(math.isfinite(v) for v in values):
+        ci = t_interval(values)
+        out["ci"] = {"low": max(0.0, ci.low), "high": ci.high}
+    return out
+
+
+def _final_accuracy(entry: ModelRecord) -> float | None:
+    finals = []
+    for u in entry.get("units", []):
+        if u.get("status") == "ok":
+            pts = _curve(u, None, list(range(1, len(u.get("history") or []) + 1)), 1)
+            if pts:
+                finals.append(pts[-1]["accuracy"])
+    return statistics.fmean(finals) if finals else None
+
+
+def target_costs(record: RunRecord, target: float | None = None) -> dict[str, Any] | None:
+    """Each model's cost to ``target`` (default: the lowest final mean
+    held-out accuracy among the models): value, source and per model
+    ``reached`` / ``units`` and the spread of flops, seconds and epochs over
+    the seeds that reached it. None without learning curves."""
+    finals: dict[str, float] = {}
+    for m, e in record.get("models", {}).items():
+        final = _final_accuracy(e)
+        if final is not None:
+            finals[m] = final
+    if len(finals) < 1:
+        return None
+    if target is None:
+        low = min(finals, key=lambda m: finals[m])
+        target, source = finals[low], f"the lowest final mean held-out accuracy ({low})"
+    else:
+        source = "--target"
+    goal = float(target)
+    out: dict[str, Any] = {"value": goal, "source": source, "models": {}}
+    for m, entry in record["models"].items():
+        fps = lookup(entry, "measurements", "flops", "train_per_sample")
+        got = []
+        units = [u for u in entry.get("units", []) if u.get("status") == "ok" and u.get("history")]
+        for u in units:
+            r = reach(_curve(u, fps, *_epoch_samples(record, m, u)), goal)
+            if r is not None:
+                got.append(r)
+        row: dict[str, Any] = {"reached": len(got), "units": len(units), "best": finals.get(m),
+                               "at_first_point": any(r["at_first_point"] for r in got)}
+        if got:
+            row.update({k: _spread([r[k] for r in got]) for k in ("flops", "seconds", "epochs")})
+        out["models"][m] = row
+    return out
