@@ -60,11 +60,21 @@ def test_the_loop_trains_the_step_budget_with_the_schedule_stretched_to_it(fashi
     r = train(build_model("mlp", 0), x, y, xt, yt, cfg, seed=0, max_steps=10 + 3)  # 10 steps an epoch
     assert r.steps == 13 and r.samples_seen == 640 + 3 * 64 and [h.epoch for h in r.history] == [1, 2]
     assert seen == [cfg.lr_at(i, 13) for i in range(13)] and seen[-1] == 0.0  # onecycle ends at 0 at the budget
-    # A budget of whole epochs is the recipe with those epochs, to the bit.
+    # A budget of whole epochs is the recipe with those epochs, to the bit; so is it with the curve's
+    # evaluations along the way (evaluation changes no weight and draws no random number).
     a = train(build_model("mlp", 0), x, y, xt, yt, dataclasses.replace(cfg, epochs=2), seed=0)
-    b = train(build_model("mlp", 0), x, y, xt, yt, cfg, seed=0, max_steps=20)
+    b = train(build_model("mlp", 0), x, y, xt, yt, cfg, seed=0, max_steps=20, eval_at=(3, 10, 17))
     assert a.test.loss == b.test.loss and torch.equal(a.test.predictions, b.test.predictions)
     assert [h.train_loss for h in a.history] == [h.train_loss for h in b.history]
+    curve = b.extra["curve"]
+    assert [p["step"] for p in curve] == [3, 10, 17] and [p["samples"] for p in curve] == [192, 640, 640 + 448]
+    assert curve[1]["accuracy"] == a.history[0].test_acc  # after step 10: the end of epoch 1
+    assert all(p["split"] == "test" and 0 < p["seconds"] for p in curve)
+    assert curve[0]["seconds"] < curve[1]["seconds"] < curve[2]["seconds"]
+    from archbench.report.target import _decode
+
+    right = _decode(curve[1]["correct"], 200)
+    assert right.sum().item() == round(curve[1]["accuracy"] * 200)
 
 
 @pytest.mark.slow
@@ -76,7 +86,7 @@ def test_a_study_at_equal_flops(tmp_path, fashion_dir):
     assert p.returncode == 0, p.stderr
     rec = json.loads((tmp_path / "f" / "results.json").read_text())
     budget = rec["budget"]
-    assert rec["config"]["match"] == "flops" and budget["by"] == "cnn's 1 epochs"
+    assert rec["config"]["match"] == "flops" and budget["by"] == "cnn's 1 epoch"
     for m in ("mlp", "cnn"):
         fps = rec["models"][m]["measurements"]["flops"]["train_per_sample"]
         step = fps * 64
@@ -86,8 +96,17 @@ def test_a_study_at_equal_flops(tmp_path, fashion_dir):
             assert 0 <= budget["budget_flops"] - spent < step
     assert budget["models"]["mlp"]["steps"] >= 2.9 * budget["models"]["cnn"]["steps"]  # ~3x fewer FLOPs a sample
     assert len(rec["models"]["mlp"]["units"][0]["history"]) == 4  # 3.01 epochs: three whole and a few steps
+    for m in ("mlp", "cnn"):  # 8 points along every unit's training, at the same fractions of the budget
+        for u in rec["models"][m]["units"]:
+            assert [p["step"] for p in u["curve"]] == budget["models"][m]["points"] and len(u["curve"]) == 8
+            assert u["curve"][-1]["step"] == u["timings"]["steps"]
+    spent = [[p["samples"] * budget["models"][m]["flops_per_sample"] for p in rec["models"][m]["units"][0]["curve"]]
+             for m in ("mlp", "cnn")]
+    step = max(budget["models"][m]["flops_per_sample"] * 64 for m in ("mlp", "cnn"))
+    assert all(abs(a - b) < step for a, b in zip(*spent))  # matching fractions of the budget
     md = (tmp_path / "f" / "report.md").read_text()
     assert "At equal training compute" in md and (tmp_path / "f" / "plots" / "accuracy_vs_compute.png").exists()
+    assert "8/8 of the budget" in md and "Along the budget" in md
     assert "equal training compute" in p.stdout  # the terminal's bottom line says it too
 
 
@@ -105,6 +124,37 @@ def test_reach_interpolates_between_the_evaluations_around_the_target():
     assert reach(curve, 0.80)["flops"] == pytest.approx(200.0)
     assert reach(curve, 0.65) == {"flops": 100.0, "seconds": 1.0, "epochs": 1.0, "at_first_point": True}
     assert reach(curve, 0.90) is None
+
+
+def test_leads_along_the_budget_follow_the_verdict():
+    """Two models' curve points built by hand: a leads clearly at the first point, b at the last."""
+    import base64
+
+    import numpy as np
+
+    from archbench.report.target import budget_leads
+
+    n = 2000
+    gen = torch.Generator().manual_seed(0)
+
+    def point(step, acc_rate):
+        right = (torch.rand(n, generator=gen) < acc_rate).numpy()
+        return {"step": step, "samples": step * 64, "seconds": float(step), "split": "test", "loss": 0.5,
+                "accuracy": float(right.mean()), "correct": base64.b64encode(np.packbits(right).tobytes()).decode()}
+
+    def units(rates):
+        return [{"seed": s, "status": "ok", "curve": [point(i + 1, r + 0.002 * s) for i, r in enumerate(rates)]}
+                for s in range(3)]
+
+    rec = {"dataset": {"test_labels": [0] * n},
+           "budget": {"n_train": 640, "models": {"a": {"flops_per_sample": 10.0}, "b": {"flops_per_sample": 10.0}}},
+           "models": {"a": {"units": units([0.80, 0.81])}, "b": {"units": units([0.60, 0.90])}}}
+    leads = budget_leads(rec)
+    assert [(p["leader"], p["established"]) for p in leads] == [("a", True), ("b", True)]
+    from archbench.report.conclusions import leads_conclusions
+
+    text = leads_conclusions(leads)[-1].text
+    assert "changes from a to b between 1/2 and 2/2 of the budget" in text
 
 
 def test_target_costs_of_a_record():

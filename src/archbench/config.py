@@ -376,6 +376,7 @@ class StudyConfig:
     # With match "flops", each model's step budget, planned once its FLOPs are measured (archbench.run.budget);
     # not part of the record's config (it follows from it and the measurements).
     budget_steps: Mapping[str, int] = field(default_factory=dict)
+    budget_points: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # steps of the curve's points
     specs: Mapping[str, dict] = field(default_factory=dict)     # model name -> declarative spec
     sources: Mapping[str, Any] = field(default_factory=dict)    # key -> Source; "train": model -> key -> Source
     notes: tuple[str, ...] = ()                                 # what resolution changed and why

@@ -177,6 +177,28 @@ def target_conclusions(tg: dict | None) -> list:
                  "between the evaluations around it:" + lead), Bullets(items)]
 
 
+def leads_conclusions(leads: list[dict] | None) -> list:
+    """Who leads at each eighth of a FLOP budget, and where the established lead changes."""
+    if not leads:
+        return []
+    items = []
+    for p in leads:
+        accs = ", ".join(f"{m} {100 * a:.2f} %" for m, a in p["accuracy"].items())
+        spent = fmt_si(max(p["flops"].values()), "FLOPs")
+        lead = (f"**{p['leader']}** leads, established" if p["established"] else
+                f"{p['leader']} ahead by the means, not established")
+        items.append(f"{p['point']}/{p['of']} of the budget (about {spent}): {accs} — {lead}.")
+    changes = [(a, b) for a, b in zip(leads, leads[1:])
+               if a["established"] and b["established"] and a["leader"] != b["leader"]]
+    said = "; ".join(f"from {a['leader']} to {b['leader']} between {a['point']}/{a['of']} and "
+                     f"{b['point']}/{b['of']} of the budget" for a, b in changes)
+    return [Para("Along the budget (held-out accuracy, mean over seeds, at the same fractions of the training "
+                 "FLOPs for every model; a lead is established where the verdict rule calls it):"),
+            Bullets(items),
+            Para(f"The established lead changes {said}." if changes else
+                 "The established lead does not change along the budget.")]
+
+
 def accuracy_conclusions(an: dict, record: RunRecord) -> list:
     ranked, models, pairs = an["ranked"], an["models"], an["pairs"]
     n_test = lookup(record, "dataset", "test_samples") or 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import math
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -312,37 +313,57 @@ def cost_breakdown(record: RunRecord) -> Figure | None:
     return fig
 
 
+def _compute_points(record: RunRecord, name: str, units: list[Any]) -> tuple[list[float], list[float], Any] | None:
+    """(FLOPs spent, seconds, accuracy %: seeds x points) along a budgeted model's training: the curve's
+    points where the units have them, else the end of each epoch."""
+    budget = record.get("budget") or {}
+    m = (budget.get("models") or {}).get(name)
+    if not m or not units:
+        return None
+    if all(u.get("curve") for u in units):
+        k = min(len(u["curve"]) for u in units)
+        pts = units[0]["curve"][:k]
+        acc = torch.tensor([[100 * p["accuracy"] for p in u["curve"][:k]] for u in units], dtype=torch.float64)
+        secs = [statistics.fmean(u["curve"][i]["seconds"] for u in units) for i in range(k)]
+        return [p["samples"] * m["flops_per_sample"] for p in pts], secs, acc
+    hist = units[0]["history"]
+    key = "val_acc" if hist and hist[0].get("val_acc") is not None else "test_acc"
+    same = [u for u in units if len(u["history"]) == len(hist)]
+    x = [min(h["epoch"] * budget["n_train"], m["samples"]) * m["flops_per_sample"] for h in hist]
+    secs = [statistics.fmean(sum(h["seconds"] for h in u["history"][:i + 1]) for u in same) for i in range(len(hist))]
+    acc = torch.tensor([[100 * (h.get(key) if h.get(key) is not None else math.nan) for h in u["history"]]
+                        for u in same], dtype=torch.float64)
+    return x, secs, acc
+
+
 def accuracy_vs_compute(record: RunRecord) -> Figure | None:
-    """With ``--match flops``: each model's held-out accuracy at the end of
-    each epoch against the training FLOPs spent by then (mean over seeds, the
-    band their range), up to the common budget."""
+    """With ``--match flops``: each model's held-out accuracy along its
+    training against the training FLOPs and seconds spent by then (mean over
+    seeds, the band their range), up to the common budget."""
     budget = record.get("budget")
     if not budget:
         return None
     colors = model_colors(record)
-    fig, ax = _figure(figsize=(7, 4.2))
+    fig, axes = _figure(1, 2, figsize=(11, 4.2), sharey=True)
     for name, entry in record["models"].items():
-        units, m = _ok_units(entry), (budget.get("models") or {}).get(name)
-        if not units or not m:
+        got = _compute_points(record, name, _ok_units(entry))
+        if got is None:
             continue
-        hist = units[0]["history"]
-        key = "val_acc" if hist and hist[0].get("val_acc") is not None else "test_acc"
-        same = [u for u in units if len(u["history"]) == len(hist)]
-        x = [min(h["epoch"] * budget["n_train"], m["samples"]) * m["flops_per_sample"] for h in hist]
-        vals = torch.tensor([[100 * (h.get(key) if h.get(key) is not None else math.nan) for h in u["history"]]
-                             for u in same], dtype=torch.float64)
-        ax.plot(x, vals.mean(0).tolist(), color=colors[name], marker="o", ms=3, label=f"{name} (n={len(same)})")
-        if len(same) > 1:
-            ax.fill_between(x, vals.min(0).values.tolist(), vals.max(0).values.tolist(), color=colors[name],
-                            alpha=0.2)
-    ax.axvline(budget["budget_flops"], color="k", ls="--", lw=1, label="the budget")
-    ax.set_xscale("log")
-    ax.set_xlabel("training FLOPs spent (matmul/conv, log scale)")
-    ax.set_ylabel("held-out accuracy, % (end of each epoch)")
-    low, high = ax.get_ylim()
-    ax.set_ylim(max(0.0, low), min(100.0, high))
-    ax.legend(fontsize=8)
-    ax.set_title("Accuracy against training compute (equal-FLOP comparison)")
+        flops, secs, acc = got
+        for ax, x in zip(axes, (flops, secs)):
+            ax.plot(x, acc.mean(0).tolist(), color=colors[name], marker="o", ms=3, label=f"{name} (n={len(acc)})")
+            if len(acc) > 1:
+                ax.fill_between(x, acc.min(0).values.tolist(), acc.max(0).values.tolist(), color=colors[name],
+                                alpha=0.2)
+    axes[0].axvline(budget["budget_flops"], color="k", ls="--", lw=1, label="the budget")
+    axes[0].set_xscale("log")
+    axes[0].set_xlabel("training FLOPs spent (matmul/conv, log scale)")
+    axes[1].set_xlabel("training seconds spent (this machine)")
+    axes[0].set_ylabel("held-out accuracy, %")
+    low, high = axes[0].get_ylim()
+    axes[0].set_ylim(max(0.0, low), min(100.0, high))
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Accuracy against training compute (equal-FLOP comparison)")
     return fig
 
 

@@ -18,6 +18,7 @@ from archbench.report.conclusions import (
     accuracy_conclusions,
     bottom_line,
     cost_conclusions,
+    leads_conclusions,
     load_words,
     name_list,
     target_conclusions,
@@ -27,7 +28,7 @@ from archbench.report.datacheck import missing_class_warnings
 from archbench.report.document import Bullets, Heading, Image, Para, Pre, Table
 from archbench.report.per_model import model_section
 from archbench.report.table import TABLE_HEAD, comparison_rows
-from archbench.report.target import target_costs
+from archbench.report.target import budget_leads, target_costs
 from archbench.report.units import fmt_count
 
 
@@ -84,6 +85,7 @@ def build_blocks(record: RunRecord, analysis: dict[str, Any] | None = None,
         *conditions_table(an),
         Heading(2, "Which model is more accurate?"),
         *accuracy_conclusions(an, record),
+        *leads_conclusions(budget_leads(record, an["alpha"])),
         *_target_blocks(record, an),
         Heading(2, "Which model is cheaper?"),
         *cost_conclusions(an),

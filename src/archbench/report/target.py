@@ -9,12 +9,16 @@ in the mean)."""
 
 from __future__ import annotations
 
+import base64
 import math
 import statistics
 from typing import Any
 
+import numpy as np
+import torch
+
 from archbench.records import ModelRecord, RunRecord, Unit, lookup
-from archbench.stats import t_interval
+from archbench.stats import compare_pair, t_interval
 
 
 def _curve(unit: Unit, flops_per_sample: float | None, samples: list[int], per_epoch: int
@@ -112,4 +116,45 @@ def target_costs(record: RunRecord, target: float | None = None) -> dict[str, An
         if got:
             row.update({k: _spread([r[k] for r in got]) for k in ("flops", "seconds", "epochs")})
         out["models"][m] = row
+    return out
+
+
+def _decode(bits: str, n: int) -> torch.Tensor:
+    """A point's per-image correctness (``correct``: packed bits, base64) as an (n,) 0/1 tensor."""
+    raw = np.unpackbits(np.frombuffer(base64.b64decode(bits), dtype=np.uint8))[:n]
+    return torch.from_numpy(raw.astype(np.int64))
+
+
+def budget_leads(record: RunRecord, alpha: float = 0.05) -> list[dict[str, Any]] | None:
+    """With ``--match flops``: at each of the curve's points (k/8 of the
+    budget, the same for every model), each model's mean held-out accuracy
+    and which model leads, ``established`` only where the verdict rule
+    (:func:`archbench.stats.compare_pair`: seeds and images) calls the leader
+    more accurate than every other model there. None without curves."""
+    budget = record.get("budget")
+    if not budget:
+        return None
+    curves = {m: [u["curve"] for u in e.get("units", []) if u.get("status") == "ok" and u.get("curve")]
+              for m, e in record.get("models", {}).items()}
+    curves = {m: c for m, c in curves.items() if c}
+    if len(curves) < 2:
+        return None
+    k_max = min(len(c) for cs in curves.values() for c in cs)
+    out = []
+    for k in range(k_max):
+        correct, acc, flops = {}, {}, {}
+        for m, cs in curves.items():
+            pts = [c[k] for c in cs]
+            n = len(record.get("dataset", {}).get("test_labels") or []) if pts[0]["split"] == "test" else \
+                int(record.get("dataset", {}).get("val_samples") or 0)
+            acc[m] = statistics.fmean(p["accuracy"] for p in pts)
+            flops[m] = pts[0]["samples"] * budget["models"][m]["flops_per_sample"]
+            if n:
+                correct[m] = torch.stack([_decode(p["correct"], n) for p in pts])
+        leader = max(acc, key=lambda m: acc[m])
+        established = len(correct) == len(acc) and all(
+            compare_pair(leader, correct[leader], m, correct[m], alpha)["winner"] == leader
+            for m in acc if m != leader)
+        out.append({"point": k + 1, "of": k_max, "flops": flops, "accuracy": acc, "leader": leader,
+                    "established": established})
     return out

@@ -14,6 +14,8 @@ from typing import Any
 from archbench.config import StudyConfig
 from archbench.errors import UsageError
 
+CURVE_POINTS = 8  # evaluations along each model's training, at equal fractions of the budget
+
 
 def steps_within(samples: int, n_train: int, batch_size: int) -> int:
     """The most training steps whose images add up to at most ``samples``,
@@ -49,7 +51,8 @@ def plan(cfg: StudyConfig, flops_per_sample: dict[str, float | None], n_train: i
     else:
         costs = {m: fps[m] * n_train * cfg.train_config_for(m).epochs for m in cfg.models}
         top = max(costs, key=lambda m: costs[m])
-        budget, by = costs[top], f"{top}'s {cfg.train_config_for(top).epochs} epochs"
+        epochs = cfg.train_config_for(top).epochs
+        budget, by = costs[top], f"{top}'s {epochs} epoch{'s' if epochs != 1 else ''}"
     models = {}
     for m in cfg.models:
         bs = cfg.train_config_for(m).batch_size
@@ -58,8 +61,11 @@ def plan(cfg: StudyConfig, flops_per_sample: dict[str, float | None], n_train: i
             raise UsageError(f"a budget of {budget:g} training FLOPs is less than one step of {m} "
                              f"({fps[m] * min(bs, n_train):g} FLOPs): give a larger --budget-flops.")
         samples = samples_of(steps, n_train, bs)
+        # The curve's points: at k/8 of the budget, the same fractions for every model.
+        points = [max(1, steps_within(int(k * budget / CURVE_POINTS // fps[m]), n_train, bs))
+                  for k in range(1, CURVE_POINTS + 1)]
         models[m] = {"steps": steps, "epochs": samples / n_train, "samples": samples,
-                     "train_flops": samples * fps[m], "flops_per_sample": fps[m]}
+                     "train_flops": samples * fps[m], "flops_per_sample": fps[m], "points": points}
     return {"match": "flops", "budget_flops": budget, "by": by, "n_train": n_train, "models": models}
 
 

@@ -86,7 +86,7 @@ class SerialExecutor:
 # --------------------------------------------------------------------------- Ray
 
 def _ray_unit(ref: str, seed: int, cfg_dict: dict, data: Any, run_dir: str, threads: int,
-              sys_path: list[str], budget_steps: dict[str, int] | None = None) -> Unit:
+              sys_path: list[str], budget: tuple[dict[str, int], dict[str, tuple[int, ...]]] | None = None) -> Unit:
     """One unit inside a Ray worker (``data``: the Dataset, whole)."""
     for p in reversed(sys_path):  # the driver's import path: user models import the same
         if p not in sys.path:
@@ -94,7 +94,8 @@ def _ray_unit(ref: str, seed: int, cfg_dict: dict, data: Any, run_dir: str, thre
     workers = Path(run_dir) / ".workers"
     workers.mkdir(parents=True, exist_ok=True)
     (workers / f"{RunDir.stem(ref, seed)}.pid").write_text(str(os.getpid()))
-    cfg = dataclasses.replace(StudyConfig.from_dict(cfg_dict), budget_steps=budget_steps or {})
+    steps, points = budget or ({}, {})
+    cfg = dataclasses.replace(StudyConfig.from_dict(cfg_dict), budget_steps=steps, budget_points=points)
     register_specs(cfg)  # the worker's registry has not seen them
     return train_unit(ref, seed, cfg, data, Path(run_dir), torch.device("cpu"), max(1, threads), None,
                       lambda s: None)
@@ -139,7 +140,7 @@ class RayExecutor:
                                                  max_retries=x.max_retries)
             cfg_dict, path = ctx.cfg.to_dict(), [os.getcwd()] + [p for p in sys.path if p]
             futures = {task.remote(ref, seed, cfg_dict, data_ref, str(ctx.run_dir.path), x.cpus_per_unit, path,
-                                   dict(ctx.cfg.budget_steps)):
+                                   (dict(ctx.cfg.budget_steps), dict(ctx.cfg.budget_points))):
                        (ref, seed) for ref, seed in pending}
             done = failed = 0
             ctx.log(f"ray: {len(futures)} units submitted ({x.cpus_per_unit} CPU, {x.gpus_per_unit} GPU each)")

@@ -117,7 +117,7 @@ def data_shape(data: Any) -> tuple[tuple[int, ...], int]:
 
 def _unit_record(seed: int, result: TrainResult, t0: float, files: dict, resumed: bool,
                  host_start: dict | None = None) -> Unit:
-    return {
+    unit: Unit = {
         "seed": seed, "status": "ok",
         "history": [h.to_dict() for h in result.history],
         "test": {"loss": result.test.loss, "accuracy": result.test.accuracy,
@@ -136,6 +136,9 @@ def _unit_record(seed: int, result: TrainResult, t0: float, files: dict, resumed
         "saved_size_bytes": {fmt: d["bytes"] for fmt, d in files.items()},
         "host": unit_host(host_start),  # CPU, cores, threads, load at start and end: what the timings ran on
     }
+    if result.extra.get("curve"):  # --match flops: the accuracy-against-compute points
+        unit["curve"] = result.extra["curve"]
+    return unit
 
 
 def _save_onnx(model: torch.nn.Module, input_shape: tuple[int, ...], run_dir: Path, stem: str,
@@ -182,7 +185,8 @@ def run_unit(ref: str, seed: int, cfg: StudyConfig, data: Any, run_dir: Path, pr
                        cfg.train_config_for(ref), seed=seed, progress=progress,
                        checkpoint=save_checkpoint, resume_from=resume,
                        val_x=getattr(data, "val_images", None), val_y=getattr(data, "val_labels", None),
-                       stream=getattr(data, "storage", "memory") == "memmap", max_steps=cfg.budget_steps.get(ref))
+                       stream=getattr(data, "storage", "memory") == "memmap", max_steps=cfg.budget_steps.get(ref),
+                       eval_at=cfg.budget_points.get(ref, ()))
         check_stop()
         files = save_model_files(model, rd.models, stem)
         onnx_note = _save_onnx(model, shape, rd.path, stem, files)

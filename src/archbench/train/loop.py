@@ -12,12 +12,14 @@ This module knows nothing about measuring.
 
 from __future__ import annotations
 
+import base64
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -140,6 +142,8 @@ class _Run:
     total_train: float = 0.0
     first_epoch: int = 1
     max_steps: int | None = None  # a step budget (equal-compute comparisons); None: the recipe's epochs
+    eval_at: frozenset[int] = frozenset()  # global step counts after which the held-out split is evaluated
+    points: list[dict[str, Any]] = field(default_factory=list)  # those evaluations (budget_point)
 
     @property
     def total_steps(self) -> int:
@@ -188,6 +192,7 @@ def _resume(run: _Run, state: dict) -> None:
         torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
     run.history = [EpochStats(**h) for h in state["history"]]
     run.total_train = state["train_seconds"]
+    run.points = list(state.get("points") or [])
     run.first_epoch = state["epoch"] + 1
 
 
@@ -219,7 +224,7 @@ def _epoch(run: _Run, epoch: int, step: Step | GraphedStep, bar: ProgressBar | N
     perm = torch.randperm(n, generator=run.gen).to(device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
+    t0, paused = time.perf_counter(), 0.0
     for i in range(k):
         lo, hi = i * bs, min((i + 1) * bs, n)
         idx = perm[lo:hi]
@@ -233,12 +238,34 @@ def _epoch(run: _Run, epoch: int, step: Step | GraphedStep, bar: ProgressBar | N
             bar.update(hi - lo)
             if device.type == "cpu" and i % 100 == 99:
                 bar.set_postfix_str(f"loss {float(step_loss[i - 99:i + 1].mean()):.4f}")
+        if run.eval_at and (epoch - 1) * spe + i + 1 in run.eval_at:
+            t_eval = time.perf_counter()  # evaluation is not training: its time is left out
+            budget_point(run, (epoch - 1) * spe + i + 1, run.total_train + (t_eval - t0 - paused))
+            paused += time.perf_counter() - t_eval
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - t0
+    seconds = time.perf_counter() - t0 - paused
     train_loss = float((step_loss[:k] * step_size[:k]).sum()) / seen
     train_acc = int((preds[:seen] == Y.index_select(0, perm[:seen])).sum()) / seen
     return seconds, train_loss, train_acc
+
+
+def budget_point(run: _Run, step: int, seconds: float) -> None:
+    """Evaluate the held-out split after global ``step`` (a point of the
+    accuracy-against-compute curve) and keep it in ``run.points``: the step,
+    the training images seen, the training seconds so far, loss, accuracy
+    and which images it got right (bits, base64: the verdict at that point
+    pairs them across models)."""
+    held_x, held_y, split = run.held
+    if held_x is None or held_y is None:
+        return
+    s = run.setup
+    ev = evaluate(s.run_model, held_x, held_y, run.cfg.eval_batch_size, s.channels_last, s.autocast_dtype)
+    correct = (ev.predictions == held_y.cpu()).numpy()
+    full, part = divmod(step, run.steps_per_epoch)
+    run.points.append({"step": step, "samples": full * run.n + min(part * run.bs, run.n), "seconds": seconds,
+                       "split": split, "loss": ev.loss, "accuracy": ev.accuracy,
+                       "correct": base64.b64encode(np.packbits(correct).tobytes()).decode("ascii")})
 
 
 def _curve_point(run: _Run, epoch: int) -> tuple[EvalResult | None, float]:
@@ -265,6 +292,7 @@ def _checkpoint_state(run: _Run, epoch: int) -> dict:
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
         "history": [h.to_dict() for h in run.history], "train_seconds": run.total_train,
+        "points": list(run.points),
     }
 
 
@@ -305,7 +333,8 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
           on_epoch: Callable[[EpochStats], None] | None = None,
           checkpoint: Callable[[dict], None] | None = None,
           resume_from: dict | None = None, val_x: torch.Tensor | None = None,
-          val_y: torch.Tensor | None = None, stream: bool = False, max_steps: int | None = None) -> TrainResult:
+          val_y: torch.Tensor | None = None, stream: bool = False, max_steps: int | None = None,
+          eval_at: Sequence[int] = ()) -> TrainResult:
     """Train ``model`` in place with the recipe in ``cfg``.
 
     ``train_x``/``val_x``/``test_x`` are uint8 ``(N, C, H, W)`` (or
@@ -327,7 +356,10 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
 
     ``max_steps``: train for this many steps instead of the recipe's epochs
     (equal-compute comparisons): whole epochs, then the first steps of one
-    more; the schedule runs over the ``max_steps`` steps.
+    more; the schedule runs over the ``max_steps`` steps. ``eval_at``: global
+    step counts after which the held-out split is evaluated too (the
+    accuracy-against-compute curve; :func:`budget_point`), in
+    ``TrainResult.extra["curve"]``; training is the same with or without them.
     """
     device = resolve_device(cfg.device)
     model.to(device)
@@ -339,7 +371,7 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
         raise UsageError("the training set is empty (check --train-limit).")
     held = (Xv, Yv, "validation") if Xv is not None else (Xt, Yt, "test")
     run = _Run(model, cfg, device, setup, X, Y, held, stream, torch.Generator().manual_seed(seed),
-               aug_generator(seed, device), max_steps=max_steps)
+               aug_generator(seed, device), max_steps=max_steps, eval_at=frozenset(eval_at))
     if max_steps is not None and max_steps < 1:
         raise UsageError(f"a step budget of {max_steps} trains nothing: give at least one step.")
     n, spe = run.n, run.steps_per_epoch
@@ -383,4 +415,5 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
     samples = sum(run.samples_in(e) for e in range(1, run.epochs + 1))
     return TrainResult(run.history, final, run.total_train, run.total_steps, samples, str(device),
                        str(cfg.formulation) if device.type == "cpu" else "plain", isinstance(step, GraphedStep),
-                       test_views=len(tta_views(cfg.tta_flip, cfg.tta_shift)), final_eval_seconds=final_seconds)
+                       test_views=len(tta_views(cfg.tta_flip, cfg.tta_shift)), final_eval_seconds=final_seconds,
+                       extra={"curve": run.points} if run.points else {})
