@@ -58,10 +58,6 @@ def analytic_activation_bytes(model: nn.Module, input_shape: tuple[int, ...], ba
     return 4 * batch_size * sum(math.prod(r["output_shape"][1:]) for r in rows if r["output_shape"])
 
 
-def _flops_record(c: FlopCount) -> dict:
-    return {"matmul_conv": c.matmul_conv, "other": dict(c.other), "other_total": c.other_total, "total": c.total}
-
-
 def _step_flops(step: dict[str, FlopCount], batch_size: int) -> dict:
     total = step["total"]
     return {

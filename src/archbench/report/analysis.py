@@ -84,18 +84,6 @@ def correctness_by_seed(record: RunRecord, model: str) -> tuple[torch.Tensor, li
         [u["seed"] for u in units]
 
 
-def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
-    """Names not dominated on (higher accuracy, lower cost), by the values
-    alone (no uncertainty: see :func:`verdict_front` for the report's)."""
-    front = []
-    for name, (acc, cost) in points.items():
-        dominated = any(a >= acc and c <= cost and (a > acc or c < cost)
-                        for other, (a, c) in points.items() if other != name)
-        if not dominated:
-            front.append(name)
-    return sorted(front, key=lambda n: points[n][1])
-
-
 def verdict_front(an: dict[str, Any], key: str, axis: dict[str, Any]) -> dict[str, Any]:
     """The accuracy-vs-cost front that the verdicts support. A model is
     dominated only by one that is established more accurate (the accuracy

@@ -68,8 +68,3 @@ def plan(cfg: StudyConfig, flops_per_sample: dict[str, float | None], n_train: i
                      "train_flops": samples * fps[m], "flops_per_sample": fps[m], "points": points}
     return {"match": "flops", "budget_flops": budget, "by": by, "n_train": n_train, "models": models}
 
-
-def spent_flops(budget: dict[str, Any], model: str, epoch: int) -> float:
-    """Training FLOPs ``model`` had spent at the end of ``epoch`` under ``budget``."""
-    m = budget["models"][model]
-    return min(epoch * budget["n_train"], m["samples"]) * m["flops_per_sample"]

@@ -36,10 +36,6 @@ def stop_requested() -> int | None:
     return _requested
 
 
-def signal_name(signum: int) -> str:
-    return "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-
-
 def check_stop() -> None:
     """Raise KeyboardInterrupt if a stop was requested (even one whose
     KeyboardInterrupt was swallowed on its way up)."""
