@@ -40,6 +40,13 @@ def test_plan_gives_every_model_the_costliest_models_flops():
     assert mlp["samples"] == 120_000 and mlp["steps"] == 20 * 94 and mlp["epochs"] == 20.0
     for m in p["models"].values():
         assert 0 <= p["budget_flops"] - m["train_flops"] < 64 * m["flops_per_sample"]
+        # 8 points at the eighths of the budget: each the step nearest its fraction, the last the whole budget
+        assert len(m["points"]) == 8 and m["points"] == sorted(m["points"]) and m["points"][-1] == m["steps"]
+        for k, step in enumerate(m["points"], 1):
+            want = k * p["budget_flops"] / 8 / m["flops_per_sample"]
+            assert abs(samples_of(step, 6_000, 64) - want) <= 64
+    few = plan(dataclasses.replace(cfg, budget_flops=2e6), fps, 6_000)["models"]["cnn"]  # 7 steps of 64 images
+    assert len(few["points"]) == 8 and few["points"][0] == 1 and few["points"][-1] == few["steps"] == 7
     own = plan(dataclasses.replace(cfg, budget_flops=1e6), fps, 6_000)
     assert own["by"] == "--budget-flops" and own["models"]["mlp"]["samples"] == 960  # 15 x 64 <= 1,000
     with pytest.raises(UsageError, match="less than one step of cnn"):
@@ -107,6 +114,7 @@ def test_a_study_at_equal_flops(tmp_path, fashion_dir):
     md = (tmp_path / "f" / "report.md").read_text()
     assert "At equal training compute" in md and (tmp_path / "f" / "plots" / "accuracy_vs_compute.png").exists()
     assert "8/8 of the budget" in md and "Along the budget" in md
+    assert "--match flops" in md or "recipes differ" not in md  # the same comparison; no false recipe claim
     assert "equal training compute" in p.stdout  # the terminal's bottom line says it too
 
 

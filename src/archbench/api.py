@@ -157,9 +157,9 @@ class StudyResult:
         body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
                        for r in comparison_rows(self.record, self._analysis()))
         link = html.escape(self._report_link())
-        return (f"<div><strong>archbench run {html.escape(self.record['name'])}</strong>: "
-                f"<a href=\"{link}\" target=\"_blank\">the report</a> ({link})"
-                f"<div>{lines}</div><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>")
+        return (f"<div><div>{lines}</div><p><strong>archbench run {html.escape(self.record['name'])}</strong>: "
+                f"<a href=\"{link}\" target=\"_blank\">the full report</a> ({link})</p>"
+                f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>")
 
     def __repr__(self) -> str:
         from archbench.report.terminal import terminal_summary

@@ -118,7 +118,8 @@ def _add_train_options(r: argparse.ArgumentParser) -> None:
         else:
             g.add_argument(flag, type=_train_flag_type(key, flag), default=argparse.SUPPRESS,
                            metavar=key.upper(),
-                           help=f"{TRAIN_DOCS[key]}: {TRAIN_CHECKS[key].expect} (default: {default})")
+                           help=(TRAIN_DOCS[key] if TRAIN_DOCS[key] == TRAIN_CHECKS[key].expect else
+                                 f"{TRAIN_DOCS[key]}: {TRAIN_CHECKS[key].expect}") + f" (default: {default})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -478,8 +479,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     merged = merge_records(records, out.name)
     out.mkdir(parents=True, exist_ok=True)
     save_record(merged, out)
-    paths = write_reports(merged, out)
-    print(f"wrote {out / 'results.json'}, {paths['markdown']} and {paths['html']}")
+    write_reports(merged, out)
     print(terminal_summary(merged, out))
     return 0
 

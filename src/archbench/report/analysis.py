@@ -152,6 +152,9 @@ def conditions(record: RunRecord, model: str) -> dict[str, Any]:
     hosts = [u["host"] for u in ok if u.get("host")]
     per_epoch = {round(u["timings"]["samples_per_second"] * u["timings"]["train_seconds"] / len(u["history"]))
                  for u in ok if u.get("history") and u.get("timings")}
+    budget = lookup(record, "budget", "models", model)
+    if budget:  # a FLOP budget: whole epochs of n_train images, the last one partial
+        per_epoch = {int(record["budget"]["n_train"])}
     step = meas.get("step") or {}
     return {
         "measures_recipe": bool(step),
@@ -164,7 +167,7 @@ def conditions(record: RunRecord, model: str) -> dict[str, Any]:
         "formulation": ", ".join(sorted({u["training"]["formulation"] for u in ok if u.get("training")}))
         or recipe.get("formulation"),
         "device": ", ".join(sorted({u["training"]["device"] for u in ok if u.get("training")})) or None,
-        "epochs": recipe.get("epochs"),
+        "epochs": round(budget["epochs"], 2) if budget else recipe.get("epochs"),
         "samples_per_epoch": ", ".join(f"{n:,}" for n in sorted(per_epoch)) or None,
         "threads": ", ".join(str(t) for t in sorted({h["torch_threads"] for h in hosts})) or None,
         "measure_threads": env.get("torch_threads"),

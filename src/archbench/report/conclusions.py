@@ -42,6 +42,8 @@ AXIS_WORDS = {  # noun phrase for ratios: "4.1× fewer parameters"
 
 
 def fmt_p(p: float) -> str:
+    if math.isnan(p):
+        return "n/a (no test)"
     return f"{p:.1e}" if p < 1e-4 else f"{p:.4f}"
 
 
@@ -183,17 +185,16 @@ def leads_conclusions(leads: list[dict] | None) -> list:
         return []
     items = []
     for p in leads:
-        accs = ", ".join(f"{m} {100 * a:.2f} %" for m, a in p["accuracy"].items())
-        spent = fmt_si(max(p["flops"].values()), "FLOPs")
+        accs = ", ".join(f"{m} {100 * a:.2f} % (at {fmt_si(p['flops'][m], 'FLOPs')})" for m, a in p["accuracy"].items())
         lead = (f"**{p['leader']}** leads, established" if p["established"] else
                 f"{p['leader']} ahead by the means, not established")
-        items.append(f"{p['point']}/{p['of']} of the budget (about {spent}): {accs} — {lead}.")
+        items.append(f"{p['point']}/{p['of']} of the budget: {accs} — {lead}.")
     changes = [(a, b) for a, b in zip(leads, leads[1:])
                if a["established"] and b["established"] and a["leader"] != b["leader"]]
     said = "; ".join(f"from {a['leader']} to {b['leader']} between {a['point']}/{a['of']} and "
                      f"{b['point']}/{b['of']} of the budget" for a, b in changes)
-    return [Para("Along the budget (held-out accuracy, mean over seeds, at the same fractions of the training "
-                 "FLOPs for every model; a lead is established where the verdict rule calls it):"),
+    return [Para("Along the budget (held-out accuracy, mean over seeds, at each model's step nearest the same "
+                 "fraction of the training FLOPs; a lead is established where the verdict rule calls it):"),
             Bullets(items),
             Para(f"The established lead changes {said}." if changes else
                  "The established lead does not change along the budget.")]
@@ -444,7 +445,8 @@ def _accuracy_sentence(an: dict, record: RunRecord) -> str:
         return "No model finished a unit, so nothing is known about accuracy."
     if len(ranked) == 1:
         a = models[ranked[0]]["accuracy"]
-        return (f"Only **{ranked[0]}** finished: {100 * a['mean']:.2f} % test accuracy "
+        who = (f"Only **{ranked[0]}** finished" if len(models) > 1 else f"One model, **{ranked[0]}**")
+        return (f"{who}: {100 * a['mean']:.2f} % test accuracy "
                 f"(95 % CI {100 * a['ci']['low']:.2f}–{100 * a['ci']['high']:.2f} %).")
     top, second = ranked[0], ranked[1]
     pair = _pair(an, top, second)
@@ -456,13 +458,21 @@ def _accuracy_sentence(an: dict, record: RunRecord) -> str:
     n_test = fmt_count(lookup(record, "dataset", "test_samples"))
     if pair["unmeasured"]:
         return (f"Which architecture is more accurate is not established: "
-                f"{_one_seed_words(an, record, pair['unmeasured'])}. On these {n_test} test images {top} scored "
+                f"{_one_seed_words(an, record, pair['unmeasured'])}. On these {n_test} test "
+                f"image{'s' if n_test != '1' else ''} {top} scored "
                 f"{fmt_pp(pair['difference'])} against {second}.")
     lead = "the most accurate" if len(ranked) > 2 else "more accurate"
     recipe = _recipe_note(pair)
-    if all(p["winner"] == top for p in an["pairs"] if top in (p["a"], p["b"])):
+    rivals = [p for p in an["pairs"] if top in (p["a"], p["b"])]
+    if all(p["winner"] == top for p in rivals):
         return (f"**{top}** is {lead}: {gap}, with training randomness ({pair['seeds_a']} and "
                 f"{pair['seeds_b']} seeds) and test-set sampling ({n_test} images) included{recipe}.")
+    if pair["winner"] == top:  # ahead of the runner-up, not (established) of every other model
+        open_ = [(p["b"] if p["a"] == top else p["a"], p) for p in rivals if p["winner"] != top]
+        why = "; ".join(f"against {o}: " + ("one seed, so not established" if p["unmeasured"] else
+                                              f"{fmt_pp(p['difference'])}, within the noise") for o, p in open_)
+        return (f"**{top}** is more accurate than {second}: {gap}, with training randomness and test-set sampling "
+                f"included{recipe}; whether it is {lead} is not established ({why}).")
     who = "No single model is shown the most accurate" if len(ranked) > 2 else \
         "Neither model is shown more accurate"
     return (f"{who}: **{top}** leads by {gap}, within the noise of {pair['seeds_a']} and {pair['seeds_b']} "

@@ -23,9 +23,11 @@ def seeds_command(record: RunRecord, names: list[str]) -> str:
     ds = cfg.get("dataset")
     if isinstance(ds, str) and ds != "fashion-mnist":
         parts += ["--dataset", ds]
-    for key in ("train_limit", "test_limit", "val_split"):
+    for key in ("train_limit", "test_limit", "val_split", "budget_flops", "target"):
         if isinstance(cfg.get(key), (int, float)) and not isinstance(cfg.get(key), bool):
-            parts += ["--" + key.replace("_", "-"), str(cfg[key])]
+            parts += ["--" + key.replace("_", "-"), f"{cfg[key]:g}" if key == "budget_flops" else str(cfg[key])]
+    if cfg.get("match") == "flops":  # the same comparison: at equal training compute
+        parts += ["--match", "flops"]
     train = cfg.get("train") or {}
     sources = lookup(cfg, "sources", "train") or {}
     for key in TRAIN_KEYS:

@@ -1,6 +1,7 @@
 """Cost to a target accuracy: for each model, the training FLOPs, seconds
 and epochs at which its learning curve (held-out accuracy at the end of
-each epoch: the validation split where there is one, else the test set)
+each epoch, or with ``--match flops`` at each eighth of the budget: the
+validation split where there is one, else the test set)
 first reaches the target, interpolated linearly between the two evaluation
 points around it, with the spread over seeds; "not reached" where a seed's
 curve never gets there. The target is ``--target`` or, by default, the
@@ -107,8 +108,14 @@ def target_costs(record: RunRecord, target: float | None = None) -> dict[str, An
         fps = lookup(entry, "measurements", "flops", "train_per_sample")
         got = []
         units = [u for u in entry.get("units", []) if u.get("status") == "ok" and u.get("history")]
+        n_train = lookup(record, "budget", "n_train")
         for u in units:
-            r = reach(_curve(u, fps, *_epoch_samples(record, m, u)), goal)
+            if u.get("curve") and n_train and fps:  # --match flops: the finer eighths of the budget
+                points = [{"accuracy": float(p["accuracy"]), "flops": p["samples"] * fps, "seconds": p["seconds"],
+                           "epochs": p["samples"] / n_train} for p in u["curve"]]
+            else:
+                points = _curve(u, fps, *_epoch_samples(record, m, u))
+            r = reach(points, goal)
             if r is not None:
                 got.append(r)
         row: dict[str, Any] = {"reached": len(got), "units": len(units), "best": finals.get(m),

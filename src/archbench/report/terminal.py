@@ -44,13 +44,13 @@ def fitted_table(rows: list[tuple[str, ...]], width: int) -> str:
 def terminal_summary(record: RunRecord, run_dir: Path | str, width: int | None = None,
                      analysis: dict[str, Any] | None = None) -> str:
     """The comparison, the bottom line (wrapped) and the report's path, in
-    that order: the last lines are the answer and where to read more."""
+    that order: the last lines are the answer and where to read more
+    (report.md, results.json and tables/ lie beside report.html)."""
     width = width or shutil.get_terminal_size((100, 24)).columns
     width = max(40, width)
     an = analysis or analyze(record)
     parts = [fitted_table(comparison_rows(record, an), width), "", "Bottom line:"]
     for sentence in bottom_line(an, record):
         parts += textwrap.wrap(plain(sentence), width, initial_indent="  ", subsequent_indent="  ")
-    parts += ["", "The full report (report.md, results.json and tables/ beside it):",
-              f"report: {Path(run_dir) / 'report.html'}"]
+    parts += ["", f"report: {Path(run_dir) / 'report.html'}"]
     return "\n".join(parts)

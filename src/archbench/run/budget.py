@@ -35,6 +35,15 @@ def samples_of(steps: int, n_train: int, batch_size: int) -> int:
     return full * n_train + min(rest * bs, n_train)
 
 
+def nearest_steps(samples: float, n_train: int, batch_size: int) -> int:
+    """The step count (at least 1) whose images come nearest ``samples``."""
+    low = steps_within(int(samples), n_train, batch_size)
+    high = low + 1
+    if abs(samples_of(high, n_train, batch_size) - samples) < abs(samples_of(low, n_train, batch_size) - samples):
+        return high
+    return max(1, low)
+
+
 def plan(cfg: StudyConfig, flops_per_sample: dict[str, float | None], n_train: int) -> dict[str, Any]:
     """The step budget of each model for ``cfg.match == "flops"``: ``budget_flops``,
     ``by`` (what set it), and per model ``steps``, ``epochs`` (fractional),
@@ -61,8 +70,9 @@ def plan(cfg: StudyConfig, flops_per_sample: dict[str, float | None], n_train: i
             raise UsageError(f"a budget of {budget:g} training FLOPs is less than one step of {m} "
                              f"({fps[m] * min(bs, n_train):g} FLOPs): give a larger --budget-flops.")
         samples = samples_of(steps, n_train, bs)
-        # The curve's points: at k/8 of the budget, the same fractions for every model.
-        points = [max(1, steps_within(int(k * budget / CURVE_POINTS // fps[m]), n_train, bs))
+        # The curve's points: at k/8 of the budget, the same fractions for every model (the nearest step;
+        # a model of few, costly steps may evaluate one step twice).
+        points = [min(steps, nearest_steps(k * budget / CURVE_POINTS / fps[m], n_train, bs))
                   for k in range(1, CURVE_POINTS + 1)]
         models[m] = {"steps": steps, "epochs": samples / n_train, "samples": samples,
                      "train_flops": samples * fps[m], "flops_per_sample": fps[m], "points": points}

@@ -289,7 +289,8 @@ class PoolExecutor:
             _stop_workers(view, q, running, on_result, pool)
             pool.shutdown(wait=True, cancel_futures=True)
             names = ", ".join(f"{r} seed {s}" for r, s, _ in running.values())
-            raise Interrupted(f"during {names} (each one's last finished epoch is checkpointed)" if names else "") \
+            each = "each one's" if len(running) > 1 else "its"
+            raise Interrupted(f"during {names} ({each} last finished epoch is checkpointed)" if names else "") \
                 from None
         finally:
             view.close_all()

@@ -304,7 +304,7 @@ class _Study:
             save_record(self.record, run_dir)
             if self.tracker is not None:
                 self.tracker.finish(self.record, run_dir, "KILLED")
-            where = f" {exc}" if isinstance(exc, Interrupted) else ""
+            where = f" {exc}" if isinstance(exc, Interrupted) and str(exc) else ""
             raise Interrupted(f"interrupted{where}. Finished units are saved in {run_dir / 'results.json'}; "
                               f"continue with: archbench run --resume {run_dir}") from None
         if self.x.check_determinism:

@@ -68,7 +68,7 @@ def t_cdf(t: float, df: float) -> float:
 def t_two_sided_p(t: float, df: float) -> float:
     """P(|T| >= |t|) for Student's t with ``df`` degrees of freedom, computed
     as I_{df/(df+t^2)}(df/2, 1/2) so that tiny p-values keep their digits."""
-    if math.isnan(t):
+    if math.isnan(t) or not df > 0:  # no degrees of freedom (one test image, say): no test
         return math.nan
     if math.isinf(t):
         return 0.0
@@ -474,12 +474,18 @@ def compare_pair(name_a: str, correct_a: torch.Tensor, name_b: str, correct_b: t
         test = ("t test, crossed seed x image variance, Welch-Satterthwaite df" if not unmeasured else
                 f"t test over test images and the seed spread of {name_list(measured)} only ("
                 f"{name_list(unmeasured)}: one seed, its training variance is not in the interval)")
-        p = t_two_sided_p(st["t"], st["df"])
-        half = t_quantile(1 - alpha / 2, st["df"]) * st["se"] if st["se"] > 0 else 0.0
-        ci = Interval(diff - half, diff + half, "Student t, Satterthwaite df", level)
+        # No spread at all (every seed of each model scored the same and the per-image part is nil, as on a
+        # handful of images): nothing to weigh a difference against, so no test (an equal pair: p = 1).
+        degenerate = not st["se"] > 0 or not st["df"] > 0
+        p = (1.0 if diff == 0 else math.nan) if degenerate else t_two_sided_p(st["t"], st["df"])
+        half = math.inf if degenerate else t_quantile(1 - alpha / 2, st["df"]) * st["se"]
+        if degenerate and diff == 0 and st["se"] == 0 and st["df"] > 0:
+            half = 0.0
+        # A difference of two accuracies lies in [-1, 1]: so does its interval.
+        ci = Interval(max(-1.0, diff - half), min(1.0, diff + half), "Student t, Satterthwaite df", level)
         scope = ("seeds and test images" if not unmeasured else
                  f"test images and the seeds of {name_list(measured)} only")
-    significant = p < alpha and diff != 0 and n_images >= 2
+    significant = bool(p < alpha) and diff != 0 and n_images >= 2  # (a NaN p: no test, never significant)
     observed = (name_a if diff > 0 else name_b) if significant else None
     # An architecture verdict needs each side's training randomness measured: two seeds or more each.
     winner = observed if not unmeasured else None
@@ -496,6 +502,9 @@ def compare_pair(name_a: str, correct_a: torch.Tensor, name_b: str, correct_b: t
                    f"of {name_list(unmeasured)} unmeasured)")
     elif n_images < 2:
         verdict = f"no test: {n_images} test image(s), too few to compare on"
+    elif math.isnan(p):
+        verdict = ("no test: every seed of each model scored the same and the images show no spread, so there is "
+                   "nothing to weigh the difference against (too few test images?)")
     else:
         verdict = f"no significant difference at alpha = {alpha}"
     return {

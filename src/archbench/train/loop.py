@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
@@ -142,7 +143,7 @@ class _Run:
     total_train: float = 0.0
     first_epoch: int = 1
     max_steps: int | None = None  # a step budget (equal-compute comparisons); None: the recipe's epochs
-    eval_at: frozenset[int] = frozenset()  # global step counts after which the held-out split is evaluated
+    eval_at: dict[int, int] = field(default_factory=dict)  # global step -> evaluations of the held-out split
     points: list[dict[str, Any]] = field(default_factory=list)  # those evaluations (budget_point)
 
     @property
@@ -240,7 +241,8 @@ def _epoch(run: _Run, epoch: int, step: Step | GraphedStep, bar: ProgressBar | N
                 bar.set_postfix_str(f"loss {float(step_loss[i - 99:i + 1].mean()):.4f}")
         if run.eval_at and (epoch - 1) * spe + i + 1 in run.eval_at:
             t_eval = time.perf_counter()  # evaluation is not training: its time is left out
-            budget_point(run, (epoch - 1) * spe + i + 1, run.total_train + (t_eval - t0 - paused))
+            for _ in range(run.eval_at[(epoch - 1) * spe + i + 1]):  # a step named twice: the point twice
+                budget_point(run, (epoch - 1) * spe + i + 1, run.total_train + (t_eval - t0 - paused))
             paused += time.perf_counter() - t_eval
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -371,7 +373,7 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
         raise UsageError("the training set is empty (check --train-limit).")
     held = (Xv, Yv, "validation") if Xv is not None else (Xt, Yt, "test")
     run = _Run(model, cfg, device, setup, X, Y, held, stream, torch.Generator().manual_seed(seed),
-               aug_generator(seed, device), max_steps=max_steps, eval_at=frozenset(eval_at))
+               aug_generator(seed, device), max_steps=max_steps, eval_at=dict(Counter(eval_at)))
     if max_steps is not None and max_steps < 1:
         raise UsageError(f"a step budget of {max_steps} trains nothing: give at least one step.")
     n, spe = run.n, run.steps_per_epoch
