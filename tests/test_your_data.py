@@ -250,6 +250,21 @@ def test_run_records_its_thread_policy_and_resume_keeps_it(tmp_path):
     assert thread_policy(ExecutionConfig.build(threads="auto"), tmp_path, new, logs.append) == "auto"
 
 
+def test_a_resumed_run_keeps_its_jobs_unless_given(tmp_path, monkeypatch):
+    from archbench.config import ENV_JOBS, ExecutionConfig
+    from archbench.run.study import stored_jobs
+
+    monkeypatch.delenv(ENV_JOBS, raising=False)
+    logs: list[str] = []
+    record: dict = {"execution": {"threads": "auto", "jobs": 2}}
+    assert stored_jobs(ExecutionConfig.build(), tmp_path, record, logs.append).jobs == 2
+    assert logs == ["resuming with the run's jobs: --jobs 2"]
+    assert stored_jobs(ExecutionConfig.build(jobs=1), tmp_path, record, logs.append).jobs == 1  # given: wins
+    assert stored_jobs(ExecutionConfig.build(), None, record, logs.append).jobs == "auto"  # a new run
+    monkeypatch.setenv(ENV_JOBS, "1")
+    assert stored_jobs(ExecutionConfig.build(), tmp_path, record, logs.append).jobs == 1  # the environment's
+
+
 def test_a_split_missing_classes_is_said():
     from archbench.report.datacheck import missing_class_warnings
 

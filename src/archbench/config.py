@@ -505,6 +505,7 @@ class ExecutionConfig:
     executor: str = "local"
     threads: int | str = "auto"
     threads_given: bool = False
+    jobs_given: bool = False           # --jobs or $ARCHBENCH_JOBS given (else a resumed run keeps its jobs)
     jobs: int | str = "auto"
     jobs_source: str = "--jobs"
     address: str | None = None
@@ -543,4 +544,5 @@ class ExecutionConfig:
                        max_retries=int(max_retries), **common)  # type: ignore[arg-type]
         given = threads if threads is not None else cpus_per_unit
         return cls(executor="local", threads=parse_threads(given), threads_given=given is not None,
-                   jobs=parse_jobs(jobs), jobs_source=jobs_source(jobs), **common)  # type: ignore[arg-type]
+                   jobs=parse_jobs(jobs), jobs_source=jobs_source(jobs),
+                   jobs_given=jobs is not None or bool(os.environ.get(ENV_JOBS)), **common)  # type: ignore[arg-type]

@@ -187,6 +187,15 @@ def run_study(cfg: StudyConfig, opts: RunOptions | None = None) -> tuple[RunReco
         return _Study(cfg, opts or RunOptions(), stack).run()
 
 
+def stored_jobs(execution: ExecutionConfig, resume: object, record: RunRecord, log: Log) -> ExecutionConfig:
+    """A resumed run without --jobs (or $ARCHBENCH_JOBS) keeps the jobs it was started with."""
+    stored = lookup(record, "execution", "jobs")
+    if resume is None or execution.jobs_given or execution.executor != "local" or stored in (None, execution.jobs):
+        return execution
+    log(f"resuming with the run's jobs: --jobs {stored}")
+    return replace(execution, jobs=stored, jobs_given=True)
+
+
 def thread_policy(execution: ExecutionConfig, resume: object, record: RunRecord, log: Log) -> int | str:
     """The local executor's thread policy ("auto" or a count): the one given
     (--threads, else --cpus-per-unit, else $ARCHBENCH_THREADS, else auto),
@@ -227,6 +236,7 @@ class _Study:
     def open(self) -> None:
         self.record, self.run_dir = _open_run(self.cfg, self.opts, self.data, self.device, self.log, self.stack)
         self.threads = thread_policy(self.x, self.opts.resume, self.record, self.log)
+        self.x = stored_jobs(self.x, self.opts.resume, self.record, self.log)
         if self.tracker is not None:
             try:
                 self.tracker.start(self.record, self.run_dir.path)
