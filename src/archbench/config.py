@@ -349,9 +349,10 @@ STUDY_DEFAULTS: dict[str, Any] = {
     "train_limit": None, "test_limit": None, "out": "runs", "name": None, "val_split": None,
     "match": "epochs", "budget_flops": None, "target": None,
 }
-# Keys stored in results.json (out and name say where the run is, not what it is).
-RECORDED_STUDY_KEYS = ("models", "seeds", "dataset", "data_dir", "verify", "train_limit", "test_limit", "val_split",
-                       "match", "budget_flops", "target")
+# Keys stored in results.json (out and name say where the run is, not what it is): every study key but those.
+RECORDED_STUDY_KEYS = tuple(k for k in STUDY_DEFAULTS if k not in ("out", "name"))
+# Keys recorded only away from their defaults (records made before they existed stay as they were).
+RECORDED_IF_GIVEN = ("val_split", "match", "budget_flops", "target")
 
 
 @dataclass(frozen=True)
@@ -391,13 +392,13 @@ class StudyConfig:
     def to_dict(self) -> dict[str, Any]:
         """The record's ``config``: values, then sources and notes."""
         d: dict[str, Any] = {k: getattr(self, k) for k in RECORDED_STUDY_KEYS}
-        for key, default in (("val_split", None), ("match", "epochs"), ("budget_flops", None), ("target", None)):
-            if d[key] == default:  # records of runs without these options keep their keys
+        for key in RECORDED_IF_GIVEN:
+            if d[key] == STUDY_DEFAULTS[key]:
                 del d[key]
         d["models"], d["seeds"] = list(self.models), list(self.seeds)
         d["specs"] = {k: dict(v) for k, v in self.specs.items()}
         d["train"] = {m: self.train[m].to_dict() for m in self.models}
-        omitted = {"match", "budget_flops", "target"} - set(d)  # at their defaults: not recorded (as before)
+        omitted = set(RECORDED_IF_GIVEN) - {"val_split"} - set(d)  # their sources too (val_split's always was)
         d["sources"] = {k: (str(v) if not isinstance(v, dict) else {m: {kk: str(s) for kk, s in vv.items()}
                                                                     for m, vv in v.items()})
                         for k, v in self.sources.items()
@@ -425,11 +426,8 @@ class StudyConfig:
             raise UsageError(f"stored configuration: no training options for {missing}.")
         train = {m: TrainConfig.from_dict(train_d[m], f"stored configuration, model {m}: ")
                  for m in values["models"]}
-        return cls(models=tuple(values["models"]), seeds=tuple(values["seeds"]), train=train,
-                   dataset=values["dataset"], data_dir=values["data_dir"], verify=values["verify"],
-                   train_limit=values["train_limit"], test_limit=values["test_limit"], out=out, name=name,
-                   val_split=values["val_split"], match=values["match"], budget_flops=values["budget_flops"],
-                   target=values["target"],
+        values.update(models=tuple(values["models"]), seeds=tuple(values["seeds"]), out=out, name=name)
+        return cls(train=train, **values,
                    specs=specs, sources=dict(d.get("sources") or {}), notes=tuple(d.get("notes") or ()))
 
 

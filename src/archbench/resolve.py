@@ -323,11 +323,8 @@ def resolve(explicit: Mapping[str, Any] | None = None, *, experiment: Experiment
         train[m] = TrainConfig.from_dict(values, f"model {m}: ")
         train_sources[m] = srcs
     sources["train"] = train_sources
-    return StudyConfig(models=tuple(models), seeds=tuple(study["seeds"]), train=train, dataset=study["dataset"],
-                       data_dir=study["data_dir"], verify=study["verify"], train_limit=study["train_limit"],
-                       test_limit=study["test_limit"], out=study["out"], name=study["name"],
-                       val_split=study["val_split"], match=study["match"], budget_flops=study["budget_flops"],
-                       target=study["target"],
+    study.update(models=tuple(models), seeds=tuple(study["seeds"]))
+    return StudyConfig(train=train, **study,
                        specs=specs,
                        sources=sources, notes=tuple(notes))
 
