@@ -15,8 +15,9 @@ from archbench.config import TrainConfig
 from archbench.errors import UsageError
 from archbench.models import build_model
 from archbench.resolve import resolve
-from archbench.run.budget import plan, samples_of, steps_within
+from archbench.run.budget import plan, steps_within
 from archbench.train import train
+from archbench.train.loop import samples_of
 
 
 def test_steps_within_a_sample_budget_by_hand():
@@ -89,8 +90,10 @@ def test_a_study_at_equal_flops(tmp_path, fashion_dir):
     env = {**os.environ, "COLUMNS": "100"}
     p = subprocess.run([sys.executable, "-m", "archbench", "run", "--match", "flops", "--seeds", "0,1", "--epochs",
                         "1", "--train-limit", "640", "--test-limit", "200", "--no-timing", "--quiet", "--out",
-                        str(tmp_path), "--name", "f"], env=env, capture_output=True, text=True, timeout=600)
+                        str(tmp_path), "--name", "f", "--check-determinism"], env=env, capture_output=True, text=True,
+                       timeout=600)
     assert p.returncode == 0, p.stderr
+    assert "identical results" in p.stdout  # retrained as the unit trained: its FLOP budget, not the recipe's epochs
     rec = json.loads((tmp_path / "f" / "results.json").read_text())
     budget = rec["budget"]
     assert rec["config"]["match"] == "flops" and budget["by"] == "cnn's 1 epoch"

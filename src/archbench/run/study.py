@@ -51,8 +51,7 @@ from archbench.run.pool import PoolExecutor, check_parallel_models
 from archbench.run.preflight import check_models, load_study_data
 from archbench.run.rundir import DiscardIfFailed, RunDir, RunDirLock
 from archbench.run.signals import check_stop, stop_on_signals, stop_requested
-from archbench.run.unit import UnitContext, data_shape
-from archbench.train.loop import train
+from archbench.run.unit import UnitContext, data_shape, train_as_unit, unit_model
 from archbench.train.step import resolve_device
 
 
@@ -410,10 +409,8 @@ def determinism_check(record: RunRecord, cfg: StudyConfig, data: Any, device: to
             if threads:  # CPU arithmetic depends on the thread count: retrain with the unit's
                 torch.set_num_threads(int(threads))
             try:
-                result = train(build_model(ref, u["seed"], *data_shape(data)), data.train_images, data.train_labels,
-                               data.test_images, data.test_labels, cfg.train_config_for(ref), seed=u["seed"],
-                               val_x=getattr(data, "val_images", None), val_y=getattr(data, "val_labels", None),
-                               stream=getattr(data, "storage", "memory") == "memmap")
+                # As the unit trained (a FLOP budget's steps included), from a freshly built model.
+                result = train_as_unit(unit_model(ref, u["seed"], data), ref, u["seed"], cfg, data)
             finally:
                 torch.set_num_threads(before)
             same_preds = result.test.predictions.tolist() == u["test"]["predictions"]

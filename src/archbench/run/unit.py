@@ -115,6 +115,18 @@ def data_shape(data: Any) -> tuple[tuple[int, ...], int]:
     return tuple(data.image_shape), int(data.num_classes)
 
 
+def train_as_unit(model: torch.nn.Module, ref: str, seed: int, cfg: StudyConfig, data: Any,
+                  **kw: Any) -> TrainResult:
+    """Train ``model`` as unit (``ref``, ``seed``) trains: its recipe, the
+    data's splits and storage, and under a FLOP budget its step budget and
+    curve points (``kw``: progress, checkpoint, resume_from)."""
+    return train(model, data.train_images, data.train_labels, data.test_images, data.test_labels,
+                 cfg.train_config_for(ref), seed=seed,
+                 val_x=getattr(data, "val_images", None), val_y=getattr(data, "val_labels", None),
+                 stream=getattr(data, "storage", "memory") == "memmap", max_steps=cfg.budget_steps.get(ref),
+                 eval_at=cfg.budget_points.get(ref, ()), **kw)
+
+
 def _unit_record(seed: int, result: TrainResult, t0: float, files: dict, resumed: bool,
                  host_start: dict | None = None) -> Unit:
     unit: Unit = {
@@ -181,12 +193,8 @@ def run_unit(ref: str, seed: int, cfg: StudyConfig, data: Any, run_dir: Path, pr
         shape = data_shape(data)[0]
         model = unit_model(ref, seed, data)
         resume = load_checkpoint(ckpt, model, ref, seed)
-        result = train(model, data.train_images, data.train_labels, data.test_images, data.test_labels,
-                       cfg.train_config_for(ref), seed=seed, progress=progress,
-                       checkpoint=save_checkpoint, resume_from=resume,
-                       val_x=getattr(data, "val_images", None), val_y=getattr(data, "val_labels", None),
-                       stream=getattr(data, "storage", "memory") == "memmap", max_steps=cfg.budget_steps.get(ref),
-                       eval_at=cfg.budget_points.get(ref, ()))
+        result = train_as_unit(model, ref, seed, cfg, data, progress=progress, checkpoint=save_checkpoint,
+                               resume_from=resume)
         check_stop()
         files = save_model_files(model, rd.models, stem)
         onnx_note = _save_onnx(model, shape, rd.path, stem, files)
