@@ -13,7 +13,6 @@ is clipped.
 from __future__ import annotations
 
 import functools
-import math
 import statistics
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 
 from archbench.records import ModelRecord, RunRecord
 from archbench.report.analysis import COST_AXES, TIME_AXES, correctness, time_spread
+from archbench.report.target import unit_curve
 
 if TYPE_CHECKING:
     from matplotlib.axis import Axis
@@ -315,25 +315,17 @@ def cost_breakdown(record: RunRecord) -> Figure | None:
 
 def _compute_points(record: RunRecord, name: str, units: list[Any]) -> tuple[list[float], list[float], Any] | None:
     """(FLOPs spent, seconds, accuracy %: seeds x points) along a budgeted model's training: the curve's
-    points where the units have them, else the end of each epoch."""
-    budget = record.get("budget") or {}
-    m = (budget.get("models") or {}).get(name)
-    if not m or not units:
+    points (archbench.report.target.unit_curve), the seeds' FLOPs and seconds averaged."""
+    if not units or not ((record.get("budget") or {}).get("models") or {}).get(name):
         return None
-    if all(u.get("curve") for u in units):
-        k = min(len(u["curve"]) for u in units)
-        pts = units[0]["curve"][:k]
-        acc = torch.tensor([[100 * p["accuracy"] for p in u["curve"][:k]] for u in units], dtype=torch.float64)
-        secs = [statistics.fmean(u["curve"][i]["seconds"] for u in units) for i in range(k)]
-        return [p["samples"] * m["flops_per_sample"] for p in pts], secs, acc
-    hist = units[0]["history"]
-    key = "val_acc" if hist and hist[0].get("val_acc") is not None else "test_acc"
-    same = [u for u in units if len(u["history"]) == len(hist)]
-    x = [min(h["epoch"] * budget["n_train"], m["samples"]) * m["flops_per_sample"] for h in hist]
-    secs = [statistics.fmean(sum(h["seconds"] for h in u["history"][:i + 1]) for u in same) for i in range(len(hist))]
-    acc = torch.tensor([[100 * (h.get(key) if h.get(key) is not None else math.nan) for h in u["history"]]
-                        for u in same], dtype=torch.float64)
-    return x, secs, acc
+    curves = [unit_curve(record, name, u) for u in units]
+    k = min(len(c) for c in curves)
+    if k == 0:
+        return None
+    acc = torch.tensor([[100 * p["accuracy"] for p in c[:k]] for c in curves], dtype=torch.float64)
+    flops = [statistics.fmean(c[i]["flops"] for c in curves) for i in range(k)]
+    secs = [statistics.fmean(c[i]["seconds"] for c in curves) for i in range(k)]
+    return flops, secs, acc
 
 
 def accuracy_vs_compute(record: RunRecord) -> Figure | None:

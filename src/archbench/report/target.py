@@ -39,6 +39,18 @@ def _curve(unit: Unit, flops_per_sample: float | None, samples: list[int], per_e
     return out
 
 
+def unit_curve(record: RunRecord, model: str, unit: Unit) -> list[dict[str, float]]:
+    """A unit's learning curve as (accuracy, FLOPs, seconds, epochs) points:
+    with ``--match flops`` the held-out evaluations at the eighths of the
+    budget (``unit["curve"]``), else the end of each epoch."""
+    fps = lookup(record["models"][model], "measurements", "flops", "train_per_sample")
+    n_train = lookup(record, "budget", "n_train")
+    if unit.get("curve") and n_train and fps:
+        return [{"accuracy": float(p["accuracy"]), "flops": p["samples"] * fps, "seconds": p["seconds"],
+                 "epochs": p["samples"] / n_train} for p in unit["curve"]]
+    return _curve(unit, fps, *_epoch_samples(record, model, unit))
+
+
 def _epoch_samples(record: RunRecord, model: str, unit: Unit) -> tuple[list[int], int]:
     """(training images seen by the end of each epoch, images in a whole
     epoch): a FLOP budget's last epoch is partial."""
@@ -76,12 +88,15 @@ def _spread(values: list[float]) -> dict[str, Any]:
 
 
 def _final_accuracy(entry: ModelRecord) -> float | None:
-    finals = []
+    """The mean over seeds of the last held-out accuracy of the learning curve."""
+    finals: list[float] = []
     for u in entry.get("units", []):
-        if u.get("status") == "ok":
-            pts = _curve(u, None, list(range(1, len(u.get("history") or []) + 1)), 1)
-            if pts:
-                finals.append(pts[-1]["accuracy"])
+        if u.get("status") != "ok":
+            continue
+        held = [a for h in u.get("history") or []
+                if (a := h.get("val_acc") if h.get("val_acc") is not None else h.get("test_acc")) is not None]
+        if held:
+            finals.append(float(held[-1]))
     return statistics.fmean(finals) if finals else None
 
 
@@ -105,17 +120,10 @@ def target_costs(record: RunRecord, target: float | None = None) -> dict[str, An
     goal = float(target)
     out: dict[str, Any] = {"value": goal, "source": source, "models": {}}
     for m, entry in record["models"].items():
-        fps = lookup(entry, "measurements", "flops", "train_per_sample")
         got = []
         units = [u for u in entry.get("units", []) if u.get("status") == "ok" and u.get("history")]
-        n_train = lookup(record, "budget", "n_train")
         for u in units:
-            if u.get("curve") and n_train and fps:  # --match flops: the finer eighths of the budget
-                points = [{"accuracy": float(p["accuracy"]), "flops": p["samples"] * fps, "seconds": p["seconds"],
-                           "epochs": p["samples"] / n_train} for p in u["curve"]]
-            else:
-                points = _curve(u, fps, *_epoch_samples(record, m, u))
-            r = reach(points, goal)
+            r = reach(unit_curve(record, m, u), goal)
             if r is not None:
                 got.append(r)
         row: dict[str, Any] = {"reached": len(got), "units": len(units), "best": finals.get(m),

@@ -13,6 +13,7 @@ from typing import Any
 
 from archbench.config import StudyConfig
 from archbench.errors import UsageError
+from archbench.train.loop import samples_of
 
 CURVE_POINTS = 8  # evaluations along each model's training, at equal fractions of the budget
 
@@ -20,19 +21,12 @@ CURVE_POINTS = 8  # evaluations along each model's training, at equal fractions 
 def steps_within(samples: int, n_train: int, batch_size: int) -> int:
     """The most training steps whose images add up to at most ``samples``,
     epochs of ``n_train`` images in batches of ``batch_size`` (each epoch's
-    last batch partial, as the loop trains them)."""
+    last batch partial, as the loop trains them: the inverse of
+    :func:`archbench.train.loop.samples_of`)."""
     bs = min(batch_size, n_train)
     per_epoch = math.ceil(n_train / bs)
     full, rest = divmod(samples, n_train)
     return full * per_epoch + rest // bs
-
-
-def samples_of(steps: int, n_train: int, batch_size: int) -> int:
-    """The training images ``steps`` steps go through (the inverse of :func:`steps_within`)."""
-    bs = min(batch_size, n_train)
-    per_epoch = math.ceil(n_train / bs)
-    full, rest = divmod(steps, per_epoch)
-    return full * n_train + min(rest * bs, n_train)
 
 
 def nearest_steps(samples: float, n_train: int, batch_size: int) -> int:

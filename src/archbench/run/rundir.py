@@ -77,7 +77,7 @@ class RunDir:
         """The unit's thread decision, kept beside its checkpoint."""
         return self.checkpoints / f"{self.stem(ref, seed)}.threads.json"
 
-    def remove_leftovers(self, log: object = None) -> int:
+    def remove_leftovers(self) -> int:
         """Remove temporary files of writes that a kill -9 cut short
         (results.json, epoch checkpoints, model files); the lock says no one
         else writes here. Returns how many."""

@@ -255,6 +255,7 @@ def study_metrics(record: RunRecord) -> tuple[dict[str, float], dict[str, str]]:
 
     from archbench.report.analysis import analyze
     from archbench.report.conclusions import bottom_line
+    from archbench.report.terminal import plain
 
     an = analyze(record)
     metrics: dict[str, float] = {}
@@ -266,7 +267,7 @@ def study_metrics(record: RunRecord) -> tuple[dict[str, float], dict[str, str]]:
         for cost, value in m["costs"].items():
             if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
                 metrics[f"{key}.{cost}"] = float(value)
-    tags = {"archbench.bottom_line": " ".join(bottom_line(an, record)).replace("**", "")[:5000]}
+    tags = {"archbench.bottom_line": plain(" ".join(bottom_line(an, record)))[:5000]}
     for p in an["pairs"]:
         ci = p["difference_ci"]
         tags[metric_key(f"archbench.verdict.{p['a']}_vs_{p['b']}")] = (

@@ -210,14 +210,22 @@ def accuracy_interval(correct: torch.Tensor, level: float = 0.95) -> Interval:
     mean = float(comp.acc.mean())
     v_seeds = float(comp.acc.var()) / k if k >= 2 else 0.0
     v_img = max(0.0, float(comp.per_image[0].var()) - float(comp.ms_residual[0]) / k) / n if n >= 2 else 0.0
+    if k == 1:  # one run: Wilson's own interval, on the images
+        return effective_wilson(mean, mean * (1 - mean) / n, n, math.inf, level,
+                                "Wilson score, test images only, one seed")
+    return seeds_and_images(mean, v_seeds, k, v_img, n, level, float(max(n - 1, 1)),
+                            f"Wilson score at the effective sample size, seeds and test images, n={k} seeds")
+
+
+def seeds_and_images(mean: float, v_seeds: float, k: int, v_img: float, n: int, level: float, fallback_df: float,
+                     method: str) -> Interval:
+    """:func:`effective_wilson` for a mean over ``k`` seeds and ``n`` images
+    whose variance is ``v_seeds`` + ``v_img``, with Welch-Satterthwaite df
+    over the two parts (``fallback_df`` where both are 0)."""
     var = v_seeds + v_img
     den = (v_seeds**2 / (k - 1) if k >= 2 else 0.0) + v_img**2 / max(n - 1, 1)
-    df = var**2 / den if den > 0 else float(max(n - 1, 1))
-    what = (f"seeds and test images, n={k} seeds" if k >= 2 else "test images only, one seed")
-    if k == 1:  # one run: Wilson's own interval, on the images
-        return effective_wilson(mean, mean * (1 - mean) / n, n, math.inf, level, f"Wilson score, {what}")
-    return effective_wilson(mean, var, n * k, df, level, f"Wilson score at the effective sample size, {what}",
-                            n_certain=n)
+    df = var**2 / den if den > 0 else fallback_df
+    return effective_wilson(mean, var, n * k, df, level, method, n_certain=n)
 
 
 def accuracy_summary(accuracies: list[float], n_test: int, correct_counts: list[int] | None = None,
@@ -235,12 +243,9 @@ def accuracy_summary(accuracies: list[float], n_test: int, correct_counts: list[
         out["ci"] = accuracy_interval(correct, level).to_dict()
     elif n >= 2 and n_test > 0:
         m = out["mean"]
-        v_seeds, v_img = out["std"] ** 2 / n, m * (1 - m) / n_test
-        den = v_seeds**2 / (n - 1) + v_img**2 / max(n_test - 1, 1)
-        df = (v_seeds + v_img) ** 2 / den if den > 0 else float(n - 1)
-        out["ci"] = effective_wilson(m, v_seeds + v_img, n * n_test, df, level,
-                                     f"Wilson score at the effective sample size, seeds and test images "
-                                     f"(binomial), n={n} seeds", n_certain=n_test).to_dict()
+        out["ci"] = seeds_and_images(m, out["std"] ** 2 / n, n, m * (1 - m) / n_test, n_test, level, float(n - 1),
+                                     "Wilson score at the effective sample size, seeds and test images "
+                                     f"(binomial), n={n} seeds").to_dict()
     else:
         k = correct_counts[0] if correct_counts else round(accuracies[0] * n_test)
         out["ci"] = wilson_interval(k, n_test, level).to_dict()
@@ -492,9 +497,9 @@ def compare_pair(name_a: str, correct_a: torch.Tensor, name_b: str, correct_b: t
     acc_a, acc_b = correct_a.double().mean(1).tolist(), correct_b.double().mean(1).tolist()
     poi = None
     if ka >= 2 and kb >= 2:
-        wins = sum((x > y) + 0.5 * (x == y) for x in acc_a for y in acc_b)
-        poi = {"value": probability_of_improvement(acc_a, acc_b), "pairs": ka * kb, "wins": wins,
-               "p_value": mann_whitney_p(acc_a, acc_b)}
+        value = probability_of_improvement(acc_a, acc_b)
+        wins = round(2 * value * ka * kb) / 2  # a whole or half count: the value's own rounding undone
+        poi = {"value": value, "pairs": ka * kb, "wins": wins, "p_value": mann_whitney_p(acc_a, acc_b)}
     if winner:
         verdict = f"{winner} more accurate"
     elif observed:

@@ -125,6 +125,15 @@ class ProgressBar(Protocol):
 ProgressFactory = Callable[..., ProgressBar]
 
 
+def samples_of(steps: int, n_train: int, batch_size: int) -> int:
+    """The training images ``steps`` steps go through: epochs of ``n_train``
+    images in batches of ``batch_size``, each epoch's last batch partial."""
+    bs = min(batch_size, n_train)
+    per_epoch = math.ceil(n_train / bs)
+    full, rest = divmod(steps, per_epoch)
+    return full * n_train + min(rest * bs, n_train)
+
+
 @dataclass
 class _Run:
     """One training run's state, shared by the loop's steps."""
@@ -239,10 +248,10 @@ def _epoch(run: _Run, epoch: int, step: Step | GraphedStep, bar: ProgressBar | N
             bar.update(hi - lo)
             if device.type == "cpu" and i % 100 == 99:
                 bar.set_postfix_str(f"loss {float(step_loss[i - 99:i + 1].mean()):.4f}")
-        if run.eval_at and (epoch - 1) * spe + i + 1 in run.eval_at:
+        done = (epoch - 1) * spe + i + 1
+        if done in run.eval_at:
             t_eval = time.perf_counter()  # evaluation is not training: its time is left out
-            for _ in range(run.eval_at[(epoch - 1) * spe + i + 1]):  # a step named twice: the point twice
-                budget_point(run, (epoch - 1) * spe + i + 1, run.total_train + (t_eval - t0 - paused))
+            budget_point(run, done, run.total_train + (t_eval - t0 - paused), run.eval_at[done])
             paused += time.perf_counter() - t_eval
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -252,22 +261,22 @@ def _epoch(run: _Run, epoch: int, step: Step | GraphedStep, bar: ProgressBar | N
     return seconds, train_loss, train_acc
 
 
-def budget_point(run: _Run, step: int, seconds: float) -> None:
+def budget_point(run: _Run, step: int, seconds: float, times: int = 1) -> None:
     """Evaluate the held-out split after global ``step`` (a point of the
-    accuracy-against-compute curve) and keep it in ``run.points``: the step,
-    the training images seen, the training seconds so far, loss, accuracy
-    and which images it got right (bits, base64: the verdict at that point
-    pairs them across models)."""
+    accuracy-against-compute curve) and keep it in ``run.points`` ``times``
+    times (a step the plan names twice): the step, the training images seen,
+    the training seconds so far, loss, accuracy and which images it got
+    right (bits, base64: the verdict at that point pairs them across models)."""
     held_x, held_y, split = run.held
     if held_x is None or held_y is None:
         return
     s = run.setup
     ev = evaluate(s.run_model, held_x, held_y, run.cfg.eval_batch_size, s.channels_last, s.autocast_dtype)
     correct = (ev.predictions == held_y.cpu()).numpy()
-    full, part = divmod(step, run.steps_per_epoch)
-    run.points.append({"step": step, "samples": full * run.n + min(part * run.bs, run.n), "seconds": seconds,
-                       "split": split, "loss": ev.loss, "accuracy": ev.accuracy,
-                       "correct": base64.b64encode(np.packbits(correct).tobytes()).decode("ascii")})
+    point = {"step": step, "samples": samples_of(step, run.n, run.bs), "seconds": seconds, "split": split,
+             "loss": ev.loss, "accuracy": ev.accuracy,
+             "correct": base64.b64encode(np.packbits(correct).tobytes()).decode("ascii")}
+    run.points += [dict(point) for _ in range(times)]
 
 
 def _curve_point(run: _Run, epoch: int) -> tuple[EvalResult | None, float]:
@@ -414,8 +423,8 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
         if checkpoint is not None:
             checkpoint(_checkpoint_state(run, epoch))
     final, final_seconds = _final_test(run, (Xt, Yt), curve)
-    samples = sum(run.samples_in(e) for e in range(1, run.epochs + 1))
-    return TrainResult(run.history, final, run.total_train, run.total_steps, samples, str(device),
+    return TrainResult(run.history, final, run.total_train, run.total_steps,
+                       samples_of(run.total_steps, n, run.bs), str(device),
                        str(cfg.formulation) if device.type == "cpu" else "plain", isinstance(step, GraphedStep),
                        test_views=len(tta_views(cfg.tta_flip, cfg.tta_shift)), final_eval_seconds=final_seconds,
                        extra={"curve": run.points} if run.points else {})
