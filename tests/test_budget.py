@@ -46,8 +46,11 @@ def test_plan_gives_every_model_the_costliest_models_flops():
         for k, step in enumerate(m["points"], 1):
             want = k * p["budget_flops"] / 8 / m["flops_per_sample"]
             assert abs(samples_of(step, 6_000, 64) - want) <= 64
+    # The step at each model's recipe epochs, evaluated too: the equal-epochs question in the same run.
+    assert cnn["epochs_step"] == cnn["steps"] == 5 * 94 and mlp["epochs_step"] == 5 * 94
     few = plan(dataclasses.replace(cfg, budget_flops=2e6), fps, 6_000)["models"]["cnn"]  # 7 steps of 64 images
     assert len(few["points"]) == 8 and few["points"][0] == 1 and few["points"][-1] == few["steps"] == 7
+    assert few["epochs_step"] is None  # the budget ends before the recipe's 5 epochs
     own = plan(dataclasses.replace(cfg, budget_flops=1e6), fps, 6_000)
     assert own["by"] == "--budget-flops" and own["models"]["mlp"]["samples"] == 960  # 15 x 64 <= 1,000
     with pytest.raises(UsageError, match="less than one step of cnn"):
@@ -119,6 +122,15 @@ def test_a_study_at_equal_flops(tmp_path, fashion_dir):
     assert "8/8 of the budget" in md and "Along the budget" in md
     assert "--match flops" in md or "recipes differ" not in md  # the same comparison; no false recipe claim
     assert "equal training compute" in p.stdout  # the terminal's bottom line says it too
+    # The equal-epochs comparison from the same run: each unit evaluated at its recipe's epoch too (the mlp
+    # after 1 of its ~3 epochs; the cnn at its last step), on the test set, paired across models.
+    for m in ("mlp", "cnn"):
+        for u in rec["models"][m]["units"]:
+            at = u["at_epochs"]
+            assert at["step"] == budget["models"][m]["epochs_step"] == 10 and at["samples"] == 640
+    cnn0 = rec["models"]["cnn"]["units"][0]
+    assert cnn0["at_epochs"]["accuracy"] == cnn0["curve"][-1]["accuracy"] == cnn0["test"]["accuracy"]
+    assert "At equal epochs instead (epochs mlp 1, cnn 1;" in " ".join(p.stdout.split())
 
 
 # --- cost to a target accuracy (--target) ------------------------------------------------------------------------
@@ -186,3 +198,23 @@ def test_target_costs_of_a_record():
     assert target_costs(rec, 0.999)["models"]["cnn"]["reached"] == 0  # never reached: said, not guessed
     with pytest.raises(UsageError, match="between 0 and 1, e.g. 0.85"):
         resolve({"target": 85})
+
+
+def test_the_equal_epochs_sentence_says_when_the_comparisons_disagree():
+    from archbench.report.conclusions import epochs_sentence
+
+    pair = {"difference": 0.012, "difference_ci": {"low": 0.004, "high": 0.02}, "unmeasured": []}
+    ec = {"leader": "cnn", "runner_up": "mlp", "pair": pair, "established": True, "split": "test",
+          "epochs": {"mlp": 5, "cnn": 5}, "flops": {"mlp": 1e12, "cnn": 4e12}, "accuracy": {"mlp": 0.8, "cnn": 0.81}}
+    mlp_wins = {"ranked": ["mlp", "cnn"], "pairs": [{"a": "mlp", "b": "cnn", "winner": "mlp"}]}
+    text = epochs_sentence(ec, mlp_wins)
+    assert "cnn 4.0× mlp's training FLOPs" in text and "**cnn** is more accurate: +1.20 pp over mlp" in text
+    assert "disagree: equal epochs favour cnn, equal compute mlp" in text
+    undecided = {"ranked": ["mlp", "cnn"], "pairs": [{"a": "mlp", "b": "cnn", "winner": None}]}
+    assert "Only the equal-epochs comparison establishes" in epochs_sentence(ec, undecided)
+    agree = {"ranked": ["cnn", "mlp"], "pairs": [{"a": "cnn", "b": "mlp", "winner": "cnn"}]}
+    assert "disagree" not in epochs_sentence(ec, agree) and "Only" not in epochs_sentence(ec, agree)
+    loose = {**ec, "established": False}
+    assert "not established" in epochs_sentence(loose, agree)
+    assert "Only the equal-compute comparison" in epochs_sentence(loose, agree)
+    assert epochs_sentence(None, agree) is None

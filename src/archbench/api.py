@@ -125,7 +125,7 @@ class StudyResult:
         return Verdicts(Verdict.from_pair(p) for p in self._analysis()["pairs"])
 
     def bottom_line(self) -> list[str]:
-        """The report's bottom line: 2-4 sentences (Markdown)."""
+        """The report's bottom line: 2-5 sentences (Markdown)."""
         from archbench.report.conclusions import bottom_line
 
         return bottom_line(self._analysis(), self.record)

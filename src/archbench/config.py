@@ -378,6 +378,7 @@ class StudyConfig:
     # not part of the record's config (it follows from it and the measurements).
     budget_steps: Mapping[str, int] = field(default_factory=dict)
     budget_points: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # steps of the curve's points
+    epochs_steps: Mapping[str, int] = field(default_factory=dict)  # the step at the recipe's epochs, evaluated too
     specs: Mapping[str, dict] = field(default_factory=dict)     # model name -> declarative spec
     sources: Mapping[str, Any] = field(default_factory=dict)    # key -> Source; "train": model -> key -> Source
     notes: tuple[str, ...] = ()                                 # what resolution changed and why

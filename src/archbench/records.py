@@ -115,6 +115,7 @@ class Unit(TypedDict):
     side_by_side: NotRequired[SideBySide]    # trained in a local pool
     curve: NotRequired[list[dict[str, Any]]]  # --match flops: held-out evaluations at k/8 of the budget (step,
     #                                          samples, seconds, split, loss, accuracy, correct: packed bits, base64)
+    at_epochs: NotRequired[dict[str, Any]]   # --match flops: the same, at the recipe's epochs (the equal-epochs point)
     host: NotRequired[dict[str, Any]]        # cpu, usable_cpus, torch_threads, torch_interop_threads,
     #                                          load_start, load_end ([1, 5, 15]-minute load averages)
 

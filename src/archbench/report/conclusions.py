@@ -24,6 +24,7 @@ from archbench.report.analysis import (
 )
 from archbench.report.document import Bullets, Para
 from archbench.report.rerun import seeds_command
+from archbench.report.target import epochs_comparison
 from archbench.report.units import fmt_bytes, fmt_count, fmt_seconds, fmt_si
 
 KIND_FMT = {"count": fmt_count, "bytes": fmt_bytes, "flops": lambda v: fmt_si(v, "FLOPs"),
@@ -554,13 +555,55 @@ def _caveat_sentence(an: dict, record: RunRecord, said_seeds: bool = False) -> s
     return ("Caveat: " + "; ".join(notes) + ".") if notes else None
 
 
+def _equal_compute_winner(an: dict) -> str | None:
+    """The model the verdicts call more accurate than every other (None: no such model)."""
+    ranked = an["ranked"]
+    if len(ranked) < 2:
+        return None
+    top = ranked[0]
+    rivals = [p for p in an["pairs"] if top in (p["a"], p["b"])]
+    return top if rivals and all(p["winner"] == top for p in rivals) else None
+
+
+def epochs_sentence(ec: dict | None, an: dict) -> str | None:
+    """Under a FLOP budget, the equal-epochs comparison the same run answers
+    (:func:`archbench.report.target.epochs_comparison`), and whether it agrees
+    with the equal-compute verdict."""
+    if not ec:
+        return None
+    lead, other, pair = ec["leader"], ec["runner_up"], ec["pair"]
+    each = ", ".join(f"{m} {ec['epochs'][m]:.3g}" for m in ec["accuracy"])
+    cheapest = min(ec["flops"], key=lambda m: ec["flops"][m])
+    spend = "; ".join(f"{m} {ec['flops'][m] / ec['flops'][cheapest]:.1f}× {cheapest}'s training FLOPs"
+                      for m in ec["flops"] if m != cheapest)
+    ci = pair["difference_ci"]
+    gap = f"{fmt_pp(pair['difference'])} over {other} (95 % CI {fmt_pp(ci['low'])} to {fmt_pp(ci['high'])})"
+    split = "test set" if ec["split"] == "test" else "validation split"
+    if ec["established"]:
+        said = f"**{lead}** is more accurate: {gap}"
+    elif pair["unmeasured"]:
+        said = f"{lead} scored {gap}, one seed, so nothing is said about the architectures"
+    else:
+        said = f"{lead} leads by {gap}, not established"
+    text = f"At equal epochs instead (epochs {each}; {spend}), on the {split}: {said}."
+    now = _equal_compute_winner(an)
+    then = lead if ec["established"] else None
+    if now and then and now != then:
+        text += f" The two comparisons disagree: equal epochs favour {then}, equal compute {now}."
+    elif now != then:
+        text += (f" Only the equal-{'compute' if now else 'epochs'} comparison establishes a more accurate "
+                 "model.")
+    return text
+
+
 def bottom_line(an: dict, record: RunRecord) -> list[str]:
-    """2-4 sentences answering the seed notebook's questions: which model is
+    """2-5 sentences answering the seed notebook's questions: which model is
     more accurate, which is cheaper, the trade-off (and the caveat that limits them)."""
     accuracy = _accuracy_sentence(an, record)
     compute = compute_words(record)
     if compute:
         accuracy = compute[0].upper() + compute[1:] + ". " + accuracy
-    sentences = [accuracy, _cheaper_sentence(an), _tradeoff_sentence(an),
+    sentences = [accuracy, epochs_sentence(epochs_comparison(record, an["alpha"]), an) if compute else None,
+                 _cheaper_sentence(an), _tradeoff_sentence(an),
                  _caveat_sentence(an, record, said_seeds="cannot separate architectures" in accuracy)]
-    return [s for s in sentences if s][:4]
+    return [s for s in sentences if s][:5]

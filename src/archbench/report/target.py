@@ -173,3 +173,40 @@ def budget_leads(record: RunRecord, alpha: float = 0.05) -> list[dict[str, Any]]
         out.append({"point": k + 1, "of": k_max, "flops": flops, "accuracy": acc, "leader": leader,
                     "established": established})
     return out
+
+
+def epochs_comparison(record: RunRecord, alpha: float = 0.05) -> dict[str, Any] | None:
+    """Under a FLOP budget, the other question the run answers: the models
+    after their recipe's epochs each (the seed notebook's comparison), from
+    each unit's ``at_epochs`` evaluation of the held-out split. ``accuracy``
+    (mean over seeds), ``flops`` (training FLOPs by then), ``epochs``, the
+    ``leader`` by the means, whether the verdict rule establishes its lead
+    over every other model (``established``), and its comparison with the
+    runner-up (``pair``: :func:`archbench.stats.compare_pair`). None when a
+    model's units lack the point (its budget ends before its recipe's epochs)."""
+    budget = record.get("budget")
+    if not budget:
+        return None
+    correct, acc, flops, epochs, split = {}, {}, {}, {}, "test"
+    for m, e in record.get("models", {}).items():
+        pts = [u["at_epochs"] for u in e.get("units", []) if u.get("status") == "ok" and u.get("at_epochs")]
+        ok = [u for u in e.get("units", []) if u.get("status") == "ok"]
+        if not pts or len(pts) != len(ok):
+            return None
+        split = pts[0]["split"]
+        n = len(record.get("dataset", {}).get("test_labels") or []) if split == "test" else \
+            int(record.get("dataset", {}).get("val_samples") or 0)
+        if not n:
+            return None
+        correct[m] = torch.stack([_decode(p["correct"], n) for p in pts])
+        acc[m] = statistics.fmean(p["accuracy"] for p in pts)
+        flops[m] = pts[0]["samples"] * budget["models"][m]["flops_per_sample"]
+        epochs[m] = pts[0]["samples"] / budget["n_train"]
+    if len(acc) < 2:
+        return None
+    ranked = sorted(acc, key=lambda m: -acc[m])
+    leader = ranked[0]
+    pairs = {m: compare_pair(leader, correct[leader], m, correct[m], alpha) for m in ranked[1:]}
+    return {"split": split, "accuracy": acc, "flops": flops, "epochs": epochs, "leader": leader,
+            "runner_up": ranked[1], "pair": pairs[ranked[1]],
+            "established": all(p["winner"] == leader for p in pairs.values())}

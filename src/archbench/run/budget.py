@@ -68,7 +68,11 @@ def plan(cfg: StudyConfig, flops_per_sample: dict[str, float | None], n_train: i
         # a model of few, costly steps may evaluate one step twice).
         points = [min(steps, nearest_steps(k * budget / CURVE_POINTS / fps[m], n_train, bs))
                   for k in range(1, CURVE_POINTS + 1)]
+        # The step at the recipe's epochs, where the budget reaches it: evaluated too, so that the run can
+        # also answer the equal-epochs question (cnn and mlp after 5 epochs each) beside the equal-compute one.
+        at_epochs = math.ceil(n_train / min(bs, n_train)) * cfg.train_config_for(m).epochs
         models[m] = {"steps": steps, "epochs": samples / n_train, "samples": samples,
-                     "train_flops": samples * fps[m], "flops_per_sample": fps[m], "points": points}
+                     "train_flops": samples * fps[m], "flops_per_sample": fps[m], "points": points,
+                     "epochs_step": at_epochs if at_epochs <= steps else None}
     return {"match": "flops", "budget_flops": budget, "by": by, "n_train": n_train, "models": models}
 

@@ -300,7 +300,9 @@ class _Study:
         self.log(f"equal training compute: {budget['budget_flops']:.4g} FLOPs ({budget['by']}): " + ", ".join(
             f"{m} {b['steps']:,} steps ({b['epochs']:.2f} epochs)" for m, b in budget["models"].items()))
         return replace(self.cfg, budget_steps={m: b["steps"] for m, b in budget["models"].items()},
-                       budget_points={m: tuple(b["points"]) for m, b in budget["models"].items()})
+                       budget_points={m: tuple(b["points"]) for m, b in budget["models"].items()},
+                       epochs_steps={m: b["epochs_step"] for m, b in budget["models"].items()
+                                     if b.get("epochs_step")})
 
     def run(self) -> tuple[RunRecord, Path]:
         register_specs(self.cfg)  # a stored configuration (--resume) builds its spec models by name

@@ -119,12 +119,19 @@ def train_as_unit(model: torch.nn.Module, ref: str, seed: int, cfg: StudyConfig,
                   **kw: Any) -> TrainResult:
     """Train ``model`` as unit (``ref``, ``seed``) trains: its recipe, the
     data's splits and storage, and under a FLOP budget its step budget and
-    curve points (``kw``: progress, checkpoint, resume_from)."""
-    return train(model, data.train_images, data.train_labels, data.test_images, data.test_labels,
-                 cfg.train_config_for(ref), seed=seed,
-                 val_x=getattr(data, "val_images", None), val_y=getattr(data, "val_labels", None),
-                 stream=getattr(data, "storage", "memory") == "memmap", max_steps=cfg.budget_steps.get(ref),
-                 eval_at=cfg.budget_points.get(ref, ()), **kw)
+    curve points, and the point at the recipe's epochs (``extra["at_epochs"]``)
+    where the budget reaches it (``kw``: progress, checkpoint, resume_from)."""
+    at_epochs = cfg.epochs_steps.get(ref)
+    result = train(model, data.train_images, data.train_labels, data.test_images, data.test_labels,
+                   cfg.train_config_for(ref), seed=seed,
+                   val_x=getattr(data, "val_images", None), val_y=getattr(data, "val_labels", None),
+                   stream=getattr(data, "storage", "memory") == "memmap", max_steps=cfg.budget_steps.get(ref),
+                   eval_at=tuple(cfg.budget_points.get(ref, ())) + ((at_epochs,) if at_epochs else ()), **kw)
+    curve = result.extra.get("curve")
+    if at_epochs and curve:  # the equal-epochs point is not one of the curve's eighths (a shared step is kept twice)
+        i = next(i for i, p in enumerate(curve) if p["step"] == at_epochs)
+        result.extra["at_epochs"] = curve.pop(i)
+    return result
 
 
 def _unit_record(seed: int, result: TrainResult, t0: float, files: dict, resumed: bool,
@@ -150,6 +157,8 @@ def _unit_record(seed: int, result: TrainResult, t0: float, files: dict, resumed
     }
     if result.extra.get("curve"):  # --match flops: the accuracy-against-compute points
         unit["curve"] = result.extra["curve"]
+    if result.extra.get("at_epochs"):  # and the point at the recipe's epochs (the equal-epochs comparison)
+        unit["at_epochs"] = result.extra["at_epochs"]
     return unit
 
 
