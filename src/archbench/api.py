@@ -270,7 +270,9 @@ def compare(models: Any, *, seeds: Any = None, dataset: str | None = None, quiet
     archbench.run.jobs; models given as Python objects train one at a time) or a
     number (models given as Python objects need ``jobs=1``).
     ``options`` are the keys of ``archbench run``: study keys (``data_dir``,
-    ``verify``, ``train_limit``, ``test_limit``, ``val_split``, ``out``, ``name``) and
+    ``verify``, ``train_limit``, ``test_limit``, ``val_split``, ``out``, ``name``,
+    ``match="flops"``, ``budget_flops``, ``target``, ``tune="lr"`` or
+    ``tune={"lr": (1e-4, 1e-2)}`` with ``trials`` and ``tune_per_seed``) and
     training keys (``epochs``, ``batch_size``, ``lr``, ``optimizer``, ...).
     An option given here wins over the model's recipe, as on the command line;
     one not given leaves the recipe's value (a zoo model trains with its own

@@ -175,6 +175,17 @@ def _add_study_options(r: argparse.ArgumentParser) -> None:
     r.add_argument("--target", type=float, default=S, metavar="ACCURACY",
                    help="the report gives each model's training FLOPs, seconds and epochs to reach this held-out "
                         "accuracy (a fraction, e.g. 0.85; default: the lowest final mean accuracy among the models)")
+    r.add_argument("--tune", action="append", default=S, metavar="KEY[=LOW:HIGH]",
+                   help="equal tuning effort: every model tries --trials values of this recipe key (lr, "
+                        "weight_decay, eps, beta1, beta2, warmup, label_smoothing; repeat or comma-separate for "
+                        "several), from a tenth to ten times its recipe value or over LOW:HIGH, each trial trained "
+                        "on the training split minus --val-split (default 0.1 when tuning) and scored on the "
+                        "validation split; each model's seeds then train with its best value")
+    r.add_argument("--trials", type=_int_at_least(2, "--trials", 100), default=S, metavar="N",
+                   help="with --tune: trials per model, the same for every model (default: 5)")
+    r.add_argument("--tune-per-seed", action="store_true", default=S,
+                   help="with --tune: each seed tunes on its own trials (the noise of the choice is then in the "
+                        "verdict's interval; costs trials x seeds trainings per model)")
     r.add_argument("--data-dir", default=S, help="directory holding the IDX files (.gz or raw)")
     r.add_argument("--no-verify", action="store_true", default=S,
                    help="skip the checksum check of the data files")
@@ -284,7 +295,7 @@ def _log(quiet: bool) -> Callable[[str], None]:
 
 # Command-line dests that are configuration keys (everything else is how to run).
 _STUDY_DESTS = ("models", "seeds", "repeats", "dataset", "data_dir", "no_verify", "out", "name", "train_limit",
-                "test_limit", "val_split", "match", "budget_flops", "target")
+                "test_limit", "val_split", "match", "budget_flops", "target", "tune", "trials", "tune_per_seed")
 
 
 def _auto_or_count(what: str, unit: str, maximum: int) -> Callable[[str], int | str]:

@@ -320,6 +320,78 @@ def _name_convert(v: Any) -> str | None:
     return v
 
 
+# --------------------------------------------------------------------------- tuning (archbench.tuning)
+
+# Recipe keys whose value is a real number (the tunable ones).
+TUNABLE = ("lr", "weight_decay", "eps", "beta1", "beta2", "warmup", "label_smoothing")
+MAX_TRIALS = 100
+Ranges = dict[str, tuple[float, float] | None]
+
+
+def _range(key: str, text: Any) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    if isinstance(text, str):
+        parts = text.split(":")
+        if len(parts) != 2:
+            raise ValueError(f"{key}'s range {text!r} is not LOW:HIGH")
+        try:
+            lo, hi = float(parts[0]), float(parts[1])
+        except ValueError:
+            raise ValueError(f"{key}'s range {text!r} is not LOW:HIGH with two numbers") from None
+    elif isinstance(text, (list, tuple)) and len(text) == 2 and \
+            all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in text):
+        lo, hi = float(text[0]), float(text[1])
+    else:
+        raise ValueError(f"{key}'s range {text!r} is not [LOW, HIGH]")
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"{key}'s range {lo:g}:{hi:g} is empty or not finite: give LOW < HIGH")
+    return lo, hi
+
+
+def parse_tune(value: Any) -> Ranges:
+    """``--tune`` as given (``"lr"``, ``"lr,weight_decay=1e-5:1e-2"``, a list
+    of such items, or a table ``{lr = [1e-4, 1e-2]}``) as {key: (low, high) or
+    None (the default range)}. Raises ValueError naming what is wrong."""
+    items: list[tuple[str, Any]] = []
+    if isinstance(value, str):
+        value = [v for v in value.split(",") if v.strip()]
+    if isinstance(value, Mapping):
+        items = [(str(k), v) for k, v in value.items()]
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            if not isinstance(v, str):
+                raise ValueError(f"{v!r} is not a recipe key")
+            for part in (p for p in v.split(",") if p.strip()):  # --tune lr,eps=1e-8:1e-6 or --tune lr --tune eps
+                key, _, rng = part.partition("=")
+                items.append((key, rng or None))
+    else:
+        raise ValueError(f"{value!r} is not a list of recipe keys")
+    out: Ranges = {}
+    for key, rng in items:
+        key = key.strip()
+        if key not in TUNABLE:
+            raise ValueError(f"{key!r} cannot be tuned: the tunable recipe keys are {', '.join(TUNABLE)}")
+        if key in out:
+            raise ValueError(f"{key} is given twice")
+        out[key] = _range(key, rng.strip() if isinstance(rng, str) else rng)
+    if not out:
+        raise ValueError("no key to tune")
+    return out
+
+
+
+
+def _tune_convert(v: Any) -> Ranges | None:
+    if v is None or v == {}:
+        return None
+    try:
+        return parse_tune(v)
+    except ValueError as exc:
+        raise UsageError(f"tune = {v!r} is invalid: {exc} (e.g. --tune lr, or --tune lr=1e-4:1e-2,"
+                         "weight_decay=0:1e-3).") from None
+
+
 DEFAULT_MODELS = ("mlp", "cnn")
 MAX_REPEATS = 10_000  # seeds 0..N-1 are made as a list: a larger N is a typo (and would not fit in memory)
 REPEATS_CHECK = _int_check(1, MAX_REPEATS)
@@ -337,6 +409,9 @@ STUDY_CHECKS: dict[str, _Check] = {
                            "--epochs epochs)", _budget_convert),
     "target": _Check("an accuracy strictly between 0 and 1, e.g. 0.85 for 85 % (or leave it out: the lowest "
                      "final mean accuracy among the models)", _target_convert),
+    "tune": _Check("recipe keys to tune, each with an optional range: e.g. lr, or lr=1e-4:1e-2", _tune_convert),
+    "trials": _int_check(2, MAX_TRIALS, " number of trials per model"),
+    "tune_per_seed": _bool_check(),
     "data_dir": _Check("a directory path", _opt_path_convert),
     "verify": _Check("true or false", _bool_check().convert),
     "train_limit": _Check("an integer >= 1 (or leave it out for all samples)", _opt_int_convert),
@@ -347,12 +422,12 @@ STUDY_CHECKS: dict[str, _Check] = {
 STUDY_DEFAULTS: dict[str, Any] = {
     "models": list(DEFAULT_MODELS), "seeds": [0, 1, 2], "dataset": "fashion-mnist", "data_dir": None, "verify": True,
     "train_limit": None, "test_limit": None, "out": "runs", "name": None, "val_split": None,
-    "match": "epochs", "budget_flops": None, "target": None,
+    "match": "epochs", "budget_flops": None, "target": None, "tune": None, "trials": 5, "tune_per_seed": False,
 }
 # Keys stored in results.json (out and name say where the run is, not what it is): every study key but those.
 RECORDED_STUDY_KEYS = tuple(k for k in STUDY_DEFAULTS if k not in ("out", "name"))
 # Keys recorded only away from their defaults (records made before they existed stay as they were).
-RECORDED_IF_GIVEN = ("val_split", "match", "budget_flops", "target")
+RECORDED_IF_GIVEN = ("val_split", "match", "budget_flops", "target", "tune", "trials", "tune_per_seed")
 
 
 @dataclass(frozen=True)
@@ -374,11 +449,15 @@ class StudyConfig:
     match: str = "epochs"            # what every model gets the same of: epochs, or training FLOPs
     budget_flops: float | None = None  # with match "flops": the budget (None: the costliest model's epochs)
     target: float | None = None      # the accuracy whose cost the report gives (None: the lowest final mean)
+    tune: Mapping[str, tuple[float, float] | None] | None = None  # recipe keys tuned per model (archbench.tuning)
+    trials: int = 5                  # with tune: trials per model (per seed with tune_per_seed)
+    tune_per_seed: bool = False      # with tune: each seed tunes on its own (the choice's noise in the interval)
     # With match "flops", each model's step budget, planned once its FLOPs are measured (archbench.run.budget);
     # not part of the record's config (it follows from it and the measurements).
     budget_steps: Mapping[str, int] = field(default_factory=dict)
     budget_points: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # steps of the curve's points
     epochs_steps: Mapping[str, int] = field(default_factory=dict)  # the step at the recipe's epochs, evaluated too
+    trial_run: bool = False  # runtime: units are tuning trials (validation only: no test set, no saved files)
     specs: Mapping[str, dict] = field(default_factory=dict)     # model name -> declarative spec
     sources: Mapping[str, Any] = field(default_factory=dict)    # key -> Source; "train": model -> key -> Source
     notes: tuple[str, ...] = ()                                 # what resolution changed and why
@@ -397,6 +476,8 @@ class StudyConfig:
             if d[key] == STUDY_DEFAULTS[key]:
                 del d[key]
         d["models"], d["seeds"] = list(self.models), list(self.seeds)
+        if d.get("tune"):
+            d["tune"] = {k: list(v) if v else None for k, v in d["tune"].items()}
         d["specs"] = {k: dict(v) for k, v in self.specs.items()}
         d["train"] = {m: self.train[m].to_dict() for m in self.models}
         omitted = set(RECORDED_IF_GIVEN) - {"val_split"} - set(d)  # their sources too (val_split's always was)

@@ -116,6 +116,9 @@ class Unit(TypedDict):
     curve: NotRequired[list[dict[str, Any]]]  # --match flops: held-out evaluations at k/8 of the budget (step,
     #                                          samples, seconds, split, loss, accuracy, correct: packed bits, base64)
     at_epochs: NotRequired[dict[str, Any]]   # --match flops: the same, at the recipe's epochs (the equal-epochs point)
+    trial: NotRequired[int]                  # a tuning trial (ModelRecord.trials): its index,
+    params: NotRequired[dict[str, float]]    # the recipe values it trained with,
+    validation: NotRequired[dict[str, float]]  # and its score: final validation loss and accuracy (no test)
     host: NotRequired[dict[str, Any]]        # cpu, usable_cpus, torch_threads, torch_interop_threads,
     #                                          load_start, load_end ([1, 5, 15]-minute load averages)
 
@@ -127,6 +130,8 @@ class ModelRecord(TypedDict):
     recipe: NotRequired[dict[str, Any]]  # the model's resolved training options
     measure_seconds: NotRequired[float]  # wall time of measuring the costs (part of the time to result)
     measurement_error: NotRequired[str]
+    trials: NotRequired[list[Unit]]      # --tune: the tuning trials (archbench.run.tune), each a unit with `trial`
+    tuned: NotRequired[dict[str, Any]]   # --tune: the values chosen (archbench.run.tune.choices)
 
 
 class RunRecord(TypedDict):

@@ -277,6 +277,7 @@ def resolve(explicit: Mapping[str, Any] | None = None, *, experiment: Experiment
         raise UsageError(f"a FLOP budget ({study['budget_flops']:g}) is for equal-compute comparisons: give "
                          "--match flops with --budget-flops (or match = \"flops\" in the experiment file), or leave "
                          "the budget out.")
+    notes: list[str] = _tuning_defaults(study, sources)
     given_train = {k: check_value(k, v, TRAIN_CHECKS[k]) for k, v in explicit.items() if k in TRAIN_KEYS}
     file_train = experiment.train if experiment else {}
     per_model_file = experiment.per_model if experiment else {}
@@ -291,7 +292,6 @@ def resolve(explicit: Mapping[str, Any] | None = None, *, experiment: Experiment
                                  "study; move it to [train] or the command line.")
     train: dict[str, TrainConfig] = {}
     train_sources: dict[str, dict[str, Source]] = {}
-    notes: list[str] = []
     for m in models:
         recipe = recipe_of(m)
         own = per_model_file.get(m, {})
@@ -323,10 +323,33 @@ def resolve(explicit: Mapping[str, Any] | None = None, *, experiment: Experiment
         train[m] = TrainConfig.from_dict(values, f"model {m}: ")
         train_sources[m] = srcs
     sources["train"] = train_sources
+    if study["tune"]:
+        from archbench.tuning import trial_values
+
+        for m in models:  # every model's trial values exist and are valid, before anything runs
+            trial_values(train[m], study["tune"], study["trials"], m)
     study.update(models=tuple(models), seeds=tuple(study["seeds"]))
     return StudyConfig(train=train, **study,
                        specs=specs,
                        sources=sources, notes=tuple(notes))
+
+
+def _tuning_defaults(study: dict[str, Any], sources: dict[str, Any]) -> list[str]:
+    """Tuning's options checked together: --trials and --tune-per-seed need
+    --tune; tuning needs a validation split (0.1 unless given). The notes
+    that say what was defaulted."""
+    if not study["tune"]:
+        given = [k for k in ("trials", "tune_per_seed") if sources[k] != Source.DEFAULT]
+        if given:
+            raise UsageError(f"{' and '.join('--' + k.replace('_', '-') for k in given)} "
+                             f"{'is' if len(given) == 1 else 'are'} for tuning: give --tune KEY too (e.g. --tune lr), "
+                             "or leave it out.")
+        return []
+    if study["val_split"] is None:
+        study["val_split"] = 0.1
+        return ["tuning: 10 % of the training images are held out as the validation split the trials are scored "
+                "on (--val-split sets another fraction)"]
+    return []
 
 
 def dataset_symmetry(dataset: str) -> tuple[str, bool | None]:

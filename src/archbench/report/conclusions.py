@@ -25,6 +25,7 @@ from archbench.report.analysis import (
 from archbench.report.document import Bullets, Para
 from archbench.report.rerun import seeds_command
 from archbench.report.target import epochs_comparison
+from archbench.report.tuning import tuned_words, tuning_summary
 from archbench.report.units import fmt_bytes, fmt_count, fmt_seconds, fmt_si
 
 KIND_FMT = {"count": fmt_count, "bytes": fmt_bytes, "flops": lambda v: fmt_si(v, "FLOPs"),
@@ -603,6 +604,9 @@ def bottom_line(an: dict, record: RunRecord) -> list[str]:
     compute = compute_words(record)
     if compute:
         accuracy = compute[0].upper() + compute[1:] + ". " + accuracy
+    tuned = tuned_words(tuning_summary(record))
+    if tuned:
+        accuracy = tuned[0].upper() + tuned[1:] + ". " + accuracy
     sentences = [accuracy, epochs_sentence(epochs_comparison(record, an["alpha"]), an) if compute else None,
                  _cheaper_sentence(an), _tradeoff_sentence(an),
                  _caveat_sentence(an, record, said_seeds="cannot separate architectures" in accuracy)]

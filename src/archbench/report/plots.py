@@ -359,6 +359,39 @@ def accuracy_vs_compute(record: RunRecord) -> Figure | None:
     return fig
 
 
+def tuning_trials(record: RunRecord) -> Figure | None:
+    """With ``--tune``: each model's validation accuracy against the first
+    tuned key's value, one point per trial (the chosen ones ringed)."""
+    tune = (record.get("config") or {}).get("tune")
+    if not tune:
+        return None
+    key = next(iter(tune))
+    colors = model_colors(record)
+    fig, ax = _figure()
+    xs: list[float] = []
+    for name, entry in record["models"].items():
+        tuned = (entry.get("tuned") or {}).get("by_seed") or {}
+        pts = sorted((float(u["params"][key]), 100 * float(u["validation"]["accuracy"]), u["trial"], u["seed"])
+                     for u in entry.get("trials") or [] if u.get("status") == "ok" and u.get("validation"))
+        if not pts:
+            continue
+        xs += [p[0] for p in pts]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], color=colors[name], marker="o", ms=4, lw=1,
+                ls="-" if len({p[3] for p in pts}) == 1 else "none", label=name)
+        for x, y, t, seed in pts:
+            if (tuned.get(str(seed)) or {}).get("trial") == t:
+                ax.plot([x], [y], marker="o", ms=11, mfc="none", color=colors[name])
+    if not xs:
+        return None
+    if min(xs) > 0:
+        ax.set_xscale("log")
+    ax.set_xlabel(f"{key} (trial value)")
+    ax.set_ylabel("validation accuracy, %")
+    ax.legend(fontsize=8)
+    ax.set_title("Tuning trials (ringed: the value each model's seeds trained with)")
+    return fig
+
+
 def make_plots(record: RunRecord, analysis: dict[str, Any], run_dir: Path) -> list[tuple[str, str]]:
     """Write every figure under ``run_dir/plots`` (PNG and SVG); return (relative PNG path, caption)."""
     import matplotlib
@@ -385,6 +418,8 @@ def plot_jobs(record: RunRecord, analysis: dict[str, Any]) -> list[tuple[str, st
         ("per_class_accuracy.png", "Per-class accuracy", lambda: per_class_accuracy(record)),
         ("accuracy_vs_compute.png", "Accuracy against training FLOPs spent (equal-compute comparison)",
          lambda: accuracy_vs_compute(record)),
+        ("tuning_trials.png", "Tuning trials: validation accuracy against the value tried",
+         lambda: tuning_trials(record)),
         ("cost_breakdown.png", "Cost breakdown: memory and FLOP categories", lambda: cost_breakdown(record))]
     for i, name in enumerate(record["models"]):
         # Short (a file name has at most 255 bytes); unique by i.

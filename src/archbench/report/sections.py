@@ -29,6 +29,7 @@ from archbench.report.document import Bullets, Heading, Image, Para, Pre, Table
 from archbench.report.per_model import model_section
 from archbench.report.table import TABLE_HEAD, comparison_rows
 from archbench.report.target import budget_leads, target_costs
+from archbench.report.tuning import tuning_blocks
 from archbench.report.units import fmt_count
 
 
@@ -83,6 +84,7 @@ def build_blocks(record: RunRecord, analysis: dict[str, Any] | None = None,
              "one forward + backward step divided by the batch size. Peak training memory is measured over "
              "one steady-state step. Train time covers the training steps only."),
         *conditions_table(an),
+        *tuning_blocks(record),
         Heading(2, "Which model is more accurate?"),
         *accuracy_conclusions(an, record),
         *leads_conclusions(budget_leads(record, an["alpha"])),
@@ -177,14 +179,19 @@ def recipe_blocks(cfg: dict, record: RunRecord | None = None) -> list:
             vals = [lookup(record, "configs", source_run(record, m) or "", k) for m in models]
             if any(v is not None for v in vals) and len({str(v) for v in vals}) > 1:
                 rows.append((k, *[str(v) if v is not None else "all" for v in vals]))
+    tuned = {m: (lookup(record, "models", m, "tuned", "by_seed") or {}) if record is not None else {} for m in models}
     for k in keys:
         cells = []
         for m in models:
             src = (sources.get(m) or {}).get(k)
+            picks = sorted({f"{c['params'][k]:.3g}" for c in tuned[m].values() if k in (c.get("params") or {})})
+            if picks:  # --tune: the value the seeds trained with, not the recipe's
+                cells.append(" / ".join(picks) + f" (tuned; recipe {train[m][k]})")
+                continue
             cells.append(f"{train[m][k]}" + (f" ({src})" if src and src != "default" else "") if k in train[m]
                          else "–")
         rows.append((k, *cells))
-    same = all(train[m] == train[models[0]] for m in models)
+    same = all(train[m] == train[models[0]] for m in models) and all(t == tuned[models[0]] for t in tuned.values())
     intro = ("Training recipe (the same for every model; in brackets where a value came from when not the "
              "default):" if same else
              "Training recipes differ between models; each model's own, with where each value came from "

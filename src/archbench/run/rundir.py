@@ -9,6 +9,7 @@ of interrupted writes, and removing what a failed new run wrote.
     <run_dir>/checkpoints/<stem>-seed<k>.threads.json  the thread count it started with
     <run_dir>/models/<stem>-seed<k>.{safetensors,pt,onnx}
     <run_dir>/report.md, report.html, plots/, tables/
+    <run_dir>/trials/trial-<t>/checkpoints/...         a tuning trial's units (--tune): checkpoints only
 
 A model's file stem is its name where that is a safe, short file name, and
 otherwise its safe characters plus a hash of the whole name (so ``net 1`` and
@@ -76,6 +77,10 @@ class RunDir:
     def thread_decision(self, ref: str, seed: int) -> Path:
         """The unit's thread decision, kept beside its checkpoint."""
         return self.checkpoints / f"{self.stem(ref, seed)}.threads.json"
+
+    def trial(self, t: int) -> RunDir:
+        """Where tuning trial ``t``'s units keep their checkpoints (their stems are those of the seeds')."""
+        return RunDir(self.path / "trials" / f"trial-{t}")
 
     def remove_leftovers(self) -> int:
         """Remove temporary files of writes that a kill -9 cut short
@@ -184,7 +189,8 @@ class DiscardIfFailed:
             return
         if issubclass(exc_type, OutputError) and (self.run_dir / "results.json").exists():
             return
-        if any(u.get("status") == "ok" for e in self.record["models"].values() for u in e.get("units", [])):
+        if any(u.get("status") == "ok" for e in self.record["models"].values()
+               for u in [*e.get("units", []), *e.get("trials", [])]):
             return
         if self.created:
             shutil.rmtree(self.run_dir, ignore_errors=True)

@@ -51,7 +51,7 @@ from archbench.run.pool import PoolExecutor, check_parallel_models
 from archbench.run.preflight import check_models, load_study_data
 from archbench.run.rundir import DiscardIfFailed, RunDir, RunDirLock
 from archbench.run.signals import check_stop, stop_on_signals, stop_requested
-from archbench.run.unit import UnitContext, data_shape, train_as_unit, unit_model
+from archbench.run.unit import UnitContext, data_shape, failed_unit, train_as_unit, unit_model
 from archbench.train.step import resolve_device
 
 
@@ -217,6 +217,8 @@ class _Study:
         self.x = opts.execution
         self.log: Log = opts.log or (lambda s: None)
         self.tracker: Any = None
+        self.decided_jobs: int | None = None
+        self.unit_configs: dict[tuple[str, int], StudyConfig] = {}  # with --tune: the tuned study of each unit
 
     def preflight(self) -> None:
         """Data and models checked, executor options and MLflow usable, before anything is written."""
@@ -255,6 +257,7 @@ class _Study:
         check_stop()  # a Ctrl-C swallowed during the unit (in a __del__, say) stops the run here
 
     def on_jobs_decision(self, decision: JobsDecision) -> None:
+        self.decided_jobs = int(decision["jobs"])
         execution = self.record.setdefault("execution", {})
         if self.opts.resume is not None:
             decision["resumed"] = True
@@ -274,14 +277,69 @@ class _Study:
                 save_record(record, self.run_dir.path)
         if cfg.match == "flops":
             cfg = self.cfg = self.plan_budget()
-        pending = [(ref, seed) for ref in cfg.models for seed in cfg.seeds
-                   if not any(u["seed"] == seed and u["status"] == "ok" for u in record["models"][ref]["units"])]
-        ctx = UnitContext(cfg, data, self.run_dir, self.device, self.log,
-                          progress_factory(self.opts.quiet or self.x.executor == "ray", self.opts.notebook))
-        executor, pending = choose_executor(ctx, self.x, self.threads, pending, self.on_jobs_decision)
-        executor.run(pending, self.on_result)
+        groups = self.tune(cfg) if cfg.tune else [cfg]
+        self.unit_configs = {(m, s): g for g in groups for m in g.models for s in g.seeds}
+        for group in groups:
+            pending = [(ref, seed) for ref in group.models for seed in group.seeds
+                       if not any(u["seed"] == seed and u["status"] == "ok" for u in record["models"][ref]["units"])]
+            if pending:
+                self.execute(group, pending, self.on_result, self.run_dir)
         check_stop()
         self.run_dir.drop_empty_checkpoints()
+
+    def execute(self, cfg: StudyConfig, pending: Pending, on_result: OnResult, run_dir: RunDir) -> None:
+        """Run ``pending`` units of ``cfg`` with the study's executor. Jobs
+        chosen by measuring ("auto") are measured once: later batches of
+        units (tuning trials, the seeds after them) keep the count."""
+        ctx = UnitContext(cfg, self.data, run_dir, self.device, self.log,
+                          progress_factory(self.opts.quiet or self.x.executor == "ray", self.opts.notebook))
+        executor, pending = choose_executor(ctx, self.x, self.threads, pending, self.on_jobs_decision)
+        executor.run(pending, on_result)
+        if self.x.jobs == "auto" and self.decided_jobs is not None:
+            self.x = replace(self.x, jobs=self.decided_jobs)
+
+    def tune(self, cfg: StudyConfig) -> list[StudyConfig]:
+        """Equal tuning effort (:mod:`archbench.run.tune`): every model's
+        trials, then its chosen values; the studies its seeds train in."""
+        from archbench.run import tune
+
+        values = tune.grid(cfg)
+        for t in range(cfg.trials):
+            pending = tune.pending_trials(self.record, cfg, t)
+            if not pending:
+                continue
+            self.log(f"tuning trial {t + 1}/{cfg.trials}: " + "; ".join(
+                f"{m} " + ", ".join(f"{k} {v:.3g}" for k, v in values[m][t].items()) for m in cfg.models))
+
+            def on_trial(ref: str, seed: int, unit: Unit, t: int = t) -> None:
+                self.on_trial(ref, seed, tune.trial_record(unit, t, values[ref][t]))
+
+            self.execute(tune.trial_config(cfg, values, t), pending, on_trial, self.run_dir.trial(t))
+        chosen = tune.choices(self.record, cfg, values)
+        for m in cfg.models:
+            self.record["models"][m]["tuned"] = {"values": values[m], **chosen[m]}
+            for s, c in chosen[m]["by_seed"].items():
+                self.log(f"[{m}] tuned" + (f" (seed {s})" if cfg.tune_per_seed else "") + ": " + ", ".join(
+                    f"{k} {v:.3g}" for k, v in c["params"].items()) + f" (validation accuracy "
+                    f"{100 * c['validation_accuracy']:.2f} %, trial {c['trial'] + 1}/{cfg.trials})"
+                    + (f"; warning: at the {' and '.join(c['edge'])} edge of the range tried" if c["edge"] else ""))
+            for s in chosen[m]["failed"]:
+                seeds = cfg.seeds if not cfg.tune_per_seed else (s,)
+                for seed in seeds:
+                    if not any(u["seed"] == seed and u["status"] == "ok" for u in self.record["models"][m]["units"]):
+                        self.on_result(m, seed, failed_unit(seed, tune.untuned_failure(m, self.record)))
+        save_record(self.record, self.run_dir.path)
+        return [g for g in tune.tuned_groups(cfg, chosen) if g.models]
+
+    def on_trial(self, ref: str, seed: int, unit: Unit) -> None:
+        entry = self.record["models"][ref]
+        t, order = unit["trial"], self.cfg.seeds
+        entry["trials"] = [u for u in entry.get("trials", []) if (u.get("trial"), u["seed"]) != (t, seed)] + [unit]
+        entry["trials"].sort(key=lambda u: (u.get("trial", 0), order.index(u["seed"]) if u["seed"] in order else 0))
+        if unit["status"] != "ok":
+            self.log(f"[{ref}] trial {t + 1} seed {seed}: FAILED — {unit['error']}")
+        save_record(self.record, self.run_dir.path)
+        check_stop()
 
     def plan_budget(self) -> StudyConfig:
         """Equal compute: each model's step budget from its measured FLOPs
@@ -320,7 +378,7 @@ class _Study:
                               f"continue with: archbench run --resume {run_dir}") from None
         if self.x.check_determinism:
             self.record["determinism_check"] = determinism_check(self.record, self.cfg, self.data, self.device,
-                                                                 self.log)
+                                                                 self.log, self.unit_configs)
             save_record(self.record, run_dir)
         try:
             write_reports(self.record, run_dir)
@@ -398,9 +456,10 @@ def measure_entry(entry: ModelRecord, ref: str, cfg: StudyConfig, train_samples:
     entry["measure_seconds"] = time.perf_counter() - t0
 
 
-def determinism_check(record: RunRecord, cfg: StudyConfig, data: Any, device: torch.device, log: Log
-                      ) -> dict[str, Any]:
-    """Retrain the first finished unit with the same seed and compare."""
+def determinism_check(record: RunRecord, cfg: StudyConfig, data: Any, device: torch.device, log: Log,
+                      configs: dict[tuple[str, int], StudyConfig] | None = None) -> dict[str, Any]:
+    """Retrain the first finished unit with the same seed and compare
+    (``configs``: each unit's study where it is not ``cfg``, e.g. its tuned values)."""
     for ref in cfg.models:
         for u in record["models"][ref]["units"]:
             if u["status"] != "ok":
@@ -412,7 +471,8 @@ def determinism_check(record: RunRecord, cfg: StudyConfig, data: Any, device: to
                 torch.set_num_threads(int(threads))
             try:
                 # As the unit trained (a FLOP budget's steps included), from a freshly built model.
-                result = train_as_unit(unit_model(ref, u["seed"], data), ref, u["seed"], cfg, data)
+                own = (configs or {}).get((ref, u["seed"]), cfg)
+                result = train_as_unit(unit_model(ref, u["seed"], data), ref, u["seed"], own, data)
             finally:
                 torch.set_num_threads(before)
             same_preds = result.test.predictions.tolist() == u["test"]["predictions"]

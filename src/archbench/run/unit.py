@@ -122,7 +122,9 @@ def train_as_unit(model: torch.nn.Module, ref: str, seed: int, cfg: StudyConfig,
     curve points, and the point at the recipe's epochs (``extra["at_epochs"]``)
     where the budget reaches it (``kw``: progress, checkpoint, resume_from)."""
     at_epochs = cfg.epochs_steps.get(ref)
-    result = train(model, data.train_images, data.train_labels, data.test_images, data.test_labels,
+    trial = cfg.trial_run  # a tuning trial never sees the test set
+    result = train(model, data.train_images, data.train_labels, None if trial else data.test_images,
+                   None if trial else data.test_labels,
                    cfg.train_config_for(ref), seed=seed,
                    val_x=getattr(data, "val_images", None), val_y=getattr(data, "val_labels", None),
                    stream=getattr(data, "storage", "memory") == "memmap", max_steps=cfg.budget_steps.get(ref),
@@ -205,6 +207,12 @@ def run_unit(ref: str, seed: int, cfg: StudyConfig, data: Any, run_dir: Path, pr
         result = train_as_unit(model, ref, seed, cfg, data, progress=progress, checkpoint=save_checkpoint,
                                resume_from=resume)
         check_stop()
+        if cfg.trial_run:  # a tuning trial: its score is the validation accuracy; no files are kept
+            ckpt.unlink(missing_ok=True)
+            val = result.history[-1].val_acc if result.history else None
+            log(f"[{ref}] seed {seed}: validation accuracy "
+                + (f"{100 * val:.2f} %" if val is not None else "n/a") + f", train {result.train_seconds:.2f} s")
+            return _unit_record(seed, result, t0, {}, resume is not None, host0)
         files = save_model_files(model, rd.models, stem)
         onnx_note = _save_onnx(model, shape, rd.path, stem, files)
         unit = _unit_record(seed, result, t0, files, resume is not None, host0)
