@@ -218,3 +218,46 @@ def test_the_equal_epochs_sentence_says_when_the_comparisons_disagree():
     assert "not established" in epochs_sentence(loose, agree)
     assert "Only the equal-compute comparison" in epochs_sentence(loose, agree)
     assert epochs_sentence(None, agree) is None
+
+
+# --- equal time (--match time) -----------------------------------------------------------------------------------
+
+def test_the_loop_trains_for_a_time_budget_with_its_curve_at_the_eighths(fashion):
+    cfg = TrainConfig(epochs=1, batch_size=64, schedule="onecycle", warmup=0.2)
+    x, y = fashion.train_images[:640], fashion.train_labels[:640]
+    xt, yt = fashion.test_images[:200], fashion.test_labels[:200]
+    r = train(build_model("mlp", 0), x, y, xt, yt, cfg, seed=0, max_seconds=0.4)
+    assert r.train_seconds >= 0.4 and r.steps == sum(1 for _ in range(r.steps))
+    assert r.samples_seen == samples_of(r.steps, 640, 64) and r.steps > 10  # more than an epoch of 10 steps
+    assert len(r.history) == -(-r.steps // 10)  # whole epochs, then part of one
+    curve = r.extra["curve"]
+    assert [p["fraction"] for p in curve] == [k / 8 for k in range(1, 9)]
+    assert all(p["seconds"] >= p["fraction"] * 0.4 for p in curve)  # each evaluated once its eighth has passed
+    assert [p["step"] for p in curve] == sorted(p["step"] for p in curve) and curve[-1]["step"] == r.steps
+    assert curve[-1]["accuracy"] == r.test.accuracy  # the last point is the end of training
+    with pytest.raises(UsageError, match="a time budget of 0 s trains nothing"):
+        train(build_model("mlp", 0), x, y, xt, yt, cfg, seed=0, max_seconds=0)
+    for bad, words in [({"match": "time"}, "--budget-seconds S"),
+                       ({"budget_seconds": 5}, "--match time with --budget-seconds")]:
+        with pytest.raises(UsageError, match=words):
+            resolve(bad)
+
+
+@pytest.mark.slow
+def test_a_study_at_equal_time(tmp_path):
+    env = {**os.environ, "COLUMNS": "100"}
+    env.pop("ARCHBENCH_JOBS", None)  # the default, auto: equal time runs its units one at a time all the same
+    p = subprocess.run([sys.executable, "-m", "archbench", "run", "--match", "time", "--budget-seconds", "1",
+                        "--seeds", "0,1", "--epochs", "1", "--train-limit", "640", "--test-limit", "200", "--no-timing",
+                        "--out", str(tmp_path), "--name", "t"], env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 0, p.stderr
+    assert "units train one at a time" in p.stderr  # side by side, the clock would measure the sharing
+    rec = json.loads((tmp_path / "t" / "results.json").read_text())
+    assert rec["config"]["match"] == "time" and rec["budget"]["budget_seconds"] == 1.0
+    for m in ("mlp", "cnn"):
+        for u in rec["models"][m]["units"]:
+            assert u["timings"]["train_seconds"] >= 1.0 and len(u["curve"]) == 8
+            assert u["at_epochs"]["step"] == 10  # the recipe's one epoch, reached within the second
+    md = (tmp_path / "t" / "report.md").read_text()
+    assert "At equal training time" in md and "belongs to this machine" in md and "8/8 of the budget" in md

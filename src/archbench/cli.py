@@ -166,12 +166,16 @@ def _add_study_options(r: argparse.ArgumentParser) -> None:
                    help="hold out this fraction of the training images (seeded, stratified) for the learning "
                         "curves; the test set is then evaluated once, after training (default: no validation "
                         "split, curves on the test set as in the seed notebook)")
-    r.add_argument("--match", default=S, choices=("epochs", "flops"),
-                   help="what every model gets the same of: epochs (default: the recipe's, as the seed notebook) "
-                        "or flops: the same training FLOPs, the costliest model's --epochs epochs (or "
-                        "--budget-flops); cheaper models train proportionally more steps")
+    r.add_argument("--match", default=S, choices=("epochs", "flops", "time"),
+                   help="what every model gets the same of: epochs (default: the recipe's, as the seed notebook); "
+                        "flops: the same training FLOPs, the costliest model's --epochs epochs (or "
+                        "--budget-flops), cheaper models training proportionally more steps; or time: the same "
+                        "seconds of training steps (--budget-seconds), a comparison that belongs to this machine")
     r.add_argument("--budget-flops", type=_positive_float("--budget-flops"), default=S, metavar="FLOPS",
                    help="with --match flops: the training budget in matmul/conv FLOPs (e.g. 2e12)")
+    r.add_argument("--budget-seconds", type=_positive_float("--budget-seconds"), default=S, metavar="SECONDS",
+                   help="with --match time: the seconds of training steps every model trains for (evaluation "
+                        "not counted)")
     r.add_argument("--target", type=float, default=S, metavar="ACCURACY",
                    help="the report gives each model's training FLOPs, seconds and epochs to reach this held-out "
                         "accuracy (a fraction, e.g. 0.85; default: the lowest final mean accuracy among the models)")
@@ -295,7 +299,8 @@ def _log(quiet: bool) -> Callable[[str], None]:
 
 # Command-line dests that are configuration keys (everything else is how to run).
 _STUDY_DESTS = ("models", "seeds", "repeats", "dataset", "data_dir", "no_verify", "out", "name", "train_limit",
-                "test_limit", "val_split", "match", "budget_flops", "target", "tune", "trials", "tune_per_seed")
+                "test_limit", "val_split", "match", "budget_flops", "budget_seconds", "target", "tune", "trials",
+                "tune_per_seed")
 
 
 def _auto_or_count(what: str, unit: str, maximum: int) -> Callable[[str], int | str]:

@@ -191,7 +191,14 @@ class TrainConfig:
         """The learning rate for 0-based ``step`` of ``total`` steps."""
         if self.schedule == Schedule.CONSTANT or total <= 1:
             return self.lr
-        t = step / (total - 1)
+        return self.lr_at_fraction(step / (total - 1))
+
+    def lr_at_fraction(self, t: float) -> float:
+        """The learning rate at fraction ``t`` (0 to 1) of the training (a
+        time budget's schedule runs over its seconds, not a step count)."""
+        if self.schedule == Schedule.CONSTANT:
+            return self.lr
+        t = min(1.0, max(0.0, t))
         w = self.warmup
         if w > 0 and t < w:
             return self.lr * (0.04 + 0.96 * t / w)
@@ -283,7 +290,7 @@ def _val_split_convert(v: Any) -> float | None:
     return float(v)
 
 
-MATCHES = ("epochs", "flops")
+MATCHES = ("epochs", "flops", "time")
 
 
 def _match_convert(v: Any) -> str:
@@ -403,8 +410,9 @@ STUDY_CHECKS: dict[str, _Check] = {
                       "(train/<class>/*.png, test/<class>/...)", _dataset_convert),
     "val_split": _Check("a fraction of the training images strictly between 0 and 1, e.g. 0.1 (or leave it "
                         "out: no validation split)", _val_split_convert),
-    "match": _Check("epochs (every model trains the recipe's epochs) or flops (every model trains the same "
-                    "training FLOPs)", _match_convert),
+    "match": _Check("epochs (every model trains the recipe's epochs), flops (every model trains the same "
+                    "training FLOPs) or time (the same seconds of training steps, --budget-seconds)", _match_convert),
+    "budget_seconds": _Check("a number of seconds > 0, e.g. 60 (with match time)", _budget_convert),
     "budget_flops": _Check("a number of training FLOPs > 0, e.g. 2e12 (or leave it out: the costliest model's "
                            "--epochs epochs)", _budget_convert),
     "target": _Check("an accuracy strictly between 0 and 1, e.g. 0.85 for 85 % (or leave it out: the lowest "
@@ -422,12 +430,14 @@ STUDY_CHECKS: dict[str, _Check] = {
 STUDY_DEFAULTS: dict[str, Any] = {
     "models": list(DEFAULT_MODELS), "seeds": [0, 1, 2], "dataset": "fashion-mnist", "data_dir": None, "verify": True,
     "train_limit": None, "test_limit": None, "out": "runs", "name": None, "val_split": None,
-    "match": "epochs", "budget_flops": None, "target": None, "tune": None, "trials": 5, "tune_per_seed": False,
+    "match": "epochs", "budget_flops": None, "budget_seconds": None, "target": None,
+    "tune": None, "trials": 5, "tune_per_seed": False,
 }
 # Keys stored in results.json (out and name say where the run is, not what it is): every study key but those.
 RECORDED_STUDY_KEYS = tuple(k for k in STUDY_DEFAULTS if k not in ("out", "name"))
 # Keys recorded only away from their defaults (records made before they existed stay as they were).
-RECORDED_IF_GIVEN = ("val_split", "match", "budget_flops", "target", "tune", "trials", "tune_per_seed")
+RECORDED_IF_GIVEN = ("val_split", "match", "budget_flops", "budget_seconds", "target", "tune", "trials",
+                     "tune_per_seed")
 
 
 @dataclass(frozen=True)
@@ -448,6 +458,7 @@ class StudyConfig:
     val_split: float | None = None   # fraction of the training images held out for the curves
     match: str = "epochs"            # what every model gets the same of: epochs, or training FLOPs
     budget_flops: float | None = None  # with match "flops": the budget (None: the costliest model's epochs)
+    budget_seconds: float | None = None  # with match "time": seconds of training steps for every model
     target: float | None = None      # the accuracy whose cost the report gives (None: the lowest final mean)
     tune: Mapping[str, tuple[float, float] | None] | None = None  # recipe keys tuned per model (archbench.tuning)
     trials: int = 5                  # with tune: trials per model (per seed with tune_per_seed)

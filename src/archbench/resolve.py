@@ -273,6 +273,13 @@ def resolve(explicit: Mapping[str, Any] | None = None, *, experiment: Experiment
             study[k], sources[k] = file_study[k], Source.FILE
         else:
             study[k], sources[k] = STUDY_DEFAULTS[k], Source.DEFAULT
+    if study["match"] == "time" and study["budget_seconds"] is None:
+        raise UsageError("--match time gives every model the same seconds of training steps: say how many with "
+                         "--budget-seconds S (e.g. --budget-seconds 60), or budget_seconds in the experiment file.")
+    if study["budget_seconds"] is not None and study["match"] != "time":
+        raise UsageError(f"a time budget ({study['budget_seconds']:g} s) is for equal-time comparisons: give "
+                         "--match time with --budget-seconds (or match = \"time\" in the experiment file), or leave "
+                         "the budget out.")
     if study["budget_flops"] is not None and study["match"] != "flops":
         raise UsageError(f"a FLOP budget ({study['budget_flops']:g}) is for equal-compute comparisons: give "
                          "--match flops with --budget-flops (or match = \"flops\" in the experiment file), or leave "

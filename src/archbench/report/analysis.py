@@ -167,12 +167,21 @@ def conditions(record: RunRecord, model: str) -> dict[str, Any]:
         "formulation": ", ".join(sorted({u["training"]["formulation"] for u in ok if u.get("training")}))
         or recipe.get("formulation"),
         "device": ", ".join(sorted({u["training"]["device"] for u in ok if u.get("training")})) or None,
-        "epochs": round(budget["epochs"], 2) if budget else recipe.get("epochs"),
+        "epochs": _budget_epochs(record, budget, ok) if budget else recipe.get("epochs"),
         "samples_per_epoch": ", ".join(f"{n:,}" for n in sorted(per_epoch)) or None,
         "threads": ", ".join(str(t) for t in sorted({h["torch_threads"] for h in hosts})) or None,
         "measure_threads": env.get("torch_threads"),
         "cpu": ", ".join(sorted({h["cpu"] for h in hosts})) or env.get("cpu"),
     }
+
+
+def _budget_epochs(record: RunRecord, budget: dict, ok: list) -> float | None:
+    """Epochs a budgeted model trained: planned (a FLOP budget), or reached in the mean (a time budget)."""
+    if "epochs" in budget:
+        return round(budget["epochs"], 2)
+    samples = [u["timings"]["samples_per_second"] * u["timings"]["train_seconds"] for u in ok if u.get("timings")]
+    n = lookup(record, "budget", "n_train")
+    return round(sum(samples) / len(samples) / n, 2) if samples and n else None
 
 
 def _loads(record: RunRecord, model: str) -> list[tuple[str, float, int]]:

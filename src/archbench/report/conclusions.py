@@ -132,11 +132,31 @@ def _one_seed_words(an: dict, record: RunRecord, unmeasured: list[str]) -> str:
             f"architecture can land elsewhere ({scale})")
 
 
+def _time_words(record: RunRecord, budget: dict) -> str:
+    """What each model reached in an equal-time comparison (``--match time``): mean steps and epochs over its seeds."""
+    each = []
+    for m, b in budget["models"].items():
+        units = [u for u in lookup(record, "models", m, "units") or [] if u.get("status") == "ok"]
+        if not units:
+            continue
+        steps = sum(float(u["timings"]["steps"]) for u in units) / len(units)
+        samples = sum(u["timings"]["samples_per_second"] * u["timings"]["train_seconds"] for u in units) / len(units)
+        flops = f", {fmt_si(samples * b['flops_per_sample'], 'FLOPs')}" if b.get("flops_per_sample") else ""
+        each.append(f"{m} {samples / budget['n_train']:.2f} epochs ({steps:,.0f} steps{flops}"
+                    + (", mean over seeds" if len(units) > 1 else "") + ")")
+    cpu = lookup(record, "environment", "cpu") or "this machine's CPU"
+    return (f"at equal training time — {fmt_seconds(budget['budget_seconds'])} of training steps each, on "
+            f"{cpu} under the load recorded with each unit (a comparison that belongs to this machine and load): "
+            + ", ".join(each))
+
+
 def compute_words(record: RunRecord) -> str | None:
     """What each model trained for in an equal-compute comparison (``--match flops``), or None."""
     budget = record.get("budget")
     if not budget or not budget.get("models"):
         return None
+    if budget.get("match") == "time":
+        return _time_words(record, budget)
     each = ", ".join(f"{m} {b['epochs']:.2f} epochs ({b['steps']:,} steps, {fmt_si(b['train_flops'], 'FLOPs')})"
                      for m, b in budget["models"].items())
     return (f"at equal training compute — a budget of {fmt_si(budget['budget_flops'], 'FLOPs')} "
@@ -187,7 +207,9 @@ def leads_conclusions(leads: list[dict] | None) -> list:
         return []
     items = []
     for p in leads:
-        accs = ", ".join(f"{m} {100 * a:.2f} % (at {fmt_si(p['flops'][m], 'FLOPs')})" for m, a in p["accuracy"].items())
+        accs = ", ".join(f"{m} {100 * a:.2f} % (at " + (fmt_si(p['flops'][m], 'FLOPs') if math.isfinite(p["flops"][m])
+                                                      else fmt_seconds(p["seconds"][m])) + ")"
+                         for m, a in p["accuracy"].items())
         lead = (f"**{p['leader']}** leads, established" if p["established"] else
                 f"{p['leader']} ahead by the means, not established")
         items.append(f"{p['point']}/{p['of']} of the budget: {accs} — {lead}.")
@@ -195,8 +217,10 @@ def leads_conclusions(leads: list[dict] | None) -> list:
                if a["established"] and b["established"] and a["leader"] != b["leader"]]
     said = "; ".join(f"from {a['leader']} to {b['leader']} between {a['point']}/{a['of']} and "
                      f"{b['point']}/{b['of']} of the budget" for a, b in changes)
+    timed = leads[0].get("match") == "time"
     return [Para("Along the budget (held-out accuracy, mean over seeds, at each model's step nearest the same "
-                 "fraction of the training FLOPs; a lead is established where the verdict rule calls it):"),
+                 f"fraction of the training {'seconds' if timed else 'FLOPs'}; a lead is established where the "
+                 "verdict rule calls it):"),
             Bullets(items),
             Para(f"The established lead changes {said}." if changes else
                  "The established lead does not change along the budget.")]
@@ -574,9 +598,11 @@ def epochs_sentence(ec: dict | None, an: dict) -> str | None:
         return None
     lead, other, pair = ec["leader"], ec["runner_up"], ec["pair"]
     each = ", ".join(f"{m} {ec['epochs'][m]:.3g}" for m in ec["accuracy"])
-    cheapest = min(ec["flops"], key=lambda m: ec["flops"][m])
-    spend = "; ".join(f"{m} {ec['flops'][m] / ec['flops'][cheapest]:.1f}× {cheapest}'s training FLOPs"
-                      for m in ec["flops"] if m != cheapest)
+    spend = ""
+    if all(math.isfinite(v) and v > 0 for v in ec["flops"].values()):
+        cheapest = min(ec["flops"], key=lambda m: ec["flops"][m])
+        spend = "; " + "; ".join(f"{m} {ec['flops'][m] / ec['flops'][cheapest]:.1f}× {cheapest}'s training FLOPs"
+                                 for m in ec["flops"] if m != cheapest)
     ci = pair["difference_ci"]
     gap = f"{fmt_pp(pair['difference'])} over {other} (95 % CI {fmt_pp(ci['low'])} to {fmt_pp(ci['high'])})"
     split = "test set" if ec["split"] == "test" else "validation split"
@@ -586,7 +612,7 @@ def epochs_sentence(ec: dict | None, an: dict) -> str | None:
         said = f"{lead} scored {gap}, one seed, so nothing is said about the architectures"
     else:
         said = f"{lead} leads by {gap}, not established"
-    text = f"At equal epochs instead (epochs {each}; {spend}), on the {split}: {said}."
+    text = f"At equal epochs instead (epochs {each}{spend}), on the {split}: {said}."
     now = _equal_compute_winner(an)
     then = lead if ec["established"] else None
     if now and then and now != then:

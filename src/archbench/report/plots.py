@@ -347,7 +347,10 @@ def accuracy_vs_compute(record: RunRecord) -> Figure | None:
             if len(acc) > 1:
                 ax.fill_between(x, acc.min(0).values.tolist(), acc.max(0).values.tolist(), color=colors[name],
                                 alpha=0.2)
-    axes[0].axvline(budget["budget_flops"], color="k", ls="--", lw=1, label="the budget")
+    if budget.get("budget_flops"):
+        axes[0].axvline(budget["budget_flops"], color="k", ls="--", lw=1, label="the budget")
+    if budget.get("budget_seconds"):
+        axes[1].axvline(budget["budget_seconds"], color="k", ls="--", lw=1, label="the budget")
     axes[0].set_xscale("log")
     axes[0].set_xlabel("training FLOPs spent (matmul/conv, log scale)")
     axes[1].set_xlabel("training seconds spent (this machine)")
@@ -355,7 +358,8 @@ def accuracy_vs_compute(record: RunRecord) -> Figure | None:
     low, high = axes[0].get_ylim()
     axes[0].set_ylim(max(0.0, low), min(100.0, high))
     axes[0].legend(fontsize=8)
-    fig.suptitle("Accuracy against training compute (equal-FLOP comparison)")
+    fig.suptitle("Accuracy against training compute (equal-" + ("time" if budget.get("match") == "time" else "FLOP")
+                 + " comparison)")
     return fig
 
 

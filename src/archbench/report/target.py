@@ -56,7 +56,7 @@ def _epoch_samples(record: RunRecord, model: str, unit: Unit) -> tuple[list[int]
     epoch): a FLOP budget's last epoch is partial."""
     hist = unit.get("history") or []
     budget = ((record.get("budget") or {}).get("models") or {}).get(model)
-    if budget:
+    if budget and budget.get("samples"):
         n = int(record["budget"]["n_train"])
         return [min(e * n, int(budget["samples"])) for e in range(1, len(hist) + 1)], n
     t = unit.get("timings") or {}
@@ -157,21 +157,23 @@ def budget_leads(record: RunRecord, alpha: float = 0.05) -> list[dict[str, Any]]
     k_max = min(len(c) for cs in curves.values() for c in cs)
     out = []
     for k in range(k_max):
-        correct, acc, flops = {}, {}, {}
+        correct, acc, flops, seconds = {}, {}, {}, {}
         for m, cs in curves.items():
             pts = [c[k] for c in cs]
             n = len(record.get("dataset", {}).get("test_labels") or []) if pts[0]["split"] == "test" else \
                 int(record.get("dataset", {}).get("val_samples") or 0)
             acc[m] = statistics.fmean(p["accuracy"] for p in pts)
-            flops[m] = pts[0]["samples"] * budget["models"][m]["flops_per_sample"]
+            fps = budget["models"][m].get("flops_per_sample")
+            flops[m] = statistics.fmean(p["samples"] for p in pts) * fps if fps else math.nan
+            seconds[m] = statistics.fmean(p["seconds"] for p in pts)
             if n:
                 correct[m] = torch.stack([_decode(p["correct"], n) for p in pts])
         leader = max(acc, key=lambda m: acc[m])
         established = len(correct) == len(acc) and all(
             compare_pair(leader, correct[leader], m, correct[m], alpha)["winner"] == leader
             for m in acc if m != leader)
-        out.append({"point": k + 1, "of": k_max, "flops": flops, "accuracy": acc, "leader": leader,
-                    "established": established})
+        out.append({"point": k + 1, "of": k_max, "flops": flops, "seconds": seconds, "accuracy": acc,
+                    "leader": leader, "established": established, "match": budget.get("match", "flops")})
     return out
 
 
@@ -200,7 +202,8 @@ def epochs_comparison(record: RunRecord, alpha: float = 0.05) -> dict[str, Any] 
             return None
         correct[m] = torch.stack([_decode(p["correct"], n) for p in pts])
         acc[m] = statistics.fmean(p["accuracy"] for p in pts)
-        flops[m] = pts[0]["samples"] * budget["models"][m]["flops_per_sample"]
+        fps = budget["models"][m].get("flops_per_sample")
+        flops[m] = pts[0]["samples"] * fps if fps else math.nan
         epochs[m] = pts[0]["samples"] / budget["n_train"]
     if len(acc) < 2:
         return None

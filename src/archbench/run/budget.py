@@ -76,3 +76,17 @@ def plan(cfg: StudyConfig, flops_per_sample: dict[str, float | None], n_train: i
                      "epochs_step": at_epochs if at_epochs <= steps else None}
     return {"match": "flops", "budget_flops": budget, "by": by, "n_train": n_train, "models": models}
 
+
+
+def plan_time(cfg: StudyConfig, flops_per_sample: dict[str, float | None], n_train: int) -> dict[str, Any]:
+    """The record of ``cfg.match == "time"``: every model trains for
+    ``budget_seconds`` of training steps, its curve evaluated at each eighth of
+    them; how many steps that is, each unit records. Per model, the step at
+    its recipe's epochs (evaluated too where the budget reaches it) and the
+    FLOPs per training sample (None where not measured)."""
+    assert cfg.budget_seconds is not None
+    models = {m: {"flops_per_sample": flops_per_sample.get(m),
+                  "epochs_step": math.ceil(n_train / min(cfg.train_config_for(m).batch_size, n_train))
+                  * cfg.train_config_for(m).epochs} for m in cfg.models}
+    return {"match": "time", "budget_seconds": float(cfg.budget_seconds), "by": "--budget-seconds",
+            "n_train": n_train, "models": models}

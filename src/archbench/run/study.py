@@ -236,6 +236,10 @@ class _Study:
 
     def open(self) -> None:
         self.record, self.run_dir = _open_run(self.cfg, self.opts, self.data, self.device, self.log, self.stack)
+        if self.cfg.match == "time" and self.x.executor == "local" and self.x.jobs == "auto":
+            self.log("--match time: units train one at a time (side by side they would share the cores, and the "
+                     "clock would measure the sharing); --jobs N overrides")
+            self.x = replace(self.x, jobs=1)
         self.threads = thread_policy(self.x, self.opts.resume, self.record, self.log)
         self.x = stored_jobs(self.x, self.opts.resume, self.record, self.log)
         if self.tracker is not None:
@@ -275,7 +279,7 @@ class _Study:
                 measure_entry(entry, ref, cfg, len(data.train_labels), self.device, self.x.timing, self.log,
                               *data_shape(data))
                 save_record(record, self.run_dir.path)
-        if cfg.match == "flops":
+        if cfg.match in ("flops", "time"):
             cfg = self.cfg = self.plan_budget()
         groups = self.tune(cfg) if cfg.tune else [cfg]
         self.unit_configs = {(m, s): g for g in groups for m in g.models for s in g.seeds}
@@ -344,10 +348,16 @@ class _Study:
     def plan_budget(self) -> StudyConfig:
         """Equal compute: each model's step budget from its measured FLOPs
         (:mod:`archbench.run.budget`), recorded as ``record["budget"]``."""
-        from archbench.run.budget import plan
+        from archbench.run.budget import plan, plan_time
 
         fps = {m: lookup(self.record["models"][m], "measurements", "flops", "train_per_sample")
                for m in self.cfg.models}
+        if self.cfg.match == "time":
+            timed = plan_time(self.cfg, fps, len(self.data.train_labels))
+            self.record["budget"] = timed
+            save_record(self.record, self.run_dir.path)
+            self.log(f"equal training time: {timed['budget_seconds']:g} s of training steps per unit, on this machine")
+            return replace(self.cfg, epochs_steps={m: b["epochs_step"] for m, b in timed["models"].items()})
         budget = plan(self.cfg, fps, len(self.data.train_labels))
         self.record["budget"] = budget
         for m in self.cfg.models:  # the recipe's whole-run FLOPs are not this run's: its budget is

@@ -128,11 +128,13 @@ def train_as_unit(model: torch.nn.Module, ref: str, seed: int, cfg: StudyConfig,
                    cfg.train_config_for(ref), seed=seed,
                    val_x=getattr(data, "val_images", None), val_y=getattr(data, "val_labels", None),
                    stream=getattr(data, "storage", "memory") == "memmap", max_steps=cfg.budget_steps.get(ref),
-                   eval_at=tuple(cfg.budget_points.get(ref, ())) + ((at_epochs,) if at_epochs else ()), **kw)
+                   eval_at=tuple(cfg.budget_points.get(ref, ())) + ((at_epochs,) if at_epochs else ()),
+                   max_seconds=cfg.budget_seconds if cfg.match == "time" else None, **kw)
     curve = result.extra.get("curve")
     if at_epochs and curve:  # the equal-epochs point is not one of the curve's eighths (a shared step is kept twice)
-        i = next(i for i, p in enumerate(curve) if p["step"] == at_epochs)
-        result.extra["at_epochs"] = curve.pop(i)
+        i = next((i for i, p in enumerate(curve) if p["step"] == at_epochs and "fraction" not in p), None)
+        if i is not None:  # (a time budget may end before the recipe's epochs)
+            result.extra["at_epochs"] = curve.pop(i)
     return result
 
 
@@ -298,7 +300,8 @@ def train_unit(ref: str, seed: int, cfg: StudyConfig, data: Any, run_dir: Path, 
     torch.set_num_threads(decision["threads"])
     steps = cfg.budget_steps.get(ref)
     log(f"[{ref}] seed {seed}: training " + (f"{steps:,} steps (the FLOP budget)" if steps else
-                                             f"{cfg.train_config_for(ref).epochs} epochs") + " on "
+                                             f"{cfg.budget_seconds:g} s (the time budget)" if cfg.match == "time"
+                                             else f"{cfg.train_config_for(ref).epochs} epochs") + " on "
         f"{len(data.train_labels):,} images ({device}{where}), {describe(decision)}")
     unit = run_unit(ref, seed, cfg, data, run_dir, progress, log)
     rd = RunDir(Path(run_dir))

@@ -154,15 +154,25 @@ class _Run:
     max_steps: int | None = None  # a step budget (equal-compute comparisons); None: the recipe's epochs
     eval_at: dict[int, int] = field(default_factory=dict)  # global step -> evaluations of the held-out split
     points: list[dict[str, Any]] = field(default_factory=list)  # those evaluations (budget_point)
+    max_seconds: float | None = None  # a time budget: seconds of training steps (equal-time comparisons)
+    time_evals: int = 0               # a time budget's curve points evaluated so far (at k/8 of its seconds)
+    steps_done: int = 0
 
     @property
     def total_steps(self) -> int:
+        """The steps the run trains (a time budget: an upper bound, never reached)."""
+        if self.max_seconds is not None:
+            return 1 << 40
         return self.max_steps if self.max_steps is not None else self.steps_per_epoch * self.cfg.epochs
 
     @property
     def epochs(self) -> int:
         """Epochs to run: the recipe's, or as many as the step budget reaches into (the last may be partial)."""
         return math.ceil(self.total_steps / self.steps_per_epoch)
+
+    @property
+    def time_up(self) -> bool:
+        return self.max_seconds is not None and self.total_train >= self.max_seconds
 
     def steps_in(self, epoch: int) -> int:
         return min(self.steps_per_epoch, self.total_steps - (epoch - 1) * self.steps_per_epoch)
@@ -203,7 +213,9 @@ def _resume(run: _Run, state: dict) -> None:
     run.history = [EpochStats(**h) for h in state["history"]]
     run.total_train = state["train_seconds"]
     run.points = list(state.get("points") or [])
+    run.time_evals = int(state.get("time_evals") or 0)
     run.first_epoch = state["epoch"] + 1
+    run.steps_done = int(state.get("steps_done", state["epoch"] * run.steps_per_epoch))
 
 
 def _step_runner(run: _Run, stream: bool) -> Step | GraphedStep:
@@ -220,16 +232,43 @@ def _step_runner(run: _Run, stream: bool) -> Step | GraphedStep:
     return step
 
 
+def _spent(run: _Run, t0: float, paused: float) -> float:
+    """Seconds of training steps so far (a time budget's clock): the device's
+    queued work waited for, evaluation left out."""
+    if run.device.type == "cuda":
+        torch.cuda.synchronize(run.device)
+    return run.total_train + (time.perf_counter() - t0 - paused)
+
+
+def _time_points(run: _Run, done: int, t0: float, paused: float) -> tuple[float, bool]:
+    """Under a time budget, after global step ``done``: evaluate the curve's
+    points whose fraction of the budget has passed; (seconds the evaluations
+    took, whether the budget is spent)."""
+    assert run.max_seconds is not None
+    spent = _spent(run, t0, paused)
+    took = 0.0
+    while run.time_evals < CURVE_FRACTIONS and spent >= run.max_seconds * (run.time_evals + 1) / CURVE_FRACTIONS:
+        t_eval = time.perf_counter()
+        run.time_evals += 1
+        budget_point(run, done, spent, 1, run.time_evals / CURVE_FRACTIONS)
+        took += time.perf_counter() - t_eval
+    return took, spent >= run.max_seconds
+
+
+CURVE_FRACTIONS = 8  # a time budget's curve points: at each eighth of its seconds
+
+
 def _epoch(run: _Run, epoch: int, step: Step | GraphedStep, bar: ProgressBar | None,
-           buffers: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> tuple[float, float, float]:
+           buffers: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> tuple[float, float, float, int]:
     """One pass over the training images, or its first part where the step
-    budget ends inside it: (seconds of steps, mean loss, accuracy) over the
-    images it trained on. The learning-rate schedule runs over the whole
-    budget (a schedule with warm-up or decay stretches to the model's steps)."""
+    or time budget ends inside it: (seconds of steps, mean loss, accuracy,
+    steps) over the images it trained on. The learning-rate schedule runs
+    over the whole budget (a schedule with warm-up or decay stretches to the
+    model's steps, or under a time budget to its seconds)."""
     cfg, device, X, Y, n, bs = run.cfg, run.device, run.X, run.Y, run.n, run.bs
     step_loss, step_size, preds = buffers
     spe, channels_last = run.steps_per_epoch, run.setup.channels_last
-    k, seen, total = run.steps_in(epoch), run.samples_in(epoch), run.total_steps
+    k, total, timed = run.steps_in(epoch), run.total_steps, run.max_seconds is not None
     augmenting = bool(cfg.augment_crop or cfg.augment_flip)
     perm = torch.randperm(n, generator=run.gen).to(device)
     if device.type == "cuda":
@@ -239,7 +278,8 @@ def _epoch(run: _Run, epoch: int, step: Step | GraphedStep, bar: ProgressBar | N
         lo, hi = i * bs, min((i + 1) * bs, n)
         idx = perm[lo:hi]
         if cfg.schedule != "constant":
-            set_lr(run.setup.opt, cfg.lr_at((epoch - 1) * spe + i, total))
+            set_lr(run.setup.opt, cfg.lr_at_fraction(_spent(run, t0, paused) / run.max_seconds)
+                   if run.max_seconds is not None else cfg.lr_at((epoch - 1) * spe + i, total))
         xb = gather(X, idx, device, channels_last, run.stream)
         if augmenting:
             xb = augment(xb, cfg.augment_crop, cfg.augment_flip, run.aug_gen)
@@ -253,15 +293,22 @@ def _epoch(run: _Run, epoch: int, step: Step | GraphedStep, bar: ProgressBar | N
             t_eval = time.perf_counter()  # evaluation is not training: its time is left out
             budget_point(run, done, run.total_train + (t_eval - t0 - paused), run.eval_at[done])
             paused += time.perf_counter() - t_eval
+        if timed:
+            took, up = _time_points(run, done, t0, paused)
+            paused += took
+            if up:
+                k = i + 1
+                break
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - t0 - paused
+    seen = min(k * bs, n)
     train_loss = float((step_loss[:k] * step_size[:k]).sum()) / seen
     train_acc = int((preds[:seen] == Y.index_select(0, perm[:seen])).sum()) / seen
-    return seconds, train_loss, train_acc
+    return seconds, train_loss, train_acc, k
 
 
-def budget_point(run: _Run, step: int, seconds: float, times: int = 1) -> None:
+def budget_point(run: _Run, step: int, seconds: float, times: int = 1, fraction: float | None = None) -> None:
     """Evaluate the held-out split after global ``step`` (a point of the
     accuracy-against-compute curve) and keep it in ``run.points`` ``times``
     times (a step the plan names twice): the step, the training images seen,
@@ -276,6 +323,8 @@ def budget_point(run: _Run, step: int, seconds: float, times: int = 1) -> None:
     point = {"step": step, "samples": samples_of(step, run.n, run.bs), "seconds": seconds, "split": split,
              "loss": ev.loss, "accuracy": ev.accuracy,
              "correct": base64.b64encode(np.packbits(correct).tobytes()).decode("ascii")}
+    if fraction is not None:  # a time budget's point: at this fraction of its seconds
+        point["fraction"] = fraction
     run.points += [dict(point) for _ in range(times)]
 
 
@@ -303,7 +352,7 @@ def _checkpoint_state(run: _Run, epoch: int) -> dict:
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
         "history": [h.to_dict() for h in run.history], "train_seconds": run.total_train,
-        "points": list(run.points),
+        "points": list(run.points), "time_evals": run.time_evals, "steps_done": run.steps_done,
     }
 
 
@@ -338,6 +387,24 @@ def _final_test(run: _Run, test: tuple[torch.Tensor | None, torch.Tensor | None]
     return ev, seconds
 
 
+def _check_budgets(max_steps: int | None, max_seconds: float | None) -> None:
+    if max_steps is not None and max_steps < 1:
+        raise UsageError(f"a step budget of {max_steps} trains nothing: give at least one step.")
+    if max_seconds is not None and not (max_seconds > 0 and math.isfinite(max_seconds)):
+        raise UsageError(f"a time budget of {max_seconds} s trains nothing: give a positive number of seconds.")
+    if max_seconds is not None and max_steps is not None:
+        raise UsageError("give a step budget or a time budget, not both.")
+
+
+def _buffers(run: _Run) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """An epoch's per-step losses and sizes and per-image predictions, kept on the device."""
+    n, spe, device = run.n, run.steps_per_epoch, run.device
+    step_size = torch.full((spe,), float(run.bs), device=device)
+    if n % run.bs:
+        step_size[-1] = n % run.bs
+    return torch.zeros(spe, device=device), step_size, torch.zeros(n, dtype=torch.long, device=device)
+
+
 def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
           test_x: torch.Tensor | None, test_y: torch.Tensor | None, cfg: TrainConfig,
           seed: int, progress: ProgressFactory | None = None,
@@ -345,7 +412,7 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
           checkpoint: Callable[[dict], None] | None = None,
           resume_from: dict | None = None, val_x: torch.Tensor | None = None,
           val_y: torch.Tensor | None = None, stream: bool = False, max_steps: int | None = None,
-          eval_at: Sequence[int] = ()) -> TrainResult:
+          eval_at: Sequence[int] = (), max_seconds: float | None = None) -> TrainResult:
     """Train ``model`` in place with the recipe in ``cfg``.
 
     ``train_x``/``val_x``/``test_x`` are uint8 ``(N, C, H, W)`` (or
@@ -371,6 +438,11 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
     step counts after which the held-out split is evaluated too (the
     accuracy-against-compute curve; :func:`budget_point`), in
     ``TrainResult.extra["curve"]``; training is the same with or without them.
+    ``max_seconds``: train until this many seconds of training steps are
+    spent (equal-time comparisons; evaluation is not counted), whole epochs
+    and then part of one; the held-out split is evaluated at each eighth of
+    the seconds too (``extra["curve"]``). The result depends on the machine's
+    speed and load: it is not reproducible to the bit.
     """
     device = resolve_device(cfg.device)
     model.to(device)
@@ -382,24 +454,24 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
         raise UsageError("the training set is empty (check --train-limit).")
     held = (Xv, Yv, "validation") if Xv is not None else (Xt, Yt, "test")
     run = _Run(model, cfg, device, setup, X, Y, held, stream, torch.Generator().manual_seed(seed),
-               aug_generator(seed, device), max_steps=max_steps, eval_at=dict(Counter(eval_at)))
-    if max_steps is not None and max_steps < 1:
-        raise UsageError(f"a step budget of {max_steps} trains nothing: give at least one step.")
-    n, spe = run.n, run.steps_per_epoch
-    step_size = torch.full((spe,), float(run.bs), device=device)
-    if n % run.bs:
-        step_size[-1] = n % run.bs
-    buffers = (torch.zeros(spe, device=device), step_size, torch.zeros(n, dtype=torch.long, device=device))
+               aug_generator(seed, device), max_steps=max_steps, eval_at=dict(Counter(eval_at)),
+               max_seconds=max_seconds)
+    _check_budgets(max_steps, max_seconds)
+    n = run.n
+    buffers = _buffers(run)
     if resume_from is not None:
         _resume(run, resume_from)
     step = _step_runner(run, stream)
     curve: EvalResult | None = None
     for epoch in range(run.first_epoch, run.epochs + 1):
-        bar = progress(total=run.samples_in(epoch), desc=f"epoch {epoch}/{run.epochs}", unit="img") \
-            if progress else None
+        if run.time_up:  # resumed after the last epoch of a time budget
+            break
+        desc = f"epoch {epoch}" + (" (time budget)" if max_seconds is not None else f"/{run.epochs}")
+        bar = progress(total=run.samples_in(epoch), desc=desc, unit="img") if progress else None
         try:
-            seconds, train_loss, train_acc = _epoch(run, epoch, step, bar, buffers)
+            seconds, train_loss, train_acc, k = _epoch(run, epoch, step, bar, buffers)
             run.total_train += seconds
+            run.steps_done += k
             if not math.isfinite(train_loss):
                 raise TrainingError(f"training loss became {train_loss} in epoch {epoch} (lr {cfg.lr}); "
                                     "lower the learning rate or check the model.")
@@ -416,15 +488,17 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
                            point.accuracy if point is not None and not on_test else None)
         run.history.append(stats)
         if bar is not None:
-            bar.set_postfix_str(_postfix(stats, run.samples_in(epoch)))
+            bar.set_postfix_str(_postfix(stats, min(k * run.bs, n)))
             bar.close()
         if on_epoch:
             on_epoch(stats)
         if checkpoint is not None:
             checkpoint(_checkpoint_state(run, epoch))
+        if k < run.steps_in(epoch):  # a time budget ended inside the epoch
+            break
     final, final_seconds = _final_test(run, (Xt, Yt), curve)
-    return TrainResult(run.history, final, run.total_train, run.total_steps,
-                       samples_of(run.total_steps, n, run.bs), str(device),
+    return TrainResult(run.history, final, run.total_train, run.steps_done,
+                       samples_of(run.steps_done, n, run.bs), str(device),
                        str(cfg.formulation) if device.type == "cpu" else "plain", isinstance(step, GraphedStep),
                        test_views=len(tta_views(cfg.tta_flip, cfg.tta_shift)), final_eval_seconds=final_seconds,
                        extra={"curve": run.points} if run.points else {})
