@@ -227,9 +227,9 @@ def test_the_loop_trains_for_a_time_budget_with_its_curve_at_the_eighths(fashion
     x, y = fashion.train_images[:640], fashion.train_labels[:640]
     xt, yt = fashion.test_images[:200], fashion.test_labels[:200]
     r = train(build_model("mlp", 0), x, y, xt, yt, cfg, seed=0, max_seconds=0.4)
-    assert r.train_seconds >= 0.4 and r.steps == sum(1 for _ in range(r.steps))
-    assert r.samples_seen == samples_of(r.steps, 640, 64) and r.steps > 10  # more than an epoch of 10 steps
-    assert len(r.history) == -(-r.steps // 10)  # whole epochs, then part of one
+    assert r.train_seconds >= 0.4 and r.steps >= 1
+    assert r.samples_seen == samples_of(r.steps, 640, 64)
+    assert len(r.history) == -(-r.steps // 10)  # whole epochs of 10 steps, then part of one (however fast)
     curve = r.extra["curve"]
     assert [p["fraction"] for p in curve] == [k / 8 for k in range(1, 9)]
     assert all(p["seconds"] >= p["fraction"] * 0.4 for p in curve)  # each evaluated once its eighth has passed
