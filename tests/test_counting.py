@@ -140,6 +140,36 @@ def test_latency_calibration_sleep_10ms():
     assert t.percentile(90) >= t.median >= min(t.samples)
 
 
+def _fake_clock(monkeypatch, durations):
+    """time.perf_counter as the timer sees it: each call of the timed function lasts the next of ``durations``."""
+    import itertools
+
+    import archbench.measure.timing as timing
+
+    now = [0.0]
+    steps = itertools.cycle(durations)
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: now[0])
+    return lambda: now.__setitem__(0, now[0] + next(steps))
+
+
+def test_timing_stops_once_the_median_is_known_to_the_precision(monkeypatch):
+    from archbench.measure.timing import median_ci_relative
+
+    steady = _fake_clock(monkeypatch, [0.001])  # every call 1 ms: the median is known at once
+    t = time_calls(steady, warmup=0, min_calls=20, min_seconds=10.0)
+    assert len(t.samples) == 20 and t.stopped == "precision" and t.to_dict()["median_ci_relative"] < 1e-12
+    noisy = _fake_clock(monkeypatch, [0.001, 0.003])  # half 1 ms, half 3 ms: the median is never pinned down
+    t = time_calls(noisy, warmup=0, min_calls=20, min_seconds=1.0)
+    assert t.stopped == "budget" and 0.999 <= sum(t.samples) <= 1.003
+    assert median_ci_relative(t.samples) > 0.01
+    t = time_calls(_fake_clock(monkeypatch, [0.001]), warmup=0, min_calls=20, min_seconds=0.5, precision=None)
+    assert t.stopped == "budget" and len(t.samples) == 500  # no precision: the whole budget, as before
+    # The interval's ranks by hand: for n = 20 the binomial(20, 1/2) tail P(B <= 5) = 0.0207 <= 0.025 < P(B <= 6).
+    xs = list(range(1, 21))
+    assert median_ci_relative([float(x) for x in xs]) == (15 - 6) / 2 / 10.5
+    assert median_ci_relative([1.0] * 5) is None  # too few samples for a 95 % interval
+
+
 def test_counter_leaves_results_unchanged():
     x = torch.rand(3, 4)
     with OpCounter():

@@ -7,6 +7,7 @@ sample covers the kernels' execution, not just their launch.
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 @dataclass
 class Timing:
     samples: list[float]  # seconds per call
+    stopped: str = "budget"  # why sampling stopped: "precision" (the median known well enough), "budget", "max_calls"
 
     def percentile(self, q: float) -> float:
         xs = sorted(self.samples)
@@ -50,6 +52,8 @@ class Timing:
             "min_seconds": min(self.samples), "max_seconds": max(self.samples),
             "items_per_call": per_call_items,
             "items_per_second": per_call_items / self.median,
+            "median_ci_relative": median_ci_relative(self.samples),
+            "stopped": self.stopped,
         }
 
 
@@ -57,11 +61,47 @@ class Timing:
 MIN_SAMPLES = {90: 100, 99: 1000}
 
 
+def _median_ranks(n: int) -> int | None:
+    """The 1-based rank j whose order statistics (x_(j), x_(n+1-j)) bound the
+    median with at least 95 % confidence, whatever the distribution (the
+    binomial(n, 1/2) tails); None when n is too small for any."""
+    if n < 6:
+        return None
+    if n > 1000:  # the normal approximation of the binomial, exact to a rank or so at this size
+        return max(1, math.floor(n / 2 - 1.959964 * math.sqrt(n) / 2))
+    total, tail, j = 2 ** n, 0, 0
+    while True:  # the largest j with P(B <= j - 1) <= 0.025
+        tail += math.comb(n, j)
+        if 40 * tail > total:  # exact in integers: tail / 2**n > 0.025
+            return j if j >= 1 else None
+        j += 1
+
+
+def median_ci_relative(samples: list[float]) -> float | None:
+    """Half the width of the distribution-free 95 % interval of the median,
+    relative to the median (None: too few samples)."""
+    j = _median_ranks(len(samples))
+    if j is None:
+        return None
+    xs = sorted(samples)
+    med = statistics.median(xs)
+    return (xs[len(xs) - j] - xs[j - 1]) / 2 / med if med > 0 else None
+
+
+PRECISION = 0.01  # stop once the median's 95 % interval is within +-1 % (three significant figures, near enough)
+
+
 def time_calls(fn: Callable[[], object], warmup: int = 10, min_calls: int = 200, min_seconds: float = 1.0,
-               max_calls: int = 100_000, device: torch.device | None = None) -> Timing:
-    """Call ``fn`` ``warmup`` times untimed, then at least ``min_calls`` times
-    and for at least ``min_seconds``; each sample is one call's wall time
-    (synchronising ``device`` first and after when it is CUDA)."""
+               max_calls: int = 100_000, device: torch.device | None = None,
+               precision: float | None = PRECISION) -> Timing:
+    """Call ``fn`` ``warmup`` times untimed, then at least ``min_calls``
+    times, and on until the median is known to ``precision`` (the half-width
+    of its distribution-free 95 % interval, relative) or ``min_seconds`` have
+    passed, whichever comes first (``precision=None``: always
+    ``min_seconds``). Each sample is one call's wall time (synchronising
+    ``device`` first and after when it is CUDA). A quiet machine stops early;
+    a noisy one spends the whole budget, and its interval says how well the
+    median is known."""
     cuda = device is not None and device.type == "cuda"
     sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
     for _ in range(warmup):
@@ -69,14 +109,24 @@ def time_calls(fn: Callable[[], object], warmup: int = 10, min_calls: int = 200,
     sync()
     samples: list[float] = []
     start = time.perf_counter()
-    while len(samples) < min_calls or (time.perf_counter() - start) < min_seconds:
+    check = max(min_calls, 6)  # the interval is looked at when the samples grow by a quarter (sorting is not free)
+    while True:
         t = time.perf_counter()
         fn()
         sync()
         samples.append(time.perf_counter() - t)
-        if len(samples) >= max_calls:
-            break
-    return Timing(samples)
+        n = len(samples)
+        if n >= max_calls:
+            return Timing(samples, "max_calls")
+        if n < min_calls:
+            continue
+        if time.perf_counter() - start >= min_seconds:
+            return Timing(samples, "budget")
+        if precision is not None and n >= check:
+            check = max(n + 1, int(n * 1.25))
+            rel = median_ci_relative(samples)
+            if rel is not None and rel <= precision:
+                return Timing(samples, "precision")
 
 
 def inference_latency(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28), batch_size: int = 1,
