@@ -486,6 +486,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_profile(args: argparse.Namespace) -> int:
     import json
+    import warnings
 
     from archbench.env import host_snapshot, unit_host
     from archbench.measure import layer_table, measure_model
@@ -514,18 +515,29 @@ def cmd_profile(args: argparse.Namespace) -> int:
         shape, classes = tuple(input_shape_of(name)), 10
         train_samples = args.train_samples or 60000
     model = create_model(name, input_shape=shape, num_classes=classes)
-    check_model_io(model, name, shape, classes)
     from archbench.run.rundir import safe_name
 
     host0 = host_snapshot()
+    layers, layers_error = None, None
+    with warnings.catch_warnings(record=True) as caught:  # third-party warnings: recorded with the costs
+        warnings.simplefilter("always")
+        check_model_io(model, name, shape, classes)
+        try:  # the per-layer table is one cost among others: its failure is shown, the rest stand
+            layers = layer_table(model, shape)
+        except Exception as exc:  # noqa: BLE001 - shown in the profile
+            layers_error = f"{type(exc).__name__}: {exc}"
+    meas = measure_model(model, shape, device=device, cfg=tcfg, train_samples=train_samples, num_classes=classes,
+                         epochs=tcfg.epochs, timing=not args.no_timing, files_dir=args.out,
+                         files_stem=safe_name(name))
     record = {
         "model": name, "batch_size": tcfg.batch_size, "device": str(device), "recipe": tcfg.to_dict(),
-        "input_shape": list(shape), "num_classes": classes, "layers": layer_table(model, shape),
-        "measurements": measure_model(model, shape, device=device, cfg=tcfg, train_samples=train_samples,
-                                      num_classes=classes,
-                                      epochs=tcfg.epochs, timing=not args.no_timing, files_dir=args.out,
-                                      files_stem=safe_name(name)),
+        "input_shape": list(shape), "num_classes": classes, "layers": layers, "measurements": meas,
     }
+    if layers_error:
+        record["layers_error"] = layers_error
+    if caught:
+        meas["warnings"] = list(dict.fromkeys([f"{w.category.__name__}: {str(w.message).splitlines()[0]}"
+                                               for w in caught if str(w.message)] + meas.get("warnings", [])))
     record["host"] = unit_host(host0)  # CPU, cores, threads, load at start and end: what the timings ran on
     if data_card is not None:
         record["dataset"] = data_card
