@@ -149,3 +149,31 @@ def test_the_reference_step_is_not_partial_and_its_flag_is_printed():
                            "layers": [], "measurements": meas})
     line = next(t for t in text.splitlines() if "other FLOPs" in t and "matmul/conv +" in t)
     assert "(partial)" in line
+
+
+def test_dct_cnn_says_10_views_in_models_and_in_the_runs_table(capsys):
+    from archbench.cli import main
+    from archbench.measure import count_inference
+    from archbench.measure.step import inference_pass
+    from archbench.models import create_model
+    from archbench.report.table import comparison_rows
+    from archbench.report.units import fmt_si
+    from archbench.resolve import resolve
+
+    model = create_model("dct_cnn")
+    cfg = resolve({"models": ["dct_cnn"]}).train_config_for("dct_cnn")
+    evaluated = count_inference(inference_pass(model, cfg)).matmul_conv  # what a run records for dct_cnn
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "FLOPs/sample (1 view)" in out
+    line = next(t for t in out.splitlines() if t.startswith("dct_cnn "))
+    assert f"{count_forward(model).matmul_conv:,}; {evaluated:,} as evaluated (10 views)" in line
+    mlp = next(t for t in out.splitlines() if t.startswith("mlp "))
+    assert "views" not in mlp
+    # The run's comparison table says the same of the same figure.
+    record = {"models": {"dct_cnn": {"units": [], "measurements": {"flops": {
+        "forward_per_sample": evaluated, "inference_views": 10, "partial": {"forward": False}}}}}}
+    analysis = {"models": {"dct_cnn": {"accuracy": {"n": 0}, "failed": [], "costs": {
+        "params": 1, "saved_bytes": 1, "flops_inference": evaluated, "flops_train": None, "peak_memory": None,
+        "train_time": None}}}}
+    assert comparison_rows(record, analysis)[0][4] == f"{fmt_si(evaluated, 'FLOPs')} (10 views)"

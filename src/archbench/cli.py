@@ -430,6 +430,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     from archbench.models import create_model, get_entry, list_models
     from archbench.report import text_table
     from archbench.report.units import fmt_count
+    from archbench.train.evaluate import tta_views
 
     rows = []
     for name in list_models():
@@ -438,14 +439,17 @@ def cmd_models(args: argparse.Namespace) -> int:
         recipe = ", ".join(f"{k}={v}" for k, v in (e.recipe or {}).items()) or "seed recipe"
         expected = "; ".join(f"{k}: {v}" for k, v in (e.expected or {}).items()) or "n/a"
         fwd = count_forward(m, e.input_shape)
-        flops = fmt_count(fwd.matmul_conv) + (" (partial: " + ", ".join(sorted(fwd.uncounted)) + " uncounted)"
-                                              if fwd.partial else "")
+        # One view; a recipe that averages test-time views evaluates (and a run's table shows) that many times it.
+        views = len(tta_views(bool((e.recipe or {}).get("tta_flip")), int((e.recipe or {}).get("tta_shift") or 0)))
+        flops = fmt_count(fwd.matmul_conv) + (f"; {fmt_count(views * fwd.matmul_conv)} as evaluated ({views} views)"
+                                              if views > 1 else "") \
+            + (" (partial: " + ", ".join(sorted(fwd.uncounted)) + " uncounted)" if fwd.partial else "")
         mi = e.min_input
         smallest = "fixed " + "x".join(map(str, e.input_shape)) if mi is None else f"{mi[0]}x{mi[1]}"
         rows.append((name, fmt_count(count_parameters(m)["trainable"]), flops, smallest, expected, e.description))
         rows.append(("", "", "", "", "", "  recipe: " + recipe))
-    print(text_table(("Model", "Params", "FLOPs/sample", "Smallest input", "Expected (measured)", "Description"),
-                     rows))
+    print(text_table(("Model", "Params", "FLOPs/sample (1 view)", "Smallest input", "Expected (measured)",
+                      "Description"), rows))
     print("\nParams and FLOPs for 1x28x28 images in 10 classes (Fashion-MNIST); each model is built for the data "
           "it is run on (`archbench profile NAME --dataset ...`). Smallest input: the least height x width it "
           "takes.")
