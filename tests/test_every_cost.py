@@ -177,3 +177,23 @@ def test_dct_cnn_says_10_views_in_models_and_in_the_runs_table(capsys):
         "params": 1, "saved_bytes": 1, "flops_inference": evaluated, "flops_train": None, "peak_memory": None,
         "train_time": None}}}}
     assert comparison_rows(record, analysis)[0][4] == f"{fmt_si(evaluated, 'FLOPs')} (10 views)"
+
+
+def test_a_kept_pt_with_tied_weights_loads_back_into_the_model(tmp_path):
+    from archbench.measure import save_model_files
+    from tests.test_measured_step import Tied
+
+    torch.manual_seed(0)
+    model = Tied()
+    files = save_model_files(model, tmp_path, "tied", formats=("safetensors", "state_dict"))
+    state = torch.load(tmp_path / files["state_dict"]["path"], weights_only=True)
+    fresh = Tied()
+    fresh.load_state_dict(state)  # strict: every name, the alias included
+    assert fresh.a.weight is fresh.b.weight and torch.equal(fresh.a.weight, model.a.weight)
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values()))
+    # The shared weight is written once: the file is no bigger than one copy of the weights (plus its index).
+    weights = sum(p.numel() * 4 for p in model.parameters())
+    assert files["state_dict"]["bytes"] < weights + 64 * 64 * 4
+    from safetensors.torch import load_file
+
+    assert "b.weight" not in load_file(tmp_path / files["safetensors"]["path"])  # safetensors: each tensor once

@@ -54,20 +54,26 @@ def export_onnx(model: nn.Module, path: Path, input_shape: tuple[int, ...] = (1,
                           dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
 
 
-def _plain_state(model: nn.Module) -> dict[str, torch.Tensor]:
+def _plain_state(model: nn.Module, aliases: bool = False) -> dict[str, torch.Tensor]:
     """The state dict on the CPU, each tensor once: a tensor reachable under
     several names (tied weights; a Keras model's parameters, listed by both
-    the model and its functional graph) is saved under its first name only,
-    as safetensors requires and as the weights take space once on disk."""
+    the model and its functional graph) is kept under its first name only,
+    as safetensors requires and as the weights take space once on disk. With
+    ``aliases`` every name is kept, each alias the very tensor of its first
+    name: ``torch.save`` writes shared storage once, and the file loads back
+    into the model with ``load_state_dict`` (strict)."""
     state: dict[str, torch.Tensor] = {}
-    seen: set[tuple] = set()
+    first: dict[tuple, torch.Tensor] = {}
     for k, v in model.state_dict().items():
         if v.numel():
             key = (v.device, v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape), tuple(v.stride()),
                    v.dtype)
-            if key in seen:
+            if key in first:
+                if aliases:
+                    state[k] = first[key]
                 continue
-            seen.add(key)
+            state[k] = first[key] = v.detach().to("cpu").contiguous()
+            continue
         state[k] = v.detach().to("cpu").contiguous()
     return state
 
@@ -103,7 +109,7 @@ def save_model_files(model: nn.Module, directory: str | os.PathLike, stem: str,
 
                 save_file(state, str(tmp))
             elif fmt == "state_dict":
-                torch.save(state, tmp)
+                torch.save(_plain_state(model, aliases=True), tmp)
             else:
                 export_onnx(model, tmp, input_shape)
             os.chmod(tmp, file_mode())
