@@ -55,3 +55,25 @@ class MaskedEncoder(nn.Module):
         mask = torch.zeros(t.shape[:2], dtype=torch.bool, device=t.device)
         mask[:, -PAD:] = True
         return self.head(self.enc(t, src_key_padding_mask=mask)[:, 0])
+
+
+class LazyMLP(nn.Module):
+    """Lazy layers: their shapes come from the first forward pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.LazyLinear(32), nn.ReLU(), nn.LazyLinear(10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class BrokenLazy(nn.Module):
+    """A lazy layer that cannot get its shape from these images."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.LazyLinear(10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x.flatten(1)[:, :5].reshape(-1, 7))

@@ -197,3 +197,24 @@ def test_a_kept_pt_with_tied_weights_loads_back_into_the_model(tmp_path):
     from safetensors.torch import load_file
 
     assert "b.weight" not in load_file(tmp_path / files["safetensors"]["path"])  # safetensors: each tensor once
+
+
+def test_lazy_modules_are_materialised_before_measuring_and_training():
+    from archbench.config import TrainConfig
+    from archbench.errors import ModelError
+    from archbench.models import create_model
+    from archbench.models.registry import build_model
+    from archbench.train import loop
+
+    model = build_model("tests.pattern_models:LazyMLP", 0)
+    assert model.training and model.body[1].weight.shape == (32, 784)
+    again = build_model("tests.pattern_models:LazyMLP", 0)  # initialised from the unit's seed, as any model
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), again.parameters()))
+    meas = measure_model(model, batch_size=8, timing=False)
+    assert "errors" not in meas and meas["params"]["total"] == 784 * 32 + 32 + 32 * 10 + 10
+    assert meas["flops"]["forward_per_sample"] == 2 * (784 * 32 + 32 * 10)
+    x, y = torch.randint(0, 255, (16, 28, 28), dtype=torch.uint8), torch.randint(0, 10, (16,))
+    r = loop.train(model, x, y, None, None, TrainConfig(epochs=1, batch_size=8, device="cpu"), seed=0)
+    assert len(r.history) == 1
+    with pytest.raises(ModelError, match="lazy modules.*failed"):
+        create_model("tests.pattern_models:BrokenLazy")

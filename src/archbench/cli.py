@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -490,7 +491,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_profile(args: argparse.Namespace) -> int:
     import json
-    import warnings
 
     from archbench.env import host_snapshot, unit_host
     from archbench.measure import layer_table, measure_model
@@ -615,7 +615,10 @@ def main(argv: list[str] | None = None) -> int:
     # KeyboardInterrupt was swallowed on the way (archbench.run.signals).
     with stop_on_signals(sigterm=True):
         try:
-            code = handler(args)
+            with warnings.catch_warnings():
+                if not sys.warnoptions:  # third-party warnings reach the terminal only when asked (python -W ...)
+                    warnings.simplefilter("ignore")
+                code = handler(args)
         except ArchbenchError as exc:
             if args.debug:
                 raise
