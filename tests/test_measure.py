@@ -211,8 +211,9 @@ def test_measuring_never_changes_the_model_even_when_it_fails():
     model = FailsInTraining().eval()
     hook = model.register_forward_hook(lambda *a: None)
     before = _snapshot(model)
-    with pytest.raises(RuntimeError, match="no training here"):
-        measure_model(model, timing=False)
+    # The training step's costs fail (recorded with the reason); the others are measured.
+    errors = measure_model(model, timing=False)["errors"]
+    assert errors["memory"] == errors["flops"] == "RuntimeError: no training here"
     after = _snapshot(model)
     assert all(torch.equal(before[0][k], after[0][k]) for k in before[0])
     assert before[1:] == after[1:]

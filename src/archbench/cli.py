@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -446,6 +447,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     from archbench.models import create_model, get_entry, list_models
     from archbench.report import text_table
     from archbench.report.units import fmt_count
+    from archbench.train.evaluate import tta_views
 
     rows = []
     for name in list_models():
@@ -454,14 +456,17 @@ def cmd_models(args: argparse.Namespace) -> int:
         recipe = ", ".join(f"{k}={v}" for k, v in (e.recipe or {}).items()) or "seed recipe"
         expected = "; ".join(f"{k}: {v}" for k, v in (e.expected or {}).items()) or "n/a"
         fwd = count_forward(m, e.input_shape)
-        flops = fmt_count(fwd.matmul_conv) + (" (partial: " + ", ".join(sorted(fwd.uncounted)) + " uncounted)"
-                                              if fwd.partial else "")
+        # One view; a recipe that averages test-time views evaluates (and a run's table shows) that many times it.
+        views = len(tta_views(bool((e.recipe or {}).get("tta_flip")), int((e.recipe or {}).get("tta_shift") or 0)))
+        flops = fmt_count(fwd.matmul_conv) + (f"; {fmt_count(views * fwd.matmul_conv)} as evaluated ({views} views)"
+                                              if views > 1 else "") \
+            + (" (partial: " + ", ".join(sorted(fwd.uncounted)) + " uncounted)" if fwd.partial else "")
         mi = e.min_input
         smallest = "fixed " + "x".join(map(str, e.input_shape)) if mi is None else f"{mi[0]}x{mi[1]}"
         rows.append((name, fmt_count(count_parameters(m)["trainable"]), flops, smallest, expected, e.description))
         rows.append(("", "", "", "", "", "  recipe: " + recipe))
-    print(text_table(("Model", "Params", "FLOPs/sample", "Smallest input", "Expected (measured)", "Description"),
-                     rows))
+    print(text_table(("Model", "Params", "FLOPs/sample (1 view)", "Smallest input", "Expected (measured)",
+                      "Description"), rows))
     print("\nParams and FLOPs for 1x28x28 images in 10 classes (Fashion-MNIST); each model is built for the data "
           "it is run on (`archbench profile NAME --dataset ...`). Smallest input: the least height x width it "
           "takes.")
@@ -530,18 +535,29 @@ def cmd_profile(args: argparse.Namespace) -> int:
         shape, classes = tuple(input_shape_of(name)), 10
         train_samples = args.train_samples or 60000
     model = create_model(name, input_shape=shape, num_classes=classes)
-    check_model_io(model, name, shape, classes)
     from archbench.run.rundir import safe_name
 
     host0 = host_snapshot()
+    layers, layers_error = None, None
+    with warnings.catch_warnings(record=True) as caught:  # third-party warnings: recorded with the costs
+        warnings.simplefilter("always")
+        check_model_io(model, name, shape, classes)
+        try:  # the per-layer table is one cost among others: its failure is shown, the rest stand
+            layers = layer_table(model, shape)
+        except Exception as exc:  # noqa: BLE001 - shown in the profile
+            layers_error = f"{type(exc).__name__}: {exc}"
+    meas = measure_model(model, shape, device=device, cfg=tcfg, train_samples=train_samples, num_classes=classes,
+                         epochs=tcfg.epochs, timing=not args.no_timing, files_dir=args.out,
+                         files_stem=safe_name(name))
     record = {
         "model": name, "batch_size": tcfg.batch_size, "device": str(device), "recipe": tcfg.to_dict(),
-        "input_shape": list(shape), "num_classes": classes, "layers": layer_table(model, shape),
-        "measurements": measure_model(model, shape, device=device, cfg=tcfg, train_samples=train_samples,
-                                      num_classes=classes,
-                                      epochs=tcfg.epochs, timing=not args.no_timing, files_dir=args.out,
-                                      files_stem=safe_name(name)),
+        "input_shape": list(shape), "num_classes": classes, "layers": layers, "measurements": meas,
     }
+    if layers_error:
+        record["layers_error"] = layers_error
+    if caught:
+        meas["warnings"] = list(dict.fromkeys([f"{w.category.__name__}: {str(w.message).splitlines()[0]}"
+                                               for w in caught if str(w.message)] + meas.get("warnings", [])))
     record["host"] = unit_host(host0)  # CPU, cores, threads, load at start and end: what the timings ran on
     if data_card is not None:
         record["dataset"] = data_card
@@ -615,7 +631,10 @@ def main(argv: list[str] | None = None) -> int:
     # KeyboardInterrupt was swallowed on the way (archbench.run.signals).
     with stop_on_signals(sigterm=True):
         try:
-            code = handler(args)
+            with warnings.catch_warnings():
+                if not sys.warnoptions:  # third-party warnings reach the terminal only when asked (python -W ...)
+                    warnings.simplefilter("ignore")
+                code = handler(args)
         except ArchbenchError as exc:
             if args.debug:
                 raise

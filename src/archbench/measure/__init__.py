@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +14,7 @@ import torch
 from torch import nn
 
 from archbench.config import TrainConfig
+from archbench.errors import ArchbenchError
 from archbench.measure.counting import FlopCount, OpCounter
 from archbench.measure.memory import (
     LiveTensorTracker,
@@ -212,6 +214,25 @@ def measure_model(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28), 
     ``files_dir/files_stem.*`` and kept there (ONNX included when the onnx
     package is installed); without ``files_dir``, in a temporary directory
     (the stem is part of a ``.pt`` file's bytes: pass the run's own)."""
+    with warnings.catch_warnings(record=True) as caught:
+        # Third-party warnings (torch's nested-tensor prototype notice, oneDNN fallbacks, the profiler's) are
+        # recorded with the costs, not printed over the user's terminal.
+        warnings.simplefilter("always")
+        out = _measure_all(model, input_shape, batch_size, device, train_samples, epochs, timing, latency_seconds,
+                           cfg, reference, num_classes, files_dir, files_stem)
+    seen = list(dict.fromkeys(f"{w.category.__name__}: {str(w.message).splitlines()[0] if str(w.message) else ''}"
+                              for w in caught))
+    if seen:
+        out["warnings"] = seen
+    return out
+
+
+def _measure_all(model: nn.Module, input_shape: tuple[int, ...], batch_size: int | None,
+                 device: torch.device | str | None, train_samples: int | None, epochs: int | None, timing: bool,
+                 latency_seconds: float, cfg: TrainConfig | None, reference: bool, num_classes: int,
+                 files_dir: str | os.PathLike | None, files_stem: str) -> dict:
+    """measure_model's costs, each measured on its own (a failure is
+    recorded under "errors" and the other costs stand)."""
     from archbench.measure.step import inference_pass, reference_step, trained_step
 
     cfg = cfg or TrainConfig(batch_size=batch_size or 64)
@@ -227,18 +248,48 @@ def measure_model(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28), 
     def plain() -> MeasuredStep:
         return reference_step(model, cfg, input_shape, dev, bs, num_classes)
 
-    params = count_parameters(model)
-    first = trained()  # builds the step: a model it cannot train fails here, by name
-    inference = inference_pass(model, cfg, input_shape, dev, 1)
-    flops = _flops_section(model, inference, first, input_shape, bs, train_samples, epochs, cfg, dev, num_classes)
-    memory = _memory_section(model, trained, input_shape, bs, cfg, dev, params["param_bytes"])
-    sizes = _saved_sizes(model, input_shape, files_dir, files_stem)
-    out = {"params": params, "step": first.description, "inference": inference.description,
-           "flops": flops, "memory": memory, "saved_size_bytes": sizes}
+    errors: dict[str, str] = {}
+
+    def attempt(name: str, measure: Callable[[], Any]) -> Any:
+        """One cost on its own: a failure is recorded with its reason and the others stand."""
+        try:
+            return measure()
+        except ArchbenchError:
+            raise  # a named error about the user's choices (batch size, no trainable parameters)
+        except Exception as exc:  # noqa: BLE001 - recorded in "errors"; the other costs stand
+            errors[name] = f"{type(exc).__name__}: {exc}"
+            return None
+
+    out: dict[str, Any] = {"params": attempt("params", lambda: count_parameters(model))}
+    first = attempt("step", trained)  # builds the step: a model it cannot train fails here, by name
+    inference = attempt("inference", lambda: inference_pass(model, cfg, input_shape, dev, 1))
+    if first is not None:
+        out["step"] = first.description
+    if inference is not None:
+        out["inference"] = inference.description
+    for cost, needs in (("flops", ("step", "inference")), ("memory", ("step",)), ("reference", ("step",))):
+        failed = [n for n in needs if n in errors]
+        if failed:
+            errors[cost] = "not measured: " + "; ".join(f"the {n} could not be built ({errors[n]})" for n in failed)
+    if first is not None and inference is not None:
+        out["flops"] = attempt("flops", lambda: _flops_section(model, inference, first, input_shape, bs,
+                                                               train_samples, epochs, cfg, dev, num_classes))
+    if first is not None:
+        param_bytes = (out["params"] or {}).get("param_bytes", 0)
+        out["memory"] = attempt("memory", lambda: _memory_section(model, trained, input_shape, bs, cfg, dev,
+                                                                  param_bytes))
+    out["saved_size_bytes"] = attempt("saved_size_bytes",
+                                      lambda: _saved_sizes(model, input_shape, files_dir, files_stem))
     if timing:
-        out["speed"] = _speed_section(model, input_shape, bs, dev, cfg, latency_seconds, num_classes)
-    if reference:
-        out["reference"] = _reference_section(model, plain, input_shape, bs, dev, cfg, timing, latency_seconds,
-                                              num_classes)
-    out["memory"]["process_peak_rss_bytes"] = process_peak_rss_bytes()
+        out["speed"] = attempt("speed", lambda: _speed_section(model, input_shape, bs, dev, cfg, latency_seconds,
+                                                               num_classes))
+    if reference and first is not None:
+        out["reference"] = attempt("reference", lambda: _reference_section(
+            model, plain, input_shape, bs, dev, cfg, timing, latency_seconds, num_classes))
+    out = {k: v for k, v in out.items() if v is not None}
+    if "memory" in out:
+        out["memory"]["process_peak_rss_bytes"] = process_peak_rss_bytes()
+    if errors:
+        # What could not be measured, with the reason; a step that cannot be built takes the costs that run it.
+        out["errors"] = errors
     return out

@@ -23,7 +23,7 @@ etc. — and counts each with a formula:
 * anything else is **uncounted**: listed by name with its call count, never
   silently zero. A count with uncounted ops is *partial* (:attr:`FlopCount.partial`).
 
-Per-module attribution uses ``torch.utils.module_tracker.ModuleTracker``
+Per-module attribution uses ``torch.utils.module_tracker.ModuleTracker`` (:class:`SafeModuleTracker`)
 (forward and backward): each op is charged to the innermost module running.
 """
 
@@ -37,10 +37,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
+from torch.utils.module_tracker import ModuleTracker
 
 if TYPE_CHECKING:
     from torch._ops import OpOverload
-    from torch.utils.module_tracker import ModuleTracker
 
 MATMUL = "matmul_conv"
 OTHER_CATEGORIES = ("bias", "activation", "pooling", "normalization", "loss", "elementwise",
@@ -96,6 +96,10 @@ def _count_matmul(name: str, args: Sequence[Any], out: Any) -> tuple[int, int]:
         return 2 * args[1].numel(), out.numel()
     if name == "addr":  # self + outer(vec1, vec2): one multiply-add per element
         return 2 * out.numel(), 0
+    if name == "linear":  # reaches dispatch whole only for nested tensors (otherwise it decomposes into addmm)
+        x, w = args[0], args[1]
+        b = args[2] if len(args) > 2 else None
+        return 2 * (x.numel() // w.shape[1]) * w.shape[0] * w.shape[1], (out.numel() if b is not None else 0)
     if name in ("convolution", "_convolution", "mkldnn_convolution"):
         x, w, b = args[0], args[1], args[2]
         transposed = bool(args[6]) if name != "mkldnn_convolution" and len(args) > 6 else False
@@ -112,7 +116,7 @@ def _count_matmul(name: str, args: Sequence[Any], out: Any) -> tuple[int, int]:
     raise KeyError(name)
 
 
-MATMUL_OPS = {"mm", "matmul", "addmm", "bmm", "baddbmm", "addbmm", "mv", "dot", "vdot", "addmv", "addr",
+MATMUL_OPS = {"mm", "matmul", "addmm", "bmm", "baddbmm", "addbmm", "mv", "dot", "vdot", "addmv", "addr", "linear",
               "convolution", "_convolution", "mkldnn_convolution", "convolution_backward"}
 
 
@@ -216,7 +220,9 @@ OTHER_OPS: dict[str, tuple[str, Callable[[Any, Any], float]]] = {
         "sqrt", "rsqrt", "exp", "log", "pow", "abs", "maximum", "minimum", "where", "lerp", "lerp_",
         "addcmul", "addcmul_", "addcdiv", "addcdiv_", "eq", "ne", "lt", "le", "gt", "ge",
         "clamp", "clamp_", "sign", "square", "masked_fill", "masked_fill_")},
-    "native_dropout": ("elementwise", _per_in(2)), "native_dropout_backward": ("elementwise", _per_out(2)),
+    # dropout: 2 per element (mask, scale); none when called with train=False (eval: a copy)
+    "native_dropout": ("elementwise", lambda a, o: 0 if len(a) > 2 and a[2] is False else 2 * _numel(a[0])),
+    "native_dropout_backward": ("elementwise", _per_out(2)),
     # reductions
     "sum": ("reduction", _per_in(1)), "mean": ("reduction", _per_in(1)), "amax": ("reduction", _per_in(1)),
     "amin": ("reduction", _per_in(1)), "argmax": ("reduction", _per_in(1)), "argmin": ("reduction", _per_in(1)),
@@ -255,6 +261,14 @@ DATA_MOVEMENT = frozenset((
     "slice_backward", "expand_as", "view_as", "repeat", "flip", "roll", "squeeze_", "unsqueeze_",
     "upsample_nearest1d", "upsample_nearest2d", "upsample_nearest3d", "_upsample_nearest_exact1d",
     "_upsample_nearest_exact2d", "_upsample_nearest_exact3d",
+    # restrides and layout conversions (channels-last, nested tensors, oneDNN blocked layouts)
+    "as_strided_", "as_strided_copy", "as_strided_scatter", "_nested_tensor_from_mask",
+    "_nested_tensor_from_mask_left_aligned", "to_padded_tensor", "_nested_from_padded",
+    "_nested_from_padded_and_nested_example", "_nested_tensor_from_tensor_list", "_nested_view_from_buffer",
+    "_nested_view_from_buffer_copy", "_nested_tensor_size", "_nested_tensor_strides",
+    "_nested_tensor_storage_offsets", "_nested_get_values", "to_mkldnn", "to_dense", "_to_dense",
+    # profiler markers (torch.optim's record_function around each step): no data at all
+    "_record_function_enter", "_record_function_enter_new", "_record_function_exit",
     # boolean logic: not floating point
     "bitwise_not", "bitwise_and", "bitwise_or", "bitwise_xor", "logical_not", "logical_and", "logical_or",
     "logical_xor",
@@ -571,6 +585,40 @@ class FlopCount:
                 for op, n in getattr(src, attr).items():
                     getattr(out, attr)[op] = getattr(out, attr).get(op, 0) + n
         return out
+
+
+def _in_graph(a: object) -> bool:
+    """A tensor autograd can hook: one that requires grad and is a leaf or
+    has a grad_fn. A view of a parameter made under ``no_grad`` (a learned
+    query or CLS token passed on as ``expand()``) requires grad yet has
+    neither, and torch's ModuleTracker would assert on it."""
+    return isinstance(a, torch.Tensor) and a.requires_grad and (a.is_leaf or a.grad_fn is not None)
+
+
+class SafeModuleTracker(ModuleTracker):
+    """``torch.utils.module_tracker.ModuleTracker`` that registers its
+    backward hooks only on tensors autograd can hook (:func:`_in_graph`) and
+    none with gradients disabled (no backward will run): the same attribution
+    for every model, without the assertion on views made under ``no_grad``."""
+
+    def _fw_pre_hook(self, mod: torch.nn.Module, input: Any) -> None:
+        # Entering a module in forward; its backward ends when its inputs' gradients are computed.
+        name = self._get_mod_name(mod)
+        self._get_append_fn(name, False)()
+        self._on_gradients(input, self._get_pop_fn(name, True))
+
+    def _fw_post_hook(self, mod: torch.nn.Module, input: Any, output: Any) -> None:
+        # Leaving it in forward; its backward starts when its outputs' gradients arrive.
+        name = self._get_mod_name(mod)
+        self._get_pop_fn(name, False)()
+        self._on_gradients(output, self._get_append_fn(name, True))
+
+    def _on_gradients(self, tensors: Any, fn: Callable[..., None]) -> None:
+        from torch.autograd.graph import register_multi_grad_hook
+
+        hooked = [a for a in tree_flatten(tensors)[0] if _in_graph(a)] if torch.is_grad_enabled() else []
+        if hooked:
+            self._hooks.append(register_multi_grad_hook(hooked, fn))
 
 
 def op_name(func: object) -> str:

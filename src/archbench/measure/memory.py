@@ -264,8 +264,11 @@ def step_memory(make_step: Callable[[], MeasuredStep], first_step: bool = False)
     tracker.peak_bytes = tracker.live_bytes
     tracker.peak_snapshot = dict(tracker.entries)
     marks: dict[str, int] = {}
+    grad_keys: set[int | None] = set()
 
     def on_phase(name: str) -> None:
+        if name == "bookkeeping":  # the gradients, before the step releases them (its last act)
+            grad_keys.update(tracker.key_of(p.grad) for p in step.model.parameters() if p.grad is not None)
         if name == "backward":
             tracker.sweep()
             marks["after_forward"] = tracker.live_bytes
@@ -284,7 +287,7 @@ def step_memory(make_step: Callable[[], MeasuredStep], first_step: bool = False)
     opt = step.setup.opt
     from archbench.train.optim import optimizer_state_tensors
 
-    grad_keys = {tracker.key_of(p.grad) for p in step.model.parameters() if p.grad is not None}
+    grad_keys.update(tracker.key_of(p.grad) for p in step.model.parameters() if p.grad is not None)
     state_keys = {tracker.key_of(t) for t in optimizer_state_tensors(opt)}
     breakdown = _classify(tracker.peak_snapshot, grad_keys, state_keys)
     breakdown["scratch"] = max(0, peak - tracker.peak_bytes)

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-from torch.utils.module_tracker import ModuleTracker
 
 from archbench.measure.counting import FlopCount, OpCounter
+from archbench.measure.counting import SafeModuleTracker as ModuleTracker
 
 if TYPE_CHECKING:
     from archbench.config import TrainConfig
@@ -84,7 +84,10 @@ def count_train_step(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28
 
 def layer_table(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28)) -> list[dict]:
     """One row per leaf module, in execution order: name, type, output shape
-    (batch 1), own parameters, MACs, matmul/conv FLOPs, other FLOPs."""
+    (batch 1; None for a tuple or nested tensor), own parameters, MACs,
+    matmul/conv FLOPs, other FLOPs; then a row for each container module that
+    runs arithmetic itself or holds parameters no leaf ran (the root as
+    "(model)"), so that the rows add up to the model's counts."""
     m = copy.deepcopy(model).eval()
     names = {mod: name for name, mod in m.named_modules()}
     rows: dict[str, dict] = {}
@@ -94,7 +97,8 @@ def layer_table(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28)) ->
         name = names.get(mod, "?")
         if name not in rows:
             order.append(name)
-            shape = tuple(output.shape) if isinstance(output, torch.Tensor) else None
+            # A nested tensor (TransformerEncoder's fast path with a padding mask) has no one shape.
+            shape = tuple(output.shape) if isinstance(output, torch.Tensor) and not output.is_nested else None
             rows[name] = {
                 "layer": name, "type": type(mod).__name__, "output_shape": shape,
                 "params": sum(p.numel() for p in mod.parameters(recurse=False)),
@@ -115,12 +119,24 @@ def layer_table(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28)) ->
         c = by_module.get(name, {"matmul_conv": 0, "other": 0})
         r.update(macs=c["matmul_conv"] // 2, matmul_conv_flops=c["matmul_conv"], other_flops=c["other"])
         out.append(r)
-    rest = {k: v for k, v in by_module.items() if k not in rows}
-    if rest:
-        out.append({"layer": "(outside leaf modules)", "type": "", "output_shape": None, "params": 0,
-                    "macs": sum(v["matmul_conv"] for v in rest.values()) // 2,
-                    "matmul_conv_flops": sum(v["matmul_conv"] for v in rest.values()),
-                    "other_flops": sum(v["other"] for v in rest.values())})
+    # Arithmetic a container module runs itself (MultiheadAttention's projections from its own weights, a
+    # residual add, a Keras functional graph): one row per such module, with the parameters it holds itself.
+    modules = dict(m.named_modules())
+    for name, c in by_module.items():
+        if name in rows:
+            continue
+        mod = modules.get(name)
+        own = [p for p in mod.parameters(recurse=False)] if mod is not None else []
+        out.append({"layer": name or "(model)", "type": type(mod).__name__ if mod is not None else "",
+                    "output_shape": None, "params": sum(p.numel() for p in own), "macs": c["matmul_conv"] // 2,
+                    "matmul_conv_flops": c["matmul_conv"], "other_flops": c["other"]})
+    # Parameters of modules that ran no op of their own (used by a parent): a row each, so the rows add up.
+    listed = {r["layer"] if r["layer"] != "(model)" else "" for r in out}
+    for name, mod in modules.items():
+        held = sum(p.numel() for p in mod.parameters(recurse=False))
+        if held and name not in listed:
+            out.append({"layer": name or "(model)", "type": type(mod).__name__, "output_shape": None,
+                        "params": held, "macs": 0, "matmul_conv_flops": 0, "other_flops": 0})
     return out
 
 

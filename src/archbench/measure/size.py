@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -18,6 +20,26 @@ def onnx_available() -> bool:
     return True
 
 
+@contextlib.contextmanager
+def _native_output_muted() -> Iterator[None]:
+    """The exporter's C++ logger writes the whole TorchScript graph to the
+    process's stdout when an export fails (the failure itself is raised and
+    recorded), which would corrupt ``profile --json``: file descriptors 1 and
+    2 point at /dev/null inside the block."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 1)
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        for fd, kept in zip((1, 2), saved):
+            os.dup2(kept, fd)
+            os.close(kept)
+
+
 def export_onnx(model: nn.Module, path: Path, input_shape: tuple[int, ...] = (1, 28, 28)) -> None:
     """ONNX export of an eval-mode copy (batch dimension dynamic). Needs the
     optional ``onnx`` package (``pip install archbench[onnx]``)."""
@@ -26,26 +48,32 @@ def export_onnx(model: nn.Module, path: Path, input_shape: tuple[int, ...] = (1,
 
     m = copy.deepcopy(model).eval().cpu()
     x = torch.zeros(1, *input_shape)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _native_output_muted():
         warnings.simplefilter("ignore")
         torch.onnx.export(m, (x,), str(path), dynamo=False, input_names=["input"], output_names=["logits"],
                           dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
 
 
-def _plain_state(model: nn.Module) -> dict[str, torch.Tensor]:
+def _plain_state(model: nn.Module, aliases: bool = False) -> dict[str, torch.Tensor]:
     """The state dict on the CPU, each tensor once: a tensor reachable under
     several names (tied weights; a Keras model's parameters, listed by both
-    the model and its functional graph) is saved under its first name only,
-    as safetensors requires and as the weights take space once on disk."""
+    the model and its functional graph) is kept under its first name only,
+    as safetensors requires and as the weights take space once on disk. With
+    ``aliases`` every name is kept, each alias the very tensor of its first
+    name: ``torch.save`` writes shared storage once, and the file loads back
+    into the model with ``load_state_dict`` (strict)."""
     state: dict[str, torch.Tensor] = {}
-    seen: set[tuple] = set()
+    first: dict[tuple, torch.Tensor] = {}
     for k, v in model.state_dict().items():
         if v.numel():
             key = (v.device, v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape), tuple(v.stride()),
                    v.dtype)
-            if key in seen:
+            if key in first:
+                if aliases:
+                    state[k] = first[key]
                 continue
-            seen.add(key)
+            state[k] = first[key] = v.detach().to("cpu").contiguous()
+            continue
         state[k] = v.detach().to("cpu").contiguous()
     return state
 
@@ -81,7 +109,7 @@ def save_model_files(model: nn.Module, directory: str | os.PathLike, stem: str,
 
                 save_file(state, str(tmp))
             elif fmt == "state_dict":
-                torch.save(state, tmp)
+                torch.save(_plain_state(model, aliases=True), tmp)
             else:
                 export_onnx(model, tmp, input_shape)
             os.chmod(tmp, file_mode())
@@ -100,11 +128,22 @@ def measure_saved_sizes(model: nn.Module, directory: str | os.PathLike, input_sh
     ``onnx`` is importable (or ``onnx=True``); when it is not, ``"onnx"`` maps
     to None and the reason is in ``"onnx_note"``."""
     want_onnx = onnx_available() if onnx is None else onnx
-    formats = ("safetensors", "state_dict") + (("onnx",) if want_onnx else ())
-    written = save_model_files(model, directory, stem, formats, input_shape)
+    written = save_model_files(model, directory, stem, ("safetensors", "state_dict"), input_shape)
+    note = None if want_onnx else "onnx not installed (pip install archbench[onnx])"
+    if want_onnx:
+        try:  # a model ONNX cannot export (an LSTM with proj_size, ...) keeps its other sizes
+            written.update(save_model_files(model, directory, stem, ("onnx",), input_shape))
+        except Exception as exc:  # noqa: BLE001 - recorded as the reason ONNX has no size
+            note = f"the ONNX export failed ({type(exc).__name__}: {_first_line(exc)})"
     out: dict = {fmt: d["bytes"] for fmt, d in written.items()}
     out["files"] = {fmt: str(Path(directory) / d["path"]) for fmt, d in written.items()}
-    if not want_onnx:
+    if note is not None:
         out["onnx"] = None
-        out["onnx_note"] = "onnx not installed (pip install archbench[onnx])"
+        out["onnx_note"] = note
     return out
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exporter's message without the graph dump that follows it."""
+    lines = str(exc).strip().splitlines()
+    return lines[0].split("  [Caused by")[0].split(" Please feel free")[0] if lines else ""

@@ -240,9 +240,37 @@ def create_model(ref: str, *, input_shape: tuple[int, ...] | None = None,
         raise ModelError(f"model must be a non-empty name or 'module:function', got {ref!r}.")
     shape, classes = _valid_shape(input_shape, num_classes)
     try:
-        return _build(ref, shape, classes)
+        model = _build(ref, shape, classes)
     except InputTooSmall as exc:  # add the model, the smallest input it takes and the fix
         raise InputTooSmall(_too_small(ref, shape or input_shape_of(ref), exc)) from None
+    return materialize_lazy(model, ref, shape or input_shape_of(ref))
+
+
+def materialize_lazy(model: nn.Module, ref: str, input_shape: Sequence[int]) -> nn.Module:
+    """A model with lazy modules (``nn.LazyLinear``, ``nn.LazyConv2d``, ...)
+    gets its parameters' shapes from one forward pass on a sample batch (two
+    zero images, eval mode, no gradients; the training flag restored), as
+    PyTorch's documentation asks before an optimizer is built; the new
+    parameters are initialised from torch's global RNG, like every other
+    parameter at construction. Models without lazy parameters are untouched."""
+    from torch.nn.parameter import is_lazy
+
+    if not any(is_lazy(t) for t in (*model.parameters(), *model.buffers())):
+        return model
+    p = next((t for t in model.parameters() if not is_lazy(t)), None)
+    x = torch.zeros(2, *input_shape, device=p.device if p is not None else "cpu")
+    training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(x)
+    except Exception as exc:  # noqa: BLE001 - user code: reported with context
+        raise ModelError(f"model {ref!r} has lazy modules, whose shapes come from a first forward pass, and "
+                         f"that pass on a batch of {_shape_str(input_shape)} images failed: {_describe(exc)}. "
+                         "Give the lazy layers their input sizes (nn.Linear instead of nn.LazyLinear), or make "
+                         "the model take these images.") from exc
+    finally:
+        model.train(training)
+    return model
 
 
 def _build(ref: str, input_shape: tuple[int, int, int] | None, num_classes: int | None,

@@ -18,53 +18,7 @@ def model_section(name: str, entry: ModelRecord) -> list:
     if entry.get("description"):
         blocks.append(Para(entry["description"]))
     if meas:
-        fl, mem, p = meas["flops"], meas["memory"]["train_step"], meas["params"]
-        sizes = meas["saved_size_bytes"]
-        partial = flops_partial(entry)
-        items = [
-            f"Parameters: {fmt_count(p['trainable'])} trainable, {fmt_count(p['non_trainable'])} non-trainable; "
-            f"raw weights {fmt_bytes(p['raw_weight_bytes'])}.",
-            "Saved files: " + ", ".join(f"{k} {fmt_bytes(v)} ({fmt_count(v)} B)" for k, v in sizes.items()
-                                        if isinstance(v, int))
-            + (f"; ONNX not measured: {sizes['onnx_note']}" if sizes.get("onnx_note") else "") + ".",
-            f"Inference{_views_text(fl)}: {fmt_count(fl['forward_macs_per_sample'])} MACs = "
-            f"{fmt_count(fl['forward_per_sample'])} matmul/conv FLOPs per sample"
-            + (f", plus {fmt_count(fl['forward_other_per_sample'])} other FLOPs (bias, activations, pooling)"
-               if "forward_other_per_sample" in fl else "")
-            + (" — partial: " + _uncounted_text(fl.get("forward_uncounted_ops") or fl.get("uncounted_ops"))
-               if partial["forward"] else "") + ".",
-            f"Training step ({_step_text(meas.get('step'), fl['train_step_batch_size'])}): "
-            f"{fmt_count(fl['train_step'])} matmul/conv FLOPs "
-            f"(forward {fmt_count(fl['train_step_forward'])}, backward {fmt_count(fl['train_step_backward'])})"
-            + (f", plus {fmt_count(fl['train_step_other'])} other FLOPs including the Adam update"
-               if "train_step_other" in fl else "")
-            + (" — partial: " + _uncounted_text(fl.get("uncounted_ops")) if partial["train_step"] else "") + ".",
-        ]
-        if "per_run" in fl:
-            items.append(f"Whole run: {fmt_si(fl['per_run']['matmul_conv'], 'FLOPs')} matmul/conv + "
-                         f"{fmt_si(fl['per_run']['other'], 'FLOPs')} other over "
-                         f"{fmt_count(fl['per_run']['steps'])} steps.")
-        items.append(
-            f"Peak training-step memory at batch {fl['train_step_batch_size']} ("
-            + (f"{str(meas['step'].get('precision'))}, {str(meas['step'].get('optimizer')).split(' (')[0]}"
-               if meas.get("step") else f"{MEASURED_PRECISION}, {MEASURED_OPTIMIZER}")
-            + f") {fmt_bytes(mem['peak_bytes'])} ("
-            + ", ".join(f"{k.replace('_', ' ')} {fmt_bytes(v)}" for k, v in mem["breakdown"].items()) + ")"
-            + (f"; first step {fmt_bytes(meas['memory']['first_step']['peak_bytes'])}"
-               if "first_step" in meas["memory"] else "")
-            + f". The seed notebook's estimate, 4 × params, would say "
-            f"{fmt_bytes(meas['memory']['estimate']['params_grads_adam_bytes'])}.")
-        if mem.get("cuda_allocator_peak_bytes") is not None:
-            items.append(f"CUDA allocator peak during the step: {fmt_bytes(mem['cuda_allocator_peak_bytes'])} "
-                         "(includes cuBLAS/cuDNN workspaces).")
-        items += _memory_detail(meas["memory"])
-        if meas.get("reference"):
-            items.append(_reference_text(meas["reference"]))
-        if "speed" in meas:
-            lat = meas["speed"]["inference_latency_batch1"]
-            thr = meas["speed"]["inference_throughput_batch1024"]
-            items.append(f"Inference latency at batch 1{_views_text(lat)}: {fmt_latency(lat)}; throughput at "
-                         f"batch 1024: {thr['items_per_second']:,.0f} samples/s.")
+        items = _measurement_items(entry, meas)
         blocks.append(Bullets(items))
     rows: list[tuple[str, ...]] = []
     for u in entry.get("units", []):
@@ -83,6 +37,75 @@ def model_section(name: str, entry: ModelRecord) -> list:
                              "Threads", "Load (1 min, start → end)"), rows))
     blocks += _time_to_result(entry)
     return blocks
+
+
+def _measurement_items(entry: ModelRecord, meas: dict) -> list[str]:
+    """One bullet per measured cost, in a fixed order; a cost that failed is
+    named with its reason (the others stand)."""
+    p, sizes, fl = meas.get("params"), meas.get("saved_size_bytes"), meas.get("flops")
+    items: list[str] = []
+    if p:
+        items.append(f"Parameters: {fmt_count(p['trainable'])} trainable, {fmt_count(p['non_trainable'])} "
+                     f"non-trainable; raw weights {fmt_bytes(p['raw_weight_bytes'])}.")
+    if sizes:
+        items.append("Saved files: " + ", ".join(f"{k} {fmt_bytes(v)} ({fmt_count(v)} B)" for k, v in sizes.items()
+                                                 if isinstance(v, int))
+                     + (f"; ONNX not measured: {sizes['onnx_note']}" if sizes.get("onnx_note") else "") + ".")
+    if fl:
+        items += _flops_items(entry, meas, fl)
+    if meas.get("memory"):
+        items += _memory_items(meas, (fl or {}).get("train_step_batch_size") or lookup(meas, "step", "batch_size"))
+    if meas.get("reference"):
+        items.append(_reference_text(meas["reference"]))
+    if "speed" in meas:
+        lat = meas["speed"]["inference_latency_batch1"]
+        thr = meas["speed"]["inference_throughput_batch1024"]
+        items.append(f"Inference latency at batch 1{_views_text(lat)}: {fmt_latency(lat)}; throughput at "
+                     f"batch 1024: {thr['items_per_second']:,.0f} samples/s.")
+    for cost, why in (meas.get("errors") or {}).items():
+        items.append(f"Not measured — {cost.replace('_', ' ')}: {why}.")
+    return items
+
+
+def _flops_items(entry: ModelRecord, meas: dict, fl: dict) -> list[str]:
+    partial = flops_partial(entry)
+    items = [
+        f"Inference{_views_text(fl)}: {fmt_count(fl['forward_macs_per_sample'])} MACs = "
+        f"{fmt_count(fl['forward_per_sample'])} matmul/conv FLOPs per sample"
+        + (f", plus {fmt_count(fl['forward_other_per_sample'])} other FLOPs (bias, activations, pooling)"
+           if "forward_other_per_sample" in fl else "")
+        + (" — partial: " + _uncounted_text(fl.get("forward_uncounted_ops") or fl.get("uncounted_ops"))
+           if partial["forward"] else "") + ".",
+        f"Training step ({_step_text(meas.get('step'), fl['train_step_batch_size'])}): "
+        f"{fmt_count(fl['train_step'])} matmul/conv FLOPs "
+        f"(forward {fmt_count(fl['train_step_forward'])}, backward {fmt_count(fl['train_step_backward'])})"
+        + (f", plus {fmt_count(fl['train_step_other'])} other FLOPs including the Adam update"
+           if "train_step_other" in fl else "")
+        + (" — partial: " + _uncounted_text(fl.get("uncounted_ops")) if partial["train_step"] else "") + ".",
+    ]
+    if "per_run" in fl:
+        items.append(f"Whole run: {fmt_si(fl['per_run']['matmul_conv'], 'FLOPs')} matmul/conv + "
+                     f"{fmt_si(fl['per_run']['other'], 'FLOPs')} other over "
+                     f"{fmt_count(fl['per_run']['steps'])} steps.")
+    return items
+
+
+def _memory_items(meas: dict, batch_size: int | None) -> list[str]:
+    mem = meas["memory"]["train_step"]
+    items = [
+        f"Peak training-step memory at batch {batch_size} ("
+        + (f"{str(meas['step'].get('precision'))}, {str(meas['step'].get('optimizer')).split(' (')[0]}"
+           if meas.get("step") else f"{MEASURED_PRECISION}, {MEASURED_OPTIMIZER}")
+        + f") {fmt_bytes(mem['peak_bytes'])} ("
+        + ", ".join(f"{k.replace('_', ' ')} {fmt_bytes(v)}" for k, v in mem["breakdown"].items()) + ")"
+        + (f"; first step {fmt_bytes(meas['memory']['first_step']['peak_bytes'])}"
+           if "first_step" in meas["memory"] else "")
+        + f". The seed notebook's estimate, 4 × params, would say "
+        f"{fmt_bytes(meas['memory']['estimate']['params_grads_adam_bytes'])}."]
+    if mem.get("cuda_allocator_peak_bytes") is not None:
+        items.append(f"CUDA allocator peak during the step: {fmt_bytes(mem['cuda_allocator_peak_bytes'])} "
+                     "(includes cuBLAS/cuDNN workspaces).")
+    return items + _memory_detail(meas["memory"])
 
 
 def _time_to_result(entry: ModelRecord) -> list:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from archbench.records import ModelRecord, RunRecord
+from archbench.records import ModelRecord, RunRecord, lookup
 from archbench.report.analysis import COST_AXES, TIME_AXES, correctness, time_spread
 from archbench.report.target import unit_curve
 
@@ -254,14 +254,17 @@ def accuracy_vs_cost(record: RunRecord, analysis: dict[str, Any]) -> Figure | No
                         yerr=[[max(0.0, 100 * (a["mean"] - a["ci"]["low"]))],
                               [max(0.0, 100 * (a["ci"]["high"] - a["mean"]))]],
                         fmt="o", color=colors[n], capsize=3, label=n)
-            ax.annotate(n, (x, 100 * a["mean"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
+            views = lookup(record["models"][n], "measurements", "flops", "inference_views") or 1
+            tag = f"{n} ({views} views)" if key == "flops_inference" and views > 1 else n
+            ax.annotate(tag, (x, 100 * a["mean"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
         front = analysis["pareto"].get(key, [])
         if len(front) > 1:
             ax.plot([models[n]["costs"][key] / div for n in front],
                     [100 * models[n]["accuracy"]["mean"] for n in front], "k--", lw=1, label="Pareto front")
         ax.set_xscale("log")
         _plain_ticks(ax.xaxis)
-        ax.set_xlabel(f"{label}" + (f" ({unit}, log scale)" if unit else " (log scale)"))
+        views = ", all views" if key == "flops_inference" else ""  # every test-time view evaluation averages
+        ax.set_xlabel(f"{label}{views}" + (f" ({unit}, log scale)" if unit else " (log scale)"))
         ax.set_ylabel("test accuracy, %")
         ax.margins(x=0.15)
         low, high = ax.get_ylim()  # accuracy lives in 0-100 %: the axis never shows more or less

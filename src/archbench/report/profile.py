@@ -38,7 +38,49 @@ def _memory_line(label: str, st: dict) -> str:
 
 def render_profile(rec: dict) -> str:
     meas = rec["measurements"]
-    fl, mem, p = meas["flops"], meas["memory"], meas["params"]
+    lines = _header(rec, meas)
+    fl, p = meas.get("flops"), meas.get("params")
+    if rec.get("layers") is not None:
+        lines += _layer_lines(rec["layers"], fl, p)
+    if fl:
+        lines += _flops_lines(meas, fl)
+    if meas.get("memory"):
+        lines += _memory_lines(meas["memory"])
+    ref = meas.get("reference")
+    if ref:
+        rf = ref["flops"]
+        lines += ["", "Plain PyTorch reference step (" + step_words(ref.get("step")) + "):",
+                  f"  {fmt_count(rf['train_step'])} matmul/conv + {fmt_count(rf['train_step_other'])} other FLOPs"
+                  + (" (partial)" if (rf.get("partial") or {}).get("train_step") else "") + "; "
+                  + _memory_line("peak", ref["memory"]["train_step"]).strip()
+                  + f"; first step {fmt_bytes(ref['memory']['first_step']['peak_bytes'])}"]
+        if ref.get("speed"):
+            lines.append(f"  step time: {tail_latency(ref['speed']['train_step'])}")
+    sz = meas.get("saved_size_bytes")
+    if sz:
+        lines += ["", "Size: " + (f"raw weights {fmt_bytes(p['raw_weight_bytes'])}; " if p else "") + "files: "
+                  + ", ".join(f"{k} {fmt_bytes(v)}" for k, v in sz.items() if isinstance(v, int))
+                  + (f"; onnx: {sz['onnx_note']}" if sz.get("onnx_note") else "")]
+        if sz.get("files"):
+            lines.append("Files kept: " + ", ".join(sz["files"].values()))
+    if meas.get("speed"):
+        sp = meas["speed"]
+        lat, thr, ts = sp["inference_latency_batch1"], sp["inference_throughput_batch1024"], sp["train_step"]
+        lines += ["", "Speed:",
+                  f"  inference latency, batch 1 ({lat.get('views', 1)} view(s)): {tail_latency(lat)}",
+                  f"  inference throughput, batch 1024: {thr['items_per_second']:,.0f} samples/s",
+                  f"  training step, batch {ts['items_per_call']}: {tail_latency(ts)} "
+                  f"({ts['items_per_second']:,.0f} samples/s)"]
+    errors = dict(meas.get("errors") or {})
+    if rec.get("layers_error"):
+        errors = {"per-layer table": rec["layers_error"], **errors}
+    if errors:
+        lines += ["", "Not measured (the other costs above stand):"]
+        lines += [f"  {k.replace('_', ' ')}: {v}" for k, v in errors.items()]
+    return "\n".join(lines)
+
+
+def _header(rec: dict, meas: dict) -> list[str]:
     lines = [f"archbench profile {rec['model']}  (input {tuple(rec['input_shape'])}, training batch "
              f"{rec['batch_size']}, device {rec['device']})"]
     ds = rec.get("dataset")
@@ -53,24 +95,32 @@ def render_profile(rec: dict) -> str:
         load = " → ".join(f"{x[0]:.2f}" for x in (h.get("load_start"), h.get("load_end")) if x)
         lines.append(f"Host: {h.get('cpu') or 'CPU unknown'}, {h.get('torch_threads')} torch threads on "
                      f"{h.get('usable_cpus')} usable cores; 1-minute load {load or 'unknown'} (start → end)")
-    lines.append("")
+    return lines + [""]
+
+
+def _layer_lines(layers: list[dict], fl: dict | None, p: dict | None) -> list[str]:
     rows = [(r["layer"], r["type"], str(r["output_shape"][1:] if r["output_shape"] else ""), fmt_count(r["params"]),
              fmt_count(r["macs"]), fmt_count(r["matmul_conv_flops"]), fmt_count(r["other_flops"]))
-            for r in rec["layers"]]
+            for r in layers]
+    if fl:
+        mark = " (partial)" if (fl.get("partial") or {}).get("forward") else ""
+        one = fl.get("forward_one_view_per_sample", fl["forward_per_sample"])
+        one_other = fl.get("forward_one_view_other_per_sample", fl["forward_other_per_sample"])
+        rows.append(("total", "", "", fmt_count(p["total"]) if p else "n/a", fmt_count(one // 2) + mark,
+                     fmt_count(one) + mark, fmt_count(one_other) + mark))
+    return ["The model as written, one sample (batch 1, eval mode):",
+            text_table(("Layer", "Type", "Output", "Params", "MACs", "FLOPs matmul/conv", "FLOPs other"), rows)]
+
+
+def _flops_lines(meas: dict, fl: dict) -> list[str]:
     partial = fl.get("partial") or {}
     mark = " (partial)" if partial.get("forward") else ""
-    one = fl.get("forward_one_view_per_sample", fl["forward_per_sample"])
-    one_other = fl.get("forward_one_view_other_per_sample", fl["forward_other_per_sample"])
-    rows.append(("total", "", "", fmt_count(p["total"]), fmt_count(one // 2) + mark, fmt_count(one) + mark,
-                 fmt_count(one_other) + mark))
-    lines.append("The model as written, one sample (batch 1, eval mode):")
-    lines.append(text_table(("Layer", "Type", "Output", "Params", "MACs", "FLOPs matmul/conv", "FLOPs other"), rows))
     views = fl.get("inference_views", 1)
-    lines.append(f"Inference as evaluated ({views} test-time view{'s' if views != 1 else ''}"
-                 + (f", {meas['inference']['precision']}, {meas['inference']['formulation']} formulation"
-                    if meas.get("inference") else "")
-                 + f"): {fmt_count(fl['forward_macs_per_sample'])} MACs = {fmt_count(fl['forward_per_sample'])} "
-                 f"matmul/conv FLOPs + {fmt_count(fl['forward_other_per_sample'])} other per sample{mark}")
+    lines = [f"Inference as evaluated ({views} test-time view{'s' if views != 1 else ''}"
+             + (f", {meas['inference']['precision']}, {meas['inference']['formulation']} formulation"
+                if meas.get("inference") else "")
+             + f"): {fmt_count(fl['forward_macs_per_sample'])} MACs = {fmt_count(fl['forward_per_sample'])} "
+             f"matmul/conv FLOPs + {fmt_count(fl['forward_other_per_sample'])} other per sample{mark}"]
     lines += ["", f"Training step at batch {fl['train_step_batch_size']} (FLOPs):"]
     lines.append(text_table(("phase", "matmul/conv", "other", "all", "other by category"),
                             _phase_rows(fl["train_step_phases"])))
@@ -89,12 +139,16 @@ def render_profile(rec: dict) -> str:
     lines.append("uncounted ops: " + (", ".join(f"{k} ×{v}" for k, v in unc.items()) if unc else "none")
                  + "; data movement (0 FLOPs): "
                  + (", ".join(f"{k} ×{v}" for k, v in (fl.get("data_movement_ops") or {}).items()) or "none"))
+    return lines
+
+
+def _memory_lines(mem: dict) -> list[str]:
     st, first = mem["train_step"], mem["first_step"]
-    lines += ["", "Memory (measured: the allocator's peak; breakdown by a tensor tracker, scratch = what no op "
-                  "returned):",
-              _memory_line("training step, steady state", st),
-              f"  training step, first: {fmt_bytes(first['peak_bytes'])}",
-              f"  saved for backward after the forward pass: {fmt_bytes(st['activations_saved_bytes'])}"]
+    lines = ["", "Memory (measured: the allocator's peak; breakdown by a tensor tracker, scratch = what no op "
+                 "returned):",
+             _memory_line("training step, steady state", st),
+             f"  training step, first: {fmt_bytes(first['peak_bytes'])}",
+             f"  saved for backward after the forward pass: {fmt_bytes(st['activations_saved_bytes'])}"]
     if st.get("tracked_peak_bytes"):
         lines.append(f"  tracker's peak at op boundaries: {fmt_bytes(st['tracked_peak_bytes'])}"
                      + (f"; measured by {st['measured_by']}" if st.get("measured_by") else ""))
@@ -110,27 +164,4 @@ def render_profile(rec: dict) -> str:
                  " — shown beside the measurement, not instead of it")
     if mem.get("process_peak_rss_bytes"):
         lines.append(f"  process peak RSS: {fmt_bytes(mem['process_peak_rss_bytes'])}")
-    ref = meas.get("reference")
-    if ref:
-        rf = ref["flops"]
-        lines += ["", "Plain PyTorch reference step (" + step_words(ref.get("step")) + "):",
-                  f"  {fmt_count(rf['train_step'])} matmul/conv + {fmt_count(rf['train_step_other'])} other FLOPs; "
-                  + _memory_line("peak", ref["memory"]["train_step"]).strip()
-                  + f"; first step {fmt_bytes(ref['memory']['first_step']['peak_bytes'])}"]
-        if ref.get("speed"):
-            lines.append(f"  step time: {tail_latency(ref['speed']['train_step'])}")
-    sz = meas["saved_size_bytes"]
-    lines += ["", "Size: raw weights " + fmt_bytes(p["raw_weight_bytes"]) + "; files: "
-              + ", ".join(f"{k} {fmt_bytes(v)}" for k, v in sz.items() if isinstance(v, int))
-              + (f"; onnx: {sz['onnx_note']}" if sz.get("onnx_note") else "")]
-    if sz.get("files"):
-        lines.append("Files kept: " + ", ".join(sz["files"].values()))
-    if "speed" in meas:
-        sp = meas["speed"]
-        lat, thr, ts = sp["inference_latency_batch1"], sp["inference_throughput_batch1024"], sp["train_step"]
-        lines += ["", "Speed:",
-                  f"  inference latency, batch 1 ({lat.get('views', 1)} view(s)): {tail_latency(lat)}",
-                  f"  inference throughput, batch 1024: {thr['items_per_second']:,.0f} samples/s",
-                  f"  training step, batch {ts['items_per_call']}: {tail_latency(ts)} "
-                  f"({ts['items_per_second']:,.0f} samples/s)"]
-    return "\n".join(lines)
+    return lines

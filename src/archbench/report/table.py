@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from archbench.records import RunRecord, flops_partial
+from archbench.records import ModelRecord, RunRecord, flops_partial, lookup
 from archbench.report.analysis import analyze
 from archbench.report.units import fmt_bytes, fmt_count, fmt_seconds, fmt_si
 
@@ -25,8 +25,17 @@ def _acc_cell(a: dict, failed: int) -> str:
             f"{100 * ci['high']:.2f}, n={a['n']})")
 
 
-def _flops_cell(value: Any, partial: bool) -> str:
-    return fmt_si(value, "FLOPs") + (" (partial)" if partial and value is not None else "")
+def _flops_cell(value: Any, partial: bool, views: int = 1) -> str:
+    """A FLOPs figure, marked partial where ops went uncounted and with its
+    test-time views where evaluation averages several (one view otherwise)."""
+    if value is None:
+        return fmt_si(value, "FLOPs")
+    return fmt_si(value, "FLOPs") + (f" ({views} views)" if views > 1 else "") + (" (partial)" if partial else "")
+
+
+def inference_views(entry: ModelRecord | dict) -> int:
+    """How many test-time views a model's inference FLOPs include (1 for a record made before they were recorded)."""
+    return int(lookup(entry, "measurements", "flops", "inference_views") or 1)
 
 
 def comparison_rows(record: RunRecord, analysis: dict[str, Any] | None = None) -> list[tuple[str, ...]]:
@@ -36,7 +45,9 @@ def comparison_rows(record: RunRecord, analysis: dict[str, Any] | None = None) -
         c = s["costs"]
         partial = flops_partial(record["models"].get(name) or {})
         rows.append((name, _acc_cell(s["accuracy"], len(s["failed"])), fmt_count(c["params"]),
-                     fmt_bytes(c["saved_bytes"]), _flops_cell(c["flops_inference"], partial["forward"]),
+                     fmt_bytes(c["saved_bytes"]),
+                     _flops_cell(c["flops_inference"], partial["forward"],
+                                 inference_views(record["models"].get(name) or {})),
                      _flops_cell(c["flops_train"], partial["train_step"]), fmt_bytes(c["peak_memory"]),
                      fmt_seconds(c["train_time"])))
     return rows

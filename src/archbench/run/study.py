@@ -458,6 +458,10 @@ def measure_entry(entry: ModelRecord, ref: str, cfg: StudyConfig, train_samples:
                                               train_samples=train_samples, epochs=tcfg.epochs, timing=timing,
                                               files_stem=RunDir.stem(ref, cfg.seeds[0]))
         entry.pop("measurement_error", None)
+        failed = (entry["measurements"] or {}).get("errors")
+        if failed:  # the costs that could not be measured, each with its reason; the others stand
+            entry["measurement_error"] = "; ".join(f"{k}: {v}" for k, v in failed.items())
+            log(f"[{ref}] measuring {', '.join(failed)} FAILED — {entry['measurement_error']}")
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - recorded; training still runs
         if stop_requested():
             raise KeyboardInterrupt from None

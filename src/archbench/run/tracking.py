@@ -104,12 +104,12 @@ def _trained_model(record: RunRecord, model: str, unit: Unit, run_dir: Path) -> 
     m = build_model(model, unit["seed"], *record_shape(record))
     state = torch.load(Path(run_dir) / "models" / unit["files"]["state_dict"], map_location="cpu",
                        weights_only=True)
-    # The file holds each tensor once (tied weights under their first name): exactly the
-    # names save_model_files keeps for this model; the aliases are restored through them.
+    # The file holds each tensor once: under every name (tied weights' aliases share the storage), or, as
+    # files written before that did, under its first name only; the aliases are restored through it.
     from archbench.measure.size import _plain_state
 
     expected = set(_plain_state(m))
-    if set(state) != expected:
+    if set(state) not in (expected, set(m.state_dict())):
         raise RuntimeError(f"saved weights do not fit the model: missing {sorted(expected - set(state))[:3]}, "
                            f"unexpected {sorted(set(state) - expected)[:3]}")
     m.load_state_dict(state, strict=False)

@@ -284,6 +284,7 @@ def _epoch(run: _Run, epoch: int, step: Step | GraphedStep, bar: ProgressBar | N
         if augmenting:
             xb = augment(xb, cfg.augment_crop, cfg.augment_flip, run.aug_gen)
         step(xb, Y.index_select(0, idx), step_loss[i], preds[lo:hi])
+        del xb  # released before the next batch is gathered: between steps the loop holds no batch
         if bar is not None:
             bar.update(hi - lo)
             if device.type == "cpu" and i % 100 == 99:

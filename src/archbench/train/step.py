@@ -130,9 +130,6 @@ class Step:
 
     def __call__(self, xb: torch.Tensor, yb: torch.Tensor, loss_out: torch.Tensor, pred_out: torch.Tensor) -> None:
         phase = self.on_phase
-        if self.zero_grad:
-            # None, not zeros: backward then writes gradients instead of adding to zeros.
-            self.opt.zero_grad(set_to_none=True)
         if phase is not None:
             phase("forward")
         if self.autocast_dtype is None:  # the fp32 hot path: no autocast bookkeeping per step
@@ -153,6 +150,11 @@ class Step:
         with torch.no_grad():
             loss_out.copy_(loss.detach())
             torch.argmax(logits.detach(), 1, out=pred_out)
+        if self.zero_grad:
+            # Released as soon as the update has used them, not when the next step starts: between steps
+            # (while the loop gathers the next batch) nothing of this step is held. None, not zeros:
+            # the next backward writes gradients instead of adding to zeros (the same arithmetic).
+            self.opt.zero_grad(set_to_none=True)
 
 
 @dataclass
