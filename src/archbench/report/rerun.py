@@ -49,7 +49,20 @@ def run_command(record: RunRecord, names: list[str], seeds: str, extra: tuple[st
             else:
                 parts += [flag, v]
     parts += list(extra)
-    return "`" + " ".join(shlex.quote(p) for p in parts) + "`"  # pasteable: a path with spaces stays one word
+    return code_span(" ".join(shlex.quote(p) for p in parts))  # pasteable: a path with spaces stays one word
+
+
+def code_span(text: str) -> str:
+    """``text`` as a Markdown code span that survives backticks in it (a
+    model's name): fenced by a longer run of backticks, padded with spaces
+    where it starts or ends with one (CommonMark strips one space each side)."""
+    longest = run = 0
+    for c in text:
+        run = run + 1 if c == "`" else 0
+        longest = max(longest, run)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") or longest else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def reproduce_text(record: RunRecord) -> str:
