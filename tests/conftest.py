@@ -15,8 +15,9 @@ from archbench.data.loader import locate
 from archbench.data.registry import FASHION_MNIST
 from archbench.errors import DataError
 
-# CPU arithmetic depends on the thread count, and "auto" picks it from the machine's load: tests that compare
-# two runs pin it (subprocesses inherit this). tests/test_threads.py tests the policy itself.
+# CPU arithmetic depends on the thread count, which "auto" fixes from the model and the usable cores: tests pin
+# one thread so that their numbers do not depend on this machine's cores either (subprocesses inherit this).
+# tests/test_threads.py tests the policy itself.
 os.environ.setdefault("ARCHBENCH_THREADS", "1")
 # Units side by side (--jobs auto) would start worker processes in every small test run: tests pin one job
 # (tests/test_jobs.py tests the policy itself).

@@ -85,21 +85,18 @@ def test_makespan_is_longest_first_onto_the_worker_that_frees_first():
 def test_prediction_by_hand():
     pending = [("a", 0), ("a", 1), ("b", 0)]
     steps = {"a": 1000, "b": 2000}
-    ms = {"a": {1: 2.0, 2: 1.5}, "b": {1: 4.0, 2: 2.0}}
-    # One at a time, each unit at its fastest count (a: 1.5 ms; b: 2.0 ms): 1.5 + 1.5 + 4.0 = 7.0 s.
-    # Two side by side, one thread each: a 2.0 s, a 2.0 s, b 8.0 s -> makespan 8.0 s, times the slowdown,
-    # plus the workers' start.
+    ms = {"a": 2.0, "b": 4.0}  # each at its own thread count
+    one = {"a": 1, "b": 1}
+    # One at a time: 2 + 2 + 8 = 12 s. Two side by side: a 2 s, a 2 s, b 8 s -> makespan 8 s, times the
+    # slowdown, plus the workers' start.
     two = 8.0 * jobs.SIDE_BY_SIDE_SLOWDOWN + jobs.POOL_START_SECONDS
-    assert jobs.predict(pending, steps, ms, 2, "auto") == pytest.approx({1: 7.0, 2: two})
-    # A model that gains little from a second thread (within 5 %, so one thread is what it would pick):
-    flat = {"a": {1: 2.0, 2: 1.95}, "b": {1: 4.0, 2: 3.9}}
-    # One at a time: 2 + 2 + 8 = 12 s; side by side: 8 s * slowdown + start.
-    assert jobs.predict(pending, steps, flat, 2, "auto") == pytest.approx({1: 12.0, 2: two})
-    # A fixed thread count: the same count per unit either way (only how many run at once differs).
-    fixed = {"a": {1: 2.0}, "b": {1: 4.0}}
-    assert jobs.predict(pending, steps, fixed, 2, 1) == pytest.approx({1: 12.0, 2: two})
+    assert jobs.predict(pending, steps, ms, one, 2) == pytest.approx({1: 12.0, 2: two})
+    # Three free cores, three units: up to three side by side (makespan 8 s again).
+    assert jobs.predict(pending, steps, ms, one, 3) == pytest.approx({1: 12.0, 2: two, 3: two})
+    # A model whose units take two threads each: two free cores hold one unit at a time.
+    assert jobs.predict(pending, steps, ms, {"a": 1, "b": 2}, 2) == pytest.approx({1: 12.0})
     # More jobs than units: as many as there are units.
-    assert set(jobs.predict(pending[:2], steps, ms, 16, "auto")) <= {1, 2}
+    assert set(jobs.predict(pending[:2], steps, ms, one, 16)) == {1, 2}
 
 
 def test_unit_steps_follow_each_models_recipe():
@@ -149,16 +146,19 @@ def test_a_real_decision_probes_each_model_once_and_leaves_the_rng_alone(study, 
     before = torch.get_rng_state()
     d = jobs.decide_jobs(pending, cfg, data, CPU, "auto")
     assert torch.equal(torch.get_rng_state(), before)
-    assert set(d["probe_ms_per_step"]) == {"mlp", "cnn"}
-    assert all(set(per) == {"1", "2"} and min(per.values()) > 0 for per in d["probe_ms_per_step"].values())
+    # Each model probed once, at the thread count its units train with (the rule's: one, for these models),
+    # whatever the free cores.
+    assert d["probe_ms_per_step"].keys() == {"mlp", "cnn"}
+    assert all(list(per) == ["1"] and min(per.values()) > 0 for per in d["probe_ms_per_step"].values())
+    assert d["threads_per_unit"] == 1
     assert set(d["predicted_seconds"]) == {"1", "2"}
     # The choice is the smaller prediction (fewer jobs on a tie) ...
     pred = {int(k): v for k, v in d["predicted_seconds"].items()}
     assert d["jobs"] == min(pred, key=lambda j: (pred[j], j))
     # ... and the prediction is the probe's step times times the units' steps (recomputed here).
-    ms = {r: {int(n): v for n, v in per.items()} for r, per in d["probe_ms_per_step"].items()}
+    ms = {r: per["1"] for r, per in d["probe_ms_per_step"].items()}
     steps = {r: jobs.unit_steps(cfg, r, len(data.train_labels)) for r in ms}
-    again = jobs.predict(pending, steps, ms, 2, "auto")
+    again = jobs.predict(pending, steps, ms, {"mlp": 1, "cnn": 1}, 2)
     assert {str(k): round(v, 2) for k, v in again.items()} == d["predicted_seconds"]
     # These units are tiny (a few steps): starting worker processes costs more than it saves.
     assert d["jobs"] == 1 and pred[2] > jobs.POOL_START_SECONDS
@@ -169,8 +169,7 @@ def test_a_real_decision_probes_each_model_once_and_leaves_the_rng_alone(study, 
 
 def test_longest_predicted_units_go_first():
     cfg = resolve({"models": ["mlp", "cnn"], "seeds": [0, 1], "epochs": 1}, source=Source.API)
-    decision = {"threads_per_unit": 1, "probe_ms_per_step": {"mlp": {"1": 1.0, "2": 0.8},
-                                                               "cnn": {"1": 5.0, "2": 3.0}}}
+    decision = {"threads_per_unit": 1, "probe_ms_per_step": {"mlp": {"1": 1.0}, "cnn": {"1": 5.0}}}
     pending = [("mlp", 0), ("mlp", 1), ("cnn", 0), ("cnn", 1)]
     assert jobs.order_for_pool(pending, decision, cfg, 640) == [("cnn", 0), ("cnn", 1), ("mlp", 0), ("mlp", 1)]
     assert jobs.order_for_pool(pending, {"probe_ms_per_step": None}, cfg, 640) == pending
@@ -206,16 +205,16 @@ def test_a_study_run_side_by_side_by_auto_equals_one_at_a_time(study, tmp_path, 
         units = {u["seed"]: u for u in record["models"][ref]["units"]}
         for seed in cfg.seeds:
             u = units[seed]
-            assert u["threads"]["threads"] == 1 and u["threads"]["cap"] == 1
+            assert u["threads"]["threads"] == 1 and u["threads"]["policy"] == "auto"
             assert outcome(u) == outcome(alone[(ref, seed)]), (ref, seed)
     assert glob.glob(str(Path(run_dir) / "models" / "*")), "the workers saved the models"
     for ref in cfg.models:
         for u in record["models"][ref]["units"]:
-            assert u["side_by_side"] == {"jobs": 2, "threads_cap": 1, "chosen_by": "--jobs auto"}
+            assert u["side_by_side"] == {"jobs": 2, "threads_cap": None, "chosen_by": "--jobs auto"}
     report = (Path(run_dir) / "report.md").read_text()
     assert ("All units trained side by side in worker processes, 2 at a time (as --jobs auto chose from each "
-            "model's probed training step), each with up to 1 thread, so each one's train time was measured while "
-            "another unit trained next to it") in report
+            "model's probed training step), so each one's train time was measured while another unit trained next "
+            "to it") in report
 
 
 def test_the_report_says_side_by_side_only_of_units_that_were():

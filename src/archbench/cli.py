@@ -215,15 +215,15 @@ def _add_execution_options(r: argparse.ArgumentParser) -> None:
                         "(--jobs) (default); ray: one Ray task per unit")
     r.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
     r.add_argument("--threads", type=_threads, default=None, metavar="N|auto",
-                   help="CPU threads per unit: auto (default) probes the unit's own training step on 1 vs the "
-                        "free cores at its start and keeps the faster; N pins it. Recorded per unit; a resumed "
+                   help="CPU threads per unit: auto (default) fixes it from the unit's training-step FLOPs and "
+                        "the usable cores, never from the load; N pins it. Recorded per unit; a resumed "
                         "unit keeps its count (CPU results depend on it)")
     r.add_argument("--jobs", type=_auto_or_count("--jobs", "units side by side", MAX_JOBS), default=None,
                    metavar="N|auto",
                    help="units trained side by side in worker processes (local executor): auto (default; "
-                        "$ARCHBENCH_JOBS sets it) probes each model's step and runs units side by side with fewer "
-                        "threads each where that is predicted to finish sooner; N pins it. One at a time for models "
-                        "given as Python objects. Recorded with the run and each unit")
+                        "$ARCHBENCH_JOBS sets it) probes each model's step and runs units side by side where "
+                        "the free cores hold them and that is predicted to finish sooner; N pins it. One at a time for "
+                        "models given as Python objects. Recorded with the run and each unit")
     r.add_argument("--cpus-per-unit", type=_int_at_least(1, "--cpus-per-unit", MAX_THREADS), default=None,
                    help="CPU threads per unit (Ray: its CPU request, default 1; locally: the same as --threads)")
     r.add_argument("--gpus-per-unit", type=_non_negative_float("--gpus-per-unit"), default=0.0,

@@ -48,17 +48,16 @@ class TestResult(TypedDict):
 
 class ThreadDecision(TypedDict):
     """A unit's intra-op thread count, decided once at its start
-    (archbench.run.threads.decide_threads)."""
+    (archbench.run.threads.decide_threads): a function of the model, its
+    recipe and the machine's usable cores, never of the load."""
 
     policy: str                                  # "auto" or "fixed"
     threads: int
-    free_cores: int
     usable_cores: int
-    cap: int | None                              # the most "auto" may pick (a share, side by side)
-    probe_ms_per_step: dict[str, float] | None   # by thread count (as strings); None: not probed
-    probe_seconds: float
-    load: dict[str, Any]                         # busy_cores, busy_per_cpu, procs_running, load_average
-    note: NotRequired[str]                       # why the choice was not probed
+    step_flops: NotRequired[float | None]        # "auto": one training step's counted FLOPs (None: not counted)
+    flops_per_thread: NotRequired[float]         # "auto": the rule's constant (archbench.run.threads.rule_threads)
+    rule_seconds: NotRequired[float]             # "auto": the time taken to count the step
+    note: NotRequired[str]                       # why the step was not counted
     reused: NotRequired[bool]                    # kept from the unit's start (resumed from its checkpoint)
     requested: NotRequired[int | str]            # what the resuming run asked for
 
@@ -67,7 +66,7 @@ class SideBySide(TypedDict):
     """A unit trained in a local pool."""
 
     jobs: int                  # the pool's size
-    threads_cap: int | None    # each unit's share of the cores (with --threads auto)
+    threads_cap: int | None    # None (older runs: each unit's share of the cores under --threads auto)
     chosen_by: str             # "--jobs auto" or "--jobs"
 
 

@@ -135,13 +135,28 @@ def render_markdown(blocks: Iterable[Heading | Para | Bullets | Table | Image | 
 
 
 _BOLD = re.compile(r"\*\*(.+?)\*\*")
-_CODE = re.compile(r"`([^`]+)`")
+# A code span: a run of n backticks, then the shortest text up to the next run of exactly n (as in CommonMark
+# and md_text); one space each side is padding where the content starts or ends with a backtick.
+_CODE = re.compile(r"(?<!`)(`+)(?!`)(.+?)(?<!`)\1(?!`)", re.S)
+
+
+def _code(m: re.Match[str]) -> str:
+    body = m.group(2)
+    if len(body) > 2 and body.startswith(" ") and body.endswith(" ") and body.strip():
+        body = body[1:-1]
+    return f"<code>{body}</code>"
 
 
 def _inline(text: str) -> str:
     t = html.escape(text, quote=False)
-    t = _CODE.sub(r"<code>\1</code>", t)
-    return _BOLD.sub(r"<strong>\1</strong>", t)
+    parts = []  # code spans first: a ** inside one is not bold
+    last = 0
+    for m in _CODE.finditer(t):
+        parts.append(_BOLD.sub(r"<strong>\1</strong>", t[last:m.start()]))
+        parts.append(_code(m))
+        last = m.end()
+    parts.append(_BOLD.sub(r"<strong>\1</strong>", t[last:]))
+    return "".join(parts)
 
 
 CSS = """

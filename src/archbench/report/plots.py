@@ -30,8 +30,10 @@ if TYPE_CHECKING:
 
 PAD_INCHES = 0.1  # blank margin around the tight bounding box
 PNG_DPI = 150  # print quality for papers and slides; the SVG beside it scales without limit
+# Text is literal: model and class names come from users ("$", "\\", "^" in a folder name) and are never TeX
+# or mathtext (a "$" used to crash the whole report in the mathtext parser).
 STYLE = {"figure.dpi": 100, "font.size": 9, "axes.grid": True, "grid.alpha": 0.3, "svg.hashsalt": "archbench",
-         "svg.fonttype": "none"}
+         "svg.fonttype": "none", "text.parse_math": False, "text.usetex": False}
 # Category colours (memory and FLOP breakdowns) come from another palette than the models'.
 CATEGORY_COLORS = ("#8dd3c7", "#ffffb3", "#bebada", "#fb8072", "#80b1d3", "#fdb462", "#b3de69", "#fccde5",
                    "#d9d9d9", "#bc80bd", "#ccebc5", "#ffed6f")

@@ -27,6 +27,7 @@ from archbench.report.conclusions import (
 from archbench.report.datacheck import missing_class_warnings
 from archbench.report.document import Bullets, Heading, Image, Para, Pre, Table
 from archbench.report.per_model import model_section
+from archbench.report.rerun import reproduce_text
 from archbench.report.table import TABLE_HEAD, comparison_rows
 from archbench.report.target import budget_leads, target_costs
 from archbench.report.tuning import tuning_blocks
@@ -110,6 +111,8 @@ def build_blocks(record: RunRecord, analysis: dict[str, Any] | None = None,
     blocks.append(Heading(2, "Environment"))
     envs = record.get("environments") or {}
     blocks += [Para(f"Run `{run}`: " + _env_text(e)) for run, e in envs.items()] if envs else [Para(_env_text(env))]
+    if not envs and reproduce_text(record):
+        blocks.append(Para(reproduce_text(record)))
     blocks += [Heading(2, "Configuration"), Pre(json.dumps(cfg, indent=1, sort_keys=True))]
     for run, c in (record.get("configs") or {}).items():
         blocks += [Heading(3, f"Configuration of run `{run}`"), Pre(json.dumps(c, indent=1, sort_keys=True))]

@@ -16,9 +16,10 @@ each unit with :func:`archbench.run.unit.train_unit`.
   a shared filesystem).
 
 Each unit's intra-op thread count is decided once, at its start, by
-:mod:`archbench.run.threads` (``"auto"``: the free cores, then a short probe of
-the unit's own step; or a fixed count), recorded in the unit and never
-switched while it trains: the thread count changes PyTorch's CPU arithmetic.
+:mod:`archbench.run.threads` (``"auto"``: fixed by the unit's model, recipe
+and the machine's usable cores, never by the load; or a fixed count),
+recorded in the unit and never switched while it trains: the thread count
+changes PyTorch's CPU arithmetic.
 :func:`archbench.run.study.choose_executor` picks one (``--jobs auto`` measures).
 """
 

@@ -8,23 +8,22 @@ thread), so side by side often finishes a study sooner; a large model may
 not. Which one wins is measured, not guessed:
 
 1. the free cores (:func:`archbench.run.threads.sample_load`);
-2. each model's own training step, probed once with 1, the powers of two in
-   between, and all free threads (:func:`archbench.run.threads.probe_threads`,
-   on a copy of the model; torch's RNG state restored);
-3. for each way of splitting the free cores (J jobs of ``free // J``
-   threads each), the predicted wall time: every unit's steps times its
-   milliseconds per step at that share, the units scheduled longest first
-   onto J workers; side by side is charged :data:`SIDE_BY_SIDE_SLOWDOWN`
+2. each model's own training step, probed once at the thread count its units
+   train with (fixed by the model and the machine,
+   :func:`archbench.run.threads.rule_threads`, or ``--threads N``; on a copy
+   of the model, torch's RNG state restored);
+3. for each number of jobs J the free cores hold at those counts, the
+   predicted wall time: every unit's steps times its milliseconds per step,
+   the units scheduled longest first onto J workers; side by side is charged
+   :data:`SIDE_BY_SIDE_SLOWDOWN`
    (units sharing memory bandwidth and cache run slower than alone, measured
    on these machines) and :data:`POOL_START_SECONDS` (starting the workers);
 4. the fastest prediction wins; fewer jobs win ties.
 
-Jobs decide where units run: each unit still decides its own thread count
-at its start, within its share, and records it; a unit run in a worker gives
-bit for bit the results it gives in this process at the same thread count
-(tested). Under ``--threads auto`` the share caps that count, and the count is
-part of CPU arithmetic: side by side, a unit may end in other last digits than
-alone. The decision is recorded with the run (``results.json``
+Jobs decide only where and when units run, never a unit's thread count
+(which is part of its CPU arithmetic): each unit decides its count at its
+start from its model and the machine, and records it; a unit run in a worker
+gives bit for bit the results it gives in this process (tested). The decision is recorded with the run (``results.json``
 ``execution.jobs_decision``), and each pooled unit records its pool
 (``unit["side_by_side"]``).
 """
@@ -67,49 +66,52 @@ def unit_steps(cfg: Any, ref: str, n_train: int) -> int:
     return math.ceil(n_train / bs) * tcfg.epochs
 
 
-def _best_within(ms: dict[int, float], share: int) -> float:
-    """Milliseconds per step of the count a unit picks with at most ``share``
-    threads (:func:`archbench.run.threads.pick` over the counts within it)."""
-    from archbench.run.threads import pick
-
-    within = {n: v for n, v in ms.items() if n <= share}
-    return within[pick(within)]
-
-
-def predict(pending: list[tuple[str, int]], steps: dict[str, int], ms: dict[str, dict[int, float]],
-            free: int, spec: int | str) -> dict[int, float]:
+def predict(pending: list[tuple[str, int]], steps: dict[str, int], ms: dict[str, float],
+            threads: dict[str, int], free: int) -> dict[int, float]:
     """Predicted wall seconds of training ``pending`` with each candidate
-    number of jobs (J side by side, ``free // J`` threads each; a fixed
-    ``spec`` keeps its count per unit): {jobs: seconds}."""
+    number of jobs (1 up to as many as the free cores hold at each unit's own
+    thread count ``threads[model]``, whose step takes ``ms[model]``
+    milliseconds): {jobs: seconds}. The thread counts do not change with the
+    jobs: only how many units run at once does."""
+    widest = max(threads[r] for r, _ in pending)
+    per_unit = [steps[r] * ms[r] / 1000 for r, _ in pending]
     options: dict[int, float] = {}
-    if spec == "auto":
-        shares = sorted({n for per in ms.values() for n in per})
-        layouts = {max(1, free // s): s for s in shares}
-    else:
-        layouts = {1: int(spec), max(1, free // int(spec)): int(spec)}
-    for jobs, share in sorted(layouts.items()):
-        jobs = min(jobs, len(pending))
-        if spec == "auto":
-            per_unit = [steps[r] * _best_within(ms[r], share) / 1000 for r, _ in pending]
-        else:
-            per_unit = [steps[r] * ms[r][int(spec)] / 1000 for r, _ in pending]
+    for jobs in range(1, max(1, min(free // widest, len(pending))) + 1):
         t = makespan(per_unit, jobs)
-        if jobs > 1:
-            t = t * SIDE_BY_SIDE_SLOWDOWN + POOL_START_SECONDS
-        options[jobs] = min(t, options.get(jobs, math.inf))
+        options[jobs] = t * SIDE_BY_SIDE_SLOWDOWN + POOL_START_SECONDS if jobs > 1 else t
     return options
+
+
+def unit_thread_counts(refs: list[str], pending: list[tuple[str, int]], cfg: StudyConfig, data: Any,
+                       spec: int | str) -> dict[str, int]:
+    """Each model's thread count per unit: ``spec`` when fixed, else the
+    "auto" rule's (:func:`archbench.run.threads.rule_threads`), as each unit
+    will decide it."""
+    from archbench.env import usable_cpus
+    from archbench.run.threads import rule_threads, step_flops
+    from archbench.run.unit import unit_model
+
+    if spec != "auto":
+        return dict.fromkeys(refs, int(spec))
+    usable = usable_cpus()
+    out = {}
+    for ref in refs:
+        seed = next(s for r, s in pending if r == ref)
+        out[ref] = rule_threads(step_flops(ref, seed, cfg.train_config_for(ref), data, build=unit_model), usable)
+    return out
 
 
 def decide_jobs(pending: list[tuple[str, int]], cfg: StudyConfig, data: Any, device: torch.device,
                 spec: int | str) -> JobsDecision:
     """The ``--jobs auto`` decision for ``pending`` units, as a JSON-safe
     record: ``policy`` "auto", ``jobs``, ``threads_per_unit`` (the most
-    threads each unit may take: its share), ``free_cores``/``usable_cores``,
+    threads a unit takes: each unit's count is its own, fixed by its model
+    and the machine, never by this decision), ``free_cores``/``usable_cores``,
     ``units``, and either ``predicted_seconds`` ({jobs: seconds}) with
     ``probe_ms_per_step`` ({model: {threads: ms}}) and ``probe_seconds``, or
     ``note`` saying why nothing was probed (one unit, one free core, an
     accelerator, models that cannot be rebuilt in a worker)."""
-    from archbench.run.threads import candidates, probe_unit, sample_load
+    from archbench.run.threads import probe_unit, sample_load
     from archbench.run.unit import unit_model
 
     load = sample_load()
@@ -133,26 +135,27 @@ def decide_jobs(pending: list[tuple[str, int]], cfg: StudyConfig, data: Any, dev
         out["note"] = note
         return out
     t0 = time.perf_counter()
-    counts = candidates(free) if not fixed else [int(spec)]
     n_train = len(data.train_labels)
     refs = list(dict.fromkeys(r for r, _ in pending))
-    ms: dict[str, dict[int, float]] = {}
+    ms: dict[str, float] = {}
     try:
+        counts = unit_thread_counts(refs, pending, cfg, data, spec)
         for ref in refs:
             seed = next(s for r, s in pending if r == ref)
-            ms[ref] = probe_unit(ref, seed, cfg.train_config_for(ref), data, device, counts, build=unit_model)
+            ms[ref] = probe_unit(ref, seed, cfg.train_config_for(ref), data, device, [counts[ref]],
+                                 build=unit_model)[counts[ref]]
     except (KeyboardInterrupt, SystemExit):
         raise
-    except Exception as exc:  # noqa: BLE001 - the unit fails in its own runner, saying why
+    except BaseException as exc:  # noqa: BLE001 - the unit fails in its own runner, saying why
         out["note"] = f"probe failed ({type(exc).__name__}: {exc}"[:300] + "): one unit at a time"
         return out
     steps = {r: unit_steps(cfg, r, n_train) for r in refs}
-    predicted = predict(pending, steps, ms, free, spec)
+    predicted = predict(pending, steps, ms, counts, free)
     jobs = min(predicted, key=lambda j: (predicted[j], j))
     out["jobs"] = jobs
-    out["threads_per_unit"] = int(spec) if fixed else max(1, free // jobs)
+    out["threads_per_unit"] = max(counts.values())
     out["predicted_seconds"] = {str(j): round(s, 2) for j, s in sorted(predicted.items())}
-    out["probe_ms_per_step"] = {r: {str(n): round(v, 4) for n, v in per.items()} for r, per in ms.items()}
+    out["probe_ms_per_step"] = {r: {str(counts[r]): round(v, 4)} for r, v in ms.items()}
     out["probe_seconds"] = round(time.perf_counter() - t0, 4)
     return out
 
@@ -162,13 +165,11 @@ def order_for_pool(pending: list[tuple[str, int]], decision: JobsDecision, cfg: 
     """``pending`` longest predicted unit first (so the last unit to start is
     a short one), where the decision probed; else as given."""
     ms = decision.get("probe_ms_per_step")
-    share = decision.get("threads_per_unit")
-    if not ms or not share:
+    if not ms:
         return list(pending)
 
     def seconds(unit: tuple[str, int]) -> float:
-        per = {int(n): v for n, v in ms[unit[0]].items()}
-        return unit_steps(cfg, unit[0], n_train) * _best_within(per, max(min(per), share))
+        return unit_steps(cfg, unit[0], n_train) * min(ms[unit[0]].values())
 
     return sorted(pending, key=seconds, reverse=True)  # stable: seeds keep their order within a model
 

@@ -139,12 +139,11 @@ def _worker_init(payload: bytes, queue: Any, sys_path: list[str], modules: list[
     _send("pid", None, os.getpid())
 
 
-def _pool_unit(ref: str, seed: int, spec: int | str, cap: int, run_dir: str, device: str,
-               side_by_side: SideBySide) -> Unit:
+def _pool_unit(ref: str, seed: int, spec: int | str, run_dir: str, device: str, side_by_side: SideBySide) -> Unit:
     """One unit inside a pool worker; the unit records ``side_by_side`` (the
-    pool's size, the unit's thread cap, and what chose the size)."""
+    pool's size, and what chose it)."""
     try:
-        return _pool_unit_run(ref, seed, spec, cap, run_dir, device, side_by_side)
+        return _pool_unit_run(ref, seed, spec, run_dir, device, side_by_side)
     except (KeyboardInterrupt, Interrupted):
         if _W.get("parent") and os.getppid() != _W["parent"]:
             # Stopped because the parent died: the checkpoint is kept; nobody is left to take a result or
@@ -153,7 +152,7 @@ def _pool_unit(ref: str, seed: int, spec: int | str, cap: int, run_dir: str, dev
         raise
 
 
-def _pool_unit_run(ref: str, seed: int, spec: int | str, cap: int, run_dir: str, device: str,
+def _pool_unit_run(ref: str, seed: int, spec: int | str, run_dir: str, device: str,
                    side_by_side: SideBySide) -> Unit:
     from archbench.run.signals import stop_on_signals
 
@@ -161,7 +160,7 @@ def _pool_unit_run(ref: str, seed: int, spec: int | str, cap: int, run_dir: str,
     cfg, data = _W["cfg"], _W["data"]
     with stop_on_signals(sigterm=True):
         unit = train_unit(ref, seed, cfg, data, Path(run_dir), torch.device(device), spec,
-                          lambda **kw: _RemoteBar(key, **kw), lambda s: _send("log", key, s), cap=cap,
+                          lambda **kw: _RemoteBar(key, **kw), lambda s: _send("log", key, s),
                           where=f", pid {os.getpid()}")
     unit["side_by_side"] = side_by_side
     return unit
@@ -238,37 +237,33 @@ class _Progress:
 
 class PoolExecutor:
     """Units side by side in ``jobs`` worker processes, each unit with its
-    own thread decision within its share of the free cores (``decided``: the
-    ``--jobs auto`` decision whose cores and share the pool uses)."""
+    own thread decision (fixed by its model and the machine, never by the
+    pool: ``decided`` is the ``--jobs auto`` decision that chose its size)."""
 
     def __init__(self, ctx: UnitContext, threads: int | str, jobs: int, decided: JobsDecision | None = None):
         self.ctx, self.spec, self.jobs, self.decided = ctx, threads, jobs, decided
 
-    def _layout(self, pending: list[tuple[str, int]]) -> tuple[int, int, SideBySide]:
-        """(jobs, each unit's thread share, what each unit records), said in the log."""
+    def _layout(self, pending: list[tuple[str, int]]) -> tuple[int, SideBySide]:
+        """(jobs, what each unit records), said in the log."""
         jobs, spec, log = min(self.jobs, len(pending)), self.spec, self.ctx.log
         usable = usable_cpus()
-        if self.decided is not None:  # --jobs auto: the cores and the share its prediction was made for
-            free, share = int(self.decided["free_cores"]), int(self.decided["threads_per_unit"] or 1)
-        else:
-            free = free_cores()
-            share = max(1, free // jobs)
+        free = int(self.decided["free_cores"]) if self.decided is not None else free_cores()
         if spec == "auto":
-            log(f"local pool: {len(pending)} units, {jobs} side by side, each with up to {share} thread(s) "
+            log(f"local pool: {len(pending)} units, {jobs} side by side, each with its model's thread count "
                 f"({free} of {usable} cores free)" + ("; more jobs than free cores: units will wait for cores"
                                                        if jobs > free else ""))
         else:
             log(f"local pool: {len(pending)} units, {jobs} side by side, {spec} thread(s) each"
                 + (f"; warning: {jobs} x {spec} threads exceed the {usable} usable core(s), so threads will wait "
                    "for each other (--threads auto avoids it)" if jobs * int(spec) > usable else ""))
-        side_by_side: SideBySide = {"jobs": jobs, "threads_cap": share if spec == "auto" else None,
+        side_by_side: SideBySide = {"jobs": jobs, "threads_cap": None,
                                     "chosen_by": "--jobs auto" if self.decided is not None else "--jobs"}
-        return jobs, share, side_by_side
+        return jobs, side_by_side
 
     def run(self, pending: list[tuple[str, int]], on_result: OnResult) -> None:
         ctx = self.ctx
         check_parallel_models([ref for ref, _ in pending], self.jobs)
-        jobs, share, side_by_side = self._layout(pending)
+        jobs, side_by_side = self._layout(pending)
         mpc = mp.get_context("spawn")
         q = mpc.Queue()
         payload = pickle.dumps((ctx.cfg, ctx.data), protocol=pickle.HIGHEST_PROTOCOL)
@@ -283,7 +278,7 @@ class PoolExecutor:
         running: dict[Future, tuple[str, int, int]] = {}
         pool = new_pool()
         try:
-            pool = self._schedule(list(pending), pool, new_pool, view, q, running, on_result, share, side_by_side)
+            pool = self._schedule(list(pending), pool, new_pool, view, q, running, on_result, side_by_side)
             view.drain(q)
         except KeyboardInterrupt:
             _stop_workers(view, q, running, on_result, pool)
@@ -300,7 +295,7 @@ class PoolExecutor:
 
     def _schedule(self, todo: list[tuple[str, int]], pool: ProcessPoolExecutor,
                   new_pool: Callable[[], ProcessPoolExecutor], view: _Progress, q: Any,
-                  running: dict[Future, tuple[str, int, int]], on_result: OnResult, share: int,
+                  running: dict[Future, tuple[str, int, int]], on_result: OnResult,
                   side_by_side: SideBySide) -> ProcessPoolExecutor:
         """Keep every worker slot busy until ``todo`` is done; returns the pool
         in use (a broken pool is replaced: its other units fail too)."""
@@ -312,7 +307,7 @@ class PoolExecutor:
                 slot = slots.pop(0)
                 view.slots[(ref, seed)] = slot
                 with _main_not_rerun():  # workers are spawned inside submit
-                    fut = pool.submit(_pool_unit, ref, seed, self.spec, share, run_dir, device, side_by_side)
+                    fut = pool.submit(_pool_unit, ref, seed, self.spec, run_dir, device, side_by_side)
                 running[fut] = (ref, seed, slot)
             done, _ = wait(list(running), timeout=0.1, return_when=FIRST_COMPLETED)
             view.drain(q)

@@ -1,31 +1,37 @@
 """The CPU thread policy: how many intra-op threads a unit trains with.
 
-Why. PyTorch's CPU kernels split each op over its intra-op threads and wait
-at a barrier for all of them. Where a core is busy with another process, the
-OS deschedules one of those threads and every op waits for it: with
-thousands of small ops per second the waiting dominates (on a 2-core machine
-with one core kept busy, the seed MLP's step took 14.0 ms with 2 threads and
-0.90 ms with 1; see docs/performance.md). So a unit never gets more threads
-than the cores that are free, and where fewer threads are faster (small
-models), it gets fewer.
+Why one count, fixed by the model and the machine. PyTorch's CPU kernels
+split each op over its intra-op threads (reductions are split differently:
+the same unit trained with 1 and with 2 threads ends with weights that differ
+in the 7th digit, and test accuracies that differ in the 2nd decimal). So
+the thread count of ``--threads auto`` is a function of the unit's model
+(its counted training-step FLOPs), its recipe (the batch size) and the
+machine (its usable cores: affinity mask, cgroup quota) only, never of what
+else runs at the moment: the same command gives the same numbers on a quiet
+and on a busy machine of the same kind (:func:`rule_threads`). Speed from the
+free cores comes from units side by side (``--jobs auto``,
+:mod:`archbench.run.jobs`), which does not change a unit's arithmetic.
 
-Once per unit, at its start. The thread count changes PyTorch's CPU
-arithmetic (reductions are split differently: the same unit trained with 1
-and with 2 threads ends with weights that differ in the 7th digit), so a
-unit's count is chosen once, before it trains, recorded with the unit, and
-never switched while it trains; a unit resumed from an epoch checkpoint keeps
-the count it started with (the executor persists it beside the checkpoint).
+Why few threads. Each op waits at a barrier for all of its threads. Where a
+core is busy with another process, the OS deschedules one of those threads
+and every op waits for it: with thousands of small ops per second the
+waiting dominates (on a 2-core machine with one core kept busy, the seed
+MLP's step took 14.0 ms with 2 threads and 0.90 ms with 1; see
+docs/performance.md). So small models get one thread.
 
-- :func:`free_cores`: usable cores (affinity mask, cgroup quota) minus the
-  ones busy right now, from two ``/proc/stat`` samples ~0.2 s apart (the load
-  average lags by a minute and counts threads, not cores).
+Once per unit, at its start: a unit's count is decided before it trains,
+recorded with the unit, and never switched while it trains; a unit resumed
+from an epoch checkpoint keeps the count it started with (the executor
+persists it beside the checkpoint).
+
+- :func:`sample_load` / :func:`free_cores`: usable cores minus the ones busy
+  right now, from two ``/proc/stat`` samples ~0.2 s apart (for ``--jobs
+  auto``: how many units side by side).
 - :func:`probe_threads` / :func:`probe_unit`: time the unit's own training
-  step (its model, :func:`archbench.train.step.build_step`, a real batch at
-  the recipe's batch size) with each candidate thread count, in short
-  alternating bursts, on a deep copy of the model with torch's RNG state
-  restored: nothing the unit computes changes.
-- :func:`decide_threads`: ``"auto"`` (free cores, then the probe) or a fixed
-  count, as a JSON-safe record.
+  step with given thread counts on a copy of the model, torch's RNG state
+  restored (``--jobs auto``'s prediction).
+- :func:`decide_threads`: ``"auto"`` (:func:`rule_threads`) or a fixed count,
+  as a JSON-safe record.
 """
 
 from __future__ import annotations
@@ -181,48 +187,73 @@ def pick(ms_per_step: dict[int, float], tolerance: float = TOLERANCE) -> int:
 
 Build = Callable[[str, int, Any], torch.nn.Module]  # (model, seed, data) -> the unit's model, as its runner builds it
 
+# "auto": one intra-op thread per this many FLOPs of one training step (forward, about 3x for forward and
+# backward, times the batch), in powers of two up to the usable cores. Small models scale badly over intra-op
+# threads (each op waits at a barrier for its slowest thread: see the module's docstring), so every model of the
+# zoo's size trains with one thread per unit and the cores go to units side by side (--jobs).
+FLOPS_PER_THREAD = 2e9
+
+
+def rule_threads(step_flops: float | None, usable: int) -> int:
+    """The "auto" thread count of a unit whose training step costs
+    ``step_flops`` on a machine with ``usable`` cores: the largest power of
+    two ``n <= usable`` with ``step_flops >= FLOPS_PER_THREAD * n`` (at least
+    1; 1 when the step could not be counted). A function of the model, the
+    recipe and the machine only: never of the momentary load."""
+    n = 1
+    while step_flops is not None and n * 2 <= usable and step_flops >= FLOPS_PER_THREAD * n * 2:
+        n *= 2
+    return n
+
+
+def step_flops(ref: str, seed: int, tcfg: Any, data: Any, *, build: Build) -> float:
+    """FLOPs of one training step of the unit's model: its counted forward
+    FLOPs on one image, times 3 (forward and backward), times the recipe's
+    batch size. Torch's RNG state is restored after (building draws from it)."""
+    from archbench.measure.counting import OpCounter
+    from archbench.train.evaluate import to_input
+
+    rng = torch.get_rng_state()
+    try:
+        model = build(ref, seed, data).eval()
+        with torch.no_grad(), OpCounter() as counter:
+            model(to_input(data.train_images[:1], torch.device("cpu")))
+        return float(counter.count.total) * 3 * max(1, min(tcfg.batch_size, len(data.train_labels)))
+    finally:
+        torch.set_rng_state(rng)
+
 
 def decide_threads(spec: int | str, ref: str, seed: int, tcfg: Any, data: Any, device: torch.device,
-                   cap: int | None = None, *, build: Build) -> ThreadDecision:
+                   *, build: Build) -> ThreadDecision:
     """The thread decision for one unit, as a JSON-safe record:
-    ``policy`` ("auto" or "fixed"), ``threads``, ``free_cores`` and
-    ``usable_cores`` (at the decision), ``cap`` (the most threads "auto" may
-    pick: a share of the cores when units run side by side), ``probe_ms_per_step``
-    (by thread count, as strings; None when nothing was probed), ``probe_seconds``,
-    ``load`` (busy cores, runnable threads, load average) and, when the
-    choice was not probed, ``note`` saying why.
+    ``policy`` ("auto" or "fixed"), ``threads``, ``usable_cores`` and, for
+    "auto", ``step_flops`` (one training step, counted) and
+    ``flops_per_thread`` (the rule's constant, :func:`rule_threads`);
+    ``note`` where the step could not be counted.
 
-    ``spec``: ``"auto"`` or a fixed count (no probe; the caller warns when it
-    exceeds the usable cores). The probe builds its own copy of the unit's
-    model; torch's RNG state is restored after."""
-    load = sample_load()
-    free = int(load["free_cores"])
-    record: dict[str, Any] = {
-        "policy": "fixed" if spec != "auto" else "auto", "threads": None,
-        "free_cores": free, "usable_cores": load["usable_cores"], "cap": cap,
-        "probe_ms_per_step": None, "probe_seconds": 0.0,
-        "load": {k: load[k] for k in ("busy_cores", "busy_per_cpu", "procs_running", "load_average")},
-    }
+    ``spec``: ``"auto"`` or a fixed count (the caller warns when it exceeds
+    the usable cores). Neither depends on the load: the thread count changes
+    a unit's CPU arithmetic, so the same command gives the same numbers on a
+    quiet and on a busy machine of the same kind (units side by side are
+    what ``--jobs auto`` chooses for speed)."""
+    usable = usable_cpus()
+    record: dict[str, Any] = {"policy": "fixed" if spec != "auto" else "auto", "threads": None,
+                              "usable_cores": usable}
     if spec != "auto":
         record["threads"] = int(spec)
         return cast(ThreadDecision, record)
-    limit = max(1, min(free, cap or free))
-    if device.type != "cpu":
-        record.update(threads=limit, note=f"device {device.type}: the step runs on the accelerator, not probed")
-        return cast(ThreadDecision, record)
-    if limit == 1:
-        record.update(threads=1, note="one core free" + (" (its share)" if cap == 1 else ""))
-        return cast(ThreadDecision, record)
     t0 = time.perf_counter()
+    flops: float | None = None
     try:
-        ms = probe_unit(ref, seed, tcfg, data, device, candidates(limit), build=build)
-        record.update(threads=pick(ms), probe_ms_per_step={str(n): round(v, 4) for n, v in ms.items()})
+        flops = step_flops(ref, seed, tcfg, data, build=build)
     except (KeyboardInterrupt, SystemExit):
         raise
-    except Exception as exc:  # noqa: BLE001 - a unit that cannot run a step fails in its own runner, saying why
-        record.update(threads=limit, note=f"probe failed ({type(exc).__name__}: {exc}"[:300] + "); using the "
-                      "free cores")
-    record["probe_seconds"] = round(time.perf_counter() - t0, 4)
+    except BaseException as exc:  # noqa: BLE001 - a model that cannot run fails in its own runner, saying why
+        record["note"] = f"the step could not be counted ({type(exc).__name__}: {exc}"[:300] + "): 1 thread"
+    record.update(threads=rule_threads(flops, usable), step_flops=flops, flops_per_thread=FLOPS_PER_THREAD,
+                  rule_seconds=round(time.perf_counter() - t0, 4))
+    if device.type != "cpu":
+        record["note"] = f"device {device.type}: the step runs on the accelerator"
     return cast(ThreadDecision, record)
 
 
@@ -242,15 +273,15 @@ def probe_unit(ref: str, seed: int, tcfg: Any, data: Any, device: torch.device, 
 
 
 def describe(decision: ThreadDecision) -> str:
-    """One line for the log: ``2 threads (auto: 1 -> 0.91 ms/step, 2 -> 0.57 ms/step; 2 of 2 cores free)``."""
+    """One line for the log: ``1 thread (auto: 0.35 GFLOPs per step, 2 usable cores)``."""
     n = decision.get("threads")
     parts = [f"{n} thread{'s' if n != 1 else ''} ({decision.get('policy')}"]
-    ms = decision.get("probe_ms_per_step")
-    if ms:
-        parts.append(": " + ", ".join(f"{k} -> {v:.2f} ms/step" for k, v in ms.items()))
+    flops = decision.get("step_flops")
+    if flops is not None:
+        parts.append(f": {flops / 1e9:.2g} GFLOPs per step")
     elif decision.get("note"):
         parts.append(f": {decision['note']}")
-    parts.append(f"; {decision.get('free_cores')} of {decision.get('usable_cores')} cores free")
+    parts.append(f"; {decision.get('usable_cores')} usable core{'s' if decision.get('usable_cores') != 1 else ''}")
     if decision.get("reused"):
         parts.append("; kept from the unit's start, as its checkpoint was")
     return "".join(parts) + ")"

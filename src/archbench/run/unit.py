@@ -269,7 +269,7 @@ def _read_decision(path: Path) -> ThreadDecision | None:
 
 
 def unit_threads(spec: int | str, ref: str, seed: int, cfg: StudyConfig, data: Any, run_dir: Path,
-                 device: torch.device, cap: int | None = None) -> ThreadDecision:
+                 device: torch.device) -> ThreadDecision:
     """The unit's thread decision (see :func:`archbench.run.threads.decide_threads`).
     A unit resuming from its epoch checkpoint gets the decision it started
     with (``reused``: true, ``requested``: what this run asked for): its
@@ -283,7 +283,7 @@ def unit_threads(spec: int | str, ref: str, seed: int, cfg: StudyConfig, data: A
         if prev is not None:
             return cast(ThreadDecision, {**prev, "reused": True, "requested": spec})
         note = "resumed from a checkpoint whose thread count was not recorded (an older run?): chosen anew"
-    decision = decide_threads(spec, ref, seed, cfg.train_config_for(ref), data, device, cap, build=unit_model)
+    decision = decide_threads(spec, ref, seed, cfg.train_config_for(ref), data, device, build=unit_model)
     if note:
         decision["note"] = f"{decision['note']}; {note}" if decision.get("note") else note
     atomic_write_text(saved, json.dumps(decision))
@@ -291,12 +291,12 @@ def unit_threads(spec: int | str, ref: str, seed: int, cfg: StudyConfig, data: A
 
 
 def train_unit(ref: str, seed: int, cfg: StudyConfig, data: Any, run_dir: Path, device: torch.device,
-               threads: int | str, progress: Any, log: Log, cap: int | None = None, where: str = "") -> Unit:
+               threads: int | str, progress: Any, log: Log, where: str = "") -> Unit:
     """What every executor runs for one unit: decide its thread count (kept
     for its whole training), train it (:func:`run_unit`), and record the
     decision in the unit. Torch's thread count is left at the unit's: the
     executor restores its caller's."""
-    decision = unit_threads(threads, ref, seed, cfg, data, run_dir, device, cap)
+    decision = unit_threads(threads, ref, seed, cfg, data, run_dir, device)
     torch.set_num_threads(decision["threads"])
     steps = cfg.budget_steps.get(ref)
     log(f"[{ref}] seed {seed}: training " + (f"{steps:,} steps (the FLOP budget)" if steps else
