@@ -327,6 +327,12 @@ class DatasetCard(TypedDict):
     test_labels: NotRequired[list[int]]  # paired statistics need them
 
 
+class ConfigSources(TypedDict, total=False):
+    """Where each configured value came from (cli, file, default, ...)."""
+
+    train: dict[str, dict[str, Any]]
+
+
 class RecordedConfig(TypedDict):
     """The study's configuration (archbench.config.StudyConfig.to_dict(); a
     merged record's study keys may be {run: value} where its runs differ).
@@ -335,7 +341,7 @@ class RecordedConfig(TypedDict):
     models: list[str]
     seeds: NotRequired[list[int] | dict[str, Any]]
     train: NotRequired[dict[str, dict[str, Any]]]
-    sources: NotRequired[dict[str, Any]]
+    sources: NotRequired[ConfigSources]
     specs: NotRequired[dict[str, Any]]
     notes: NotRequired[list[str]]
 
