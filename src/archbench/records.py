@@ -410,7 +410,6 @@ REFINED: dict[tuple[type, str], Any] = {
     (RunRecord, "configs"): NotRequired[dict[str, RecordedConfig]],
     (ModelRecord, "measurements"): Measurements | None,
     (Unit, "status"): Literal["ok", "failed"],
-    (Unit, "trial"): NotRequired[int],  # a tuning trial: (model, seed, trial) is then the unit's identity
     (Unit, "timings"): NotRequired[UnitTimings],
     (Unit, "training"): NotRequired[UnitTraining],
     (Unit, "host"): NotRequired[UnitHost],
@@ -743,16 +742,19 @@ def _consistency(record: RunRecord) -> None:
         if per_sample and len(per_sample["batch_sizes"]) < 2:
             raise Mismatch(child(child("models", model), "measurements.memory.per_sample.batch_sizes"),
                            "two or more batch sizes", per_sample["batch_sizes"])
-        seen: dict[tuple[int, Any], int] = {}
-        for i, u in enumerate(entry["units"]):
-            where = child(child(child("models", model), "units"), i)
-            key = (u["seed"], u.get("trial"))
-            if key in seen:
-                what = f"seed {key[0]}" + (f", trial {key[1]}" if key[1] is not None else "")
-                raise Mismatch(child(where, "seed"), f"a unit distinct from units[{seen[key]}] (the same {what})",
-                               u["seed"])
-            seen[key] = i
-            _check_unit(u, where, n, k)
+        for part in ("units", "trials"):
+            seen: dict[tuple[int, Any], int] = {}
+            units: list[Unit] = entry.get(part) or []  # type: ignore[assignment]
+            for i, u in enumerate(units):
+                where = child(child(child("models", model), part), i)
+                key = (u["seed"], u.get("trial"))  # a unit with a trial key is (model, seed, trial)
+                if key in seen:
+                    what = f"seed {key[0]}" + (f", trial {key[1]}" if key[1] is not None else "")
+                    raise Mismatch(child(where, "seed"), f"a unit distinct from {part}[{seen[key]}] (the same "
+                                   f"{what})", u["seed"])
+                seen[key] = i
+                if part == "units":
+                    _check_unit(u, where, n, k)
 
 
 def _classes_in_range(values: list[int], k: int | None, where: str) -> None:
