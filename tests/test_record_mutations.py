@@ -449,3 +449,17 @@ def test_index_and_compare_into_an_unwritable_directory(recorded, tmp_path, caps
     rc, err = _cli(capsys, "compare", long, good, "--out", tmp_path / "c")
     assert rc == 3 and "skipped 1 run" in err and "File name too long" in err, err
     assert (tmp_path / "c" / "report.md").exists()
+
+
+def test_resume_names_a_run_directory_part_that_is_a_file(recorded, tmp_path, capsys):
+    """`checkpoints` as a file used to end a resume in FileExistsError once a unit started."""
+    _, good, record = recorded
+    run_dir = tmp_path / "runs" / "good"
+    shutil.copytree(good, run_dir)
+    rec = copy.deepcopy(record)
+    rec["models"]["mlp"]["units"].pop()  # a unit left to train
+    digest = _write(run_dir, json.dumps(rec).encode())
+    (run_dir / "checkpoints").write_text("not a directory")
+    rc, err = _cli(capsys, "run", "--resume", run_dir, "--quiet", "--no-timing")
+    assert rc == 3 and f"{run_dir / 'checkpoints'}: expected the run's checkpoints directory, found a file" in err
+    assert _digest(run_dir) == digest
