@@ -463,3 +463,17 @@ def test_resume_names_a_run_directory_part_that_is_a_file(recorded, tmp_path, ca
     rc, err = _cli(capsys, "run", "--resume", run_dir, "--quiet", "--no-timing")
     assert rc == 3 and f"{run_dir / 'checkpoints'}: expected the run's checkpoints directory, found a file" in err
     assert _digest(run_dir) == digest
+
+
+def test_the_recorded_thread_and_job_counts_are_bounded_as_the_options_are():
+    from archbench.config import MAX_JOBS, MAX_THREADS
+    from archbench.records import MAX_RECORDED_COUNT
+
+    assert MAX_RECORDED_COUNT == MAX_THREADS == MAX_JOBS
+
+
+CASES["threads of 2**40"] = (lambda r: r["execution"].__setitem__("threads", 2**40),
+                             "execution.threads: expected 'auto' or a count from 1 to 4096, found the number "
+                             "1099511627776")
+CASES["threads as a word"] = (lambda r: r["execution"].__setitem__("threads", "x"),
+                              "execution.threads: expected 'auto' or an integer, found the string 'x'")

@@ -415,6 +415,8 @@ REFINED: dict[tuple[type, str], Any] = {
     (Unit, "host"): NotRequired[UnitHost],
     (Unit, "saved_size_bytes"): NotRequired[SavedSizes],
     (Unit, "curve"): NotRequired[list[CurvePoint]],
+    (Execution, "threads"): Literal["auto"] | int,
+    (Execution, "jobs"): Literal["auto"] | int,
     (TestResult, "loss"): float | None,  # null: NaN written by an older version (the unit is read as failed)
     (TestResult, "accuracy"): float | None,
 }
@@ -598,6 +600,7 @@ class RecordError(DataError):
     what was expected there; nothing is written."""
 
 
+MAX_RECORDED_COUNT = 4096  # threads or jobs: archbench.config.MAX_THREADS, MAX_JOBS (records may not import config)
 MAX_RECORD_BYTES = 256 << 20  # a results.json of 1,000 units on a 10,000-image test set is about 30 MB
 _FIX = ("The file is damaged or was edited by hand: restore it from a copy (archbench rewrites it whole after every "
         "unit, so a copy taken at any time is whole), or correct that field.")
@@ -725,6 +728,10 @@ def _consistency(record: RunRecord) -> None:
     where units carry one); an "ok" unit has its evaluation and timings."""
     from archbench.typecheck import Mismatch, child
 
+    for count in ("threads", "jobs"):  # a resumed run uses them again (torch.set_num_threads, the pool's size)
+        v = lookup(record, "execution", count)
+        if isinstance(v, int) and not 1 <= v <= MAX_RECORDED_COUNT:
+            raise Mismatch(f"execution.{count}", f"'auto' or a count from 1 to {MAX_RECORDED_COUNT}", v)
     ds = record["dataset"]
     classes, k = ds.get("classes"), ds.get("num_classes")
     if classes is not None and k is not None and len(classes) != k:
