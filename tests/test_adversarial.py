@@ -710,17 +710,22 @@ def test_report_of_a_non_utf8_or_legacy_nan_record(finished_run, tmp_path, capsy
     bad.mkdir(parents=True)
     (bad / "results.json").write_bytes('{"name": "caf\u00e9"}'.encode("latin-1"))
     rc, _, err = cli(capsys, "report", bad)
-    assert rc == 2 and "is not UTF-8 text" in err
+    assert rc == 3 and "not UTF-8 text" in err
     # A record written before non-finite evaluations were refused: an "ok" unit with NaN (an empty test
-    # split, infinite logits). The report reads it as failed and is written.
+    # split, infinite logits). A bare NaN token is refused, naming where it is and the fix (null); with null,
+    # as a strict rewrite left it, the report reads the unit as failed and is written.
     legacy = tmp_path / "handmade" / "legacy"
     legacy.mkdir()
     rec = json.loads((finished_run / "results.json").read_text())
-    rec["dataset"]["test_samples"] = 0
     u = rec["models"]["logreg"]["units"][0]
     u["test"]["loss"] = u["test"]["accuracy"] = float("nan")
     (legacy / "results.json").write_text(json.dumps(rec))
     assert "NaN" in (legacy / "results.json").read_text()
+    rc, _, err = cli(capsys, "report", legacy)
+    assert rc == 3 and "models.logreg.units[0].test.loss: expected a finite number or null, found the non-JSON " \
+        "token NaN" in err and "Replace it with null" in err, err
+    u["test"]["loss"] = u["test"]["accuracy"] = None
+    (legacy / "results.json").write_text(json.dumps(rec))
     rc, _, err = cli(capsys, "report", legacy)
     assert rc == 0, err
     assert "the recorded evaluation is not finite" in (legacy / "report.md").read_text()
@@ -889,11 +894,11 @@ def test_write_error_names_the_errno_class():
 
 
 def test_load_record_refuses_absurd_nesting(tmp_path):
-    from archbench.errors import UsageError
+    from archbench.records import RecordError
 
     (tmp_path / "handmade").mkdir()
     (tmp_path / "handmade" / "results.json").write_text("[" * 100_000 + "]" * 100_000)
-    with pytest.raises(UsageError, match="nests its values too deeply"):
+    with pytest.raises(RecordError, match="nests its values too deeply"):
         load_record(tmp_path / "handmade")
 
 

@@ -73,3 +73,81 @@ def test_truncated_response_is_rejected(tiny, tmp_path, http_server):
     with pytest.raises(DataError, match="gzip"):
         fetch_dataset(spec, tmp_path / "d", mirrors=[http_server.url + "/m1"])
     assert not (tmp_path / "d" / (NAMES["train_images"] + ".gz")).exists()
+
+
+# --------------------------------------------------------------------------- misbehaving mirrors (issue 29)
+
+import contextlib  # noqa: E402
+import socket  # noqa: E402
+import threading  # noqa: E402
+
+
+@pytest.fixture
+def raw_server():
+    """A raw TCP server on 127.0.0.1 that answers every request with the bytes
+    of ``server.replies[first path segment]`` (not HTTP unless those bytes are)."""
+    sock = socket.create_server(("127.0.0.1", 0))
+    sock.settimeout(0.2)
+    replies: dict[str, bytes] = {}
+    stop = threading.Event()
+
+    def answer(conn):
+        with conn:
+            conn.settimeout(5)
+            request = b""
+            while b"\r\n\r\n" not in request:
+                got = conn.recv(4096)
+                if not got:
+                    return
+                request += got
+            path = request.split(b" ")[1].decode()
+            with contextlib.suppress(OSError):
+                conn.sendall(replies[path.split("/")[1]])
+
+    def loop():
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=answer, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}", replies
+    stop.set()
+    thread.join()
+    sock.close()
+
+
+BAD_REPLIES = {
+    "long-header": (b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 70_000 + b"\r\n\r\n", "over-long line"),
+    "many-headers": (b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(101)) + b"\r\n",
+                     "got more than 100 headers"),
+    "garbage-status": (b"HELLO THERE\r\n\r\n", "no valid HTTP status line"),
+    "truncated": (b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n" + b"\x1f\x8b" + b"x" * 500,
+                  "truncated body: 502 of 5,000 bytes"),
+    "truncated-chunk": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1000\r\n" + b"x" * 300,
+                        "closed the connection mid-response (truncated body"),
+    "long-status": (b"HTTP/1.1 200 " + b"O" * 70_000 + b"\r\n\r\n", "over-long line"),
+    "no-answer": (b"", "Remote end closed connection without response"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_REPLIES))
+def test_a_misbehaving_mirror_is_a_named_error_and_the_next_mirror_is_tried(tiny, tmp_path, http_server,
+                                                                            raw_server, kind):
+    arrays, spec = tiny
+    serve(http_server, arrays, prefix="/good")
+    base, replies = raw_server
+    replies[kind], words = BAD_REPLIES[kind]
+    dest = tmp_path / "d"
+    with pytest.raises(DataError) as err:  # the misbehaving mirror alone: one named error, every file's attempt
+        fetch_dataset(spec, dest, mirrors=[f"{base}/{kind}"])
+    msg = str(err.value)
+    assert f"{base}/{kind}/{NAMES['train_images']}.gz: " in msg and words in msg, msg
+    assert "Traceback" not in msg and not list(dest.iterdir())
+    # Followed by a good mirror: every file comes from it, verified.
+    paths = fetch_dataset(spec, dest, mirrors=[f"{base}/{kind}", http_server.url + "/good"])
+    assert load_dataset(spec, dest).test_labels.tolist() == arrays["test_labels"].tolist()
+    assert len(paths) == 4 and sum(r.startswith("/good/") for r in http_server.requests) == 4

@@ -2,13 +2,12 @@ import json
 
 import pytest
 
-from archbench.errors import UsageError
-from archbench.records import atomic_write_text, load_record, new_record, save_record
+from archbench.records import RecordError, atomic_write_text, load_record, new_record, save_record
 
 
 def test_round_trip_and_no_temporary_left(tmp_path):
     rec = new_record("x", {"models": ["mlp"]}, {"python": "3"}, {"name": "d"})
-    rec["models"]["mlp"] = {"measurements": {"params": {"trainable": 1}}, "units": []}
+    rec["models"]["mlp"] = {"measurements": None, "measurement_error": "x", "units": []}
     save_record(rec, tmp_path)
     assert load_record(tmp_path) == rec
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
@@ -29,5 +28,6 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
                                              (json.dumps({"schema": "other"}), "schema 'other'")])
 def test_load_record_rejects_bad_files(tmp_path, content, words):
     (tmp_path / "results.json").write_text(content)
-    with pytest.raises(UsageError, match=words):
+    with pytest.raises(RecordError, match=words) as err:  # bad input data: exit 3, naming the file
         load_record(tmp_path)
+    assert err.value.exit_code == 3 and str(err.value).startswith(f"{tmp_path / 'results.json'}: ")

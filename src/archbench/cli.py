@@ -16,10 +16,13 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from archbench.config import MAX_JOBS, MAX_THREADS
-from archbench.errors import EXIT_RUNTIME, EXIT_USAGE, ArchbenchError, UsageError
+from archbench.errors import EXIT_DATA, EXIT_RUNTIME, EXIT_USAGE, ArchbenchError, UsageError
+
+if TYPE_CHECKING:
+    from archbench.records import RunRecord
 
 EXIT_INTERRUPTED = 130
 _Sub = argparse._SubParsersAction  # what add_subparsers returns: each command adds its parser to it
@@ -437,7 +440,12 @@ def cmd_index(args: argparse.Namespace) -> int:
     if not root.is_dir():
         raise UsageError(f"{root} is not a directory: give the directory that holds your run directories "
                          "(the --out of `archbench run`, default: runs).")
-    path, runs, skipped = write_index(root)
+    try:
+        path, runs, skipped = write_index(root)
+    except OSError as exc:
+        from archbench.records import write_error
+
+        raise write_error(exc, str(root / "index.html"), "Make the directory writable, or index a copy.") from exc
     print(f"wrote {path} ({runs} runs" + (f"; {skipped} unreadable, listed on the page" if skipped else "") + ")")
     return 0
 
@@ -476,7 +484,13 @@ def cmd_models(args: argparse.Namespace) -> int:
 def _check_compare_out(out: Path, run_dirs: list[str], force: bool) -> None:
     """compare never overwrites a run: an --out that is one of the compared
     runs is refused, and one that already holds files needs --force."""
-    sources = {(Path(d) if Path(d).is_dir() else Path(d).parent).resolve() for d in run_dirs}
+    def run_dir(d: str) -> Path:
+        try:
+            return (Path(d) if Path(d).is_dir() else Path(d).parent).resolve()
+        except OSError:  # a name the OS cannot look up (too long): not the --out
+            return Path(d)
+
+    sources = {run_dir(d) for d in run_dirs}
     if out.resolve() in sources:
         raise UsageError(f"--out {out} is one of the runs being compared: writing there would replace that run's "
                          "results.json. Choose another --out.")
@@ -489,20 +503,46 @@ def _check_compare_out(out: Path, run_dirs: list[str], force: bool) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from archbench.records import load_record, merge_records, save_record
+    from archbench.records import merge_records, save_record, write_error
     from archbench.report import write_reports
     from archbench.report.terminal import terminal_summary
     from archbench.run.study import default_run_name
 
-    records = [load_record(d) for d in args.run_dirs]
+    records, skipped = readable_records(args.run_dirs)
     out = Path(args.out) if args.out else Path("runs") / f"compare-{default_run_name()}"
     _check_compare_out(out, args.run_dirs, args.force)
     merged = merge_records(records, out.name)
-    out.mkdir(parents=True, exist_ok=True)
-    save_record(merged, out)
-    write_reports(merged, out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        save_record(merged, out)
+        write_reports(merged, out)
+    except OSError as exc:
+        raise write_error(exc, f"the comparison into {out}", "Choose a writable --out.") from exc
     print(terminal_summary(merged, out))
+    if skipped:
+        print(f"archbench: skipped {len(skipped)} run(s) it cannot read (not in the comparison):\n  - "
+              + "\n  - ".join(skipped), file=sys.stderr)
+        return EXIT_DATA
     return 0
+
+
+def readable_records(run_dirs: list[str]) -> tuple[list[RunRecord], list[str]]:
+    """The records of the runs that read, and the errors of those that do not
+    (compare goes on without them); none readable is the error itself."""
+    from archbench.records import RecordError, load_record
+
+    records, skipped, errors = [], [], []
+    for d in run_dirs:
+        try:
+            records.append(load_record(d))
+        except ArchbenchError as exc:
+            errors.append(exc)
+            skipped.append(str(exc))
+    if not records and len(errors) == 1:
+        raise errors[0]
+    if not records:
+        raise RecordError("none of the runs can be read:\n  - " + "\n  - ".join(skipped))
+    return records, skipped
 
 
 def cmd_profile(args: argparse.Namespace) -> int:

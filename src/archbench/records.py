@@ -14,12 +14,13 @@ import errno
 import json
 import math
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, NotRequired, TypedDict
+from typing import IO, Any, Literal, NotRequired, TypedDict
 
-from archbench.errors import EXIT_RUNTIME, ArchbenchError, UsageError
+from archbench.errors import EXIT_RUNTIME, ArchbenchError, DataError, UsageError
 
 SCHEMA = "archbench.run/2"
 OLD_SCHEMAS = ("archbench.run/1",)  # read and upgraded on load
@@ -95,6 +96,255 @@ class Execution(TypedDict, total=False):
     earlier_jobs_decisions: list[JobsDecision]
 
 
+class CurvePoint(TypedDict):
+    """A held-out evaluation at k/8 of a --match flops budget."""
+
+    step: int
+    samples: NotRequired[int]
+    seconds: NotRequired[float]
+    split: str
+    loss: NotRequired[float | None]
+    accuracy: float
+    correct: NotRequired[str]  # packed bits, base64
+
+
+# Measurements (archbench.measure.measure_model): numbers may be null where a figure was not taken;
+# the keys not listed here are kept as they are.
+
+class PhaseFlops(TypedDict, total=False):
+    matmul_conv: float
+    other: dict[str, float]
+    other_total: float
+    total: float
+
+
+class RunFlops(TypedDict):
+    steps: int
+    matmul_conv: float
+    other: float
+    total: NotRequired[float]
+
+
+class FlopsRecord(TypedDict):
+    convention: NotRequired[str]
+    inference_views: NotRequired[int]
+    forward_per_sample: float
+    forward_macs_per_sample: float
+    forward_other_per_sample: NotRequired[float]
+    forward_one_view_per_sample: NotRequired[float | None]
+    forward_by_op: NotRequired[dict[str, float]]
+    forward_other_by_category: NotRequired[dict[str, float]]
+    train_step_batch_size: int
+    train_step: float
+    train_step_forward: float
+    train_step_backward: float
+    train_step_other: NotRequired[float]
+    train_step_phases: NotRequired[dict[str, PhaseFlops]]
+    train_per_sample: NotRequired[float | None]
+    uncounted_ops: NotRequired[dict[str, int] | None]
+    forward_uncounted_ops: NotRequired[dict[str, int] | None]
+    data_movement_ops: NotRequired[dict[str, int]]
+    partial: NotRequired[dict[str, bool]]
+    per_epoch: NotRequired[RunFlops]
+    per_run: NotRequired[RunFlops]
+
+
+class ReferenceFlops(TypedDict):
+    train_step_batch_size: int
+    train_step: float
+    train_step_other: float
+    train_per_sample: NotRequired[float | None]
+    train_step_phases: NotRequired[dict[str, PhaseFlops]]
+    uncounted_ops: NotRequired[dict[str, int] | None]
+    partial: NotRequired[dict[str, bool]]
+
+
+class StepMemory(TypedDict):
+    peak_bytes: int
+    breakdown: dict[str, int]
+    before_step_bytes: NotRequired[int | None]
+    after_forward_bytes: NotRequired[int | None]
+    activations_saved_bytes: NotRequired[int | None]
+    tracked_peak_bytes: NotRequired[int | None]
+    measured_by: NotRequired[str]
+    cuda_allocator_peak_bytes: NotRequired[int | None]
+    cuda_allocator_before_bytes: NotRequired[int | None]
+
+
+class PeakMemory(TypedDict):
+    """A step's peak (first_step: the breakdown is optional)."""
+
+    peak_bytes: int
+    breakdown: NotRequired[dict[str, int]]
+
+
+class PerSampleMemory(TypedDict):
+    batch_sizes: list[int]  # two or more
+    peak_bytes: list[int]
+    per_sample_bytes: float
+    fixed_bytes: float
+    note: NotRequired[str]
+
+
+class InferenceMemory(TypedDict):
+    batch_size: int
+    views: NotRequired[int]
+    peak_bytes: int
+    weights_and_input_bytes: NotRequired[int | None]
+    activations_peak_bytes: NotRequired[int | None]
+
+
+class MemoryEstimate(TypedDict):
+    params_grads_adam_bytes: int
+    total_bytes: NotRequired[int]
+
+
+class MemoryRecord(TypedDict):
+    convention: NotRequired[str]
+    train_step: StepMemory
+    first_step: NotRequired[PeakMemory]
+    per_sample: NotRequired[PerSampleMemory | None]
+    inference_batch1: NotRequired[InferenceMemory | None]
+    inference_eval_batch: NotRequired[InferenceMemory | None]
+    estimate: MemoryEstimate
+    estimate_activation_bytes: NotRequired[int | None]
+    process_peak_rss_bytes: NotRequired[int | None]
+
+
+class ReferenceMemory(TypedDict):
+    train_step: StepMemory
+    first_step: NotRequired[PeakMemory]
+
+
+class Timing(TypedDict):
+    """archbench.measure.timing.Timing.to_dict()."""
+
+    calls: NotRequired[int]
+    p50_seconds: float
+    p90_seconds: NotRequired[float | None]
+    p99_seconds: NotRequired[float | None]
+    mean_seconds: NotRequired[float]
+    min_seconds: NotRequired[float]
+    max_seconds: NotRequired[float]
+    items_per_call: NotRequired[int]
+    items_per_second: NotRequired[float]
+    views: NotRequired[int]
+
+
+class Throughput(TypedDict):
+    items_per_second: float
+    p50_seconds: NotRequired[float]
+
+
+class Speed(TypedDict):
+    inference_latency_batch1: Timing
+    inference_throughput_batch1024: Throughput
+    train_step: NotRequired[Timing]
+
+
+class ReferenceStep(TypedDict):
+    step: NotRequired[dict[str, Any]]
+    flops: ReferenceFlops
+    memory: ReferenceMemory
+    speed: NotRequired[dict[str, Timing]]
+
+
+class SavedSizes(TypedDict, total=False):
+    """Bytes of each saved format (null: not saved); why there is no .onnx."""
+
+    safetensors: int | None
+    state_dict: int | None
+    onnx: int | None
+    onnx_note: str
+
+
+class Params(TypedDict):
+    trainable: int
+    non_trainable: int
+    raw_weight_bytes: int
+    total: NotRequired[int]
+    buffers: NotRequired[int]
+    param_bytes: NotRequired[int]
+    buffer_bytes: NotRequired[int]
+
+
+class Measurements(TypedDict):
+    params: Params
+    step: NotRequired[dict[str, Any]]
+    inference: NotRequired[dict[str, Any]]
+    flops: FlopsRecord
+    memory: MemoryRecord
+    speed: NotRequired[Speed]
+    saved_size_bytes: SavedSizes
+    reference: NotRequired[ReferenceStep | None]
+
+
+class UnitTimings(TypedDict, total=False):
+    train_seconds: float
+    eval_seconds: float | None
+    wall_seconds: float
+    steps: int
+    samples_per_second: float
+
+
+class UnitHost(TypedDict):
+    cpu: str
+    usable_cpus: int
+    torch_threads: int
+    torch_interop_threads: NotRequired[int]
+    load_start: NotRequired[list[float] | None]
+    load_end: NotRequired[list[float] | None]
+
+
+class UnitTraining(TypedDict):
+    device: str
+    formulation: str
+    cuda_graphs: NotRequired[bool]
+    resumed_from_checkpoint: NotRequired[bool]
+    batched_with: NotRequired[list[int] | None]
+
+
+class DatasetCard(TypedDict):
+    """The dataset a run used (archbench.data.Dataset.describe()); the keys
+    not listed are kept as they are."""
+
+    name: str
+    test_samples: NotRequired[int]
+    train_samples: NotRequired[int]
+    val_samples: NotRequired[int]
+    num_classes: NotRequired[int]
+    classes: NotRequired[list[str]]
+    image_shape: NotRequired[list[int]]
+    files: NotRequired[dict[str, str | None]]
+    payload_sha256: NotRequired[dict[str, str | None]]
+    identity_sha256: NotRequired[str | None]
+    class_counts: NotRequired[dict[str, list[int]]]
+    balance: NotRequired[dict[str, float | None]]
+    normalization: NotRequired[dict[str, Any]]
+    source: NotRequired[str]
+    notes: NotRequired[list[str]]
+    test_labels: NotRequired[list[int]]  # paired statistics need them
+
+
+class ConfigSources(TypedDict, total=False):
+    """Where each configured value came from (cli, file, default, ...)."""
+
+    train: dict[str, dict[str, Any]]
+
+
+class RecordedConfig(TypedDict):
+    """The study's configuration (archbench.config.StudyConfig.to_dict(); a
+    merged record's study keys may be {run: value} where its runs differ).
+    Each value is checked again where a run is resumed (StudyConfig.from_dict)."""
+
+    models: list[str]
+    seeds: NotRequired[list[int] | dict[str, Any]]
+    train: NotRequired[dict[str, dict[str, Any]]]
+    sources: NotRequired[ConfigSources]
+    specs: NotRequired[dict[str, Any]]
+    notes: NotRequired[list[str]]
+
+
 class Unit(TypedDict):
     """One (model, seed) unit: trained, or failed with its error."""
 
@@ -149,6 +399,26 @@ class RunRecord(TypedDict):
     merged_from: NotRequired[list[str]]
     configs: NotRequired[dict[str, dict[str, Any]]]
     environments: NotRequired[dict[str, dict[str, Any]]]
+
+
+# What a record is checked against where it is read (validate_record): the static schema above, with the
+# parts it leaves as "any object" given the types their readers need.
+REFINED: dict[tuple[type, str], Any] = {
+    (RunRecord, "config"): RecordedConfig,
+    (RunRecord, "dataset"): DatasetCard,
+    (RunRecord, "configs"): NotRequired[dict[str, RecordedConfig]],
+    (ModelRecord, "measurements"): Measurements | None,
+    (Unit, "status"): Literal["ok", "failed"],
+    (Unit, "timings"): NotRequired[UnitTimings],
+    (Unit, "training"): NotRequired[UnitTraining],
+    (Unit, "host"): NotRequired[UnitHost],
+    (Unit, "saved_size_bytes"): NotRequired[SavedSizes],
+    (Unit, "curve"): NotRequired[list[CurvePoint]],
+    (Execution, "threads"): Literal["auto"] | int,
+    (Execution, "jobs"): Literal["auto"] | int,
+    (TestResult, "loss"): float | None,  # null: NaN written by an older version (the unit is read as failed)
+    (TestResult, "accuracy"): float | None,
+}
 
 
 def lookup(d: Any, *path: str) -> Any:
@@ -322,6 +592,218 @@ def _finite_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+class RecordError(DataError):
+    """A ``results.json`` that cannot be read as a run record: damaged,
+    truncated, edited by hand, or not a record at all (exit 3, bad input data).
+    Its message names the file, the field (``models.mlp.units[3].seed``) and
+    what was expected there; nothing is written."""
+
+
+MAX_RECORDED_COUNT = 4096  # threads or jobs: archbench.config.MAX_THREADS, MAX_JOBS (records may not import config)
+MAX_RECORD_BYTES = 256 << 20  # a results.json of 1,000 units on a 10,000-image test set is about 30 MB
+_FIX = ("The file is damaged or was edited by hand: restore it from a copy (archbench rewrites it whole after every "
+        "unit, so a copy taken at any time is whole), or correct that field.")
+
+
+class _NonFinite:
+    """A NaN or Infinity token where the record was parsed (strict JSON has none)."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+
+def _read_bounded(path: Path) -> bytes:
+    """The bytes of ``path``, read only if it is a regular file of at most
+    :data:`MAX_RECORD_BYTES` (a FIFO, a device such as /dev/zero or a huge
+    file is refused without reading it or waiting on it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise UsageError(f"{path} does not exist: expected a run directory made by `archbench run`.") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}. Give a run directory made by "
+                         "`archbench run` (or its results.json) that you can read.") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode) else
+                    "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else
+                    "a socket" if stat.S_ISSOCK(st.st_mode) else "a special file")
+            raise RecordError(f"{path}: {kind}, not a results.json file: give a run directory made by "
+                              "`archbench run`, or its results.json.")
+        chunks, size = [], 0
+        while size <= MAX_RECORD_BYTES:
+            chunk = os.read(fd, min(1 << 22, MAX_RECORD_BYTES + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > MAX_RECORD_BYTES:
+            raise RecordError(f"{path}: more than {MAX_RECORD_BYTES:,} bytes, more than any results.json "
+                              "archbench writes: it is not a run record.")
+        return b"".join(chunks)
+    except OSError as exc:
+        raise RecordError(f"{path}: cannot be read: {exc.strerror or exc}.") from None
+    finally:
+        os.close(fd)
+
+
+def _parse(path: Path, data: bytes) -> Any:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecordError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}): it is damaged or not a "
+                          "results.json written by archbench.") from None
+    try:
+        return json.loads(text, parse_constant=_NonFinite)
+    except json.JSONDecodeError as exc:
+        raise RecordError(f"{path}: not valid JSON ({exc}): the file is truncated or damaged. Restore it from a "
+                          "copy (archbench rewrites it whole after every unit, so a copy taken at any time is "
+                          "whole).") from None
+    except RecursionError:
+        raise RecordError(f"{path}: nests its values too deeply to be a results.json written by archbench.") from None
+
+
+def _non_finite_at(obj: Any, path: str = "") -> tuple[str, str] | None:
+    """Where the first NaN or Infinity token is, and which."""
+    from archbench.typecheck import child
+
+    if isinstance(obj, _NonFinite):
+        return path, obj.token
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    for key, value in items:
+        if isinstance(value, (dict, list, _NonFinite)):
+            found = _non_finite_at(value, child(path, key))
+            if found:
+                return found
+    return None
+
+
+class _V1Config(TypedDict):
+    """What upgrading an ``archbench.run/1`` configuration reads."""
+
+    models: NotRequired[list[str]]
+    train: NotRequired[dict[str, Any] | None]
+    model_train: NotRequired[dict[str, dict[str, Any]] | None]
+
+
+class _V1Record(TypedDict):
+    config: NotRequired[_V1Config | None]
+    configs: NotRequired[dict[str, _V1Config]]
+
+
+def validate_record(record: Any, where: str | os.PathLike = "results.json") -> RunRecord:
+    """``record`` (parsed JSON) as a run record: an old schema upgraded, its
+    types checked against :class:`RunRecord` and its parts against each other
+    (:func:`_consistency`); else a :class:`RecordError` naming ``where``, the
+    field and what was expected. Unknown keys are kept."""
+    from archbench.typecheck import Mismatch, check
+
+    try:
+        found = _non_finite_at(record)
+        if found:
+            raise RecordError(f"{where}: {found[0] or 'the top level'}: expected a finite number or null, found the "
+                              f"non-JSON token {found[1]} (strict JSON has no NaN or infinity). Replace it with "
+                              "null: a unit whose test loss or accuracy is null is read as failed.")
+        schema = record.get("schema") if isinstance(record, dict) else None
+        if schema in OLD_SCHEMAS:
+            check(record, _V1Record)
+            record = upgrade_record(record)
+        elif schema != SCHEMA:
+            raise RecordError(f"{where}: schema {schema!r} is not {SCHEMA!r}; this file was not written by this "
+                              "version of archbench (or is not a run record).")
+        check(record, RunRecord, refine=REFINED)
+        _consistency(record)
+    except Mismatch as exc:
+        raise RecordError(f"{where}: {exc}. {_FIX}") from None
+    _check_units(record)
+    return record
+
+
+def _consistency(record: RunRecord) -> None:
+    """What the types cannot say: the test set's size, labels and classes
+    agree; each unit's predictions cover that test set with valid classes;
+    accuracies lie in [0, 1]; a model's units are distinct (seed, and trial
+    where units carry one); an "ok" unit has its evaluation and timings."""
+    from archbench.typecheck import Mismatch, child
+
+    for count in ("threads", "jobs"):  # a resumed run uses them again (torch.set_num_threads, the pool's size)
+        v = lookup(record, "execution", count)
+        if isinstance(v, int) and not 1 <= v <= MAX_RECORDED_COUNT:
+            raise Mismatch(f"execution.{count}", f"'auto' or a count from 1 to {MAX_RECORDED_COUNT}", v)
+    ds = record["dataset"]
+    classes, k = ds.get("classes"), ds.get("num_classes")
+    if classes is not None and k is not None and len(classes) != k:
+        raise Mismatch("dataset.classes", f"{k} class names (dataset.num_classes)", classes)
+    k = k if k is not None else len(classes) if classes is not None else None
+    labels = ds.get("test_labels")
+    n = ds.get("test_samples")
+    if labels is not None:
+        if n is not None and len(labels) != n:
+            raise Mismatch("dataset.test_labels", f"{n} labels (dataset.test_samples)", labels)
+        n = len(labels)
+        _classes_in_range(labels, k, "dataset.test_labels")
+    for model, entry in record["models"].items():
+        per_sample = lookup(entry, "measurements", "memory", "per_sample")
+        if per_sample and len(per_sample["batch_sizes"]) < 2:
+            raise Mismatch(child(child("models", model), "measurements.memory.per_sample.batch_sizes"),
+                           "two or more batch sizes", per_sample["batch_sizes"])
+        for part in ("units", "trials"):
+            seen: dict[tuple[int, Any], int] = {}
+            units: list[Unit] = entry.get(part) or []  # type: ignore[assignment]
+            for i, u in enumerate(units):
+                where = child(child(child("models", model), part), i)
+                key = (u["seed"], u.get("trial"))  # a unit with a trial key is (model, seed, trial)
+                if key in seen:
+                    what = f"seed {key[0]}" + (f", trial {key[1]}" if key[1] is not None else "")
+                    raise Mismatch(child(where, "seed"), f"a unit distinct from {part}[{seen[key]}] (the same "
+                                   f"{what})", u["seed"])
+                seen[key] = i
+                if part == "units":
+                    _check_unit(u, where, n, k)
+
+
+def _classes_in_range(values: list[int], k: int | None, where: str) -> None:
+    from archbench.typecheck import Mismatch, child
+
+    for j, v in enumerate(values):
+        if v < 0 or (k is not None and v >= k):
+            raise Mismatch(child(where, j), f"a class index from 0 to {k - 1}" if k else "a class index >= 0", v)
+
+
+def _check_unit(u: Unit, where: str, n: int | None, k: int | None) -> None:
+    from archbench.typecheck import MISSING, Mismatch, child
+
+    if u["status"] == "ok":
+        for key in ("test", "history", "timings"):
+            if key not in u:
+                raise Mismatch(child(where, key), f"the {key} of a unit whose status is 'ok'", MISSING)
+        for key in ("train_seconds", "samples_per_second") + (("wall_seconds",) if "eval_seconds" in u["timings"]
+                                                              else ()):
+            if key not in u["timings"]:
+                raise Mismatch(child(child(where, "timings"), key), "a finite number (an 'ok' unit)", MISSING)
+    test = u.get("test")
+    if test is not None:
+        preds = test["predictions"]
+        if n is not None and len(preds) != n:
+            raise Mismatch(child(child(where, "test"), "predictions"), f"{n} predictions (one per test image)",
+                           preds)
+        _classes_in_range(preds, k, child(child(where, "test"), "predictions"))
+        _fraction(test.get("accuracy"), child(child(where, "test"), "accuracy"))
+    for j, row in enumerate(u.get("history") or []):
+        for key in ("train_acc", "test_acc", "val_acc"):
+            _fraction(row.get(key), child(child(child(where, "history"), j), key))  # type: ignore[arg-type]
+    for j, point in enumerate(u.get("curve") or []):
+        _fraction(point.get("accuracy"), child(child(child(where, "curve"), j), "accuracy"))
+
+
+def _fraction(v: float | None, where: str) -> None:
+    from archbench.typecheck import Mismatch
+
+    if v is not None and not 0 <= v <= 1:
+        raise Mismatch(where, "an accuracy from 0 to 1", v)
+
+
 def _check_units(record: dict) -> None:
     """An "ok" unit must have a finite test loss and accuracy. Records written
     before that was enforced may hold NaN (an empty test split, infinite
@@ -346,33 +828,20 @@ def _check_units(record: dict) -> None:
 
 
 def load_record(run_dir_or_file: str | os.PathLike) -> RunRecord:
+    """The run record in a run directory (or the results.json given): read
+    only if it is a regular file of bounded size, parsed as strict JSON,
+    upgraded from an old schema and checked (:func:`validate_record`). A
+    missing or unreadable path is a UsageError (exit 2); a file that is not a
+    valid record is a :class:`RecordError` (exit 3) naming the file, the
+    field and what was expected. Nothing is written."""
     path = Path(run_dir_or_file)
-    if path.is_dir():
-        path = path / "results.json"
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"{path} does not exist: expected a run directory made by `archbench run`.") from None
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}): it is damaged or not a "
-                         "results.json written by archbench.") from None
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror or exc}.") from exc
-    try:
-        record = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{path} is not valid JSON ({exc}).") from exc
-    except RecursionError:
-        raise UsageError(f"{path} nests its values too deeply to be a results.json written by archbench.") from None
-    schema = record.get("schema") if isinstance(record, dict) else None
-    if schema in OLD_SCHEMAS:
-        record = upgrade_record(record)
-    elif schema != SCHEMA:
-        raise UsageError(
-            f"{path}: schema {schema!r} is not {SCHEMA!r}; this file was not written by this version of archbench."
-        )
-    _check_units(record)
-    return record
+        if path.is_dir():
+            path = path / "results.json"
+    except OSError as exc:  # a name too long for the OS, a loop of links
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}. Give a run directory made by "
+                         "`archbench run`.") from None
+    return validate_record(_parse(path, _read_bounded(path)), path)
 
 
 def upgrade_config(config: dict) -> dict:

@@ -390,7 +390,12 @@ def resume_config(stored: Mapping[str, Any], explicit: Mapping[str, Any] | None 
     finishes the study it started. The stored dataset must still exist (a
     path is checked again); the specs are not registered here: running the
     study registers them (:func:`register_specs`)."""
-    cfg = StudyConfig.from_dict(stored)
+    try:
+        cfg = StudyConfig.from_dict(stored)
+    except UsageError as exc:  # the record was edited: bad input data, named by its file
+        from archbench.records import RecordError
+
+        raise RecordError(f"{Path(where) / 'results.json' if Path(where).is_dir() else where}: {exc}") from None
     cfg = replace(cfg, dataset=check_dataset(cfg.dataset, "stored configuration: "))
     explicit = dict(explicit or {})
     for k in ("out", "name"):

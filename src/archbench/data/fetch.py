@@ -13,6 +13,7 @@ size. Files get the permissions the umask gives (not mkstemp's 0600).
 
 from __future__ import annotations
 
+import http.client
 import os
 import tempfile
 import urllib.error
@@ -78,7 +79,22 @@ def _download(url: str, tmp: IO[bytes], timeout: float, progress: Callable[[int,
             if progress:
                 progress(done, total)
         if total is not None and done != total:
-            raise DataError(f"{url}: connection closed after {done} of {total} bytes.")
+            raise DataError(f"{url}: the server closed the connection mid-response (truncated body: {done:,} of "
+                            f"{total:,} bytes).")
+
+
+def malformed_response(exc: http.client.HTTPException) -> str:
+    """What was wrong with a response that http.client could not read, in words."""
+    if isinstance(exc, http.client.IncompleteRead):
+        got = f"{len(exc.partial):,} bytes read" if exc.partial else ""
+        more = f"{exc.expected:,} more expected" if exc.expected else ""
+        detail = ", ".join(x for x in (got, more) if x)
+        return "the server closed the connection mid-response (truncated body" + (f": {detail})" if detail else ")")
+    if isinstance(exc, http.client.LineTooLong):
+        return f"the server sent an over-long line ({exc}); not an HTTP mirror that serves this file"
+    if isinstance(exc, http.client.BadStatusLine):
+        return f"the server sent no valid HTTP status line ({str(exc)[:80]!r})"
+    return f"the server's response is not valid HTTP ({type(exc).__name__}: {str(exc)[:200]})"
 
 
 def _part_prefix(f: DataFile) -> str:
@@ -135,6 +151,8 @@ def fetch_file(spec_file: DataFile, mirrors: Iterable[str], dest: Path, timeout:
         except (urllib.error.URLError, TimeoutError, ConnectionError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", exc)
             attempts.append(f"{url}: {reason}")
+        except http.client.HTTPException as exc:  # a status line, header or body that breaks HTTP
+            attempts.append(f"{url}: {malformed_response(exc)}")
         except DataError as exc:
             attempts.append(str(exc))
         finally:

@@ -31,7 +31,7 @@ from pathlib import Path
 from types import TracebackType
 
 from archbench.errors import Interrupted, UsageError
-from archbench.records import OutputError, RunRecord, write_error
+from archbench.records import OutputError, RecordError, RunRecord, write_error
 
 MAX_STEM = 100
 
@@ -81,6 +81,16 @@ class RunDir:
     def trial(self, t: int) -> RunDir:
         """Where tuning trial ``t``'s units keep their checkpoints (their stems are those of the seeds')."""
         return RunDir(self.path / "trials" / f"trial-{t}")
+
+    def check_layout(self) -> None:
+        """A run directory to resume holds its parts as directories (a file
+        named ``checkpoints`` or ``models`` is a damaged run, named here
+        before anything is trained or written)."""
+        for sub in ("checkpoints", "models", "plots", "tables", "trials"):
+            d = self.path / sub
+            if d.exists() and not d.is_dir():
+                raise RecordError(f"{d}: expected the run's {sub} directory, found a file. The run directory is "
+                                  f"damaged: move {d} away, then resume again.")
 
     def remove_leftovers(self) -> int:
         """Remove temporary files of writes that a kill -9 cut short

@@ -126,6 +126,7 @@ def _resume_run(cfg: StudyConfig, resume: str | Path, data: Any, log: Log, stack
         load_record(run_dir.path)  # the named error: no run here
     stack.enter_context(RunDirLock(run_dir.path))
     record = load_record(run_dir.path)
+    run_dir.check_layout()
     stored, new = dict(record["config"]), cfg.to_dict()
     moved = stored.get("data_dir") != new.get("data_dir")
     diffs = config_differences({**stored, "data_dir": None}, {**new, "data_dir": None})
