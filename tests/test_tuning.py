@@ -106,6 +106,7 @@ def test_tuning_chooses_the_known_best_value_and_resumes_to_the_same_choice(tmp_
     assert "How was each model tuned?" in md and "| mlp | 2 | 0 | lr 0.001 | 100.00 % (chosen) |" in md
     assert "edge of the range" in md and "does not cover the noise of the choice" in md
     assert (tmp_path / "t" / "plots" / "tuning_trials.png").exists()
+    assert not (tmp_path / "t" / "trials").exists()  # the trials' checkpoint folders go once they are done
     # As an interrupted run leaves it: the second trial and every seed unfinished. Resuming retrains exactly
     # those, to the same numbers and the same choice.
     cut = json.loads(path.read_text())

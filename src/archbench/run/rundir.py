@@ -109,9 +109,18 @@ class RunDir:
         return removed
 
     def drop_empty_checkpoints(self) -> None:
-        """Every unit is done: the epoch checkpoints' folder is empty."""
+        """Every unit is done: the epoch checkpoints' folder is empty (and
+        so, once every tuning trial is done, are ``trials/`` and its folders)."""
         with contextlib.suppress(OSError):
             self.checkpoints.rmdir()
+        trials = self.path / "trials"
+        if trials.is_dir():
+            for d in trials.glob("trial-*"):
+                with contextlib.suppress(OSError):
+                    (d / "checkpoints").rmdir()
+                    d.rmdir()
+            with contextlib.suppress(OSError):
+                trials.rmdir()
 
 
 class RunDirLock:
