@@ -298,7 +298,9 @@ def _add_data_parser(sub: _Sub) -> None:
 
 
 def _log(quiet: bool) -> Callable[[str], None]:
-    return (lambda s: None) if quiet else (lambda s: print(s, file=sys.stderr, flush=True))
+    from archbench.run.progress import write
+
+    return (lambda s: None) if quiet else write  # above any live progress bars, never into them
 
 
 # Command-line dests that are configuration keys (everything else is how to run).
@@ -383,8 +385,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         address=args.address, gpus_per_unit=args.gpus_per_unit, max_retries=args.max_retries,
         mlflow_uri=mlflow_uri, timing=not args.no_timing, check_determinism=args.check_determinism,
         mlflow_experiment=args.mlflow_experiment or (Path(args.experiment).stem if args.experiment else "archbench"))
-    record, run_dir = run_study(cfg, RunOptions(quiet=args.quiet, log=_log(args.quiet), resume=args.resume,
-                                                execution=execution))
+    from archbench.run.progress import warnings_above_bars
+
+    with warnings_above_bars():  # a warning raised while bars run goes above them
+        record, run_dir = run_study(cfg, RunOptions(quiet=args.quiet, log=_log(args.quiet), resume=args.resume,
+                                                    execution=execution))
     refresh_index(run_dir.parent, _log(args.quiet))
     if mlflow_uri is not None:
         from archbench.run.tracking import ui_command

@@ -133,6 +133,11 @@ def _worker_init(payload: bytes, queue: Any, sys_path: list[str], modules: list[
 
     for m in modules:
         importlib.import_module(m)
+    # A warning in a worker is a log line of the parent's (above its bars), not a write into the terminal.
+    import warnings
+
+    warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: _send(
+        "log", None, warnings.formatwarning(message, category, filename, lineno, line).rstrip())
     cfg, data = pickle.loads(payload)
     register_specs(cfg)  # registered specs live in the parent's registry
     _W.update(cfg=cfg, data=data, queue=queue)
@@ -206,9 +211,8 @@ class _Progress:
             old = self.bars.pop(key, None)
             if old is not None:
                 old.close()
-            ref, seed = key
-            self.bars[key] = self.progress(total=payload["total"], desc=f"{ref} seed {seed} {payload['desc']}",
-                                           unit=payload["unit"], position=self.slots.get(key, 0))
+            self.bars[key] = self.progress(total=payload["total"], desc=payload["desc"], unit=payload["unit"],
+                                           position=self.slots.get(key, 0))
         elif kind == "update" and key in self.bars:
             self.bars[key].update(payload)
         elif kind == "close":
@@ -217,7 +221,7 @@ class _Progress:
                 bar.set_postfix_str(payload["postfix"])
                 bar.close()
             else:
-                self.log(f"[{key[0]}] seed {key[1]}: {payload['desc']}: {payload['postfix']}")
+                self.log(f"{payload['desc']}: {payload['postfix']}")
 
     def drain(self, q: Any) -> None:
         while True:

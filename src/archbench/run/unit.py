@@ -34,6 +34,7 @@ from archbench.records import (
     write_error,
 )
 from archbench.run import Log
+from archbench.run.progress import labelled
 from archbench.run.rundir import RunDir
 from archbench.run.signals import check_stop, stop_requested
 from archbench.run.threads import decide_threads, describe
@@ -303,7 +304,7 @@ def train_unit(ref: str, seed: int, cfg: StudyConfig, data: Any, run_dir: Path, 
                                              f"{cfg.budget_seconds:g} s (the time budget)" if cfg.match == "time"
                                              else f"{cfg.train_config_for(ref).epochs} epochs") + " on "
         f"{len(data.train_labels):,} images ({device}{where}), {describe(decision)}")
-    unit = run_unit(ref, seed, cfg, data, run_dir, progress, log)
+    unit = run_unit(ref, seed, cfg, data, run_dir, labelled(progress, ref, seed), log)
     rd = RunDir(Path(run_dir))
     if not rd.checkpoint(ref, seed).exists():  # finished: its decision goes with its checkpoint
         rd.thread_decision(ref, seed).unlink(missing_ok=True)
