@@ -235,7 +235,8 @@ def _add_execution_options(r: argparse.ArgumentParser) -> None:
                    help="Ray retries of a unit whose worker died (default 2)")
     r.add_argument("--mlflow", nargs="?", const="default", default=None, metavar="URI",
                    help="log the run to MLflow: a parent run, one nested run per unit with its model "
-                        "(default store: sqlite:///<out>/mlflow.db)")
+                        "(default store: sqlite:///<out>/mlflow.db; a directory DIR or file://DIR becomes "
+                        "sqlite:///DIR/mlflow.db, artifacts in DIR, as MLflow 3 stores runs in a database)")
     r.add_argument("--mlflow-experiment", default=None, metavar="NAME",
                    help="MLflow experiment (default: the experiment file's name, else 'archbench')")
     r.add_argument("--check-determinism", action="store_true",
@@ -366,10 +367,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     mlflow_uri = None
     if args.mlflow is not None:
         from archbench.records import write_error
-        from archbench.run.tracking import default_uri, probe
+        from archbench.run.tracking import probe, store_uri
 
         parent = Path(args.resume).parent if args.resume else Path(cfg.out)
-        mlflow_uri = default_uri(parent) if args.mlflow == "default" else args.mlflow
+        mlflow_uri, note = store_uri(args.mlflow, parent)  # a directory becomes a SQLite store in it
+        if note and not args.quiet:
+            _log(False)(note)
         if args.mlflow == "default":
             try:
                 parent.mkdir(parents=True, exist_ok=True)
@@ -553,59 +556,12 @@ def readable_records(run_dirs: list[str]) -> tuple[list[RunRecord], list[str]]:
 def cmd_profile(args: argparse.Namespace) -> int:
     import json
 
-    from archbench.env import host_snapshot, unit_host
-    from archbench.measure import layer_table, measure_model
-    from archbench.models import check_model_io, create_model, input_shape_of
+    from archbench.profiling import profile_record
     from archbench.report.profile import render_profile
-    from archbench.resolve import resolve
-    from archbench.train import resolve_device
 
-    # The model's own recipe (zoo models train in bf16 with AdamW at batch 256, ...), as `run` would train it.
-    given = {"models": [args.model], "device": args.device}
-    given.update({k: v for k, v in (("batch_size", args.batch_size), ("epochs", args.epochs),
-                                    ("dataset", args.dataset)) if v is not None})
-    cfg = resolve(given)
-    name = cfg.models[0]  # a spec file is known by its own name, as in `run`
-    tcfg = cfg.train_config_for(name)
-    device = resolve_device(args.device)
-    data_card = None
-    if args.dataset is not None:
-        from archbench.data import load_data
-
-        data = load_data(cfg.dataset, args.data_dir)
-        shape, classes = tuple(data.image_shape), data.num_classes
-        train_samples = args.train_samples or len(data.train_labels)
-        data_card = {k: v for k, v in data.describe().items() if k not in ("files",)}
-    else:
-        shape, classes = tuple(input_shape_of(name)), 10
-        train_samples = args.train_samples or 60000
-    model = create_model(name, input_shape=shape, num_classes=classes)
-    from archbench.run.rundir import safe_name
-
-    host0 = host_snapshot()
-    layers, layers_error = None, None
-    with warnings.catch_warnings(record=True) as caught:  # third-party warnings: recorded with the costs
-        warnings.simplefilter("always")
-        check_model_io(model, name, shape, classes)
-        try:  # the per-layer table is one cost among others: its failure is shown, the rest stand
-            layers = layer_table(model, shape)
-        except Exception as exc:  # noqa: BLE001 - shown in the profile
-            layers_error = f"{type(exc).__name__}: {exc}"
-    meas = measure_model(model, shape, device=device, cfg=tcfg, train_samples=train_samples, num_classes=classes,
-                         epochs=tcfg.epochs, timing=not args.no_timing, files_dir=args.out,
-                         files_stem=safe_name(name))
-    record = {
-        "model": name, "batch_size": tcfg.batch_size, "device": str(device), "recipe": tcfg.to_dict(),
-        "input_shape": list(shape), "num_classes": classes, "layers": layers, "measurements": meas,
-    }
-    if layers_error:
-        record["layers_error"] = layers_error
-    if caught:
-        meas["warnings"] = list(dict.fromkeys([f"{w.category.__name__}: {str(w.message).splitlines()[0]}"
-                                               for w in caught if str(w.message)] + meas.get("warnings", [])))
-    record["host"] = unit_host(host0)  # CPU, cores, threads, load at start and end: what the timings ran on
-    if data_card is not None:
-        record["dataset"] = data_card
+    record = profile_record(args.model, device=args.device, batch_size=args.batch_size, epochs=args.epochs,
+                            dataset=args.dataset, data_dir=args.data_dir, train_samples=args.train_samples,
+                            timing=not args.no_timing, files_dir=args.out)
     if args.json:
         print(json.dumps(record, indent=1))
     else:
