@@ -78,17 +78,47 @@ def test_per_class_precision_recall_f1_against_a_confusion_matrix(tmp_path):
         assert [int(r["support_count"]) for r in got] == np.bincount(y, minlength=k).tolist()
 
 
-def test_latex_tables_are_booktabs_and_escaped(tmp_path):
+def test_latex_tables_are_paper_ready_booktabs_and_escaped(tmp_path):
     rec = fixed_record()
     rec["models"]["a_b&c%"] = rec["models"].pop("twin")
     write_reports(rec, tmp_path, formats=["tex"])
     tex = (tmp_path / "tables" / "comparison.tex").read_text()
     assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex
-    assert "a\\_b\\&c\\%" in tex and "test\\_accuracy\\_mean\\_frac" in tex
+    head = tex.split("\\toprule")[1].split("\\midrule")[0].strip().splitlines()
+    assert head[0] == "Model & Accuracy & 95\\,\\% CI & Seeds & Params & FLOPs/inf. & Peak mem. & Train time \\\\"
+    assert head[1].split(" & ") == ["", "(\\%)", "(\\%)", "", "(k)", "(M)", "(MiB)", "(s) \\\\"]
     body = tex.split("\\midrule")[1].split("\\bottomrule")[0].strip().splitlines()
-    assert len(body) == 3 and all(len(re.findall(r"(?<!\\)&", line)) == 13 for line in body)
-    assert "60{,}000" in tex  # large values with thousands separators, not 6e+04
+    assert len(body) == 3 and all(len(re.findall(r"(?<!\\)&", line)) == 7 for line in body)
+    big = next(line for line in body if line.startswith("big &"))
+    # percent with the interval; one unit per column, named in the header: 50,000 params in k, 2e6 FLOPs in M
+    assert big.startswith("big & 90.50 & 78.0--96.2 & 2 & 50.0 & 2.00 & 3.81 & 4.15")
+    assert next(line for line in body if line.startswith("a\\_b\\&c\\%"))
+    costs = (tmp_path / "tables" / "costs.tex").read_text()
+    for t in (tex, costs):
+        cells = t.split("\\midrule")[1]
+        assert not re.search(r"\d[eE][+-]?\d", cells), cells  # never a raw float like 5.522e-05
+        assert "_" not in t.replace("\\_", "")
+    assert "($\\mu$s)" in costs and "(KiB)" in costs and len(costs.splitlines()[5].split(" & ")) == 8
+    assert not (tmp_path / "tables" / "per_seed.tex").exists()  # the wide tables stay as CSV
     assert tex_escape("50% of $x_1$ {a}") == r"50\% of \$x\_1\$ \{a\}"
+
+
+def test_latex_tables_compile_in_a_minimal_document(tmp_path):
+    import shutil
+
+    engine = shutil.which("pdflatex")
+    if engine is None:
+        pytest.skip("no LaTeX engine (Debian: apt-get install texlive-latex-base texlive-latex-recommended)")
+    write_reports(fixed_record(), tmp_path, formats=["tex"])
+    doc = tmp_path / "tables" / "doc.tex"
+    doc.write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
+                   + "".join(f"\\begin{{table}}\\centering\n\\input{{{t}.tex}}\n\\end{{table}}\n"
+                             for t in ("comparison", "costs")) + "\\end{document}\n")
+    p = subprocess.run([engine, "-interaction=nonstopmode", "-halt-on-error", "doc.tex"], cwd=doc.parent,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-3000:]
+    assert (doc.parent / "doc.pdf").stat().st_size > 0
+    assert "Overfull" not in p.stdout  # each fits the page's text width
 
 
 def test_report_command_takes_formats(tmp_path):
