@@ -224,3 +224,44 @@ def test_plots_are_png_at_150_dpi_and_svg(tmp_path):
         assert unit == 1 and round(ppm_x * 0.0254) >= 150 and round(ppm_y * 0.0254) >= 150
         svg = png.with_suffix(".svg")
         assert svg.exists() and svg.read_text().lstrip().startswith("<?xml") and "<svg" in svg.read_text()
+
+
+@pytest.mark.skipif(_chromium() is None, reason="no chromium on this machine (make test installs Debian's as root)")
+def test_index_never_puts_two_test_sets_on_one_accuracy_axis_and_marks_limited_runs(tmp_path):
+    root = tmp_path / "runs"
+    for name, dataset, n_test, limit in (("fashion", "fashion-mnist", 10000, None), ("digits", "digits", 360, 300),
+                                         ("fashion2", "fashion-mnist", 10000, None)):
+        rec = fixed_record()
+        rec["name"] = name
+        rec["dataset"].update(name=dataset, test_samples=n_test, train_samples=1437 if limit else 60000)
+        rec["config"]["train_limit"] = limit
+        (root / name).mkdir(parents=True)
+        (root / name / "results.json").write_text(json.dumps(rec))
+    url = write_index(root)[0].as_uri()
+    dom = _chrome("--dump-dom", url + "#select=fashion,digits,fashion2&cost=params", tmp_path=tmp_path,
+                  profile="p1").stdout
+    mixed = re.search(r'<p id="mixed" class="warn"[^>]*>(.*?)</p>', dom, re.S)
+    assert mixed and "display: none" not in mixed.group(0)
+    assert "digits, 360 test images" in mixed[1] and "fashion-mnist, 10,000 test images" in mixed[1]
+    svgs = re.findall(r'<svg[^>]*data-test-set="([^"]*)"[^>]*>(.*?)</svg>', dom, re.S)
+    assert sorted(t for t, _ in svgs) == ["digits, 360 test images", "fashion-mnist, 10,000 test images"]
+    per_set = {t: body.count("<circle") for t, body in svgs}
+    assert per_set == {"digits, 360 test images": 3, "fashion-mnist, 10,000 test images": 6}
+    runs_body = dom.split('<table id="runs">')[1].split("</table>")[0]
+    digits_row = re.search(r'<tr data-run="digits">(.*?)</tr>', runs_body, re.S)[1]
+    assert "1,437 / 360" in digits_row and "(limited)" in digits_row
+    assert "(limited)" not in re.search(r'<tr data-run="fashion">(.*?)</tr>', runs_body, re.S)[1]
+    # Labels of one plot do not overlap (the two fashion runs put the same models at the same points).
+    boxes = []
+    for _, body in svgs:
+        for x, y, text in re.findall(r'<text x="([\d.-]+)" y="([\d.-]+)" font-size="11" class="label">([^<]*)',
+                                     body):
+            boxes.append((float(x), float(y), 6.5 * len(text) + 4))
+        for i, (x1, y1, w1) in enumerate(boxes):
+            for x2, y2, w2 in boxes[i + 1:]:
+                assert not (x1 < x2 + w2 and x2 < x1 + w1 and abs(y1 - y2) < 13), (boxes, body[:200])
+        boxes.clear()
+    # One test set: one plot, no warning.
+    dom = _chrome("--dump-dom", url + "#select=fashion,fashion2", tmp_path=tmp_path, profile="p2").stdout
+    assert len(re.findall(r"<svg[^>]*data-test-set", dom)) == 1 and 'id="scatter"' in dom
+    assert re.search(r'<p id="mixed" class="warn" style="display: ?none;?"', dom), dom[:3000]
