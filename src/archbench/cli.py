@@ -1,5 +1,7 @@
 """Command-line interface: the only module that knows every part.
 
+(The help's description is ``DESCRIPTION``, for users.)
+
     archbench run [--models mlp,cnn] [--seeds 0,1,2] [--epochs 5] ...
     archbench report RUN_DIR
     archbench models
@@ -16,7 +18,7 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from archbench.config import MAX_JOBS, MAX_THREADS
 from archbench.errors import EXIT_DATA, EXIT_RUNTIME, EXIT_USAGE, ArchbenchError, UsageError
@@ -26,6 +28,18 @@ if TYPE_CHECKING:
 
 EXIT_INTERRUPTED = 130
 _Sub = argparse._SubParsersAction  # what add_subparsers returns: each command adds its parser to it
+DESCRIPTION = ("Which neural-network architecture gives the most accuracy for its cost? archbench trains "
+               "models over seeds, measures their costs (parameters, FLOPs, memory, size, time) and reports "
+               "the comparison with its uncertainty. Start with: archbench run (the seed study), archbench models, "
+               "archbench profile MODEL.")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a short error: the message and where help is, not the
+    whole usage block before it (the subcommands' parsers are of this class too)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n(see {self.prog} --help)\n")
 
 
 def _int_at_least(lo: int, what: str, hi: int | None = None) -> Callable[[str], int]:
@@ -70,8 +84,12 @@ def _non_negative_float(what: str) -> Callable[[str], float]:
 
 
 def _seeds(text: str) -> list[int]:
+    parts = text.split(",")
+    if len(parts) > 1 and any(not p.strip() for p in parts):
+        raise argparse.ArgumentTypeError(f"seeds {text!r} have an empty item (two commas, or one at an end); "
+                                         "give comma-separated integers like 0,1,2")
     try:
-        seeds = [int(s) for s in text.split(",") if s.strip() != ""]
+        seeds = [int(s) for s in parts if s.strip() != ""]
     except ValueError:
         raise argparse.ArgumentTypeError(f"seeds must be comma-separated integers like 0,1,2, got {text!r}") from None
     if not seeds:
@@ -129,7 +147,7 @@ def _add_train_options(r: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from archbench._version import __version__
 
-    p = argparse.ArgumentParser(prog="archbench", description=__doc__.split("\n")[0])
+    p = _Parser(prog="archbench", description=DESCRIPTION)
     p.add_argument("--version", action="version", version=f"archbench {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -269,7 +287,8 @@ def _add_profile_parser(sub: _Sub) -> None:
     pr.add_argument("model", help="registry name or package.module:function")
     pr.add_argument("--batch-size", type=_int_at_least(1, "--batch-size"), default=None,
                     help="training batch size (default: the model's recipe, 64 for the seed recipe)")
-    pr.add_argument("--device", type=_train_flag_type("device", "--device"), default="auto")
+    pr.add_argument("--device", type=_train_flag_type("device", "--device"), default="auto",
+                    help="auto, cpu, cuda or cuda:N (default: auto)")
     pr.add_argument("--train-samples", type=_int_at_least(1, "--train-samples"), default=None,
                     help="samples per epoch for the per-epoch/per-run FLOPs (default: the dataset's training "
                          "images, 60000 for Fashion-MNIST)")
@@ -459,9 +478,11 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    import shutil
+
     from archbench.measure import count_forward, count_parameters
     from archbench.models import create_model, get_entry, list_models
-    from archbench.report import text_table
+    from archbench.report.table import wrapped_table
     from archbench.report.units import fmt_count
     from archbench.train.evaluate import tta_views
 
@@ -481,11 +502,14 @@ def cmd_models(args: argparse.Namespace) -> int:
         smallest = "fixed " + "x".join(map(str, e.input_shape)) if mi is None else f"{mi[0]}x{mi[1]}"
         rows.append((name, fmt_count(count_parameters(m)["trainable"]), flops, smallest, expected, e.description))
         rows.append(("", "", "", "", "", "  recipe: " + recipe))
-    print(text_table(("Model", "Params", "FLOPs/sample (1 view)", "Smallest input", "Expected (measured)",
-                      "Description"), rows))
-    print("\nParams and FLOPs for 1x28x28 images in 10 classes (Fashion-MNIST); each model is built for the data "
-          "it is run on (`archbench profile NAME --dataset ...`). Smallest input: the least height x width it "
-          "takes.")
+    width = shutil.get_terminal_size((100, 24)).columns  # fitted to the terminal ($COLUMNS), 100 in a pipe
+    print(wrapped_table(("Model", "Params", "FLOPs/sample (1 view)", "Smallest input", "Expected (measured)",
+                         "Description"), rows, width, wrap=(2, 4, 5)))
+    import textwrap
+
+    print("\n" + textwrap.fill("Params and FLOPs for 1x28x28 images in 10 classes (Fashion-MNIST); each model is "
+                               "built for the data it is run on (`archbench profile NAME --dataset ...`). Smallest "
+                               "input: the least height x width it takes.", width))
     return 0
 
 

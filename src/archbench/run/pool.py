@@ -252,12 +252,15 @@ class PoolExecutor:
         jobs, spec, log = min(self.jobs, len(pending)), self.spec, self.ctx.log
         usable = usable_cpus()
         free = int(self.decided["free_cores"]) if self.decided is not None else free_cores()
+
+        def threads(n: int) -> str:
+            return f"{n} thread{'s' if n != 1 else ''}"
         if spec == "auto":
             log(f"local pool: {len(pending)} units, {jobs} side by side, each with its model's thread count "
                 f"({free} of {usable} cores free)" + ("; more jobs than free cores: units will wait for cores"
                                                        if jobs > free else ""))
         else:
-            log(f"local pool: {len(pending)} units, {jobs} side by side, {spec} thread(s) each"
+            log(f"local pool: {len(pending)} units, {jobs} side by side, {threads(int(spec))} each"
                 + (f"; warning: {jobs} x {spec} threads exceed the {usable} usable core(s), so threads will wait "
                    "for each other (--threads auto avoids it)" if jobs * int(spec) > usable else ""))
         side_by_side: SideBySide = {"jobs": jobs, "threads_cap": None,
