@@ -44,16 +44,22 @@ def test_two_jobs_in_a_terminal_leave_a_clean_screen(tmp_path, fashion_dir):
     assert not [ln for ln in lines if "%|" in ln], lines
     assert not [ln for ln in lines if "img/s" in ln and not EPOCH_LINE.match(ln)], lines
     assert not [ln for ln in lines if ln.count(" seed ") > 1], lines  # two units' text on one line
+    assert "run: 4 of 4 units finished" in lines
     # While it ran: at most one bar per side-by-side slot, each labelled, with one speed.
-    cuts = [m.start() for m in re.finditer(rb"\x1b\[A", raw)][:400]
-    bars_seen = 0
+    cuts = [m.start() for m in re.finditer(rb"\x1b\[A", raw)]
+    cuts = cuts[::max(1, len(cuts) // 300)]  # at most ~300 moments, spread over the whole run
+    bars_seen, run_bars = 0, set()
     for cut in cuts:
-        live = [ln for ln in screen(raw[:cut], cols=COLS, rows=30)[-6:] if "%|" in ln]
+        tail = screen(raw[:cut], cols=COLS, rows=30)[-6:]
+        live = [ln for ln in tail if "%|" in ln]
         assert len(live) <= 2, live
         for ln in live:
             assert BAR.match(ln) and ln.count("/s") == 1, live
         bars_seen += len(live)
+        # Below the units' bars, the run's own: units finished, no speed.
+        run_bars |= {m[1] for ln in tail if (m := re.match(r"^run: (\d)/4 units finished \|", ln)) and "/s" not in ln}
     assert bars_seen, "no live bar was ever on the screen"
+    assert {"0", "2"} <= run_bars, run_bars
 
 
 def test_without_a_terminal_one_plain_line_per_epoch():

@@ -197,6 +197,8 @@ class _Progress:
 
     def __init__(self, progress: Any, log: Log):
         self.progress, self.log = progress, log
+        self.overall: Any = None  # the run's own bar, below the units' (see start)
+        self.units, self.done = 0, 0
         self.bars: dict[Any, Any] = {}
         self.slots: dict[Any, int] = {}
         self.pids: set[int] = set()
@@ -232,11 +234,27 @@ class _Progress:
                 return
             self.handle(msg)
 
+    def start(self, units: int, jobs: int) -> None:
+        """The run's progress: a bar of finished units below the ``jobs`` unit slots."""
+        self.units = units
+        if self.progress is not None:
+            self.overall = self.progress(total=units, desc="run", unit="unit", position=jobs, overall=True)
+
+    def finished(self) -> None:
+        self.done += 1
+        if self.overall is not None:
+            self.overall.update(1)
+
     def close_all(self) -> None:
         for bar in self.bars.values():
             with contextlib.suppress(Exception):
                 bar.close()
         self.bars.clear()
+        if self.overall is not None:
+            with contextlib.suppress(Exception):
+                self.overall.set_postfix_str(f"{self.done} of {self.units} units finished")
+                self.overall.close()
+            self.overall = None
 
 
 class PoolExecutor:
@@ -282,6 +300,7 @@ class PoolExecutor:
                                        initargs=initargs)
 
         view = _Progress(ctx.progress, ctx.log)
+        view.start(len(pending), jobs)
         running: dict[Future, tuple[str, int, int]] = {}
         pool = new_pool()
         try:
@@ -334,6 +353,7 @@ class PoolExecutor:
                 except Exception as exc:  # noqa: BLE001 - run_unit records failures; this is the pool's own
                     unit = failed_unit(seed, exc, why="the unit's worker failed")
                 view.drain(q)
+                view.finished()
                 on_result(ref, seed, unit)
             if broken:
                 pool.shutdown(wait=True, cancel_futures=True)

@@ -7,7 +7,8 @@ here. Three displays, chosen by where the output goes:
 
 - a terminal: a live tqdm bar per running unit (``position``: one line per
   side-by-side slot; no bar is left behind), labelled with model and seed,
-  with one speed (tqdm's, averaged over the epoch). A finished epoch becomes
+  with one speed (tqdm's, averaged over the epoch), and below them, with
+  units side by side, the run's own bar (units finished). A finished epoch becomes
   one plain line above the bars (loss, accuracy, the loop's measured speed);
   log lines (:func:`write`) go above the bars too, never into them;
 - no terminal (CI, a log file): no live bars, one plain line per unit-epoch;
@@ -28,6 +29,8 @@ from tqdm import tqdm
 # The live bar: one speed, tqdm's, averaged over the epoch (``smoothing=0``): a
 # unit in a worker reports in batches, and an instantaneous rate of batches says nothing.
 BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
+# The run's bar (units side by side): finished units of all, elapsed time; no speed of its own.
+RUN_FORMAT = "{desc}: {n_fmt}/{total_fmt} units finished |{bar}| [{elapsed}]"
 
 
 def write(line: str, file: IO[str] | None = None) -> None:
@@ -72,10 +75,11 @@ class LiveBar:
     summary is written above the bars as one plain line."""
 
     def __init__(self, file: IO[str], desc: str = "", total: int | None = None, unit: str = "it",
-                 position: int | None = None, **_: Any):
+                 position: int | None = None, overall: bool = False, **_: Any):
         self.file, self.desc, self.postfix = file, desc, ""
-        self.bar = tqdm(total=total, desc=desc, unit=unit, unit_scale=True, position=position, leave=False,
-                        file=file, dynamic_ncols=True, smoothing=0, mininterval=0.1, bar_format=BAR_FORMAT)
+        self.bar = tqdm(total=total, desc=desc, unit=unit, unit_scale=not overall, position=position, leave=False,
+                        file=file, dynamic_ncols=True, smoothing=0, mininterval=0.1,
+                        bar_format=RUN_FORMAT if overall else BAR_FORMAT)
 
     def update(self, n: int = 1) -> None:
         self.bar.update(n)
