@@ -78,17 +78,47 @@ def test_per_class_precision_recall_f1_against_a_confusion_matrix(tmp_path):
         assert [int(r["support_count"]) for r in got] == np.bincount(y, minlength=k).tolist()
 
 
-def test_latex_tables_are_booktabs_and_escaped(tmp_path):
+def test_latex_tables_are_paper_ready_booktabs_and_escaped(tmp_path):
     rec = fixed_record()
     rec["models"]["a_b&c%"] = rec["models"].pop("twin")
     write_reports(rec, tmp_path, formats=["tex"])
     tex = (tmp_path / "tables" / "comparison.tex").read_text()
     assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex
-    assert "a\\_b\\&c\\%" in tex and "test\\_accuracy\\_mean\\_frac" in tex
+    head = tex.split("\\toprule")[1].split("\\midrule")[0].strip().splitlines()
+    assert head[0] == "Model & Accuracy & 95\\,\\% CI & Seeds & Params & FLOPs/inf. & Peak mem. & Train time \\\\"
+    assert head[1].split(" & ") == ["", "(\\%)", "(\\%)", "", "(k)", "(M)", "(MiB)", "(s) \\\\"]
     body = tex.split("\\midrule")[1].split("\\bottomrule")[0].strip().splitlines()
-    assert len(body) == 3 and all(len(re.findall(r"(?<!\\)&", line)) == 13 for line in body)
-    assert "60{,}000" in tex  # large values with thousands separators, not 6e+04
+    assert len(body) == 3 and all(len(re.findall(r"(?<!\\)&", line)) == 7 for line in body)
+    big = next(line for line in body if line.startswith("big &"))
+    # percent with the interval; one unit per column, named in the header: 50,000 params in k, 2e6 FLOPs in M
+    assert big.startswith("big & 90.50 & 78.0--96.2 & 2 & 50.0 & 2.00 & 3.81 & 4.15")
+    assert next(line for line in body if line.startswith("a\\_b\\&c\\%"))
+    costs = (tmp_path / "tables" / "costs.tex").read_text()
+    for t in (tex, costs):
+        cells = t.split("\\midrule")[1]
+        assert not re.search(r"\d[eE][+-]?\d", cells), cells  # never a raw float like 5.522e-05
+        assert "_" not in t.replace("\\_", "")
+    assert "($\\mu$s)" in costs and "(KiB)" in costs and len(costs.splitlines()[5].split(" & ")) == 8
+    assert not (tmp_path / "tables" / "per_seed.tex").exists()  # the wide tables stay as CSV
     assert tex_escape("50% of $x_1$ {a}") == r"50\% of \$x\_1\$ \{a\}"
+
+
+def test_latex_tables_compile_in_a_minimal_document(tmp_path):
+    import shutil
+
+    engine = shutil.which("pdflatex")
+    if engine is None:
+        pytest.skip("no LaTeX engine (Debian: apt-get install texlive-latex-base texlive-latex-recommended)")
+    write_reports(fixed_record(), tmp_path, formats=["tex"])
+    doc = tmp_path / "tables" / "doc.tex"
+    doc.write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
+                   + "".join(f"\\begin{{table}}\\centering\n\\input{{{t}.tex}}\n\\end{{table}}\n"
+                             for t in ("comparison", "costs")) + "\\end{document}\n")
+    p = subprocess.run([engine, "-interaction=nonstopmode", "-halt-on-error", "doc.tex"], cwd=doc.parent,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-3000:]
+    assert (doc.parent / "doc.pdf").stat().st_size > 0
+    assert "Overfull" not in p.stdout  # each fits the page's text width
 
 
 def test_report_command_takes_formats(tmp_path):
@@ -194,3 +224,44 @@ def test_plots_are_png_at_150_dpi_and_svg(tmp_path):
         assert unit == 1 and round(ppm_x * 0.0254) >= 150 and round(ppm_y * 0.0254) >= 150
         svg = png.with_suffix(".svg")
         assert svg.exists() and svg.read_text().lstrip().startswith("<?xml") and "<svg" in svg.read_text()
+
+
+@pytest.mark.skipif(_chromium() is None, reason="no chromium on this machine (make test installs Debian's as root)")
+def test_index_never_puts_two_test_sets_on_one_accuracy_axis_and_marks_limited_runs(tmp_path):
+    root = tmp_path / "runs"
+    for name, dataset, n_test, limit in (("fashion", "fashion-mnist", 10000, None), ("digits", "digits", 360, 300),
+                                         ("fashion2", "fashion-mnist", 10000, None)):
+        rec = fixed_record()
+        rec["name"] = name
+        rec["dataset"].update(name=dataset, test_samples=n_test, train_samples=1437 if limit else 60000)
+        rec["config"]["train_limit"] = limit
+        (root / name).mkdir(parents=True)
+        (root / name / "results.json").write_text(json.dumps(rec))
+    url = write_index(root)[0].as_uri()
+    dom = _chrome("--dump-dom", url + "#select=fashion,digits,fashion2&cost=params", tmp_path=tmp_path,
+                  profile="p1").stdout
+    mixed = re.search(r'<p id="mixed" class="warn"[^>]*>(.*?)</p>', dom, re.S)
+    assert mixed and "display: none" not in mixed.group(0)
+    assert "digits, 360 test images" in mixed[1] and "fashion-mnist, 10,000 test images" in mixed[1]
+    svgs = re.findall(r'<svg[^>]*data-test-set="([^"]*)"[^>]*>(.*?)</svg>', dom, re.S)
+    assert sorted(t for t, _ in svgs) == ["digits, 360 test images", "fashion-mnist, 10,000 test images"]
+    per_set = {t: body.count("<circle") for t, body in svgs}
+    assert per_set == {"digits, 360 test images": 3, "fashion-mnist, 10,000 test images": 6}
+    runs_body = dom.split('<table id="runs">')[1].split("</table>")[0]
+    digits_row = re.search(r'<tr data-run="digits">(.*?)</tr>', runs_body, re.S)[1]
+    assert "1,437 / 360" in digits_row and "(limited)" in digits_row
+    assert "(limited)" not in re.search(r'<tr data-run="fashion">(.*?)</tr>', runs_body, re.S)[1]
+    # Labels of one plot do not overlap (the two fashion runs put the same models at the same points).
+    boxes = []
+    for _, body in svgs:
+        for x, y, text in re.findall(r'<text x="([\d.-]+)" y="([\d.-]+)" font-size="11" class="label">([^<]*)',
+                                     body):
+            boxes.append((float(x), float(y), 6.5 * len(text) + 4))
+        for i, (x1, y1, w1) in enumerate(boxes):
+            for x2, y2, w2 in boxes[i + 1:]:
+                assert not (x1 < x2 + w2 and x2 < x1 + w1 and abs(y1 - y2) < 13), (boxes, body[:200])
+        boxes.clear()
+    # One test set: one plot, no warning.
+    dom = _chrome("--dump-dom", url + "#select=fashion,fashion2", tmp_path=tmp_path, profile="p2").stdout
+    assert len(re.findall(r"<svg[^>]*data-test-set", dom)) == 1 and 'id="scatter"' in dom
+    assert re.search(r'<p id="mixed" class="warn" style="display: ?none;?"', dom), dom[:3000]

@@ -228,7 +228,7 @@ def test_two_jobs_give_bit_identical_results_to_one(study, tmp_path):
         assert two[key]["threads"]["threads"] == one[key]["threads"]["threads"] == 1
     # Every running unit is visible: a line per unit per epoch (no bars here), and the workers' own logs.
     for ref in ("mlp", "cnn"):
-        assert sum(line.startswith(f"[{ref}] seed 0: epoch") for line in lines) == 2, lines
+        assert sum(line.startswith(f"{ref} seed 0 epoch ") for line in lines) == 2, lines
         assert any(line.startswith(f"[{ref}] seed 0: test accuracy") for line in lines), lines
     assert any(line.startswith("local pool: 2 units, 2 side by side") for line in lines)
     assert not list((tmp_path / "two" / "checkpoints").glob("*"))

@@ -12,11 +12,11 @@ from typing import Any
 
 from archbench._version import __version__
 
-__all__ = ["StudyResult", "__version__", "compare", "load_run"]
+__all__ = ["Profile", "StudyResult", "UnitsFailedWarning", "__version__", "compare", "load_run", "profile"]
 
 
 def __getattr__(name: str) -> Any:  # lazy: `import archbench` stays cheap
-    if name in ("compare", "load_run", "StudyResult"):
+    if name in ("compare", "load_run", "profile", "Profile", "StudyResult", "UnitsFailedWarning"):
         from archbench import api
 
         return getattr(api, name)

@@ -103,21 +103,27 @@ class StudyResult:
         return self._an
 
     def summary(self) -> list[dict]:
-        """One row per model: accuracy statistics and measured costs (base units)."""
-        rows = []
-        for name, s in self._analysis()["models"].items():
-            a = s["accuracy"]
-            row = {"model": name, "accuracy_mean": a.get("mean"), "accuracy_std": a.get("std"),
-                   "accuracy_ci_low": (a.get("ci") or {}).get("low"),
-                   "accuracy_ci_high": (a.get("ci") or {}).get("high"),
-                   "n": a.get("n", 0), "failed_units": len(s["failed"])}
-            row.update(s["costs"])
-            rows.append(row)
-        return rows
+        """One row per model, the columns of ``tables/comparison.csv`` (the unit in
+        each name: ``_frac`` a fraction, ``_bytes``, ``_flops``, ``_s``, ``_count``),
+        and ``errors``: why its failed units failed (empty when none did)."""
+        from archbench.report.exports import comparison_table
+
+        cols, rows = comparison_table(self.record, self._analysis())
+        failed = self.failures()
+        return [{**dict(zip(cols, r)), "errors": "; ".join(f"seed {f['seed']}: {f['error']}" for f in failed
+                                                            if f["model"] == r[0])} for r in rows]
+
+    def failures(self) -> list[dict]:
+        """The units that failed: model, seed and the error (as the report's 'Failed units')."""
+        return [{"model": name, "seed": u["seed"], "error": u.get("error") or "unknown error"}
+                for name, entry in self.record["models"].items() for u in entry["units"] if u["status"] != "ok"]
 
     def costs(self) -> list[dict]:
-        """The cost table: one row per model, base units (counts, bytes, FLOPs, seconds)."""
-        return [{"model": n, **s["costs"]} for n, s in self._analysis()["models"].items()]
+        """Every measured cost, one row per model: the columns of ``tables/costs.csv`` (base units)."""
+        from archbench.report.exports import costs_table
+
+        cols, rows = costs_table(self.record)
+        return [dict(zip(cols, r)) for r in rows]
 
     def verdicts(self) -> Verdicts:
         """Pairwise accuracy comparisons (higher mean first) as :class:`Verdict`
@@ -131,7 +137,7 @@ class StudyResult:
         return bottom_line(self._analysis(), self.record)
 
     def to_dataframe(self) -> Any:
-        """The summary as a pandas DataFrame (pandas is optional)."""
+        """The summary as a pandas DataFrame, indexed by model (pandas is optional)."""
         return _frame(self.summary()).set_index("model")
 
     def _report_link(self) -> str:
@@ -255,30 +261,94 @@ def _python_models(models: Any) -> Iterator[list[str]]:
             unregister_object(name)
 
 
-def compare(models: Any, *, seeds: Any = None, dataset: str | None = None, quiet: bool = False,
-            timing: bool = True, check_determinism: bool = False, threads: int | str | None = None,
-            jobs: int | str | None = None, **options: Any) -> StudyResult:
-    """Train and measure ``models`` over ``seeds``; write the run directory;
-    return a :class:`StudyResult`.
+class UnitsFailedWarning(UserWarning):
+    """Some (model, seed) units failed; the result holds the rest. As the
+    command line's exit status 4: the run finished, not every unit did."""
 
-    ``dataset``: a dataset name (fashion-mnist, mnist, kmnist, digits) or the
-    path of your own data (.npz, CIFAR batches, an image-folder tree); the
-    models are built for its image shape and classes. ``threads``: CPU
-    threads per unit, ``"auto"`` (the default: probed at each unit's start)
-    or a number; ``jobs``: units side by side in worker processes, ``"auto"``
-    (the default, unless ``$ARCHBENCH_JOBS`` says otherwise: measured, see
-    archbench.run.jobs; models given as Python objects train one at a time) or a
-    number (models given as Python objects need ``jobs=1``).
-    ``options`` are the keys of ``archbench run``: study keys (``data_dir``,
-    ``verify``, ``train_limit``, ``test_limit``, ``val_split``, ``out``, ``name``,
-    ``match="flops"``, ``budget_flops``, ``target``, ``tune="lr"`` or
-    ``tune={"lr": (1e-4, 1e-2)}`` with ``trials`` and ``tune_per_seed``) and
-    training keys (``epochs``, ``batch_size``, ``lr``, ``optimizer``, ...).
-    An option given here wins over the model's recipe, as on the command line;
-    one not given leaves the recipe's value (a zoo model trains with its own
-    recipe). Progress bars show (in notebooks too) unless ``quiet``."""
+
+def _experiment_file(models: Any) -> Any:
+    """The loaded experiment file when ``models`` names one (a .toml file
+    that is not a model spec: a spec has a [model] table), else None."""
+    import os
+
+    if not isinstance(models, (str, os.PathLike)) or not str(models).endswith(".toml"):
+        return None
+    path = Path(models)
+    if not path.is_file():
+        return None
+    from archbench.errors import read_toml
+    from archbench.resolve import load_experiment
+
+    return None if "model" in read_toml(path, "experiment file") else load_experiment(path)
+
+
+def _mlflow_uri(mlflow: str | bool | None, out: Path) -> str | None:
+    """The tracking URI for ``mlflow=`` (True: the default store in ``out``;
+    a directory: a SQLite store in it), checked now, as ``--mlflow``."""
+    if mlflow is None or mlflow is False:
+        return None
+    from archbench.run.tracking import probe, store_uri
+
+    uri, note = store_uri("default" if mlflow is True else str(mlflow), out)
+    if mlflow is True:
+        out.mkdir(parents=True, exist_ok=True)
+    if note:
+        import warnings
+
+        warnings.warn(note, stacklevel=3)
+    probe(uri)
+    return uri
+
+
+def _warn_failures(result: StudyResult) -> None:
+    import warnings
+
+    failed = result.failures()
+    if failed:
+        lines = "\n".join(f"  {f['model']} seed {f['seed']}: {f['error']}" for f in failed)
+        warnings.warn(UnitsFailedWarning(
+            f"{len(failed)} unit(s) failed; the result holds the others (result.failures(), the 'errors' column of "
+            f"result.to_dataframe(), and the report's 'Failed units'):\n{lines}"), stacklevel=3)
+
+
+def compare(models: Any = None, *, seeds: Any = None, dataset: str | None = None, quiet: bool = False,
+            timing: bool = True, check_determinism: bool = False, threads: int | str | None = None,
+            jobs: int | str | None = None, executor: str = "local", address: str | None = None,
+            cpus_per_unit: int | None = None, gpus_per_unit: float = 0.0, max_retries: int = 2,
+            mlflow: str | bool | None = None, mlflow_experiment: str | None = None,
+            resume: str | Path | None = None, **options: Any) -> StudyResult:
+    """Train and measure ``models`` over ``seeds``; write the run directory;
+    return a :class:`StudyResult`. As ``archbench run``, with its meaning
+    and its errors.
+
+    ``models``: a list of models (see the module docstring), or the path of
+    an experiment file (``compare("exp.toml")``: the arguments given here win
+    over it, as options on the command line). ``dataset``: a dataset name
+    (fashion-mnist, mnist, kmnist, digits) or the path of your own data (.npz,
+    CIFAR batches, an image-folder tree); the models are built for its image
+    shape and classes. ``threads``: CPU threads per unit, ``"auto"`` (the
+    default: probed at each unit's start) or a number; ``jobs``: units side by
+    side in worker processes, ``"auto"`` (the default, unless
+    ``$ARCHBENCH_JOBS`` says otherwise: measured, see archbench.run.jobs;
+    models given as Python objects train one at a time) or a number (models
+    given as Python objects need ``jobs=1``). ``executor="ray"`` (with
+    ``address``, ``cpus_per_unit``, ``gpus_per_unit``, ``max_retries``) runs
+    each unit as a Ray task. ``mlflow``: True (a SQLite store in ``out``), a
+    tracking URI, or a directory (a SQLite store in it); ``mlflow_experiment``
+    its experiment (default: the experiment file's name, else archbench).
+    ``resume``: a run directory to continue (its stored configuration is used;
+    give no models). ``options`` are the keys of ``archbench run``: study keys
+    (``data_dir``, ``verify``, ``train_limit``, ``test_limit``, ``val_split``,
+    ``out``, ``name``, ``match="flops"``, ``budget_flops``, ``target``,
+    ``tune="lr"`` or ``tune={"lr": (1e-4, 1e-2)}`` with ``trials`` and
+    ``tune_per_seed``) and training keys (``epochs``, ``batch_size``, ``lr``,
+    ``optimizer``, ...). An option given here wins over the model's recipe, as
+    on the command line; one not given leaves the recipe's value (a zoo model
+    trains with its own recipe). Progress shows (in notebooks too: one line per
+    unit-epoch without ipywidgets) unless ``quiet``. Units that fail are
+    recorded and raise a :class:`UnitsFailedWarning` naming each with its error."""
     from archbench.config import ExecutionConfig, Source
-    from archbench.resolve import resolve
+    from archbench.resolve import resolve, resume_config
     from archbench.run.study import RunOptions, run_study
 
     explicit = dict(options)
@@ -286,10 +356,111 @@ def compare(models: Any, *, seeds: Any = None, dataset: str | None = None, quiet
         explicit["seeds"] = [seeds] if isinstance(seeds, int) else list(seeds)
     if dataset is not None:
         explicit["dataset"] = dataset
-    with _python_models(models) as names:
-        explicit["models"] = names
-        cfg = resolve(explicit, source=Source.API)
-        execution = ExecutionConfig.build(threads=threads, jobs=jobs, timing=timing,
-                                          check_determinism=check_determinism)
-        record, run_dir = run_study(cfg, RunOptions(quiet=quiet, notebook=True, execution=execution))
-    return StudyResult(record, run_dir)
+    experiment = _experiment_file(models)
+    if resume is not None and models is not None:
+        raise UsageError("give models or resume=RUN_DIR, not both (a run stores its configuration).")
+    if resume is None and models is None:
+        raise UsageError("compare() needs models (a list, a dict {name: model}, or an experiment file), or "
+                         "resume=RUN_DIR.")
+    if executor == "ray":
+        from archbench.run.executors import require_ray
+
+        require_ray()
+    with _python_models([] if experiment is not None or models is None else models) as names:
+        if resume is not None:
+            from archbench.records import load_record
+
+            cfg = resume_config(load_record(resume)["config"], explicit, where=str(resume))
+        else:
+            if experiment is None:
+                explicit["models"] = names
+            cfg = resolve(explicit, experiment=experiment, source=Source.API)
+        out = Path(resume).parent if resume is not None else Path(cfg.out)
+        execution = ExecutionConfig.build(
+            executor=executor, threads=threads, jobs=jobs, cpus_per_unit=cpus_per_unit, address=address,
+            gpus_per_unit=gpus_per_unit, max_retries=max_retries, mlflow_uri=_mlflow_uri(mlflow, out),
+            mlflow_experiment=mlflow_experiment or (experiment.path.stem if experiment is not None else "archbench"),
+            timing=timing, check_determinism=check_determinism)
+        record, run_dir = run_study(cfg, RunOptions(quiet=quiet, notebook=True, resume=resume,
+                                                    execution=execution))
+    result = StudyResult(record, run_dir)
+    _warn_failures(result)
+    return result
+
+
+class Profile:
+    """One model's costs without training, as ``archbench profile`` prints
+    them (the same record): ``layers`` (the per-layer table), ``measurements``
+    (parameters, FLOPs per phase, memory, saved sizes, speed), ``record``."""
+
+    def __init__(self, record: dict[str, Any]):
+        self.record = record
+        self.layers: list[dict[str, Any]] = record.get("layers") or []  # empty if they could not be counted
+        self.layers_error: str | None = record.get("layers_error")
+        self.measurements: dict[str, Any] = record["measurements"]
+
+    def __repr__(self) -> str:
+        from archbench.report.profile import render_profile
+
+        return render_profile(self.record)
+
+    def _repr_html_(self) -> str:
+        return f"<pre>{html.escape(repr(self))}</pre>"
+
+    def to_dataframe(self) -> Any:
+        """The per-layer table (layer, type, output shape, params, MACs, FLOPs) as a DataFrame."""
+        frame = _frame(self.layers)
+        return frame.set_index("layer") if self.layers else frame
+
+
+def profile(model: Any, input_size: tuple[int, ...] | None = None, *, num_classes: int | None = None,
+            batch_size: int | None = None, epochs: int | None = None, dataset: str | None = None,
+            data_dir: str | None = None, device: str = "auto", train_samples: int | None = None,
+            timing: bool = True) -> Profile:
+    """The costs of ``model`` without training it -- torchinfo's ``summary``
+    and more: per-layer output shapes, parameters, MACs and FLOPs; FLOPs per
+    inference and per training step by phase; measured peak training memory;
+    saved sizes; latency, throughput and step time (``timing``). The same
+    numbers as ``archbench profile``.
+
+    ``model``: a registry name, ``module:callable``, a spec file, a
+    zero-argument callable or an ``nn.Module`` (profiled as given: a copy is
+    measured). ``input_size``: one sample's shape (C, H, W), e.g. (1, 28, 28);
+    default: the model's own. ``num_classes``: default the model's output
+    width for a Python model, else 10. ``dataset``: build it for that
+    dataset's images instead. The training step is the model's recipe's
+    (``batch_size``, ``epochs`` override it)."""
+    from archbench.profiling import profile_record
+
+    shape = tuple(input_size) if input_size is not None else None
+    if shape is not None and (not shape or not all(isinstance(d, int) and d > 0 for d in shape)):
+        raise UsageError(f"input_size {input_size!r} is invalid: expected one sample's shape, e.g. (1, 28, 28) "
+                         "(channels, height, width; no batch dimension).")
+    given: Any = model
+    if isinstance(model, nn.Module):
+        template = model
+        given = {type(model).__name__: lambda: copy.deepcopy(template)}
+    elif callable(model) and not isinstance(model, str):
+        given = {getattr(model, "__name__", type(model).__name__): model}
+    with _python_models(given if isinstance(given, Mapping) else [given]) as names:
+        python_model = not isinstance(model, str) and (isinstance(model, nn.Module) or callable(model))
+        if num_classes is None and python_model and shape is not None and dataset is None:
+            num_classes = _output_width(model, shape)
+        record = profile_record(names[0], device=device, batch_size=batch_size, epochs=epochs, dataset=dataset,
+                                data_dir=data_dir, input_shape=shape, num_classes=num_classes,
+                                train_samples=train_samples, timing=timing)
+    return Profile(record)
+
+
+def _output_width(model: Any, shape: tuple[int, ...]) -> int | None:
+    """The last dimension of a Python model's output for one zero sample (None if it does not run)."""
+    import torch
+
+    try:
+        m = copy.deepcopy(model) if isinstance(model, nn.Module) else model()
+        m.eval()
+        with torch.no_grad():
+            out = m(torch.zeros(2, *shape))
+        return int(out.shape[-1])
+    except Exception:  # noqa: BLE001 - profile_record's own check names what is wrong
+        return None

@@ -1,5 +1,7 @@
 """Command-line interface: the only module that knows every part.
 
+(The help's description is ``DESCRIPTION``, for users.)
+
     archbench run [--models mlp,cnn] [--seeds 0,1,2] [--epochs 5] ...
     archbench report RUN_DIR
     archbench models
@@ -16,7 +18,7 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from archbench.config import MAX_JOBS, MAX_THREADS
 from archbench.errors import EXIT_DATA, EXIT_RUNTIME, EXIT_USAGE, ArchbenchError, UsageError
@@ -26,6 +28,18 @@ if TYPE_CHECKING:
 
 EXIT_INTERRUPTED = 130
 _Sub = argparse._SubParsersAction  # what add_subparsers returns: each command adds its parser to it
+DESCRIPTION = ("Which neural-network architecture gives the most accuracy for its cost? archbench trains "
+               "models over seeds, measures their costs (parameters, FLOPs, memory, size, time) and reports "
+               "the comparison with its uncertainty. Start with: archbench run (the seed study), archbench models, "
+               "archbench profile MODEL.")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a short error: the message and where help is, not the
+    whole usage block before it (the subcommands' parsers are of this class too)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n(see {self.prog} --help)\n")
 
 
 def _int_at_least(lo: int, what: str, hi: int | None = None) -> Callable[[str], int]:
@@ -70,8 +84,12 @@ def _non_negative_float(what: str) -> Callable[[str], float]:
 
 
 def _seeds(text: str) -> list[int]:
+    parts = text.split(",")
+    if len(parts) > 1 and any(not p.strip() for p in parts):
+        raise argparse.ArgumentTypeError(f"seeds {text!r} have an empty item (two commas, or one at an end); "
+                                         "give comma-separated integers like 0,1,2")
     try:
-        seeds = [int(s) for s in text.split(",") if s.strip() != ""]
+        seeds = [int(s) for s in parts if s.strip() != ""]
     except ValueError:
         raise argparse.ArgumentTypeError(f"seeds must be comma-separated integers like 0,1,2, got {text!r}") from None
     if not seeds:
@@ -129,7 +147,7 @@ def _add_train_options(r: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from archbench._version import __version__
 
-    p = argparse.ArgumentParser(prog="archbench", description=__doc__.split("\n")[0])
+    p = _Parser(prog="archbench", description=DESCRIPTION)
     p.add_argument("--version", action="version", version=f"archbench {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -235,7 +253,8 @@ def _add_execution_options(r: argparse.ArgumentParser) -> None:
                    help="Ray retries of a unit whose worker died (default 2)")
     r.add_argument("--mlflow", nargs="?", const="default", default=None, metavar="URI",
                    help="log the run to MLflow: a parent run, one nested run per unit with its model "
-                        "(default store: sqlite:///<out>/mlflow.db)")
+                        "(default store: sqlite:///<out>/mlflow.db; a directory DIR or file://DIR becomes "
+                        "sqlite:///DIR/mlflow.db, artifacts in DIR, as MLflow 3 stores runs in a database)")
     r.add_argument("--mlflow-experiment", default=None, metavar="NAME",
                    help="MLflow experiment (default: the experiment file's name, else 'archbench')")
     r.add_argument("--check-determinism", action="store_true",
@@ -268,7 +287,8 @@ def _add_profile_parser(sub: _Sub) -> None:
     pr.add_argument("model", help="registry name or package.module:function")
     pr.add_argument("--batch-size", type=_int_at_least(1, "--batch-size"), default=None,
                     help="training batch size (default: the model's recipe, 64 for the seed recipe)")
-    pr.add_argument("--device", type=_train_flag_type("device", "--device"), default="auto")
+    pr.add_argument("--device", type=_train_flag_type("device", "--device"), default="auto",
+                    help="auto, cpu, cuda or cuda:N (default: auto)")
     pr.add_argument("--train-samples", type=_int_at_least(1, "--train-samples"), default=None,
                     help="samples per epoch for the per-epoch/per-run FLOPs (default: the dataset's training "
                          "images, 60000 for Fashion-MNIST)")
@@ -298,7 +318,9 @@ def _add_data_parser(sub: _Sub) -> None:
 
 
 def _log(quiet: bool) -> Callable[[str], None]:
-    return (lambda s: None) if quiet else (lambda s: print(s, file=sys.stderr, flush=True))
+    from archbench.run.progress import write
+
+    return (lambda s: None) if quiet else write  # above any live progress bars, never into them
 
 
 # Command-line dests that are configuration keys (everything else is how to run).
@@ -364,10 +386,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     mlflow_uri = None
     if args.mlflow is not None:
         from archbench.records import write_error
-        from archbench.run.tracking import default_uri, probe
+        from archbench.run.tracking import probe, store_uri
 
         parent = Path(args.resume).parent if args.resume else Path(cfg.out)
-        mlflow_uri = default_uri(parent) if args.mlflow == "default" else args.mlflow
+        mlflow_uri, note = store_uri(args.mlflow, parent)  # a directory becomes a SQLite store in it
+        if note and not args.quiet:
+            _log(False)(note)
         if args.mlflow == "default":
             try:
                 parent.mkdir(parents=True, exist_ok=True)
@@ -383,8 +407,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         address=args.address, gpus_per_unit=args.gpus_per_unit, max_retries=args.max_retries,
         mlflow_uri=mlflow_uri, timing=not args.no_timing, check_determinism=args.check_determinism,
         mlflow_experiment=args.mlflow_experiment or (Path(args.experiment).stem if args.experiment else "archbench"))
-    record, run_dir = run_study(cfg, RunOptions(quiet=args.quiet, log=_log(args.quiet), resume=args.resume,
-                                                execution=execution))
+    from archbench.run.progress import warnings_above_bars
+
+    with warnings_above_bars():  # a warning raised while bars run goes above them
+        record, run_dir = run_study(cfg, RunOptions(quiet=args.quiet, log=_log(args.quiet), resume=args.resume,
+                                                    execution=execution))
     refresh_index(run_dir.parent, _log(args.quiet))
     if mlflow_uri is not None:
         from archbench.run.tracking import ui_command
@@ -451,9 +478,11 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    import shutil
+
     from archbench.measure import count_forward, count_parameters
     from archbench.models import create_model, get_entry, list_models
-    from archbench.report import text_table
+    from archbench.report.table import wrapped_table
     from archbench.report.units import fmt_count
     from archbench.train.evaluate import tta_views
 
@@ -473,11 +502,14 @@ def cmd_models(args: argparse.Namespace) -> int:
         smallest = "fixed " + "x".join(map(str, e.input_shape)) if mi is None else f"{mi[0]}x{mi[1]}"
         rows.append((name, fmt_count(count_parameters(m)["trainable"]), flops, smallest, expected, e.description))
         rows.append(("", "", "", "", "", "  recipe: " + recipe))
-    print(text_table(("Model", "Params", "FLOPs/sample (1 view)", "Smallest input", "Expected (measured)",
-                      "Description"), rows))
-    print("\nParams and FLOPs for 1x28x28 images in 10 classes (Fashion-MNIST); each model is built for the data "
-          "it is run on (`archbench profile NAME --dataset ...`). Smallest input: the least height x width it "
-          "takes.")
+    width = shutil.get_terminal_size((100, 24)).columns  # fitted to the terminal ($COLUMNS), 100 in a pipe
+    print(wrapped_table(("Model", "Params", "FLOPs/sample (1 view)", "Smallest input", "Expected (measured)",
+                         "Description"), rows, width, wrap=(2, 4, 5)))
+    import textwrap
+
+    print("\n" + textwrap.fill("Params and FLOPs for 1x28x28 images in 10 classes (Fashion-MNIST); each model is "
+                               "built for the data it is run on (`archbench profile NAME --dataset ...`). Smallest "
+                               "input: the least height x width it takes.", width))
     return 0
 
 
@@ -548,59 +580,12 @@ def readable_records(run_dirs: list[str]) -> tuple[list[RunRecord], list[str]]:
 def cmd_profile(args: argparse.Namespace) -> int:
     import json
 
-    from archbench.env import host_snapshot, unit_host
-    from archbench.measure import layer_table, measure_model
-    from archbench.models import check_model_io, create_model, input_shape_of
+    from archbench.profiling import profile_record
     from archbench.report.profile import render_profile
-    from archbench.resolve import resolve
-    from archbench.train import resolve_device
 
-    # The model's own recipe (zoo models train in bf16 with AdamW at batch 256, ...), as `run` would train it.
-    given = {"models": [args.model], "device": args.device}
-    given.update({k: v for k, v in (("batch_size", args.batch_size), ("epochs", args.epochs),
-                                    ("dataset", args.dataset)) if v is not None})
-    cfg = resolve(given)
-    name = cfg.models[0]  # a spec file is known by its own name, as in `run`
-    tcfg = cfg.train_config_for(name)
-    device = resolve_device(args.device)
-    data_card = None
-    if args.dataset is not None:
-        from archbench.data import load_data
-
-        data = load_data(cfg.dataset, args.data_dir)
-        shape, classes = tuple(data.image_shape), data.num_classes
-        train_samples = args.train_samples or len(data.train_labels)
-        data_card = {k: v for k, v in data.describe().items() if k not in ("files",)}
-    else:
-        shape, classes = tuple(input_shape_of(name)), 10
-        train_samples = args.train_samples or 60000
-    model = create_model(name, input_shape=shape, num_classes=classes)
-    from archbench.run.rundir import safe_name
-
-    host0 = host_snapshot()
-    layers, layers_error = None, None
-    with warnings.catch_warnings(record=True) as caught:  # third-party warnings: recorded with the costs
-        warnings.simplefilter("always")
-        check_model_io(model, name, shape, classes)
-        try:  # the per-layer table is one cost among others: its failure is shown, the rest stand
-            layers = layer_table(model, shape)
-        except Exception as exc:  # noqa: BLE001 - shown in the profile
-            layers_error = f"{type(exc).__name__}: {exc}"
-    meas = measure_model(model, shape, device=device, cfg=tcfg, train_samples=train_samples, num_classes=classes,
-                         epochs=tcfg.epochs, timing=not args.no_timing, files_dir=args.out,
-                         files_stem=safe_name(name))
-    record = {
-        "model": name, "batch_size": tcfg.batch_size, "device": str(device), "recipe": tcfg.to_dict(),
-        "input_shape": list(shape), "num_classes": classes, "layers": layers, "measurements": meas,
-    }
-    if layers_error:
-        record["layers_error"] = layers_error
-    if caught:
-        meas["warnings"] = list(dict.fromkeys([f"{w.category.__name__}: {str(w.message).splitlines()[0]}"
-                                               for w in caught if str(w.message)] + meas.get("warnings", [])))
-    record["host"] = unit_host(host0)  # CPU, cores, threads, load at start and end: what the timings ran on
-    if data_card is not None:
-        record["dataset"] = data_card
+    record = profile_record(args.model, device=args.device, batch_size=args.batch_size, epochs=args.epochs,
+                            dataset=args.dataset, data_dir=args.data_dir, train_samples=args.train_samples,
+                            timing=not args.no_timing, files_dir=args.out)
     if args.json:
         print(json.dumps(record, indent=1))
     else:

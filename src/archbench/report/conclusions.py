@@ -501,6 +501,10 @@ def _accuracy_sentence(an: dict, record: RunRecord) -> str:
                 f"included{recipe}; whether it is {lead} is not established ({why}).")
     who = "No single model is shown the most accurate" if len(ranked) > 2 else \
         "Neither model is shown more accurate"
+    if fmt_pp(pair["difference"]) in ("+0.00 pp", "-0.00 pp", "0.00 pp"):  # a tie is no lead
+        return (f"{who}: **{top}** and **{second}** tie, 0.00 pp apart (95 % CI {fmt_pp(ci['low'])} to "
+                f"{fmt_pp(ci['high'])}), within the noise of {pair['seeds_a']} and {pair['seeds_b']} seeds and "
+                f"{n_test} test images{recipe}.")
     return (f"{who}: **{top}** leads by {gap}, within the noise of {pair['seeds_a']} and {pair['seeds_b']} "
             f"seeds and {n_test} test images{recipe}.")
 

@@ -1,10 +1,13 @@
 """A page for all runs: ``RUNS_DIR/index.html``.
 
 One self-contained file (no external requests; works from ``file://``):
-every run under RUNS_DIR with its date, dataset, models, best accuracy per
-model and device, linked to its report; sortable columns; select runs to see
-their models side by side (accuracy with its interval and every cost) and on
-an accuracy-vs-cost scatter. The page's state lives in the URL fragment
+every run under RUNS_DIR with its date, dataset, training and test images
+(a run limited by --train-limit/--test-limit is marked), models, best
+accuracy per model and device, linked to its report; sortable columns;
+select runs to see their models side by side (accuracy with its interval and
+every cost) and on an accuracy-vs-cost scatter: one scatter per test set
+(dataset and test images), with a warning when the selected runs were tested
+on different data, since their accuracies do not share an axis. The page's state lives in the URL fragment
 (``#sort=created:desc&select=run1,run2&cost=params``), so a view can be
 bookmarked or shared.
 """
@@ -45,8 +48,13 @@ def run_summary(record: RunRecord, run_dir: Path, root: Path) -> dict[str, Any]:
         mtime = (run_dir / "results.json").stat().st_mtime
         created = datetime.datetime.fromtimestamp(mtime, datetime.UTC).isoformat(timespec="seconds")
     report = run_dir / "report.html"
+    cfg, dataset = record["config"], lookup(record, "dataset", "name")
     return {"name": record["name"], "dir": os.path.relpath(run_dir, root), "created": created,
-            "dataset": lookup(record, "dataset", "name"), "device": record.get("device"),
+            "dataset": dataset, "device": record.get("device"),
+            # Accuracies share an axis only within one test set: the dataset and its test images.
+            "test_set": f"{dataset or 'unknown dataset'}, {n_test:,} test images",
+            "train_images": lookup(record, "dataset", "train_samples"), "test_images": n_test or None,
+            "limited": bool(cfg.get("train_limit") or cfg.get("test_limit")),
             "seeds": seeds if isinstance(seeds, list) else [], "complete": complete,
             "report": os.path.relpath(report, root) if report.exists() else None, "models": models}
 

@@ -58,3 +58,29 @@ def text_table(head: Sequence[object], rows: Sequence[Sequence[object]]) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
     fmt = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths))  # noqa: E731
     return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows])
+
+
+def wrapped_table(head: Sequence[object], rows: Sequence[Sequence[object]], width: int,
+                  wrap: Sequence[int]) -> str:
+    """:func:`text_table` fitted to ``width`` columns of text: the columns
+    ``wrap`` (indices) are wrapped onto more lines when the table is wider
+    than that (never narrower than 12 characters each); the others keep their width."""
+    import textwrap
+
+    natural = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    widths = list(natural)
+    fixed = sum(w for i, w in enumerate(natural) if i not in wrap) + 2 * (len(natural) - 1)
+    wanted = sum(natural[i] for i in wrap)
+    if fixed + wanted > width and wanted:
+        room = max(width - fixed, 12 * len(wrap))
+        for i in wrap:
+            widths[i] = max(12, min(natural[i], room * natural[i] // wanted))
+        while sum(widths[i] for i in wrap) > room and max(widths[i] for i in wrap) > 12:
+            widest = max(wrap, key=lambda i: widths[i])
+            widths[widest] -= 1
+    lines = []
+    for r in [head, ["-" * w for w in widths], *rows]:
+        cells = [(textwrap.wrap(str(x), widths[i]) or [""]) if i in wrap else [str(x)] for i, x in enumerate(r)]
+        for k in range(max(len(c) for c in cells)):
+            lines.append("  ".join((c[k] if k < len(c) else "").ljust(w) for c, w in zip(cells, widths)).rstrip())
+    return "\n".join(lines)

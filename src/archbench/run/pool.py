@@ -133,6 +133,11 @@ def _worker_init(payload: bytes, queue: Any, sys_path: list[str], modules: list[
 
     for m in modules:
         importlib.import_module(m)
+    # A warning in a worker is a log line of the parent's (above its bars), not a write into the terminal.
+    import warnings
+
+    warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: _send(
+        "log", None, warnings.formatwarning(message, category, filename, lineno, line).rstrip())
     cfg, data = pickle.loads(payload)
     register_specs(cfg)  # registered specs live in the parent's registry
     _W.update(cfg=cfg, data=data, queue=queue)
@@ -192,6 +197,8 @@ class _Progress:
 
     def __init__(self, progress: Any, log: Log):
         self.progress, self.log = progress, log
+        self.overall: Any = None  # the run's own bar, below the units' (see start)
+        self.units, self.done = 0, 0
         self.bars: dict[Any, Any] = {}
         self.slots: dict[Any, int] = {}
         self.pids: set[int] = set()
@@ -206,9 +213,8 @@ class _Progress:
             old = self.bars.pop(key, None)
             if old is not None:
                 old.close()
-            ref, seed = key
-            self.bars[key] = self.progress(total=payload["total"], desc=f"{ref} seed {seed} {payload['desc']}",
-                                           unit=payload["unit"], position=self.slots.get(key, 0))
+            self.bars[key] = self.progress(total=payload["total"], desc=payload["desc"], unit=payload["unit"],
+                                           position=self.slots.get(key, 0))
         elif kind == "update" and key in self.bars:
             self.bars[key].update(payload)
         elif kind == "close":
@@ -217,7 +223,7 @@ class _Progress:
                 bar.set_postfix_str(payload["postfix"])
                 bar.close()
             else:
-                self.log(f"[{key[0]}] seed {key[1]}: {payload['desc']}: {payload['postfix']}")
+                self.log(f"{payload['desc']}: {payload['postfix']}")
 
     def drain(self, q: Any) -> None:
         while True:
@@ -228,11 +234,27 @@ class _Progress:
                 return
             self.handle(msg)
 
+    def start(self, units: int, jobs: int) -> None:
+        """The run's progress: a bar of finished units below the ``jobs`` unit slots."""
+        self.units = units
+        if self.progress is not None:
+            self.overall = self.progress(total=units, desc="run", unit="unit", position=jobs, overall=True)
+
+    def finished(self) -> None:
+        self.done += 1
+        if self.overall is not None:
+            self.overall.update(1)
+
     def close_all(self) -> None:
         for bar in self.bars.values():
             with contextlib.suppress(Exception):
                 bar.close()
         self.bars.clear()
+        if self.overall is not None:
+            with contextlib.suppress(Exception):
+                self.overall.set_postfix_str(f"{self.done} of {self.units} units finished")
+                self.overall.close()
+            self.overall = None
 
 
 class PoolExecutor:
@@ -248,12 +270,15 @@ class PoolExecutor:
         jobs, spec, log = min(self.jobs, len(pending)), self.spec, self.ctx.log
         usable = usable_cpus()
         free = int(self.decided["free_cores"]) if self.decided is not None else free_cores()
+
+        def threads(n: int) -> str:
+            return f"{n} thread{'s' if n != 1 else ''}"
         if spec == "auto":
             log(f"local pool: {len(pending)} units, {jobs} side by side, each with its model's thread count "
                 f"({free} of {usable} cores free)" + ("; more jobs than free cores: units will wait for cores"
                                                        if jobs > free else ""))
         else:
-            log(f"local pool: {len(pending)} units, {jobs} side by side, {spec} thread(s) each"
+            log(f"local pool: {len(pending)} units, {jobs} side by side, {threads(int(spec))} each"
                 + (f"; warning: {jobs} x {spec} threads exceed the {usable} usable core(s), so threads will wait "
                    "for each other (--threads auto avoids it)" if jobs * int(spec) > usable else ""))
         side_by_side: SideBySide = {"jobs": jobs, "threads_cap": None,
@@ -275,6 +300,7 @@ class PoolExecutor:
                                        initargs=initargs)
 
         view = _Progress(ctx.progress, ctx.log)
+        view.start(len(pending), jobs)
         running: dict[Future, tuple[str, int, int]] = {}
         pool = new_pool()
         try:
@@ -327,6 +353,7 @@ class PoolExecutor:
                 except Exception as exc:  # noqa: BLE001 - run_unit records failures; this is the pool's own
                     unit = failed_unit(seed, exc, why="the unit's worker failed")
                 view.drain(q)
+                view.finished()
                 on_result(ref, seed, unit)
             if broken:
                 pool.shutdown(wait=True, cancel_futures=True)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -49,6 +48,7 @@ from archbench.run.executors import Executor, Pending, RayExecutor, SerialExecut
 from archbench.run.jobs import decide_jobs, describe_jobs, order_for_pool
 from archbench.run.pool import PoolExecutor, check_parallel_models
 from archbench.run.preflight import check_models, load_study_data
+from archbench.run.progress import progress_factory
 from archbench.run.rundir import DiscardIfFailed, RunDir, RunDirLock
 from archbench.run.signals import check_stop, stop_on_signals, stop_requested
 from archbench.run.unit import UnitContext, data_shape, failed_unit, train_as_unit, unit_model
@@ -69,25 +69,6 @@ class RunOptions:
 
 def default_run_name() -> str:
     return _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-
-
-def progress_factory(quiet: bool, notebook: bool = False) -> Callable[..., Any] | None:
-    if quiet:
-        return None
-    if notebook:
-        from tqdm.auto import tqdm as auto_tqdm
-
-        return lambda **kw: auto_tqdm(leave=True, unit_scale=True, **kw)
-    from tqdm import tqdm
-
-    tty = sys.stderr.isatty()
-
-    def make(**kw: Any) -> Any:
-        # In a log file (not a terminal), refresh rarely instead of spamming carriage returns.
-        return tqdm(file=sys.stderr, dynamic_ncols=True, leave=True, unit_scale=True,
-                    mininterval=0.1 if tty else 10.0, **kw)
-
-    return make
 
 
 def _same_data(record: RunRecord, data: Any, run_dir: Path) -> None:

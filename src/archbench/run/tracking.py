@@ -39,6 +39,44 @@ def default_uri(out_dir: str | Path) -> str:
     return f"sqlite:///{Path(out_dir).resolve() / 'mlflow.db'}"
 
 
+def _is_file_store(path: Path) -> bool:
+    """Whether ``path`` holds an MLflow file store (experiment folders with meta.yaml)."""
+    return path.is_dir() and any(p.is_file() for p in path.glob("*/meta.yaml"))
+
+
+def store_uri(given: str, out_dir: str | Path) -> tuple[str, str | None]:
+    """The tracking URI for ``--mlflow GIVEN`` and a note saying what it
+    became, or None. ``default``: :func:`default_uri`. A directory (a path or
+    ``file://``): MLflow 3 refuses a directory as its store (the file store is
+    in maintenance mode), so it becomes ``sqlite:///DIR/mlflow.db`` with the
+    artifacts in ``DIR/mlflow-artifacts``, unless ``$MLFLOW_ALLOW_FILE_STORE``
+    keeps MLflow's file store. A directory that already holds a file store is
+    refused with the migration command (its runs would be split over two stores)."""
+    import os
+    import urllib.parse
+    import urllib.request
+
+    if given == "default":
+        return default_uri(out_dir), None
+    parts = urllib.parse.urlsplit(given)
+    if parts.scheme not in ("", "file") and len(parts.scheme) > 1:  # a one-letter scheme is a Windows drive
+        return given, None
+    path = Path(urllib.request.url2pathname(parts.path)) if parts.scheme == "file" else Path(given)
+    if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").strip().lower() in ("1", "true", "yes"):
+        return given, None
+    db = f"sqlite:///{path.resolve() / 'mlflow.db'}"
+    if _is_file_store(path):
+        raise UsageError(f"--mlflow {given!r} is an MLflow file store, which MLflow 3 no longer opens. Migrate it "
+                         f"once (mlflow migrate-filestore --source {path} --target {db}) and give --mlflow {db}, "
+                         "or set MLFLOW_ALLOW_FILE_STORE=true to keep the file store.")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--mlflow {given!r}: cannot create the directory ({exc.strerror}); choose another.") from None
+    return db, (f"--mlflow {given}: MLflow 3 stores runs in a database, not a directory: logging to {db}, "
+                f"artifacts in {path.resolve() / 'mlflow-artifacts'}")
+
+
 def ui_command(uri: str) -> str:
     """The command that opens the MLflow UI on this store."""
     if uri.startswith(("http://", "https://")):
@@ -131,7 +169,10 @@ class Tracker:
         if exp is not None:
             return str(exp.experiment_id)
         local = self.uri.startswith(("sqlite:", "file:")) or "://" not in self.uri
-        artifacts = (out_dir.resolve() / "mlflow-artifacts").as_uri() if local else None
+        # Beside a SQLite store (its directory, given as --mlflow DIR, or the default store in --out)
+        home = (Path(self.uri[len("sqlite:///"):]).resolve().parent if self.uri.startswith("sqlite:///")
+                else out_dir.resolve())
+        artifacts = (home / "mlflow-artifacts").as_uri() if local else None
         return str(self.client.create_experiment(self.experiment, artifact_location=artifacts))
 
     def start(self, record: RunRecord, run_dir: Path) -> str:
@@ -210,12 +251,24 @@ class Tracker:
         signature = infer_signature(x.numpy(), y.numpy())
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model"
-            # pickle: the nn.Module itself (any batch size; a user model's module must be importable
-            # where it is loaded). pt2 would trace one fixed batch size.
-            mlflow.pytorch.save_model(m, str(path), signature=signature, input_example=x.numpy(),
-                                      serialization_format="pickle",
-                                      pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+            # pickle: the nn.Module itself, as mlflow.pytorch.load_model users expect it (any batch size,
+            # .eval() and .train() work; a user model's module must be importable where it is loaded). pt2
+            # (torch.export) loads as a graph module that refuses .eval(). MLflow's warning that loading a
+            # pickle runs code concerns whoever loads it: said once, in the run's tag, not per unit on screen.
+            import logging
+
+            quiet = logging.getLogger("mlflow.pytorch")
+            level = quiet.level
+            quiet.setLevel(logging.ERROR)
+            try:
+                mlflow.pytorch.save_model(m, str(path), signature=signature, input_example=x.numpy(),
+                                          serialization_format="pickle",
+                                          pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+            finally:
+                quiet.setLevel(level)
             self.client.log_artifacts(rid, str(path), artifact_path="model")
+        self.client.set_tag(rid, "archbench.model_format", "mlflow.pytorch, pickle: load it only from a store you "
+                            "trust (unpickling runs code)")
 
     def finish(self, record: RunRecord, run_dir: Path, status: str = "FINISHED") -> None:
         """Log the study's answer on the parent run (:func:`study_metrics`:

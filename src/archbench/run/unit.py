@@ -34,6 +34,7 @@ from archbench.records import (
     write_error,
 )
 from archbench.run import Log
+from archbench.run.progress import labelled
 from archbench.run.rundir import RunDir
 from archbench.run.signals import check_stop, stop_requested
 from archbench.run.threads import decide_threads, describe
@@ -290,6 +291,10 @@ def unit_threads(spec: int | str, ref: str, seed: int, cfg: StudyConfig, data: A
     return decision
 
 
+def _epochs(n: int) -> str:
+    return f"{n} epoch{'s' if n != 1 else ''}"
+
+
 def train_unit(ref: str, seed: int, cfg: StudyConfig, data: Any, run_dir: Path, device: torch.device,
                threads: int | str, progress: Any, log: Log, where: str = "") -> Unit:
     """What every executor runs for one unit: decide its thread count (kept
@@ -301,9 +306,9 @@ def train_unit(ref: str, seed: int, cfg: StudyConfig, data: Any, run_dir: Path, 
     steps = cfg.budget_steps.get(ref)
     log(f"[{ref}] seed {seed}: training " + (f"{steps:,} steps (the FLOP budget)" if steps else
                                              f"{cfg.budget_seconds:g} s (the time budget)" if cfg.match == "time"
-                                             else f"{cfg.train_config_for(ref).epochs} epochs") + " on "
+                                             else _epochs(cfg.train_config_for(ref).epochs)) + " on "
         f"{len(data.train_labels):,} images ({device}{where}), {describe(decision)}")
-    unit = run_unit(ref, seed, cfg, data, run_dir, progress, log)
+    unit = run_unit(ref, seed, cfg, data, run_dir, labelled(progress, ref, seed), log)
     rd = RunDir(Path(run_dir))
     if not rd.checkpoint(ref, seed).exists():  # finished: its decision goes with its checkpoint
         rd.thread_decision(ref, seed).unlink(missing_ok=True)
