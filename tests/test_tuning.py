@@ -122,3 +122,32 @@ def test_tuning_chooses_the_known_best_value_and_resumes_to_the_same_choice(tmp_
     assert again["trials"][1]["validation"] == trials[1]["validation"]
     assert again["tuned"] == entry["tuned"]
     assert [u["test"]["predictions"] for u in again["units"]] == [u["test"]["predictions"] for u in entry["units"]]
+
+
+@pytest.mark.slow
+def test_trials_are_mlflow_runs_and_the_seeds_log_the_values_they_trained_with(tmp_path):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    data = tmp_path / "two.npz"
+    _two_class_npz(data)
+    uri = f"sqlite:///{tmp_path / 'ml.db'}"
+    p = subprocess.run([sys.executable, "-m", "archbench", "run", "--dataset", str(data), "--models", "mlp",
+                        "--seeds", "0,1", "--epochs", "1", "--tune", "lr=1e-9:2e-3", "--trials", "2", "--no-timing",
+                        "--quiet", "--out", str(tmp_path), "--name", "t", "--mlflow", uri],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    client = MlflowClient(tracking_uri=uri)
+    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])
+            if r.data.tags.get("archbench.model") == "mlp"]
+    trials = sorted((r for r in runs if "archbench.trial" in r.data.tags), key=lambda r: r.data.tags["archbench.trial"])
+    seeds = [r for r in runs if "archbench.trial" not in r.data.tags]
+    assert [r.info.run_name for r in trials] == ["mlp-seed0-trial1", "mlp-seed0-trial2"]
+    assert [float(r.data.params["train.lr"]) for r in trials] == pytest.approx([1e-9, 2e-3])
+    assert "validation_accuracy" in trials[1].data.metrics and "test_accuracy" not in trials[1].data.metrics
+    rec = json.loads((tmp_path / "t" / "results.json").read_text())
+    assert len(seeds) == 2
+    for r in seeds:  # the tuned value, not the recipe's 1e-3 ... and the test set's accuracy, once, after training
+        assert float(r.data.params["train.lr"]) == pytest.approx(2e-3)
+        unit = next(u for u in rec["models"]["mlp"]["units"] if str(u["seed"]) == r.data.tags["archbench.seed"])
+        assert r.data.metrics["test_accuracy"] == pytest.approx(unit["test"]["accuracy"])

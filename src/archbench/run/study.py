@@ -324,6 +324,8 @@ class _Study:
         entry["trials"].sort(key=lambda u: (u.get("trial", 0), order.index(u["seed"]) if u["seed"] in order else 0))
         if unit["status"] != "ok":
             self.log(f"[{ref}] trial {t + 1} seed {seed}: FAILED — {unit['error']}")
+        if self.tracker is not None:
+            self.tracker.log_unit(self.record, ref, unit, self.run_dir.path, self.log)
         save_record(self.record, self.run_dir.path)
         check_stop()
 

@@ -92,12 +92,27 @@ def _client(uri: str) -> Any:
     return MlflowClient(tracking_uri=uri)
 
 
-def unit_params(record: RunRecord, model: str, seed: int) -> dict[str, str]:
+def trained_values(record: RunRecord, model: str, unit: Unit) -> dict[str, float]:
+    """The recipe values a unit trained with in place of its model's recipe:
+    a tuning trial's own, or (``--tune``) the values chosen for its seed."""
+    if "trial" in unit:
+        return dict(unit.get("params") or {})
+    tuned = lookup(record, "models", model, "tuned", "by_seed") or {}
+    pick = tuned.get(str(unit["seed"])) or (
+        next(iter(tuned.values()), None) if not lookup(record, "config", "tune_per_seed") else None)
+    return dict((pick or {}).get("params") or {})
+
+
+def unit_params(record: RunRecord, model: str, seed: int, values: dict[str, float] | None = None) -> dict[str, str]:
+    """A unit's MLflow params: the study's, then its recipe with ``values``
+    (tuned or a trial's, :func:`trained_values`) in place of the recipe's."""
     cfg = record["config"]
     entry = record["models"][model]
     params = {"model": model, "seed": seed, "dataset": cfg.get("dataset"), "train_limit": cfg.get("train_limit"),
               "test_limit": cfg.get("test_limit"), "device": record.get("device")}
-    params.update(flatten(entry.get("recipe") or (cfg.get("train") or {}).get(model, {}), "train."))
+    recipe = dict(entry.get("recipe") or (cfg.get("train") or {}).get(model, {}))
+    recipe.update(values or {})
+    params.update(flatten(recipe, "train."))
     return {k: str(v)[:500] for k, v in params.items()}
 
 
@@ -105,7 +120,8 @@ def unit_metrics(entry: ModelRecord, unit: Unit) -> list[tuple[str, float, int]]
     """(name, value, step): each metric once; per-epoch ones at step = epoch."""
     out = []
     names = {"train_loss": "train_loss", "train_acc": "train_accuracy", "test_loss": "test_loss",
-             "test_acc": "test_accuracy", "seconds": "epoch_seconds"}
+             "test_acc": "test_accuracy", "val_loss": "validation_loss", "val_acc": "validation_accuracy",
+             "seconds": "epoch_seconds"}
     for h in unit.get("history", []):
         for k, name in names.items():
             value = lookup(h, k)
@@ -113,6 +129,11 @@ def unit_metrics(entry: ModelRecord, unit: Unit) -> list[tuple[str, float, int]]
                 out.append((name, float(value), int(h["epoch"])))
     if unit.get("status") == "ok":
         out.append(("train_seconds", float(unit["timings"]["train_seconds"]), 0))
+        test, hist = unit.get("test"), unit.get("history") or []
+        if test and not any(h.get("test_acc") is not None for h in hist):
+            # With a validation split the curve is the validation split's: the test set, once, after training.
+            out += [("test_accuracy", float(test["accuracy"]), len(hist)),
+                    ("test_loss", float(test["loss"]), len(hist))]
     from archbench.report.analysis import model_costs
 
     costs = model_costs(entry)  # the same values the report's cost table shows
@@ -208,7 +229,8 @@ class Tracker:
         except Exception as exc:  # noqa: BLE001 - tracking must not lose the unit
             log(f"[{model}] seed {unit['seed']}: could not log to MLflow ({type(exc).__name__}: {exc})")
             return None
-        self.run_ids[(model, unit["seed"])] = rid
+        if "trial" not in unit:
+            self.run_ids[(model, unit["seed"])] = rid
         return rid
 
     def _log_unit(self, record: RunRecord, model: str, unit: Unit, run_dir: Path, log: Log) -> str:
@@ -218,16 +240,21 @@ class Tracker:
             self.start(record, run_dir)
         assert self.parent_id is not None
         exp_id = self.client.get_run(self.parent_id).info.experiment_id
-        run = self.client.create_run(exp_id, run_name=f"{model}-seed{unit['seed']}", tags={
-            "mlflow.parentRunId": self.parent_id, "archbench.run": record["name"], "archbench.model": model,
-            "archbench.seed": str(unit["seed"]), "archbench.status": unit.get("status", "?")})
+        trial = unit.get("trial")
+        tags = {"mlflow.parentRunId": self.parent_id, "archbench.run": record["name"], "archbench.model": model,
+                "archbench.seed": str(unit["seed"]), "archbench.status": unit.get("status", "?")}
+        if trial is not None:  # a tuning trial: its own nested run, scored on the validation split
+            tags["archbench.trial"] = str(trial)
+        run = self.client.create_run(exp_id, run_name=f"{model}-seed{unit['seed']}" + (
+            f"-trial{trial + 1}" if trial is not None else ""), tags=tags)
         rid = str(run.info.run_id)
         now = int(time.time() * 1000)
         metrics = [Metric(k, v, now, step) for k, v, step in unit_metrics(record["models"][model], unit)]
-        params = [Param(k, v) for k, v in unit_params(record, model, unit["seed"]).items()]
-        tags = [RunTag("archbench.error", unit["error"][:5000])] if unit.get("error") else []
-        self.client.log_batch(rid, metrics=metrics, params=params, tags=tags)
-        if unit.get("status") == "ok":
+        params = [Param(k, v) for k, v in unit_params(record, model, unit["seed"],
+                                                      trained_values(record, model, unit)).items()]
+        error_tags = [RunTag("archbench.error", unit["error"][:5000])] if unit.get("error") else []
+        self.client.log_batch(rid, metrics=metrics, params=params, tags=error_tags)
+        if unit.get("status") == "ok" and trial is None:  # a trial keeps no model file
             try:
                 self._log_model(record, model, unit, run_dir, rid)
             except Exception as exc:  # noqa: BLE001 - the metrics are logged; say why the model is not
