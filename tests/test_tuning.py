@@ -105,6 +105,7 @@ def test_tuning_chooses_the_known_best_value_and_resumes_to_the_same_choice(tmp_
     md = (tmp_path / "t" / "report.md").read_text()
     assert "How was each model tuned?" in md and "| mlp | 2 | 0 | lr 0.001 | 100.00 % (chosen) |" in md
     assert "edge of the range" in md and "does not cover the noise of the choice" in md
+    assert "Tuned by validation accuracy over 2 trials of lr: mlp lr 0.001." in md  # the bottom line says it
     assert (tmp_path / "t" / "plots" / "tuning_trials.png").exists()
     assert not (tmp_path / "t" / "trials").exists()  # the trials' checkpoint folders go once they are done
     # As an interrupted run leaves it: the second trial and every seed unfinished. Resuming retrains exactly

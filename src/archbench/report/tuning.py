@@ -56,8 +56,9 @@ def tuned_words(ts: dict[str, Any] | None) -> str | None:
             chosen.append(f"{m} " + " / ".join(_values(p["params"]) for p in picks) + " by seed")
         else:
             chosen.append(f"{m} {_values(picks[0]['params'])}")
-    return (f"each model tuned {' and '.join(ts['keys'])} over the same {ts['trials']} trials by validation accuracy"
-            + (" (per seed)" if ts["per_seed"] else "") + f": {', '.join(chosen)}")
+    same = "the same " if len(ts["models"]) > 1 else ""
+    return (f"tuned by validation accuracy over {same}{ts['trials']} trials of {' and '.join(ts['keys'])}"
+            + (" per seed" if ts["per_seed"] else "") + f": {', '.join(chosen)}")
 
 
 def tuning_blocks(record: RunRecord) -> list:
