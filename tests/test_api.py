@@ -32,8 +32,24 @@ LAZY = """
 from torch import nn
 
 
+class Breaks(nn.Module):
+    \"\"\"Builds, checks and starts to train; its fourth training step fails.\"\"\"
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(784, 10)
+        self.steps = 0
+
+    def forward(self, x):
+        if self.training:
+            self.steps += 1
+            if self.steps == 4:
+                raise RuntimeError("boom in the fourth step")
+        return self.fc(x.flatten(1))
+
+
 def build():
-    return nn.Sequential(nn.Flatten(), nn.LazyLinear(10))
+    return Breaks()
 """
 
 
@@ -44,12 +60,12 @@ def test_compare_takes_an_experiment_file_and_warns_of_each_failed_unit_with_its
     exp = tmp_path / "exp.toml"
     exp.write_text(f'seeds = [0]\ntrain_limit = 256\ntest_limit = 100\ndata_dir = "{fashion_dir}"\n'
                    'models = ["mlp", "lazymod:build"]\n[train]\nepochs = 1\ndevice = "cpu"\n')
-    with pytest.warns(archbench.UnitsFailedWarning, match=r"lazymod:build seed 0: ValueError: .*uninitialized"):
+    with pytest.warns(archbench.UnitsFailedWarning, match=r"lazymod:build seed 0: RuntimeError: boom in the fourth"):
         r = archbench.compare(str(exp), jobs=1, timing=False, quiet=True, out=str(tmp_path), name="exp")
     assert r.record["config"]["models"] == ["mlp", "lazymod:build"] and r.record["config"]["train_limit"] == 256
     rows = {row["model"]: row for row in r.summary()}
     assert rows["mlp"]["errors"] == "" and rows["mlp"]["seeds_count"] == 1
-    assert rows["lazymod:build"]["errors"].startswith("seed 0: ValueError") and rows["lazymod:build"][
+    assert rows["lazymod:build"]["errors"].startswith("seed 0: RuntimeError: boom") and rows["lazymod:build"][
         "failed_units_count"] == 1
     assert [f["model"] for f in r.failures()] == ["lazymod:build"]
 
