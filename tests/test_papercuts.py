@@ -42,3 +42,19 @@ def test_plurals_and_a_tie():
     rec["models"]["twin"] = copy.deepcopy(rec["models"]["small"])
     first = bottom_line(analyze(rec), rec)[0]
     assert "**small** and **twin** tie, 0.00 pp apart" in first and "+0.00 pp over" not in first
+
+
+def test_compare_places_its_run_as_run_does_with_name(tmp_path, capsys):
+    import json
+
+    for name in ("a", "b"):
+        rec = fixed_record()
+        rec["name"] = name
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(rec))
+    out = tmp_path / "runs"
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out), "--name", "ab"]) == 0
+    assert (out / "ab" / "results.json").exists() and (out / "ab" / "report.html").exists()
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "a"), "--out", str(out), "--name", "x/y"]) == 2
+    assert "a directory name without '/'" in capsys.readouterr().err

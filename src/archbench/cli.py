@@ -277,7 +277,9 @@ def _add_report_parsers(sub: _Sub) -> None:
     cmp_ = sub.add_parser("compare", help="merge saved runs into one report")
     cmp_.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     cmp_.add_argument("--out", default=None, help="output directory (default: runs/compare-<timestamp>); "
-                      "must not exist yet or be empty")
+                      "must not exist yet or be empty. With --name, the parent directory, as in `run`")
+    cmp_.add_argument("--name", default=None, help="the merged run's directory name: it goes to OUT/NAME "
+                      "(OUT: --out, default runs), as `archbench run --out OUT --name NAME` places a run")
     cmp_.add_argument("--force", action="store_true",
                       help="write into an --out that already holds files (replacing its results.json and reports)")
 
@@ -541,7 +543,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from archbench.run.study import default_run_name
 
     records, skipped = readable_records(args.run_dirs)
-    out = Path(args.out) if args.out else Path("runs") / f"compare-{default_run_name()}"
+    if args.name is not None:  # as `run`: --out is the parent
+        from archbench.config import STUDY_CHECKS, check_value
+
+        out = Path(args.out or "runs") / check_value("name", args.name, STUDY_CHECKS["name"])
+    else:
+        out = Path(args.out) if args.out else Path("runs") / f"compare-{default_run_name()}"
     _check_compare_out(out, args.run_dirs, args.force)
     merged = merge_records(records, out.name)
     try:
