@@ -218,3 +218,27 @@ def test_lazy_modules_are_materialised_before_measuring_and_training():
     assert len(r.history) == 1
     with pytest.raises(ModelError, match="lazy modules.*failed"):
         create_model("tests.pattern_models:BrokenLazy")
+
+
+def test_one_adam_convention_for_every_implementation_and_no_flops_for_index_arithmetic():
+    from archbench.config import TrainConfig
+    from archbench.measure.counting import ADAM_FLOPS_PER_ELEMENT, WEIGHT_DECAY_FLOPS_PER_ELEMENT
+    from archbench.measure.step import trained_step
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.ReLU(), nn.Linear(16, 10))
+    n, tensors = _params(model), len(list(model.parameters()))
+    fused = count_train_step(model, batch_size=8)["optimizer"]
+    plain = count_train_step(model, batch_size=8, reference=True)["optimizer"]  # torch.optim.Adam's for-loop
+    assert fused.other["optimizer"] == plain.other["optimizer"] == ADAM_FLOPS_PER_ELEMENT * n + tensors
+    assert fused.other_total == plain.other_total  # nothing else: the for-loop's ops are the update
+    decayed = count_train_step(model, batch_size=8, cfg=TrainConfig(optimizer="adamw", weight_decay=5e-4))
+    assert decayed["optimizer"].other["optimizer"] == \
+        (ADAM_FLOPS_PER_ELEMENT + WEIGHT_DECAY_FLOPS_PER_ELEMENT) * n + tensors
+    # The augmentation's crop offsets and mirrored columns are integer arithmetic and the crop a gather: the data
+    # phase's only FLOPs are the flip draws' comparisons, one per image.
+    cnn = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 26 * 26, 10))
+    from archbench.measure import count_step
+
+    data = count_step(trained_step(cnn, TrainConfig(batch_size=8, augment_crop=2, augment_flip=True)))["data"]
+    assert data.total == data.by_op["lt"]["flops"] == 8 and list(data.by_op) == ["lt"]
+    assert {"add", "mul", "rsub", "where"} <= set(data.data_movement) and not data.uncounted

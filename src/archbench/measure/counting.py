@@ -48,8 +48,11 @@ OTHER_CATEGORIES = ("bias", "activation", "pooling", "normalization", "loss", "e
 
 # Adam's update per parameter element: m <- m + (1-b1)(g-m) [2: sub, fma],
 # v <- b2 v + (1-b2) g^2 [4], denom = sqrt(v)/sqrt(bc2) + eps [3],
-# p <- p - (lr/bc1) m/denom [3]. Weight decay adds 2 (mul, add).
+# p <- p - (lr/bc1) m/denom [3]. Weight decay adds 2 (mul, add), whether it is
+# Adam's (g + wd p) or AdamW's decoupled one (p - lr wd p). The same
+# convention for every implementation: fused, foreach or for-loop.
 ADAM_FLOPS_PER_ELEMENT = 12
+WEIGHT_DECAY_FLOPS_PER_ELEMENT = 2
 
 
 def _numel(t: object) -> int:
@@ -151,10 +154,13 @@ def _batch_norm(training_index: int) -> Callable[[Sequence[Any], Any], int]:
     return lambda args, out: (7 if len(args) > training_index and args[training_index] else 4) * _numel(args[0])
 
 
-def _adam(args: Sequence[Any], out: Any) -> int:
-    params = args[0]
-    n = sum(p.numel() for p in params)
-    return ADAM_FLOPS_PER_ELEMENT * n
+def adam_update_flops(elements: int, weight_decay: float) -> int:
+    """Adam's or AdamW's update of ``elements`` parameter elements, by the convention above."""
+    return (ADAM_FLOPS_PER_ELEMENT + (WEIGHT_DECAY_FLOPS_PER_ELEMENT if weight_decay else 0)) * elements
+
+
+def _fused_adam(a: _Args) -> tuple[int, dict[str, int]]:
+    return 0, {"optimizer": adam_update_flops(sum(p.numel() for p in a.get("self")), a.get("weight_decay") or 0.0)}
 
 
 def _foreach(args: Sequence[Any], out: Any) -> int:
@@ -242,7 +248,6 @@ OTHER_OPS: dict[str, tuple[str, Callable[[Any, Any], float]]] = {
         "upsample_nearest1d", "upsample_nearest2d", "upsample_nearest3d", "_upsample_nearest_exact1d",
         "_upsample_nearest_exact2d", "_upsample_nearest_exact3d")},
     # the optimizer
-    "_fused_adam_": ("optimizer", _adam), "_fused_adamw_": ("optimizer", _adam),
     "_foreach_add_": ("optimizer", _foreach), "_foreach_add": ("optimizer", _foreach),
 }
 
@@ -504,6 +509,7 @@ _SDPA_BHLD = ("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_produc
               "_scaled_dot_product_attention_math_for_mps")
 
 FUSED_OPS: dict[str, Callable[[_Args], tuple[int, dict]]] = {
+    "_fused_adam_": _fused_adam, "_fused_adamw_": _fused_adam,
     **{op: _attention for op in _SDPA_BHLD},
     **{op + "_backward": (lambda a: _attention(a, backward=True)) for op in _SDPA_BHLD[:5]},
     "_flash_attention_forward": lambda a: _attention(a, "blhd"),
@@ -585,6 +591,12 @@ class FlopCount:
                 for op, n in getattr(src, attr).items():
                     getattr(out, attr)[op] = getattr(out, attr).get(op, 0) + n
         return out
+
+
+def _floating(args: Sequence[Any]) -> bool:
+    """Whether an op reads floating-point data (a tensor or a list of them)."""
+    return any(isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex())
+               for t in tree_flatten(list(args))[0])
 
 
 def _in_graph(a: object) -> bool:
@@ -676,6 +688,10 @@ class OpCounter(TorchDispatchMode):
             for cat, v in parts.items():
                 c.other[cat] += int(v)
                 other += int(v)
+        elif name in OTHER_OPS and not _floating(args):
+            # Integer index arithmetic (the augmentation's crop offsets) and boolean logic: not floating point.
+            c.data_movement[name] = c.data_movement.get(name, 0) + 1
+            return out
         elif name in OTHER_OPS:
             category, fn = OTHER_OPS[name]
             other = int(fn(args, out))

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from archbench.measure.counting import FlopCount, OpCounter
+from archbench.measure.counting import FlopCount, OpCounter, adam_update_flops
 from archbench.measure.counting import SafeModuleTracker as ModuleTracker
 
 if TYPE_CHECKING:
@@ -52,10 +52,32 @@ def count_step(step: MeasuredStep, warmup: int = 1) -> dict[str, FlopCount]:
             step.on_phase = None
     out = {name: counter.phases.get(name, FlopCount())
            for name in ("data", "forward", "backward", "optimizer", "bookkeeping")}
+    out["optimizer"] = _adam_by_convention(step.setup.opt, out["optimizer"])
     total = FlopCount()
     for c in out.values():
         total = total.add(c)
     out["total"] = total
+    return out
+
+
+def _adam_by_convention(opt: Any, measured: FlopCount) -> FlopCount:
+    """torch.optim.Adam/AdamW in their for-loop or foreach forms run the
+    update as a dozen element-wise ops, each counted 1 per element; the fused
+    kernels are counted by the per-element convention. So that both steps
+    count the same update the same, a non-fused torch.optim Adam's phase is
+    counted by the convention too (its per-parameter step counters, 1 each,
+    as the lean Adam's): its ops stay listed under ``by_op`` with 0 FLOPs."""
+    if not isinstance(opt, torch.optim.Adam | torch.optim.AdamW) or "_fused_adam_" in measured.by_op \
+            or "_fused_adamw_" in measured.by_op or opt.defaults.get("amsgrad"):
+        return measured
+    groups = [(g["weight_decay"], [p for p in g["params"] if p.requires_grad]) for g in opt.param_groups]
+    update = sum(adam_update_flops(sum(p.numel() for p in ps), wd) + len(ps) for wd, ps in groups)
+    out = FlopCount(measured.matmul_conv)
+    out.other["optimizer"] = update
+    out.by_op = {op: {**d, "flops": 0} for op, d in measured.by_op.items()}
+    out.by_op["adam update (by convention)"] = {"calls": 1, "flops": update, "category": "optimizer"}
+    out.by_module = {"Global": {"matmul_conv": measured.matmul_conv, "other": update}}
+    out.data_movement, out.uncounted = dict(measured.data_movement), dict(measured.uncounted)
     return out
 
 
