@@ -242,3 +242,17 @@ def test_one_adam_convention_for_every_implementation_and_no_flops_for_index_ari
     data = count_step(trained_step(cnn, TrainConfig(batch_size=8, augment_crop=2, augment_flip=True)))["data"]
     assert data.total == data.by_op["lt"]["flops"] == 8 and list(data.by_op) == ["lt"]
     assert {"add", "mul", "rsub", "where"} <= set(data.data_movement) and not data.uncounted
+
+
+def test_the_recorded_formulation_is_the_one_trained():
+    from archbench.config import TrainConfig
+    from archbench.measure.step import trained_step
+    from archbench.train import loop
+
+    x, y = torch.randint(0, 255, (16, 28, 28), dtype=torch.uint8), torch.randint(0, 10, (16,))
+    cfg = TrainConfig(epochs=1, batch_size=8, device="cpu")  # the "fast" formulation, the default
+    assert cfg.formulation == "fast"
+    cnn = nn.Sequential(nn.Conv2d(1, 4, 3), nn.MaxPool2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 13 * 13, 10))
+    for model, trained in ((Queries(), "plain"), (cnn, "fast")):  # a custom module: nothing to rewrite
+        assert loop.train(model, x, y, None, None, cfg, seed=0).formulation == trained
+        assert trained_step(model, cfg).description["formulation"].split(" (")[0] == trained

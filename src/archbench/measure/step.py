@@ -31,7 +31,16 @@ from archbench.config import TrainConfig
 from archbench.errors import UsageError
 from archbench.train.evaluate import predict, tta_views
 from archbench.train.optim import LeanAdam, optimizer_state_tensors
-from archbench.train.step import Step, StepSetup, aug_generator, augment, autocast_dtype, build_step, run_view
+from archbench.train.step import (
+    Step,
+    StepSetup,
+    aug_generator,
+    augment,
+    autocast_dtype,
+    build_step,
+    formulation_of,
+    run_view,
+)
 
 TRAINED, REFERENCE = "trained", "reference"
 
@@ -145,7 +154,8 @@ def trained_step(model: nn.Module, cfg: TrainConfig, input_shape: tuple[int, ...
         "optimizer": _optimizer_name(cfg, setup.opt),
         "weight_decay": cfg.weight_decay,
         "precision": "bf16 autocast" if cfg.precision == "bf16" else "fp32",
-        "formulation": "fast (channels-last, ReLU after max-pool)" if setup.run_model is not m else "plain",
+        "formulation": ("fast (channels-last, ReLU after max-pool)" if formulation_of(setup, m) == "fast"
+                        else "plain"),
         "batch_size": bs,
         "loss": "cross-entropy" + (f", label smoothing {cfg.label_smoothing}" if cfg.label_smoothing else ""),
         "augmentation": (", ".join(([f"crop {crop}"] if crop else []) + (["flip"] if flip else []))
@@ -227,7 +237,7 @@ def inference_pass(model: nn.Module, cfg: TrainConfig | None = None, input_shape
     amp = autocast_dtype(cfg)
     desc = {"batch_size": batch_size, "views": len(views), "tta_flip": cfg.tta_flip, "tta_shift": cfg.tta_shift,
             "precision": "bf16 autocast" if amp is not None else "fp32",
-            "formulation": "fast" if run is not m else "plain", "device": str(dev)}
+            "formulation": "fast" if run is not m or channels_last else "plain", "device": str(dev)}
     return Inference(m, run, x, views, channels_last, amp, desc)
 
 

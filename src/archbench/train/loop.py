@@ -35,6 +35,7 @@ from archbench.train.step import (
     aug_generator,
     augment,
     build_step,
+    formulation_of,
     resolve_device,
     set_lr,
 )
@@ -500,6 +501,7 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
     final, final_seconds = _final_test(run, (Xt, Yt), curve)
     return TrainResult(run.history, final, run.total_train, run.steps_done,
                        samples_of(run.steps_done, n, run.bs), str(device),
-                       str(cfg.formulation) if device.type == "cpu" else "plain", isinstance(step, GraphedStep),
+                       formulation_of(run.setup, model) if device.type == "cpu" else "plain",
+                       isinstance(step, GraphedStep),
                        test_views=len(tta_views(cfg.tta_flip, cfg.tta_shift)), final_eval_seconds=final_seconds,
                        extra={"curve": run.points} if run.points else {})

@@ -171,6 +171,14 @@ class StepSetup:
     autocast_dtype: torch.dtype | None
 
 
+def formulation_of(setup: StepSetup, model: nn.Module) -> str:
+    """The formulation a step really trains ``model`` in: "fast" where its
+    CPU view changed something (a reordered module, channels-last inputs),
+    "plain" where the model runs as written (a recipe's "fast" finds nothing
+    to rewrite in a Keras model or a custom module without convolutions)."""
+    return "fast" if setup.run_model is not model or setup.channels_last else "plain"
+
+
 def build_step(model: nn.Module, cfg: TrainConfig, device: torch.device) -> StepSetup:
     """The training step of ``model`` (already on ``device``) under ``cfg``:
     formulation, optimizer (:func:`make_optimizer`), precision and loss."""
