@@ -151,7 +151,7 @@ def test_the_reference_step_is_not_partial_and_its_flag_is_printed():
     assert "(partial)" in line
 
 
-def test_dct_cnn_says_10_views_in_models_and_in_the_runs_table(capsys):
+def test_dct_cnn_says_10_views_in_models_and_in_the_runs_table(capsys, monkeypatch):
     from archbench.cli import main
     from archbench.measure import count_inference
     from archbench.measure.step import inference_pass
@@ -163,6 +163,7 @@ def test_dct_cnn_says_10_views_in_models_and_in_the_runs_table(capsys):
     model = create_model("dct_cnn")
     cfg = resolve({"models": ["dct_cnn"]}).train_config_for("dct_cnn")
     evaluated = count_inference(inference_pass(model, cfg)).matmul_conv  # what a run records for dct_cnn
+    monkeypatch.setenv("COLUMNS", "1000")  # one line per row: no cell wrapped
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "FLOPs/sample (1 view)" in out

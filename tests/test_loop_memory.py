@@ -66,8 +66,9 @@ def test_the_steady_step_peak_is_the_loops_within_1_percent(shim):
     done = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     r = json.loads(done.stdout.strip().splitlines()[-1])
-    # Between steps the loop holds the same bytes every time: no batch and no gradients kept from the last step.
-    assert len(set(r["live"][1:])) == 1
+    # Between steps the loop holds the same bytes every time (to a few small Python objects): no batch
+    # (200,704 B) and no gradients (1.6 MB) kept from the last step.
+    assert max(r["live"][1:]) - min(r["live"][1:]) < 4096
     # The bytes the loop allocates above that, at its peak, are the measured step's above what exists before it
     # (the parameters, Adam's state, the loss and prediction slots); the tracker also counts malloc's rounding
     # and the Python and autograd objects each step makes, which the allocator's events leave out.
