@@ -106,7 +106,9 @@ def _check_smallest_batch(model: torch.nn.Module, ref: str, batch_size: int, n: 
     try:
         with torch.no_grad():
             model(torch.zeros(1, *shape))
-    except (Exception, SystemExit) as exc:  # noqa: BLE001 - user code: reported with the way out
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - user code (any BaseException): reported with the way out
         batches = (f"{n:,} = {n // bs:,} x {bs} + 1" if n > bs else f"batch size {bs}")
         raise UsageError(
             f"model {ref!r} cannot train on a batch of one sample ({type(exc).__name__}: {exc}), and its training "
