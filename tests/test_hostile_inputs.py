@@ -363,3 +363,68 @@ def test_a_base_exception_mid_training_fails_that_unit_only(tmp_path, capsys, us
     (bad,) = rec["models"]["bex_models:mid"]["units"]
     assert bad["status"] == "failed" and bad["error"] == "Custom: mid-training" and bad["error_type"] == "Custom"
     assert rec["models"]["mlp"]["units"][0]["status"] == "ok"
+
+
+# --------------------------------------------------------------------------- a pool worker killed mid-unit
+
+KILLED = """
+import sys
+from pathlib import Path
+import torch
+from archbench.config import Source
+from archbench.resolve import resolve
+from archbench.data import load_dataset
+from archbench.run.study import run_units_locally
+
+d, run_dir = sys.argv[1], Path(sys.argv[2])
+cfg = resolve({"models": ["mlp"], "seeds": [0, 1], "epochs": 40, "batch_size": 64, "data_dir": d,
+               "verify": False}, source=Source.API)
+data = load_dataset("fashion-mnist", d, verify=False)
+run_units_locally([("mlp", 0), ("mlp", 1)], cfg, data, run_dir,
+                  lambda ref, seed, unit: print("RESULT", seed, unit["status"], unit.get("error", ""), flush=True),
+                  lambda s: print(s, flush=True), None, torch.device("cpu"), threads=1, jobs=2)
+print("DONE", flush=True)
+"""
+
+
+def test_a_pool_worker_killed_mid_unit_fails_its_unit_and_the_run_finishes(tmp_path):
+    """SIGKILL to one of two workers (as the kernel's out-of-memory killer sends it) while both train: that unit
+    is recorded failed, naming the worker and the signal; the other, stopped with the broken pool, continues from
+    its epoch checkpoint in a new worker and finishes; the run ends instead of hanging."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import write_synthetic_fashion
+
+    d = write_synthetic_fashion(tmp_path / "data", n_train=512, n_test=40)
+    run_dir = tmp_path / "run"
+    (tmp_path / "killed.py").write_text(KILLED)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1] / "src"),
+                                                         os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, str(tmp_path / "killed.py"), str(d), str(run_dir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        ckpts = [run_dir / "checkpoints" / f"mlp-seed{s}.pt" for s in (0, 1)]
+        deadline = time.monotonic() + 90
+        while not all(c.exists() for c in ckpts) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert all(c.exists() for c in ckpts), "both units should be training"
+        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        workers = [int(pid) for pid in children
+                   if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")]
+        assert len(workers) == 2, children
+        os.kill(workers[0], signal.SIGKILL)
+        out, _ = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    results = [line.split(" ", 3) for line in out.splitlines() if line.startswith("RESULT")]
+    assert "DONE" in out and len(results) == 2, out[-3000:]
+    status = sorted(r[2] for r in results)
+    assert status == ["failed", "ok"], out[-3000:]
+    (failed,) = [r for r in results if r[2] == "failed"]
+    assert f"(pid {workers[0]}) died, killed by SIGKILL" in failed[3], failed
+    assert "continues from its last epoch checkpoint in a new worker" in out
