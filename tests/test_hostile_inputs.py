@@ -428,3 +428,70 @@ def test_a_pool_worker_killed_mid_unit_fails_its_unit_and_the_run_finishes(tmp_p
     (failed,) = [r for r in results if r[2] == "failed"]
     assert f"(pid {workers[0]}) died, killed by SIGKILL" in failed[3], failed
     assert "continues from its last epoch checkpoint in a new worker" in out
+
+
+# --------------------------------------------------------------------------- pre-flight model checks
+
+PREFLIGHT = '''
+import torch
+from torch import nn
+
+
+class IntLogits(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(784, 3)
+
+    def forward(self, x):
+        return self.lin(x.flatten(1)).round().long()
+
+
+class GradOffInTraining(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(784, 3)
+
+    def forward(self, x):
+        if self.training:
+            torch.set_grad_enabled(False)
+        return self.lin(x.flatten(1))
+
+
+def int_logits():
+    return IntLogits()
+
+
+def grad_off_in_training():
+    return GradOffInTraining()
+
+
+def float64_default():
+    torch.set_default_dtype(torch.float64)
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 3))
+
+
+def grad_off():
+    torch.set_grad_enabled(False)
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 3))
+'''
+
+
+@pytest.mark.parametrize("ref, words", [
+    ("int_logits", "returns torch.int64 values (shape (2, 3)); expected float logits"),
+    ("grad_off_in_training", "changes PyTorch's global state when trained: grad mode True -> False"),
+    ("float64_default", "changes PyTorch's global state when built: default dtype torch.float32 -> torch.float64"),
+    ("grad_off", "changes PyTorch's global state when built: grad mode True -> False"),
+])
+def test_preflight_refuses_a_model_by_name_before_anything_is_written(tmp_path, capsys, monkeypatch, ref, words):
+    import sys
+
+    import torch
+
+    (tmp_path / "pf_models.py").write_text(PREFLIGHT)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "pf_models", raising=False)
+    rc, _, err = cli(capsys, "run", *QUICK[:-1], f"mlp,pf_models:{ref}", "--dataset", npz(tmp_path / "ok.npz"),
+                     "--out", tmp_path / "runs")
+    assert rc == 2 and f"model 'pf_models:{ref}'" in err and words in err, err
+    assert not (tmp_path / "runs").exists()
+    assert torch.get_default_dtype() == torch.float32 and torch.is_grad_enabled()  # put back as it was

@@ -491,3 +491,8 @@ def check_model_io(model: nn.Module, ref: str, input_shape: tuple[int, ...] = DE
             f"model {ref!r} maps a (2, {', '.join(map(str, input_shape))}) batch to {shape}; "
             f"expected (2, {num_classes}) logits."
         )
+    if not out.is_floating_point():
+        raise ModelError(
+            f"model {ref!r} returns {out.dtype} values (shape {tuple(out.shape)}); expected float logits, one score "
+            "per class (the last layer's output, before any argmax, rounding or integer conversion)."
+        )
