@@ -303,7 +303,7 @@ def test_an_experiment_path_that_is_a_directory_or_unreadable(data, tmp_path, ca
     loop = tmp_path / "loop.toml"
     loop.symlink_to("loop.toml")  # unreadable even for root: ELOOP
     rc, _, err = cli(capsys, "run", loop)
-    assert rc == 2 and "cannot read experiment file" in err and "Too many levels of symbolic links" in err
+    assert rc == 2 and "experiment file" in err and "is a symbolic link loop" in err
     if os.geteuid() != 0:
         f = tmp_path / "locked.toml"
         f.write_text('models = ["mlp"]\n')

@@ -14,6 +14,8 @@ Exit codes: 0 ok, 2 usage/config, 3 data, 4 runtime failure, 130 interrupted
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import sys
 import warnings
 from collections.abc import Callable
@@ -21,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from archbench.config import MAX_JOBS, MAX_THREADS
-from archbench.errors import EXIT_DATA, EXIT_RUNTIME, EXIT_USAGE, ArchbenchError, UsageError
+from archbench.errors import EXIT_DATA, EXIT_RUNTIME, EXIT_USAGE, ArchbenchError, UsageError, path_error
 
 if TYPE_CHECKING:
     from archbench.records import RunRecord
@@ -642,11 +644,23 @@ def cmd_data(args: argparse.Namespace) -> int:
     return EXIT_USAGE
 
 
+def _encodable_output() -> None:
+    """Where stdout or stderr cannot encode a character archbench prints
+    (PYTHONIOENCODING=ascii, a C locale: '–', '±', 'µ'), it is written as a
+    backslash escape instead of failing the command with UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None and getattr(stream, "errors", None) == "strict":
+            with contextlib.suppress(ValueError, OSError):  # a stream that cannot change: left as it is
+                reconfigure(errors="backslashreplace")
+
+
 def main(argv: list[str] | None = None) -> int:
     """The command line; returns the exit code (argparse's own exits for
     --help, --version and bad usage included)."""
     from archbench.run.signals import stop_on_signals, stop_requested
 
+    _encodable_output()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -675,6 +689,11 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             print(interrupted, file=sys.stderr)
             return EXIT_INTERRUPTED
+        except OSError as exc:  # a path no option check caught: too long, or a symbolic link loop
+            if args.debug or exc.errno not in (errno.ENAMETOOLONG, errno.ELOOP):
+                raise
+            print(f"archbench: error: {path_error(exc.filename, 'path', exc)}", file=sys.stderr)
+            return EXIT_USAGE
         if stop_requested() is not None:
             print(interrupted, file=sys.stderr)
             return EXIT_INTERRUPTED

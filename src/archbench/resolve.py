@@ -47,7 +47,7 @@ from archbench.config import (
     TrainConfig,
     check_value,
 )
-from archbench.errors import UsageError
+from archbench.errors import UsageError, path_exists
 
 # --------------------------------------------------------------------------- datasets
 
@@ -66,7 +66,7 @@ def check_dataset(value: Any, where: str = "") -> str:
     if v in list_datasets() or v in DATASET_NAMES:
         return v
     path = Path(v).expanduser()
-    if not path.exists():
+    if not path_exists(path, f"{where}dataset"):
         known = ", ".join(sorted({*list_datasets(), *DATASET_NAMES}))
         raise UsageError(f"{where}unknown dataset {v!r}: not a dataset name ({known}) and no file or directory of "
                          "that name exists. Give a name, or the path of an .npz file (x_train, y_train, x_test, "

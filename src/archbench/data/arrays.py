@@ -148,6 +148,9 @@ def check_labels(labels: np.ndarray, where: str, field: str, num_classes: int | 
         if lo < 0:
             raise DataError(f"{where}: {field} holds the negative label {lo}; labels must be class indices "
                             f"0..K-1.{fix}")
+        if hi > np.iinfo(np.int64).max:  # unsigned: it would wrap to a negative index
+            raise DataError(f"{where}: {field} holds the label {hi} (2^63 or more; {labels.dtype}): far beyond any "
+                            f"class index; labels must be class indices 0..K-1.{fix}")
         if num_classes is not None and hi >= num_classes:
             one_based = hi == num_classes and (lo if lowest is None else lowest) == 1
             hint = (f" The labels run from 1 to {hi}: subtract 1 ({field} - 1) so that they run "

@@ -18,7 +18,7 @@ from archbench.data.arrays import check_no_empty_class, check_two_classes, rows_
 from archbench.data.dataset import SPLITS, Dataset, stream
 from archbench.data.registry import DatasetSpec
 from archbench.data.storage import Threshold, choose_storage, float32_bytes, read_raw, resolve_threshold
-from archbench.errors import DataError
+from archbench.errors import DataError, path_error
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -38,10 +38,20 @@ class _Image:
     label: int
 
 
+def _entry_is(entry: os.DirEntry, directory: bool) -> bool:
+    """Is ``entry`` a directory (else: a regular file), symbolic links
+    followed? An entry that cannot be looked up (a symbolic link loop) is a
+    DataError naming it."""
+    try:
+        return entry.is_dir() if directory else entry.is_file()
+    except OSError as exc:
+        raise path_error(entry.path, "image-folder entry", exc, DataError) from None
+
+
 def _ignored_kind(entry: os.DirEntry) -> str:
     if entry.name.startswith("."):
         return "hidden"
-    if entry.is_dir():
+    if _entry_is(entry, True):
         return "folder"
     return "image" if entry.name.lower().endswith(OTHER_IMAGE_SUFFIXES) else "other"
 
@@ -90,7 +100,7 @@ def _scan_folder(root: Path) -> tuple[tuple[str, ...], dict[str, list[_Image]], 
     for s in SPLITS:
         names = []
         for e in listdir(root / s):
-            if e.is_dir() and not e.name.startswith("."):
+            if _entry_is(e, True) and not e.name.startswith("."):
                 names.append(e.name)
             else:
                 ignored.append((_ignored_kind(e), f"{s}/{e.name}"))
@@ -114,7 +124,7 @@ def _scan_folder(root: Path) -> tuple[tuple[str, ...], dict[str, list[_Image]], 
             d = root / s / name
             found = 0
             for e in listdir(d):
-                if e.is_file() and not e.name.startswith(".") and e.name.lower().endswith(IMAGE_SUFFIXES):
+                if _entry_is(e, False) and not e.name.startswith(".") and e.name.lower().endswith(IMAGE_SUFFIXES):
                     images[s].append(_Image(Path(e.path), label))
                     found += 1
                 else:

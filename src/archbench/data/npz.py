@@ -85,9 +85,9 @@ def _read_whole(zf: zipfile.ZipFile, name: str, where: str, key: str) -> np.ndar
         raise DataError(f"{where}: cannot read {key} ({exc}); the file is damaged. Write it again.") from exc
 
 
-def _image_layout(m: _Member, where: str, declared: str | None = None) -> tuple[tuple[int, int, int], str]:
+def _image_layout_of(m: _Member, where: str, declared: str | None = None) -> tuple[tuple[int, int, int], str]:
     """``((C, H, W), layout)`` of an NHW, NHWC or (declared) NCHW image
-    member, with named errors. The 4-D rule (see :func:`load_npz`): without a
+    member, with named errors (images of zero height or width included). The 4-D rule (see :func:`load_npz`): without a
     declared layout, (N, A, B, D) is NHWC when D is 1..4 and A is not; when
     both are (e.g. (N, 3, 4, 4)), it reads as 3x4 images of 4 channels or as
     4x4 images of 3 channels, and is refused rather than guessed."""
@@ -117,6 +117,17 @@ def _image_layout(m: _Member, where: str, declared: str | None = None) -> tuple[
             "the file (np.savez(path, ..., layout='NCHW')); an NCHW array with larger images can instead be "
             "transposed to NHWC, np.transpose(x, (0, 2, 3, 1)).")
     return (d, a, b), "NHWC"
+
+
+def _image_layout(m: _Member, where: str, declared: str | None = None) -> tuple[tuple[int, int, int], str]:
+    """``((C, H, W), layout)`` of an NHW, NHWC or (declared) NCHW image
+    member (:func:`_image_layout_of`); images of zero height or width are
+    refused (they would train on nothing and show NaN statistics)."""
+    (c, h, w), layout = _image_layout_of(m, where, declared)
+    if h < 1 or w < 1:
+        raise DataError(f"{where}: {m.key} has shape {m.shape}: images of {h}x{w} pixels (HxW); every image needs "
+                        "a height and a width of at least 1. Check how the array was written.")
+    return (c, h, w), layout
 
 
 NPZ_LAYOUTS = ("NHWC", "NCHW")

@@ -42,7 +42,7 @@ from archbench.data.loader import load_dataset
 from archbench.data.npz import load_npz
 from archbench.data.registry import DatasetSpec, get_dataset_spec, list_datasets
 from archbench.data.storage import Threshold, resolve_threshold
-from archbench.errors import UsageError
+from archbench.errors import UsageError, check_regular, path_exists
 
 __all__ = ["DIGITS", "load_cifar", "load_data", "load_digits_dataset", "load_folder", "load_npz"]
 
@@ -69,13 +69,15 @@ def load_data(dataset: str | os.PathLike | DatasetSpec = "fashion-mnist",
         _no_data_dir(name, data_dir)
         return load_digits_dataset(threshold)
     path = Path(name).expanduser()
-    if not path.exists():
+    if not path_exists(path, "dataset"):
         raise UsageError(
             f"unknown dataset {name!r}: not a known name ({', '.join(list_datasets() + [DIGITS])}) and no such "
             "file or directory. Give a registry name, 'digits', or the path of a .npz file, a CIFAR-10/100 "
             "batch directory or .tar.gz, or an image folder with train/<class>/ and test/<class>/."
         )
     _no_data_dir(name, data_dir)
+    if not path.is_dir():
+        check_regular(path, "dataset")  # a FIFO or device would block or never end
     if path.is_dir():
         if (path / "train").is_dir() or (path / "test").is_dir():
             return load_folder(path, threshold)

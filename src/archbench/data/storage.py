@@ -59,6 +59,7 @@ from archbench.env import physical_memory
 from archbench.errors import DataError, UsageError
 
 ENV_MEMORY_LIMIT = "ARCHBENCH_MEMORY_LIMIT"
+MAX_MEMORY_LIMIT = 1 << 60  # 1 EiB: a larger threshold is a typo, not a machine
 MEMORY_FRACTION = 0.5
 CACHE_VERSION = 1
 RULE = ("memmap when the trainer's float32 copy of every image (N_train + N_val + N_test) * C * H * W * 4 bytes "
@@ -89,19 +90,18 @@ def _meminfo_available(path: str = "/proc/meminfo") -> int | None:
 def resolve_threshold(memory_limit: int | None = None) -> Threshold:
     """The threshold in force (see the module doc for the order)."""
     if memory_limit is not None:
-        if isinstance(memory_limit, bool) or not isinstance(memory_limit, int) or memory_limit < 0:
-            raise UsageError(f"memory_limit {memory_limit!r} is not a number of bytes; give an integer >= 0 "
-                             "(e.g. 8_000_000_000), or None for the default.")
+        if isinstance(memory_limit, bool) or not isinstance(memory_limit, int) or \
+                not 0 <= memory_limit <= MAX_MEMORY_LIMIT:
+            raise UsageError(f"memory_limit {memory_limit!r} is not a number of bytes; give an integer from 0 to "
+                             f"{MAX_MEMORY_LIMIT:,} (e.g. 8_000_000_000), or None for the default.")
         return Threshold(memory_limit, "memory_limit argument")
     env = os.environ.get(ENV_MEMORY_LIMIT)
     if env is not None and env.strip():
-        try:
-            value = int(env.strip())
-        except ValueError:
-            value = -1
-        if value < 0:
-            raise UsageError(f"${ENV_MEMORY_LIMIT}={env!r} is not a number of bytes; set it to an integer >= 0 "
-                             f"(e.g. {ENV_MEMORY_LIMIT}=8000000000) or unset it.")
+        digits = env.strip()
+        value = int(digits) if digits.isascii() and digits.isdigit() and len(digits) <= 30 else -1
+        if not 0 <= value <= MAX_MEMORY_LIMIT:
+            raise UsageError(f"${ENV_MEMORY_LIMIT}={env!r} is not a number of bytes; set it to an integer from 0 "
+                             f"to {MAX_MEMORY_LIMIT:,} (e.g. {ENV_MEMORY_LIMIT}=8000000000) or unset it.")
         return Threshold(value, f"${ENV_MEMORY_LIMIT}")
     available = _meminfo_available()
     if available is not None:
@@ -150,12 +150,16 @@ def open_array(path: str | Path) -> np.ndarray:
                         "dataset again (it is rebuilt).") from exc
 
 
+MAX_SOURCE_BYTES = 1 << 34  # 16 GiB: no source file of a dataset archbench reads is larger
+
+
 def read_raw(path: Path) -> bytes:
-    """A source file's bytes; an unreadable file is a DataError naming it."""
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror or exc}. Check its permissions.") from exc
+    """A source file's bytes, read only if it is a regular file (a FIFO or
+    device would block or never end) of at most :data:`MAX_SOURCE_BYTES`; an
+    unreadable file is a DataError naming it."""
+    from archbench.errors import read_regular
+
+    return read_regular(path, "data file", DataError, MAX_SOURCE_BYTES)
 
 
 def read_entry(identity: str) -> tuple[Path, dict] | None:

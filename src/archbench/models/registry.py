@@ -149,7 +149,9 @@ def _import_callable(ref: str) -> Callable[..., nn.Module]:
             "imported from sys.path, which includes the working directory: run from the directory "
             "that holds it or add its parent to PYTHONPATH."
         ) from exc
-    except (Exception, SystemExit) as exc:  # noqa: BLE001 - user code: a SyntaxError, a sys.exit(), anything
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - user code: a SyntaxError, a sys.exit(), a GeneratorExit, anything
         raise ModelError(
             f"model reference {ref!r}: importing module {module_name!r} raised {_describe(exc)}. Fix the "
             f"module (`python -c 'import {module_name}'` shows the traceback)."
@@ -305,7 +307,9 @@ def _build(ref: str, input_shape: tuple[int, int, int] | None, num_classes: int 
             model = factory(**kwargs)
     except InputTooSmall:
         raise
-    except (Exception, SystemExit) as exc:  # noqa: BLE001 - user code: whatever it raises is reported with context
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - user code: whatever it raises (a BaseException too) is reported
         raise ModelError(f"model {ref!r}: building it failed: its factory raised {_describe(exc)}"
                          + _allocation_hint(exc, factory, kwargs) + ".") from exc
     if "keras" in sys.modules:
@@ -431,7 +435,9 @@ def _allocation_hint(exc: BaseException, factory: Callable[..., nn.Module], kwar
             model = factory(**kwargs)
         layers = sorted(((sum(p.numel() for p in m.parameters(recurse=False)), name, m)
                          for name, m in model.named_modules()), key=lambda t: -t[0])
-    except (Exception, SystemExit):  # noqa: BLE001 - only a hint
+    except KeyboardInterrupt:
+        raise
+    except BaseException:  # noqa: BLE001 - only a hint
         return ""
     big = [(n, name, m) for n, name, m in layers[:2] if n]
     if not big:
@@ -470,7 +476,9 @@ def check_model_io(model: nn.Module, ref: str, input_shape: tuple[int, ...] = DE
     try:
         with torch.no_grad():
             out = model(torch.zeros(2, *input_shape))
-    except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure of user code is reported with context
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - any failure of user code is reported with context
         raise ModelError(
             f"model {ref!r} fails on a float batch of shape (2, {', '.join(map(str, input_shape))}): "
             f"{_describe(exc)}"
@@ -482,4 +490,9 @@ def check_model_io(model: nn.Module, ref: str, input_shape: tuple[int, ...] = DE
         raise ModelError(
             f"model {ref!r} maps a (2, {', '.join(map(str, input_shape))}) batch to {shape}; "
             f"expected (2, {num_classes}) logits."
+        )
+    if not out.is_floating_point():
+        raise ModelError(
+            f"model {ref!r} returns {out.dtype} values (shape {tuple(out.shape)}); expected float logits, one score "
+            "per class (the last layer's output, before any argmax, rounding or integer conversion)."
         )

@@ -155,7 +155,9 @@ _TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "
 
 
 def tex_escape(text: str) -> str:
-    return "".join(_TEX_ESCAPES.get(ch, ch) for ch in text)
+    """``text`` as LaTeX text: its special characters escaped, line breaks as
+    spaces (a blank line inside a table cell would end the paragraph)."""
+    return "".join(_TEX_ESCAPES.get(ch, ch) for ch in " ".join(text.splitlines()))
 
 
 # ----------------------------------------------------------------------------- paper-ready LaTeX

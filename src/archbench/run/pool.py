@@ -140,6 +140,9 @@ def _worker_init(payload: bytes, queue: Any, sys_path: list[str], modules: list[
         "log", None, warnings.formatwarning(message, category, filename, lineno, line).rstrip())
     cfg, data = pickle.loads(payload)
     register_specs(cfg)  # registered specs live in the parent's registry
+    # A worker's exit never waits for its progress messages to be written: where another worker was killed while
+    # writing (holding the queue's lock), waiting would keep this one alive for ever, and the pool's shutdown with it.
+    queue.cancel_join_thread()
     _W.update(cfg=cfg, data=data, queue=queue)
     _send("pid", None, os.getpid())
 
@@ -163,6 +166,7 @@ def _pool_unit_run(ref: str, seed: int, spec: int | str, run_dir: str, device: s
 
     key = (ref, seed)
     cfg, data = _W["cfg"], _W["data"]
+    _send("start", key, os.getpid())  # which worker runs it: a worker that dies names its unit
     with stop_on_signals(sigterm=True):
         unit = train_unit(ref, seed, cfg, data, Path(run_dir), torch.device(device), spec,
                           lambda **kw: _RemoteBar(key, **kw), lambda s: _send("log", key, s),
@@ -202,11 +206,15 @@ class _Progress:
         self.bars: dict[Any, Any] = {}
         self.slots: dict[Any, int] = {}
         self.pids: set[int] = set()
+        self.unit_pid: dict[Any, int] = {}  # (ref, seed) -> the worker that started it
 
     def handle(self, msg: tuple[str, Any, Any]) -> None:
         kind, key, payload = msg
         if kind == "pid":
             self.pids.add(int(payload))
+        elif kind == "start":
+            self.pids.add(int(payload))
+            self.unit_pid[key] = int(payload)
         elif kind == "log":
             self.log(payload)
         elif kind == "open" and self.progress is not None:
@@ -264,6 +272,7 @@ class PoolExecutor:
 
     def __init__(self, ctx: UnitContext, threads: int | str, jobs: int, decided: JobsDecision | None = None):
         self.ctx, self.spec, self.jobs, self.decided = ctx, threads, jobs, decided
+        self.queue: Any = None  # the current pool's progress queue (each pool has its own)
 
     def _layout(self, pending: list[tuple[str, int]]) -> tuple[int, SideBySide]:
         """(jobs, what each unit records), said in the log."""
@@ -290,24 +299,26 @@ class PoolExecutor:
         check_parallel_models([ref for ref, _ in pending], self.jobs)
         jobs, side_by_side = self._layout(pending)
         mpc = mp.get_context("spawn")
-        q = mpc.Queue()
         payload = pickle.dumps((ctx.cfg, ctx.data), protocol=pickle.HIGHEST_PROTOCOL)
-        initargs = (payload, q, [os.getcwd()] + [p for p in sys.path if p],
-                    _user_modules([ref for ref, _ in pending]), os.getpid())
+        common = ([os.getcwd()] + [p for p in sys.path if p], _user_modules([ref for ref, _ in pending]), os.getpid())
+        queues: list[Any] = []
 
         def new_pool() -> ProcessPoolExecutor:
+            # Each pool its own progress queue: a worker killed while writing may hold the old one's lock for ever.
+            queues.append(mpc.Queue())
+            self.queue = queues[-1]
             return ProcessPoolExecutor(max_workers=jobs, mp_context=mpc, initializer=_worker_init,
-                                       initargs=initargs)
+                                       initargs=(payload, queues[-1], *common))
 
         view = _Progress(ctx.progress, ctx.log)
         view.start(len(pending), jobs)
         running: dict[Future, tuple[str, int, int]] = {}
         pool = new_pool()
         try:
-            pool = self._schedule(list(pending), pool, new_pool, view, q, running, on_result, side_by_side)
-            view.drain(q)
+            pool = self._schedule(list(pending), pool, new_pool, view, running, on_result, side_by_side)
+            view.drain(self.queue)
         except KeyboardInterrupt:
-            _stop_workers(view, q, running, on_result, pool)
+            _stop_workers(view, self.queue, running, on_result, pool)
             pool.shutdown(wait=True, cancel_futures=True)
             names = ", ".join(f"{r} seed {s}" for r, s, _ in running.values())
             each = "each one's" if len(running) > 1 else "its"
@@ -316,17 +327,23 @@ class PoolExecutor:
         finally:
             view.close_all()
             pool.shutdown(wait=True, cancel_futures=True)
-            q.close()
-            q.join_thread()
+            for q in queues:  # this process only reads them: nothing of its own to flush
+                q.cancel_join_thread()
+                q.close()
 
     def _schedule(self, todo: list[tuple[str, int]], pool: ProcessPoolExecutor,
-                  new_pool: Callable[[], ProcessPoolExecutor], view: _Progress, q: Any,
+                  new_pool: Callable[[], ProcessPoolExecutor], view: _Progress,
                   running: dict[Future, tuple[str, int, int]], on_result: OnResult,
                   side_by_side: SideBySide) -> ProcessPoolExecutor:
         """Keep every worker slot busy until ``todo`` is done; returns the pool
-        in use (a broken pool is replaced: its other units fail too)."""
+        in use. A worker that dies (killed: the kernel's out-of-memory killer
+        sends SIGKILL) breaks the pool: its unit fails, named; the units the
+        pool stopped with it continue in a new pool from their last epoch
+        checkpoint (at most :data:`POOL_RETRIES` times each)."""
         slots = list(range(min(self.jobs, len(todo))))
         run_dir, device = str(self.ctx.run_dir.path), str(self.ctx.device)
+        procs: dict[int, Any] = {}  # pid -> the pool's worker Process (its exit code names a killed worker)
+        retries: dict[tuple[str, int], int] = {}
         while todo or running:
             while todo and slots:
                 ref, seed = todo.pop(0)
@@ -335,9 +352,12 @@ class PoolExecutor:
                 with _main_not_rerun():  # workers are spawned inside submit
                     fut = pool.submit(_pool_unit, ref, seed, self.spec, run_dir, device, side_by_side)
                 running[fut] = (ref, seed, slot)
+            procs.update(getattr(pool, "_processes", None) or {})
             done, _ = wait(list(running), timeout=0.1, return_when=FIRST_COMPLETED)
-            view.drain(q)
-            broken = False
+            view.drain(self.queue)
+            broken: list[tuple[str, int, BaseException]] = []
+            if any(_broke(f) for f in done):  # the pool marks every unit it ran failed: take them all at once
+                done = set(done) | wait(list(running), timeout=60)[0]
             for fut in done:
                 ref, seed, slot = running.pop(fut)
                 slots = sorted(slots + [slot])
@@ -347,18 +367,73 @@ class PoolExecutor:
                     running[fut] = (ref, seed, slot)
                     raise
                 except BrokenProcessPool as exc:
-                    broken = True
-                    unit = failed_unit(seed, exc, why="the worker process running this unit died (killed, out of "
-                                       "memory?)")
+                    broken.append((ref, seed, exc))
+                    continue
                 except Exception as exc:  # noqa: BLE001 - run_unit records failures; this is the pool's own
                     unit = failed_unit(seed, exc, why="the unit's worker failed")
-                view.drain(q)
+                view.drain(self.queue)
                 view.finished()
                 on_result(ref, seed, unit)
             if broken:
-                pool.shutdown(wait=True, cancel_futures=True)
+                self._after_break(broken, pool, procs, view, todo, retries, on_result)
+                procs.clear()
                 pool = new_pool()
         return pool
+
+    def _after_break(self, broken: list[tuple[str, int, BaseException]], pool: ProcessPoolExecutor,
+                     procs: dict[int, Any], view: _Progress, todo: list[tuple[str, int]],
+                     retries: dict[tuple[str, int], int], on_result: OnResult) -> None:
+        """A broken pool's units: the one whose worker died fails, named with
+        the signal that killed it; the others go back to ``todo`` (they resume
+        from their epoch checkpoints). Where no worker is known to have died
+        by a signal, every unit fails, as does one retried too often."""
+        view.drain(self.queue)
+        pool.shutdown(wait=False, cancel_futures=True)
+        killed = _killed_workers(procs)
+        for ref, seed, exc in broken:
+            pid = view.unit_pid.get((ref, seed))
+            if killed and pid not in killed and retries.get((ref, seed), 0) < POOL_RETRIES:
+                retries[(ref, seed)] = retries.get((ref, seed), 0) + 1
+                todo.insert(0, (ref, seed))
+                self.ctx.log(f"[{ref}] seed {seed}: stopped when worker {', '.join(map(str, killed))} died; it "
+                             "continues from its last epoch checkpoint in a new worker")
+                continue
+            how = f"killed by {killed[pid]}" if pid in killed else "stopped when the pool broke"
+            why = (f"the worker process running this unit (pid {pid}) died, {how} (the kernel's out-of-memory killer "
+                   "sends SIGKILL); its last epoch checkpoint is kept" if pid is not None else
+                   "its worker process died before it started (killed, out of memory?)")
+            view.finished()
+            on_result(ref, seed, failed_unit(seed, exc, why=why))
+
+
+POOL_RETRIES = 2  # times a unit stopped by another worker's death continues in a new pool
+
+
+def _broke(fut: Future) -> bool:
+    return not fut.cancelled() and isinstance(fut.exception(), BrokenProcessPool)
+
+
+def _killed_workers(procs: dict[int, Any], grace: float = 30.0) -> dict[int, str]:
+    """{pid: signal name} of the pool's workers that a signal other than
+    SIGTERM (the pool's own stop) ended. Waits up to ``grace`` seconds for
+    the workers to end, then kills what is left (a worker that cannot stop
+    would keep the pool's shutdown waiting for ever)."""
+    deadline = time.monotonic() + grace
+    for p in procs.values():
+        p.join(max(0.0, deadline - time.monotonic()))
+        if p.exitcode is None:
+            with contextlib.suppress(OSError):
+                p.kill()
+            p.join(5)
+    out = {}
+    for pid, p in procs.items():
+        code = p.exitcode
+        if code is not None and code < 0 and -code != signal.SIGTERM:
+            try:
+                out[pid] = signal.Signals(-code).name
+            except ValueError:
+                out[pid] = f"signal {-code}"
+    return out
 
 
 @contextlib.contextmanager

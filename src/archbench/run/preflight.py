@@ -88,9 +88,76 @@ def _check_models(cfg: StudyConfig, data: Any, shape: tuple[int, ...], classes: 
                              "rename one.")
         stems[stem] = ref
     for ref in cfg.models:
-        model = create_model(ref, input_shape=shape, num_classes=classes)
-        check_model_io(model, ref, shape, classes)
-        _check_smallest_batch(model, ref, cfg.train_config_for(ref).batch_size, len(data.train_labels), shape)
+        before = _global_state()
+        try:
+            model = create_model(ref, input_shape=shape, num_classes=classes)
+            _same_global_state(before, ref, "built")
+            check_model_io(model, ref, shape, classes)
+            _same_global_state(before, ref, "run")
+            _check_smallest_batch(model, ref, cfg.train_config_for(ref).batch_size, len(data.train_labels), shape)
+            _check_training_step(model, ref, cfg.train_config_for(ref), data)
+            _same_global_state(before, ref, "trained")
+        finally:
+            _restore_global_state(before)
+
+
+def _global_state() -> dict[str, Any]:
+    """The global PyTorch settings a model's code could change for every later model and unit."""
+    return {"default dtype": torch.get_default_dtype(), "grad mode": torch.is_grad_enabled()}
+
+
+def _restore_global_state(state: dict[str, Any]) -> None:
+    torch.set_default_dtype(state["default dtype"])
+    torch.set_grad_enabled(state["grad mode"])
+
+
+def _same_global_state(before: dict[str, Any], ref: str, when: str) -> None:
+    """Refuse a model whose code changed PyTorch's global state (``when``:
+    as it was built, run or trained): every later model and unit would train
+    under it, and the run's numbers would depend on the order of the models."""
+    now = _global_state()
+    changed = [f"{k} {before[k]} -> {now[k]}" for k in before if now[k] != before[k]]
+    if changed:
+        _restore_global_state(before)
+        raise ModelError(
+            f"model {ref!r} changes PyTorch's global state when {when}: {'; '.join(changed)}. Every model and unit "
+            "after it would run under that setting. Remove the call from the model's code (torch.set_default_dtype, "
+            "torch.set_grad_enabled, a torch.no_grad() entered and not left); set a layer's dtype with "
+            "module.to(dtype) instead.")
+
+
+def _check_training_step(model: torch.nn.Module, ref: str, tcfg: Any, data: Any) -> None:
+    """One training step of a copy of ``model`` under its recipe (optimizer,
+    loss, precision), on CPU, on the first two training images, so that a
+    model whose code changes PyTorch's global state only when it trains is
+    refused too (the caller compares the state after). An error the step
+    raises is not a refusal: the model's units fail with it, recorded, as a
+    model that fails later in training does. Torch's RNG state is restored
+    (dropout draws from it). Skipped where the recipe runs on an
+    accelerator."""
+    import copy
+
+    from archbench.train.evaluate import to_input
+    from archbench.train.step import build_step, resolve_device
+
+    cpu = torch.device("cpu")
+    if resolve_device(tcfg.device).type != "cpu":
+        return
+    n = min(2, len(data.train_labels))
+    rng = torch.get_rng_state()
+    try:
+        work = copy.deepcopy(model).to(cpu).train()
+        setup = build_step(work, tcfg, cpu)
+        x = to_input(data.train_images[:n], cpu)
+        if setup.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        setup.step(x, data.train_labels[:n].to(cpu), torch.zeros(()), torch.zeros(n, dtype=torch.long))
+    except KeyboardInterrupt:
+        raise
+    except BaseException:  # noqa: BLE001, S110 - user code: its units fail with this error, each recorded
+        pass
+    finally:
+        torch.set_rng_state(rng)
 
 
 def _check_smallest_batch(model: torch.nn.Module, ref: str, batch_size: int, n: int, shape: tuple) -> None:
@@ -106,7 +173,9 @@ def _check_smallest_batch(model: torch.nn.Module, ref: str, batch_size: int, n: 
     try:
         with torch.no_grad():
             model(torch.zeros(1, *shape))
-    except (Exception, SystemExit) as exc:  # noqa: BLE001 - user code: reported with the way out
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - user code (any BaseException): reported with the way out
         batches = (f"{n:,} = {n // bs:,} x {bs} + 1" if n > bs else f"batch size {bs}")
         raise UsageError(
             f"model {ref!r} cannot train on a batch of one sample ({type(exc).__name__}: {exc}), and its training "

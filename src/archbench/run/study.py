@@ -446,7 +446,9 @@ def measure_entry(entry: ModelRecord, ref: str, cfg: StudyConfig, train_samples:
         if failed:  # the costs that could not be measured, each with its reason; the others stand
             entry["measurement_error"] = "; ".join(f"{k}: {v}" for k, v in failed.items())
             log(f"[{ref}] measuring {', '.join(failed)} FAILED — {entry['measurement_error']}")
-    except (Exception, SystemExit) as exc:  # noqa: BLE001 - recorded; training still runs
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - recorded; training still runs
         if stop_requested():
             raise KeyboardInterrupt from None
         entry["measurement_error"] = f"{type(exc).__name__}: {exc}"

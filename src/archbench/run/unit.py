@@ -227,7 +227,7 @@ def run_unit(ref: str, seed: int, cfg: StudyConfig, data: Any, run_dir: Path, pr
         return unit
     except (KeyboardInterrupt, Interrupted, OutputError):
         raise
-    except (Exception, SystemExit) as exc:  # noqa: BLE001 - a failing model must not sink the run
+    except BaseException as exc:  # noqa: BLE001 - a failing model must not sink the run
         return failed_unit(seed, exc, whose=f"{ref} seed {seed}", run_dir=rd.path)
 
 
