@@ -363,6 +363,15 @@ CASES = {
 }
 
 
+CASES["threads of 2**40"] = (lambda r: r["execution"].__setitem__("threads", 2**40),
+                             "execution.threads: expected 'auto' or a count from 1 to 4096, found the number "
+                             "1099511627776")
+CASES["threads as a word"] = (lambda r: r["execution"].__setitem__("threads", "x"),
+                              "execution.threads: expected 'auto' or an integer, found the string 'x'")
+CASES["no test labels"] = (lambda r: r["dataset"].pop("test_labels"),
+                           "dataset.test_labels: expected a list of integers, found nothing (the key is missing)")
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_each_reported_damage_names_the_file_and_the_field(recorded, tmp_path_factory, capsys, case):
     change, words = CASES[case]
@@ -476,11 +485,7 @@ def test_the_recorded_thread_and_job_counts_are_bounded_as_the_options_are():
     assert MAX_RECORDED_COUNT == MAX_THREADS == MAX_JOBS
 
 
-CASES["threads of 2**40"] = (lambda r: r["execution"].__setitem__("threads", 2**40),
-                             "execution.threads: expected 'auto' or a count from 1 to 4096, found the number "
-                             "1099511627776")
-CASES["threads as a word"] = (lambda r: r["execution"].__setitem__("threads", "x"),
-                              "execution.threads: expected 'auto' or an integer, found the string 'x'")
+
 
 
 def test_plots_of_a_record_that_reads(recorded, tmp_path_factory, capsys):

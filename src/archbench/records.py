@@ -349,7 +349,7 @@ class DatasetCard(TypedDict):
     split: NotRequired[DatasetSplit | None]
     source: NotRequired[str]
     notes: NotRequired[list[str]]
-    test_labels: NotRequired[list[int]]  # paired statistics need them
+    test_labels: list[int]  # paired statistics need them (the report compares models image by image)
 
 
 class RecordedConfig(TypedDict):
