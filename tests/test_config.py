@@ -164,7 +164,8 @@ def test_resume_through_the_cli_refuses_before_running(tmp_path, capsys):
     cfg = cli_config("--models", "mlp", "--epochs", "2")
     (run / "results.json").write_text(json.dumps({"schema": "archbench.run/2", "name": "r",
                                                   "config": cfg.to_dict(), "environment": {},
-                                                  "dataset": {}, "models": {}}))
+                                                  "dataset": {"name": "fashion-mnist", "test_labels": []},
+                                                  "models": {}}))
     assert main(["run", "--resume", str(run), "--epochs", "5"]) == 2
     assert "epochs (model mlp): stored 2, given 5" in capsys.readouterr().err
 

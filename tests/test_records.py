@@ -6,7 +6,7 @@ from archbench.records import RecordError, atomic_write_text, load_record, new_r
 
 
 def test_round_trip_and_no_temporary_left(tmp_path):
-    rec = new_record("x", {"models": ["mlp"]}, {"python": "3"}, {"name": "d"})
+    rec = new_record("x", {"models": ["mlp"]}, {"python": "3"}, {"name": "d", "test_labels": [0, 1]})
     rec["models"]["mlp"] = {"measurements": None, "measurement_error": "x", "units": []}
     save_record(rec, tmp_path)
     assert load_record(tmp_path) == rec

@@ -304,6 +304,31 @@ class UnitTraining(TypedDict):
     batched_with: NotRequired[list[int] | None]
 
 
+class DatasetSplit(TypedDict, total=False):
+    """How the dataset's splits were made (archbench.data.split)."""
+
+    test: dict[str, Any] | None
+    val: dict[str, Any] | None
+    operations: list[dict[str, Any]]
+
+
+class Normalization(TypedDict, total=False):
+    mean: list[float] | None
+    std: list[float] | None
+    applied: str
+
+
+class Environment(TypedDict, total=False):
+    """archbench.env.environment(): the keys the report reads; the rest are kept as they are."""
+
+    cpu: str
+    cpu_count: int | None
+    usable_cpus: int | None
+    load_average: list[float] | None
+    torch_threads: int
+    torch_interop_threads: int
+
+
 class DatasetCard(TypedDict):
     """The dataset a run used (archbench.data.Dataset.describe()); the keys
     not listed are kept as they are."""
@@ -320,16 +345,11 @@ class DatasetCard(TypedDict):
     identity_sha256: NotRequired[str | None]
     class_counts: NotRequired[dict[str, list[int]]]
     balance: NotRequired[dict[str, float | None]]
-    normalization: NotRequired[dict[str, Any]]
+    normalization: NotRequired[Normalization]
+    split: NotRequired[DatasetSplit | None]
     source: NotRequired[str]
     notes: NotRequired[list[str]]
-    test_labels: NotRequired[list[int]]  # paired statistics need them
-
-
-class ConfigSources(TypedDict, total=False):
-    """Where each configured value came from (cli, file, default, ...)."""
-
-    train: dict[str, dict[str, Any]]
+    test_labels: list[int]  # paired statistics need them (the report compares models image by image)
 
 
 class RecordedConfig(TypedDict):
@@ -340,7 +360,7 @@ class RecordedConfig(TypedDict):
     models: list[str]
     seeds: NotRequired[list[int] | dict[str, Any]]
     train: NotRequired[dict[str, dict[str, Any]]]
-    sources: NotRequired[ConfigSources]
+    sources: NotRequired[dict[str, str | dict[str, dict[str, str]]]]  # where each value came from: cli, default, ...
     specs: NotRequired[dict[str, Any]]
     notes: NotRequired[list[str]]
 
@@ -407,6 +427,8 @@ REFINED: dict[tuple[type, str], Any] = {
     (RunRecord, "config"): RecordedConfig,
     (RunRecord, "dataset"): DatasetCard,
     (RunRecord, "configs"): NotRequired[dict[str, RecordedConfig]],
+    (RunRecord, "environment"): Environment,
+    (RunRecord, "environments"): NotRequired[dict[str, Environment]],
     (ModelRecord, "measurements"): Measurements | None,
     (Unit, "status"): Literal["ok", "failed"],
     (Unit, "timings"): NotRequired[UnitTimings],
