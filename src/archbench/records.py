@@ -269,13 +269,15 @@ class Params(TypedDict):
 
 
 class Measurements(TypedDict):
-    params: Params
+    # Each cost is measured on its own: one that failed is absent, its reason in ``errors``.
+    params: NotRequired[Params]
     step: NotRequired[dict[str, Any]]
     inference: NotRequired[dict[str, Any]]
-    flops: FlopsRecord
-    memory: MemoryRecord
+    flops: NotRequired[FlopsRecord]
+    memory: NotRequired[MemoryRecord]
     speed: NotRequired[Speed]
-    saved_size_bytes: SavedSizes
+    saved_size_bytes: NotRequired[SavedSizes]
+    errors: NotRequired[dict[str, str]]
     reference: NotRequired[ReferenceStep | None]
 
 

@@ -627,6 +627,19 @@ def epochs_sentence(ec: dict | None, an: dict) -> str | None:
     return text
 
 
+def _epochs_or_why(record: RunRecord, an: dict) -> str | None:
+    """The equal-epochs sentence under a budget, or why there is none (the budget ends before a recipe's epochs)."""
+    text = epochs_sentence(epochs_comparison(record, an["alpha"]), an)
+    if text or len(an["ranked"]) < 2:
+        return text
+    short = [m for m, e in record.get("models", {}).items()
+             if any(u.get("status") == "ok" and not u.get("at_epochs") for u in e.get("units", []))]
+    if not short:
+        return None
+    return (f"No equal-epochs verdict: the budget ends before the recipe's epochs for {name_list(short)} (a larger "
+            "budget, or fewer --epochs, gives one).")
+
+
 def bottom_line(an: dict, record: RunRecord) -> list[str]:
     """2-5 sentences answering the seed notebook's questions: which model is
     more accurate, which is cheaper, the trade-off (and the caveat that limits them)."""
@@ -637,7 +650,7 @@ def bottom_line(an: dict, record: RunRecord) -> list[str]:
     tuned = tuned_words(tuning_summary(record))
     if tuned:
         accuracy = tuned[0].upper() + tuned[1:] + ". " + accuracy
-    sentences = [accuracy, epochs_sentence(epochs_comparison(record, an["alpha"]), an) if compute else None,
+    sentences = [accuracy, _epochs_or_why(record, an) if compute else None,
                  _cheaper_sentence(an), _tradeoff_sentence(an),
                  _caveat_sentence(an, record, said_seeds="cannot separate architectures" in accuracy)]
     return [s for s in sentences if s][:5]

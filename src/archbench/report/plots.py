@@ -116,7 +116,13 @@ def _plain_ticks(axis: Axis) -> None:
     """Tick labels as plain numbers (3, 10, 30), not 10^k, on a log axis."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    fmt = FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 100 else f"{v:g}")
+    def label(v: float, _: object) -> str:
+        for scale, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M")):
+            if v >= scale:
+                return f"{v / scale:g}{prefix}"
+        return f"{v:,.0f}" if v >= 100 else f"{v:g}"
+
+    fmt = FuncFormatter(label)
     axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     axis.set_major_formatter(fmt)
     axis.set_minor_formatter(NullFormatter())
@@ -357,6 +363,7 @@ def accuracy_vs_compute(record: RunRecord) -> Figure | None:
     if budget.get("budget_seconds"):
         axes[1].axvline(budget["budget_seconds"], color="k", ls="--", lw=1, label="the budget")
     axes[0].set_xscale("log")
+    _plain_ticks(axes[0].xaxis)  # (mathtext is off: matplotlib's 10^k labels would print as raw TeX)
     axes[0].set_xlabel("training FLOPs spent (matmul/conv, log scale)")
     axes[1].set_xlabel("training seconds spent (this machine)")
     axes[0].set_ylabel("held-out accuracy, %")
@@ -394,6 +401,7 @@ def tuning_trials(record: RunRecord) -> Figure | None:
         return None
     if min(xs) > 0:
         ax.set_xscale("log")
+        _plain_ticks(ax.xaxis)
     ax.set_xlabel(f"{key} (trial value)")
     ax.set_ylabel("validation accuracy, %")
     ax.legend(fontsize=8)

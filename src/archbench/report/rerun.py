@@ -30,11 +30,17 @@ def run_command(record: RunRecord, names: list[str], seeds: str, extra: tuple[st
     ds = cfg.get("dataset")
     if isinstance(ds, str) and ds != "fashion-mnist":
         parts += ["--dataset", ds]
-    for key in ("train_limit", "test_limit", "val_split", "budget_flops", "target"):
+    for key in ("train_limit", "test_limit", "val_split", "budget_flops", "budget_seconds", "target", "trials"):
         if isinstance(cfg.get(key), (int, float)) and not isinstance(cfg.get(key), bool):
-            parts += ["--" + key.replace("_", "-"), f"{cfg[key]:g}" if key == "budget_flops" else str(cfg[key])]
-    if cfg.get("match") == "flops":  # the same comparison: at equal training compute
-        parts += ["--match", "flops"]
+            parts += ["--" + key.replace("_", "-"), f"{cfg[key]:g}" if key.startswith("budget") else str(cfg[key])]
+    if cfg.get("match") in ("flops", "time"):  # the same comparison: at equal training compute or time
+        parts += ["--match", str(cfg["match"])]
+    tune = cfg.get("tune")
+    if isinstance(tune, dict) and tune:  # the same comparison: after equal tuning effort
+        parts += ["--tune", ",".join(k + (f"={r[0]:g}:{r[1]:g}" if isinstance(r, list) and len(r) == 2 else "")
+                                     for k, r in tune.items())]
+        if cfg.get("tune_per_seed"):
+            parts.append("--tune-per-seed")
     train = cfg.get("train") or {}
     sources = lookup(cfg, "sources", "train") or {}
     for key in TRAIN_KEYS:

@@ -34,7 +34,8 @@ def tuning_summary(record: RunRecord) -> dict[str, Any] | None:
         tuned = e.get("tuned") or {}
         models[m] = {
             "trials": [{"trial": u.get("trial"), "seed": u.get("seed"), "params": u.get("params") or {},
-                        "status": u.get("status"), "accuracy": (u.get("validation") or {}).get("accuracy")}
+                        "status": u.get("status"), "accuracy": (u.get("validation") or {}).get("accuracy"),
+                        "error": u.get("error")}
                        for u in trials],
             "chosen": tuned.get("by_seed") or {}, "failed": tuned.get("failed") or [],
             "seconds": seconds, "flops": samples * fps if fps else None,
@@ -56,8 +57,8 @@ def tuned_words(ts: dict[str, Any] | None) -> str | None:
             chosen.append(f"{m} " + " / ".join(_values(p["params"]) for p in picks) + " by seed")
         else:
             chosen.append(f"{m} {_values(picks[0]['params'])}")
-    same = "the same " if len(ts["models"]) > 1 else ""
-    return (f"tuned by validation accuracy over {same}{ts['trials']} trials of {' and '.join(ts['keys'])}"
+    each = " each" if len(ts["models"]) > 1 else ""
+    return (f"tuned by validation accuracy over {ts['trials']} trials{each} of {' and '.join(ts['keys'])}"
             + (" per seed" if ts["per_seed"] else "") + f": {', '.join(chosen)}")
 
 
@@ -67,14 +68,15 @@ def tuning_blocks(record: RunRecord) -> list:
     if not ts:
         return []
     val = fmt_count(lookup(record, "dataset", "val_samples"))
-    ranges = "; ".join(f"{k} " + (f"from {r[0]:g} to {r[1]:g}" if r else "from a tenth to ten times the recipe's "
-                                  "value") for k, r in ts["ranges"].items())
+    ranges = "; ".join(f"{k} " + (f"from {r[0]:g} to {r[1]:g}" if r else "from a tenth to ten times each model's own "
+                                  "recipe value") for k, r in ts["ranges"].items())
     blocks: list = [
         Heading(2, "How was each model tuned?"),
-        Para(f"Equal tuning effort: every model tried the same {ts['trials']} values ({ranges}; geometric spacing "
-             "where the range is positive), each trial trained with the study's budget on the training split less "
-             f"the {val} validation images and scored by its final validation accuracy; the test set was not "
-             "looked at. Each model's seeds then trained with its best value"
+        Para(f"Equal tuning effort: every model had the same number of trials, {ts['trials']} ({ranges}; geometric "
+             "spacing where the range is positive), each trial trained with the study's budget on the training "
+             f"split less the {val} validation images and scored by its final validation accuracy; the test set was "
+             "not looked at. The best score wins; among equal scores, the value nearest the middle of the range "
+             "(with few validation images, ties happen). Each model's seeds then trained with its best value"
              + (", each seed with the value its own trials chose." if ts["per_seed"] else
                 " (chosen from the trials of the first seed).")),
     ]
@@ -83,9 +85,10 @@ def tuning_blocks(record: RunRecord) -> list:
         for t in r["trials"]:
             acc = t["accuracy"]
             picked = r["chosen"].get(str(t["seed"]), {}).get("trial") == t["trial"]
+            failed = "failed: " + str(t.get("error") or "?").splitlines()[0][:160]
             rows.append((str(m), str(t["trial"] + 1 if isinstance(t["trial"], int) else "?"), str(t["seed"]),
                          _values(t["params"]),
-                         (f"{100 * acc:.2f} %" if isinstance(acc, float) and math.isfinite(acc) else "failed")
+                         (f"{100 * acc:.2f} %" if isinstance(acc, float) and math.isfinite(acc) else failed)
                          + (" (chosen)" if picked else "")))
     blocks.append(Table(("model", "trial", "seed", "values", "validation accuracy"), rows))
     items = []
@@ -93,7 +96,10 @@ def tuning_blocks(record: RunRecord) -> list:
         cost = fmt_seconds(r["seconds"]) + " of training steps" + (
             f", {fmt_si(r['flops'], 'FLOPs')}" if r["flops"] else "")
         edges = sorted({e for c in r["chosen"].values() for e in c.get("edge", [])})
-        items.append(f"{m}: tuning cost {cost} over {len(r['trials'])} trials"
+        scored = sum(1 for t in r["trials"] if t["status"] == "ok")
+        lost = f" ({len(r['trials']) - scored} failed, so the choice is among {scored})" if scored < len(r["trials"]) \
+            else ""
+        items.append(f"{m}: tuning cost {cost} over {len(r['trials'])} trials{lost}"
                      + (f"; **warning**: the best value is at the {', '.join(edges)} edge of the range tried, so a "
                         "better one may lie outside it (widen the range)" if edges else "")
                      + (f"; every trial of seed(s) {r['failed']} failed" if r["failed"] else "") + ".")

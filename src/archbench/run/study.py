@@ -257,7 +257,7 @@ class _Study:
         cfg, record, data = self.cfg, self.record, self.data
         for ref in cfg.models:
             entry = model_entry(record, ref)
-            if not entry.get("measurements"):
+            if not entry.get("measurements") or (entry.get("measurements") or {}).get("errors"):  # again if one failed
                 measure_entry(entry, ref, cfg, len(data.train_labels), self.device, self.x.timing, self.log,
                               *data_shape(data))
                 save_record(record, self.run_dir.path)

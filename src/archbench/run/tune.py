@@ -106,4 +106,5 @@ def untuned_failure(model: str, record: RunRecord) -> TrainingError:
     errors = [u.get("error", "") for u in record["models"][model].get("trials", []) if u["status"] != "ok"]
     first = f" (the first: {errors[0]})" if errors else ""
     return TrainingError(f"every tuning trial of {model} failed{first}, so no value was chosen for its seeds; fix "
-                         f"the model or the range and resume the run.")
+                         "the model and resume the run (archbench run --resume RUN_DIR), or start a new run with "
+                         "another --tune range.")
