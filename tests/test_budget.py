@@ -261,3 +261,16 @@ def test_a_study_at_equal_time(tmp_path):
             assert u["at_epochs"]["step"] == 10  # the recipe's one epoch, reached within the second
     md = (tmp_path / "t" / "report.md").read_text()
     assert "At equal training time" in md and "belongs to this machine" in md and "8/8 of the budget" in md
+
+
+def test_compare_refuses_to_merge_runs_that_answer_different_questions():
+    from archbench.records import merge_records
+
+    def rec(name, **cfg):
+        return {"name": name, "dataset": {"name": "d"}, "config": cfg, "models": {}, "environment": {}}
+
+    with pytest.raises(UsageError, match="equal training FLOPs .* vs equal training time \\(3 s\\)"):
+        merge_records([rec("a", match="flops"), rec("b", match="time", budget_seconds=3)], "m")
+    with pytest.raises(UsageError, match="equal epochs vs equal epochs, tuned \\(lr, 5 trials\\)"):
+        merge_records([rec("a"), rec("b", tune={"lr": None})], "m")
+    assert merge_records([rec("a", match="flops"), rec("b", match="flops")], "m")["merged_from"] == ["a", "b"]

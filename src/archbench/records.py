@@ -890,6 +890,18 @@ def upgrade_record(record: dict) -> RunRecord:
     return out  # type: ignore[return-value]
 
 
+def _comparison(record: RunRecord) -> str:
+    """What a run's verdicts compare at: equal epochs, a FLOP or time budget, after tuning (for compare's check)."""
+    cfg = record.get("config") or {}
+    match = cfg.get("match") or "epochs"
+    text = {"flops": f"equal training FLOPs ({cfg.get('budget_flops') or 'the costliest model'!s})",
+            "time": f"equal training time ({cfg.get('budget_seconds')!s} s)"}.get(str(match), "equal epochs")
+    if cfg.get("tune"):
+        text += (f", tuned ({', '.join(cfg['tune'])}, {cfg.get('trials', 5)} trials"
+                 + (" per seed" if cfg.get("tune_per_seed") else "") + ")")
+    return text
+
+
 def merge_records(records: list[RunRecord], name: str) -> RunRecord:
     """One record holding every model of every run. Runs must share the
     dataset and its test set (same name, size, labels and classes), or the
@@ -908,6 +920,12 @@ def merge_records(records: list[RunRecord], name: str) -> RunRecord:
                     f"runs {base['name']!r} and {rec['name']!r} are incompatible: dataset {k} — {shown}. "
                     "Only runs on the same dataset and test set can be compared."
                 )
+    for rec in records[1:]:
+        a, b = _comparison(base), _comparison(rec)
+        if a != b:
+            raise UsageError(f"runs {base['name']!r} and {rec['name']!r} answer different questions: {a} vs {b}. A "
+                             "merged verdict would mix them; compare runs made with the same --match, budget and "
+                             "--tune.")
     names = [r["name"] for r in records]
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
