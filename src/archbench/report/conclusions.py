@@ -196,8 +196,9 @@ def target_conclusions(tg: dict | None) -> list:
     if len(reached) >= 2:
         low = min(reached, key=lambda m: reached[m])
         lead = f" Fewest training FLOPs to it, by the seeds' means: **{low}**."
+    when = "at each eighth of the budget" if tg.get("budget") else "after each epoch"
     return [Para(f"Target: {100 * tg['value']:.2f} % held-out accuracy ({tg['source']}). Cost where each model's "
-                 "learning curve (held-out accuracy after each epoch) first reaches it, interpolated linearly "
+                 f"learning curve (held-out accuracy {when}) first reaches it, interpolated linearly "
                  "between the evaluations around it:" + lead), Bullets(items)]
 
 

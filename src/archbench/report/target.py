@@ -118,7 +118,7 @@ def target_costs(record: RunRecord, target: float | None = None) -> dict[str, An
     else:
         source = "--target"
     goal = float(target)
-    out: dict[str, Any] = {"value": goal, "source": source, "models": {}}
+    out: dict[str, Any] = {"value": goal, "source": source, "models": {}, "budget": bool(record.get("budget"))}
     for m, entry in record["models"].items():
         got = []
         units = [u for u in entry.get("units", []) if u.get("status") == "ok" and u.get("history")]
