@@ -53,3 +53,11 @@ def test_mlflow_dir_logs_a_run_without_third_party_warnings(tmp_path, fashion_di
     unit = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("archbench.model") == "mlp"]
     assert len(unit) == 1 and unit[0].data.tags["archbench.model_format"].startswith("mlflow.pytorch, pickle")
     assert "model" in {a.path for a in client.list_artifacts(unit[0].info.run_id)}
+
+
+def test_a_malformed_uri_is_a_named_error(tmp_path):
+    from archbench.errors import UsageError
+    from archbench.run.tracking import store_uri
+
+    with pytest.raises(UsageError, match=r"--mlflow 'http://\[::1' is not a URI"):
+        store_uri("http://[::1", tmp_path)  # urllib raises ValueError on an unclosed IPv6 bracket

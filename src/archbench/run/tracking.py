@@ -58,7 +58,11 @@ def store_uri(given: str, out_dir: str | Path) -> tuple[str, str | None]:
 
     if given == "default":
         return default_uri(out_dir), None
-    parts = urllib.parse.urlsplit(given)
+    try:
+        parts = urllib.parse.urlsplit(given)
+    except ValueError as exc:  # e.g. an unclosed IPv6 bracket: http://[::1
+        raise UsageError(f"--mlflow {given!r} is not a URI ({exc}). Expected sqlite:///path/mlflow.db, a "
+                         "directory, or http(s)://host:port.") from None
     if parts.scheme not in ("", "file") and len(parts.scheme) > 1:  # a one-letter scheme is a Windows drive
         return given, None
     path = Path(urllib.request.url2pathname(parts.path)) if parts.scheme == "file" else Path(given)
