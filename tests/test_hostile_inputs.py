@@ -377,7 +377,7 @@ from archbench.data import load_dataset
 from archbench.run.study import run_units_locally
 
 d, run_dir = sys.argv[1], Path(sys.argv[2])
-cfg = resolve({"models": ["mlp"], "seeds": [0, 1], "epochs": 40, "batch_size": 64, "data_dir": d,
+cfg = resolve({"models": ["mlp"], "seeds": [0, 1], "epochs": 400, "batch_size": 64, "data_dir": d,
                "verify": False}, source=Source.API)
 data = load_dataset("fashion-mnist", d, verify=False)
 run_units_locally([("mlp", 0), ("mlp", 1)], cfg, data, run_dir,
@@ -410,7 +410,10 @@ def test_a_pool_worker_killed_mid_unit_fails_its_unit_and_the_run_finishes(tmp_p
         deadline = time.monotonic() + 90
         while not all(c.exists() for c in ckpts) and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.05)
-        assert all(c.exists() for c in ckpts), "both units should be training"
+        # (400 epochs of 8 steps: long enough on a quiet machine that both units are still training here; the
+        # 40 it had took about a second, and a unit could finish before the other's checkpoint appeared)
+        assert all(c.exists() for c in ckpts), "both units should be training" + (
+            "" if proc.poll() is None else ": the run ended first:\n" + (proc.communicate()[0] or "")[-3000:])
         children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
         workers = [int(pid) for pid in children
                    if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")]
