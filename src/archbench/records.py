@@ -455,6 +455,12 @@ def lookup(d: Any, *path: str) -> Any:
     return d
 
 
+def unit_samples(unit: Unit) -> float:
+    """The training images a unit went through, from its timings (0 without them; a failed unit has none)."""
+    t = unit.get("timings") or {}
+    return float(t.get("samples_per_second") or 0.0) * float(t.get("train_seconds") or 0.0)
+
+
 def source_run(record: RunRecord, model: str) -> str | None:
     """The run a merged record's model came from (None for a plain record)."""
     runs = record.get("merged_from")

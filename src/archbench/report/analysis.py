@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from archbench.records import ModelRecord, RunRecord, Unit, lookup, source_run
+from archbench.records import ModelRecord, RunRecord, Unit, lookup, source_run, unit_samples
 from archbench.stats import accuracy_summary, compare_pair, verdict_rule
 
 # (key, label, kind) — kind picks the unit renderer.
@@ -179,7 +179,7 @@ def _budget_epochs(record: RunRecord, budget: dict, ok: list) -> float | None:
     """Epochs a budgeted model trained: planned (a FLOP budget), or reached in the mean (a time budget)."""
     if "epochs" in budget:
         return round(budget["epochs"], 2)
-    samples = [u["timings"]["samples_per_second"] * u["timings"]["train_seconds"] for u in ok if u.get("timings")]
+    samples = [unit_samples(u) for u in ok if u.get("timings")]
     n = lookup(record, "budget", "n_train")
     return round(sum(samples) / len(samples) / n, 2) if samples and n else None
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator
 
-from archbench.records import RunRecord, lookup
+from archbench.records import RunRecord, lookup, unit_samples
 from archbench.report.analysis import (
     CONDITION_WORDS,
     COST_AXES,
@@ -140,14 +140,16 @@ def _time_words(record: RunRecord, budget: dict) -> str:
         if not units:
             continue
         steps = sum(float(u["timings"]["steps"]) for u in units) / len(units)
-        samples = sum(u["timings"]["samples_per_second"] * u["timings"]["train_seconds"] for u in units) / len(units)
+        samples = sum(unit_samples(u) for u in units) / len(units)
         flops = f", {fmt_si(samples * b['flops_per_sample'], 'FLOPs')}" if b.get("flops_per_sample") else ""
         each.append(f"{m} {samples / budget['n_train']:.2f} epochs ({steps:,.0f} steps{flops}"
                     + (", mean over seeds" if len(units) > 1 else "") + ")")
     cpu = lookup(record, "environment", "cpu") or "this machine's CPU"
+    shared = any(u.get("side_by_side") for e in record["models"].values() for u in e.get("units", []))
     return (f"at equal training time — {fmt_seconds(budget['budget_seconds'])} of training steps each, on "
-            f"{cpu} under the load recorded with each unit (a comparison that belongs to this machine and load): "
-            + ", ".join(each))
+            f"{cpu} under the load recorded with each unit (a comparison that belongs to this machine and load"
+            + ("; units trained side by side (--jobs), sharing the cores, so a second bought less than alone"
+               if shared else "") + "): " + ", ".join(each))
 
 
 def compute_words(record: RunRecord) -> str | None:

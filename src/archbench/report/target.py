@@ -140,6 +140,20 @@ def _decode(bits: str, n: int) -> torch.Tensor:
     return torch.from_numpy(raw.astype(np.int64))
 
 
+def _at_point(record: RunRecord, model: str, pts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The seeds' evaluations of ``model`` at one point of a budget (curve
+    points or ``at_epochs``): ``correct`` ((seeds, n) per-image correctness;
+    None when the split's size is not recorded), mean ``accuracy``,
+    ``samples``, ``flops`` (NaN where not measured) and ``seconds``."""
+    ds, budget = record.get("dataset", {}), record["budget"]
+    n = len(ds.get("test_labels") or []) if pts[0]["split"] == "test" else int(ds.get("val_samples") or 0)
+    fps = budget["models"][model].get("flops_per_sample")
+    samples = statistics.fmean(p["samples"] for p in pts)
+    return {"correct": torch.stack([_decode(p["correct"], n) for p in pts]) if n else None,
+            "accuracy": statistics.fmean(p["accuracy"] for p in pts), "samples": samples,
+            "flops": samples * fps if fps else math.nan, "seconds": statistics.fmean(p["seconds"] for p in pts)}
+
+
 def budget_leads(record: RunRecord, alpha: float = 0.05) -> list[dict[str, Any]] | None:
     """With ``--match flops``: at each of the curve's points (k/8 of the
     budget, the same for every model), each model's mean held-out accuracy
@@ -157,17 +171,9 @@ def budget_leads(record: RunRecord, alpha: float = 0.05) -> list[dict[str, Any]]
     k_max = min(len(c) for cs in curves.values() for c in cs)
     out = []
     for k in range(k_max):
-        correct, acc, flops, seconds = {}, {}, {}, {}
-        for m, cs in curves.items():
-            pts = [c[k] for c in cs]
-            n = len(record.get("dataset", {}).get("test_labels") or []) if pts[0]["split"] == "test" else \
-                int(record.get("dataset", {}).get("val_samples") or 0)
-            acc[m] = statistics.fmean(p["accuracy"] for p in pts)
-            fps = budget["models"][m].get("flops_per_sample")
-            flops[m] = statistics.fmean(p["samples"] for p in pts) * fps if fps else math.nan
-            seconds[m] = statistics.fmean(p["seconds"] for p in pts)
-            if n:
-                correct[m] = torch.stack([_decode(p["correct"], n) for p in pts])
+        at = {m: _at_point(record, m, [c[k] for c in cs]) for m, cs in curves.items()}
+        acc, flops, seconds = ({m: a[key] for m, a in at.items()} for key in ("accuracy", "flops", "seconds"))
+        correct = {m: a["correct"] for m, a in at.items() if a["correct"] is not None}
         leader = max(acc, key=lambda m: acc[m])
         established = len(correct) == len(acc) and all(
             compare_pair(leader, correct[leader], m, correct[m], alpha)["winner"] == leader
@@ -195,16 +201,11 @@ def epochs_comparison(record: RunRecord, alpha: float = 0.05) -> dict[str, Any] 
         ok = [u for u in e.get("units", []) if u.get("status") == "ok"]
         if not pts or len(pts) != len(ok):
             return None
-        split = pts[0]["split"]
-        n = len(record.get("dataset", {}).get("test_labels") or []) if split == "test" else \
-            int(record.get("dataset", {}).get("val_samples") or 0)
-        if not n:
+        split, at = pts[0]["split"], _at_point(record, m, pts)
+        if at["correct"] is None:
             return None
-        correct[m] = torch.stack([_decode(p["correct"], n) for p in pts])
-        acc[m] = statistics.fmean(p["accuracy"] for p in pts)
-        fps = budget["models"][m].get("flops_per_sample")
-        flops[m] = pts[0]["samples"] * fps if fps else math.nan
-        epochs[m] = pts[0]["samples"] / budget["n_train"]
+        correct[m], acc[m], flops[m] = at["correct"], at["accuracy"], at["flops"]
+        epochs[m] = at["samples"] / budget["n_train"]
     if len(acc) < 2:
         return None
     ranked = sorted(acc, key=lambda m: -acc[m])

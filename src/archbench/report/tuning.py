@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from archbench.records import RunRecord, lookup
+from archbench.records import RunRecord, lookup, unit_samples
 from archbench.report.document import Bullets, Heading, Para, Table
 from archbench.report.units import fmt_count, fmt_seconds, fmt_si
 
@@ -29,8 +29,7 @@ def tuning_summary(record: RunRecord) -> dict[str, Any] | None:
         trials = e.get("trials") or []
         fps = lookup(e, "measurements", "flops", "train_per_sample")
         seconds = sum(float((u.get("timings") or {}).get("train_seconds") or 0.0) for u in trials)
-        samples = sum(float((u.get("timings") or {}).get("samples_per_second") or 0.0)
-                      * float((u.get("timings") or {}).get("train_seconds") or 0.0) for u in trials)
+        samples = sum(unit_samples(u) for u in trials)
         tuned = e.get("tuned") or {}
         models[m] = {
             "trials": [{"trial": u.get("trial"), "seed": u.get("seed"), "params": u.get("params") or {},

@@ -29,6 +29,13 @@ def steps_within(samples: int, n_train: int, batch_size: int) -> int:
     return full * per_epoch + rest // bs
 
 
+def epochs_step(cfg: StudyConfig, model: str, n_train: int) -> int:
+    """The step at which ``model`` has trained its recipe's epochs (evaluated
+    too under a budget: the equal-epochs comparison)."""
+    tcfg = cfg.train_config_for(model)
+    return math.ceil(n_train / min(tcfg.batch_size, n_train)) * tcfg.epochs
+
+
 def nearest_steps(samples: float, n_train: int, batch_size: int) -> int:
     """The step count (at least 1) whose images come nearest ``samples``."""
     low = steps_within(int(samples), n_train, batch_size)
@@ -70,7 +77,7 @@ def plan(cfg: StudyConfig, flops_per_sample: dict[str, float | None], n_train: i
                   for k in range(1, CURVE_POINTS + 1)]
         # The step at the recipe's epochs, where the budget reaches it: evaluated too, so that the run can
         # also answer the equal-epochs question (cnn and mlp after 5 epochs each) beside the equal-compute one.
-        at_epochs = math.ceil(n_train / min(bs, n_train)) * cfg.train_config_for(m).epochs
+        at_epochs = epochs_step(cfg, m, n_train)
         models[m] = {"steps": steps, "epochs": samples / n_train, "samples": samples,
                      "train_flops": samples * fps[m], "flops_per_sample": fps[m], "points": points,
                      "epochs_step": at_epochs if at_epochs <= steps else None}
@@ -85,8 +92,7 @@ def plan_time(cfg: StudyConfig, flops_per_sample: dict[str, float | None], n_tra
     its recipe's epochs (evaluated too where the budget reaches it) and the
     FLOPs per training sample (None where not measured)."""
     assert cfg.budget_seconds is not None
-    models = {m: {"flops_per_sample": flops_per_sample.get(m),
-                  "epochs_step": math.ceil(n_train / min(cfg.train_config_for(m).batch_size, n_train))
-                  * cfg.train_config_for(m).epochs} for m in cfg.models}
+    models = {m: {"flops_per_sample": flops_per_sample.get(m), "epochs_step": epochs_step(cfg, m, n_train)}
+              for m in cfg.models}
     return {"match": "time", "budget_seconds": float(cfg.budget_seconds), "by": "--budget-seconds",
             "n_train": n_train, "models": models}
